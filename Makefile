@@ -1,0 +1,88 @@
+# fcnseg: the two commands on a fresh machine are `make demo` and `make test`.
+#
+# Two environments, because pynq and finn-plus cannot share one (pynq 4.0.0 needs numpy<2,
+# finn-plus 1.6.1 needs numpy>=2.4.6):
+#   .venv        train + compile + dev tools (torch CPU, brevitas, qonnx, finn-plus, pytest, ruff)
+#   .venv-board  the truth of a PYNQ board: base + board extras, numpy<2, no torch
+# Both are installed from the lock files in requirements/, so a fresh machine gets the same set.
+
+PYTHON ?= python3
+VENV := .venv
+BOARD_VENV := .venv-board
+BOARD ?= pynq-z2
+PYTEST_ARGS ?=
+# Default training/export/compile locations (the shipped default model lives in models/).
+CONFIG ?= quantize/configs/default-fcn8s.json
+RUN ?= runs/default-fcn8s
+EXPORT ?= models/default-fcn8s/export
+BUILD ?= build/default-fcn8s-$(BOARD)
+
+.PHONY: setup demo test test-venv test-board train export hw bench lint lock clean help
+
+help:
+	@echo "make demo     set up, then segment the bundled sample images on the simulator (out/)"
+	@echo "make test     set up, then run the whole test suite in both environments"
+	@echo "make setup    create .venv and .venv-board from requirements/*.lock (idempotent)"
+	@echo "make train    train the default FCN-8s on synthetic scenes (CONFIG=..., RUN=...)"
+	@echo "make export   export the trained checkpoint to QONNX (RUN=..., EXPORT=...)"
+	@echo "make hw       compile the export with finn-plus (BOARD=pynq-z2|zcu104|kv260)"
+	@echo "make bench    run the benchmarks, write bench/results.json and bench/RESULTS.md"
+	@echo "make lint     ruff"
+
+setup: $(VENV)/.installed $(BOARD_VENV)/.installed
+
+# The stamp depends on the lock files and pyproject: a second `make setup` is a no-op.
+$(VENV)/.installed: requirements/venv.lock pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --upgrade "pip>=24"
+	$(VENV)/bin/python -m pip install -q -r requirements/venv.lock
+	# finn-plus pins brevitas==0.13.0, which conflicts with torch 2.13.0: its dependencies are in the
+	# lock file, finn-plus itself goes in without them.
+	$(VENV)/bin/python -m pip install -q --no-deps finn-plus==1.6.1
+	$(VENV)/bin/python -m pip install -q --no-deps -e .
+	touch $@
+
+$(BOARD_VENV)/.installed: requirements/board.lock pyproject.toml
+	test -x $(BOARD_VENV)/bin/python || $(PYTHON) -m venv $(BOARD_VENV)
+	$(BOARD_VENV)/bin/python -m pip install -q --upgrade "pip>=24"
+	$(BOARD_VENV)/bin/python -m pip install -q -r requirements/board.lock
+	$(BOARD_VENV)/bin/python -m pip install -q --no-deps -e .
+	touch $@
+
+demo: setup
+	$(VENV)/bin/fcnseg segment samples -o out --overlay
+
+test: setup
+	@status=0; \
+	echo "== tests in $(VENV) (train + compile, numpy 2)"; \
+	$(VENV)/bin/python -m pytest tests $(PYTEST_ARGS) || status=1; \
+	echo "== tests in $(BOARD_VENV) (board runtime, numpy 1.x, pynq, no torch)"; \
+	$(BOARD_VENV)/bin/python -m pytest tests $(PYTEST_ARGS) || status=1; \
+	exit $$status
+
+train: $(VENV)/.installed
+	$(VENV)/bin/fcnseg train --config $(CONFIG) -o $(RUN)
+
+export: $(VENV)/.installed
+	$(VENV)/bin/fcnseg export $(RUN)/best.safetensors -o $(EXPORT)
+
+hw: $(VENV)/.installed
+	$(VENV)/bin/fcnseg compile $(EXPORT) --board $(BOARD) -o $(BUILD)
+
+bench: setup
+	$(VENV)/bin/fcnseg bench -o bench
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check fcnseg quantize hw host tests
+
+# Re-resolve the lock files from the extras (needs the package registry). Review the diff.
+lock:
+	rm -rf /tmp/fcnseg-lock && $(PYTHON) -m venv /tmp/fcnseg-lock/venv && $(PYTHON) -m venv /tmp/fcnseg-lock/board
+	/tmp/fcnseg-lock/venv/bin/pip install -q "pip>=24" && /tmp/fcnseg-lock/venv/bin/pip install -q -e ".[train,compile,dev]"
+	/tmp/fcnseg-lock/venv/bin/pip freeze --exclude-editable > requirements/venv.lock
+	/tmp/fcnseg-lock/board/bin/pip install -q "pip>=24" && /tmp/fcnseg-lock/board/bin/pip install -q -e ".[board,dev]"
+	/tmp/fcnseg-lock/board/bin/pip freeze --exclude-editable > requirements/board.lock
+
+clean:
+	rm -rf $(VENV) $(BOARD_VENV) out build .pytest_cache .ruff_cache

@@ -1,0 +1,30 @@
+"""Test-suite wide markers and skips.
+
+- ``vivado``: needs Vivado/Vitis HLS; skipped unless ``XILINX_VIVADO`` is set.
+- ``board``: needs a real PYNQ board; skipped unless ``/dev/xclmgmt*`` or a Zynq ``/dev/uio`` +
+  ``/sys/class/fpga_manager`` is present (what pynq's own device probes look for).
+- ``slow``: runs by default; deselect with ``-m "not slow"``.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+
+import pytest
+
+
+def _on_board() -> bool:
+    return bool(glob.glob("/sys/class/fpga_manager/fpga*")) or bool(glob.glob("/dev/xclmgmt*"))
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    skip_vivado = pytest.mark.skip(reason="needs Vivado: set XILINX_VIVADO")
+    skip_board = pytest.mark.skip(reason="needs a PYNQ board")
+    has_vivado = bool(os.environ.get("XILINX_VIVADO"))
+    on_board = _on_board()
+    for item in items:
+        if "vivado" in item.keywords and not has_vivado:
+            item.add_marker(skip_vivado)
+        if "board" in item.keywords and not on_board:
+            item.add_marker(skip_board)
