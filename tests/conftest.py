@@ -24,7 +24,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     has_vivado = bool(os.environ.get("XILINX_VIVADO"))
     on_board = _on_board()
     for item in items:
-        if "vivado" in item.keywords and not has_vivado:
+        if item.get_closest_marker("vivado") and not has_vivado:
             item.add_marker(skip_vivado)
-        if "board" in item.keywords and not on_board:
+        if item.get_closest_marker("board") and not on_board:
             item.add_marker(skip_board)
