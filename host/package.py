@@ -1,0 +1,447 @@
+"""The deployment package: the one contract between ``fcnseg.hw`` (writer) and ``fcnseg.host``.
+
+A package is a folder::
+
+    accelerator.json   what the host needs to know (schema below), incl. the sha256 of every file
+    accelerator.npz    the integer arrays of the HW layers (weights, thresholds, constants);
+                       numeric arrays only, loadable with ``np.load(allow_pickle=False)``
+    hw_graph.onnx      the finn-plus HW-layer graph (before SpecializeLayers), reference only
+    bitfile/...        optional (Vivado builds): the bitstream and its .hwh
+    driver/settings.json  optional: the finn-plus-driver settings
+
+This module is numpy-only (json, hashlib, numpy) so it loads on a PYNQ image (Python 3.10,
+numpy 1.x). It is the ONLY place the format is defined; ``fcnseg.hw.to_package`` fills it in.
+
+accelerator.json (``FORMAT_VERSION`` 1)::
+
+    format          "fcnseg-accelerator"
+    format_version  1                  a loader refuses any other version (newer: upgrade fcnseg)
+    model_card      {name, arch, classes [str], palette [[r,g,b]], normalisation {...},
+                     tile [H, W], output_stride, receptive_field, ...}   (from the export's
+                     model.json; extra keys are kept)
+    io
+      input         {name, dtype "UINT8", shape [1,H,W,3], layout "NHWC"}
+      output        {name, dtype "INT16", shape [1,H/s,W/s,C], layout "NHWC",
+                     scale [C floats], bias [C floats]}   logits = scores * scale + bias
+    layers          ordered (topological) list of HW layers, each
+                    {kind        finn op type, e.g. "MVAU" (see LAYER_KINDS)
+                     name        node name in hw_graph.onnx (folding files are keyed by it)
+                     inputs, outputs        tensor names (the dataflow graph; io names above)
+                     attributes  {size-free attributes the simulator needs, JSON scalars/lists}
+                     input_dtypes, output_dtypes   canonical qonnx names ("UINT4", "INT16")
+                     input_shapes, output_shapes   at the tile size, NHWC
+                     folding     {"PE": int, "SIMD": int, ...}
+                     arrays      {role: key in accelerator.npz}, e.g. {"weights": "l3.weights"}}
+    estimates       free-form dict from the finn-plus estimate reports (may be {})
+    board           board name ("pynq-z2", "zcu104", "kv260") or null
+    files           {relative path: sha256 hex} for every file of the package but this json
+    created_by      "fcnseg <version>"
+
+Shapes baked at the tile size (``input_shapes``, ``IFMDim`` ...) are informative: the simulator
+re-derives every spatial size from the actual input, so a package runs on any multiple of the
+net's stride.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fcnseg.errors import UserError
+
+FORMAT_NAME = "fcnseg-accelerator"
+FORMAT_VERSION = 1
+JSON_NAME = "accelerator.json"
+NPZ_NAME = "accelerator.npz"
+HW_GRAPH_NAME = "hw_graph.onnx"
+
+#: HW layer kinds a version-1 package may hold (finn-plus op types) and the arrays each needs.
+LAYER_KINDS: dict[str, tuple[str, ...]] = {
+    "MVAU": ("weights",),  # + optional "thresholds"
+    "ConvolutionInputGenerator": (),
+    "FMPadding": (),
+    "Pool": (),
+    "Thresholding": ("thresholds",),
+    "DuplicateStreams": (),
+    "ElementwiseAdd": (),  # + optional "lhs"/"rhs" constants
+    "ElementwiseSub": (),
+    "ElementwiseMul": (),
+    "ElementwiseMax": (),
+    "AddStreams": (),
+    "UpsampleNearestNeighbour": (),
+    "StreamingDataWidthConverter": (),
+}
+
+_DTYPE_RE = re.compile(r"^(U?INT([1-9][0-9]?)|BIPOLAR|BINARY|TERNARY)$")
+
+
+def parse_dtype(name: str) -> tuple[int, int]:
+    """Return the integer range ``(min, max)`` of a canonical qonnx datatype name.
+
+    Only the integer types a dataflow accelerator streams are accepted (``UINT8``, ``INT4``,
+    ``BIPOLAR`` ...); floats or unknown names raise :class:`UserError`.
+    """
+    m = _DTYPE_RE.match(str(name))
+    if not m:
+        raise UserError(f"unsupported datatype {name!r} (expected e.g. UINT8, INT4, BIPOLAR)")
+    if name == "BIPOLAR":
+        return -1, 1
+    if name == "BINARY":
+        return 0, 1
+    if name == "TERNARY":
+        return -1, 1
+    bits = int(m.group(2))
+    if name.startswith("U"):
+        return 0, 2**bits - 1
+    return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+
+
+def smallest_int_dtype(lo: int, hi: int) -> np.dtype:
+    """The smallest numpy integer dtype holding every value in ``[lo, hi]``."""
+    for dt in (np.uint8, np.int8, np.uint16, np.int16, np.int32, np.int64):
+        info = np.iinfo(dt)
+        if info.min <= lo and hi <= info.max:
+            return np.dtype(dt)
+    raise UserError(f"integer range [{lo}, {hi}] does not fit in int64")
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One HW layer of a package (see the module docstring for the fields)."""
+
+    kind: str
+    name: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    attributes: dict[str, Any]
+    input_dtypes: tuple[str, ...]
+    output_dtypes: tuple[str, ...]
+    input_shapes: tuple[tuple[int, ...], ...] = ()
+    output_shapes: tuple[tuple[int, ...], ...] = ()
+    folding: dict[str, Any] = field(default_factory=dict)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def to_json(self, array_keys: Mapping[str, str]) -> dict[str, Any]:
+        """The layer's JSON entry, with ``arrays`` mapped to their npz keys."""
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "inputs": list(self.inputs),
+            "outputs": list(self.outputs),
+            "attributes": _jsonable(self.attributes),
+            "input_dtypes": list(self.input_dtypes),
+            "output_dtypes": list(self.output_dtypes),
+            "input_shapes": [list(map(int, s)) for s in self.input_shapes],
+            "output_shapes": [list(map(int, s)) for s in self.output_shapes],
+            "folding": _jsonable(dict(self.folding)),
+            "arrays": dict(array_keys),
+        }
+
+
+@dataclass(frozen=True)
+class Package:
+    """A loaded, verified deployment package."""
+
+    path: Path
+    meta: dict[str, Any]
+    layers: tuple[Layer, ...]
+
+    @property
+    def model_card(self) -> dict[str, Any]:
+        return self.meta["model_card"]
+
+    @property
+    def input(self) -> dict[str, Any]:
+        return self.meta["io"]["input"]
+
+    @property
+    def output(self) -> dict[str, Any]:
+        return self.meta["io"]["output"]
+
+    @property
+    def output_scale(self) -> np.ndarray:
+        """Per-class float scale: ``logits = scores * output_scale + output_bias``."""
+        return np.asarray(self.output["scale"], dtype=np.float64)
+
+    @property
+    def output_bias(self) -> np.ndarray:
+        return np.asarray(self.output["bias"], dtype=np.float64)
+
+    @property
+    def num_classes(self) -> int:
+        return int(self.output["shape"][-1])
+
+    @property
+    def output_stride(self) -> int:
+        return int(self.model_card["output_stride"])
+
+    @property
+    def tile(self) -> tuple[int, int]:
+        h, w = self.input["shape"][1:3]
+        return int(h), int(w)
+
+    @property
+    def board(self) -> str | None:
+        return self.meta.get("board")
+
+    @property
+    def estimates(self) -> dict[str, Any]:
+        return self.meta.get("estimates", {})
+
+    def file(self, relpath: str) -> Path:
+        """Absolute path of one of the package's (verified) files."""
+        return self.path / relpath
+
+
+def _jsonable(obj: Any) -> Any:
+    """Numpy scalars/arrays and tuples -> plain JSON types."""
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, bytes):
+        return obj.decode()
+    return obj
+
+
+def write_package(
+    out_dir: str | os.PathLike,
+    *,
+    model_card: Mapping[str, Any],
+    io: Mapping[str, Any],
+    layers: list[Layer],
+    estimates: Mapping[str, Any] | None = None,
+    board: str | None = None,
+    hw_graph: bytes | None = None,
+    extra_files: Mapping[str, str | os.PathLike] | None = None,
+    overwrite: bool = True,
+) -> Path:
+    """Write a package folder atomically and return its path.
+
+    Everything is written to a temporary sibling folder, hashed, then renamed into place, so a
+    crash never leaves a half-written package behind. ``hw_graph`` is the serialized ONNX of the
+    HW graph; ``extra_files`` maps package-relative paths (``bitfile/top.bit``,
+    ``driver/settings.json``) to files to copy in. Integer arrays keep their dtype in the npz.
+    """
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not overwrite:
+        raise UserError(f"{out} exists")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        arrays: dict[str, np.ndarray] = {}
+        entries = []
+        for i, layer in enumerate(layers):
+            if layer.kind not in LAYER_KINDS:
+                raise UserError(f"layer {layer.name}: unknown kind {layer.kind!r}")
+            keys = {}
+            for role, arr in layer.arrays.items():
+                arr = np.asarray(arr)
+                if arr.dtype.kind not in "iu":
+                    raise UserError(f"layer {layer.name}: array {role} is {arr.dtype}, not integer")
+                key = f"{i:03d}_{_safe(layer.name)}.{role}"
+                arrays[key] = arr
+                keys[role] = key
+            entries.append(layer.to_json(keys))
+        np.savez(tmp / NPZ_NAME, **arrays)
+        if hw_graph is not None:
+            (tmp / HW_GRAPH_NAME).write_bytes(hw_graph)
+        for rel, src in (extra_files or {}).items():
+            dst = tmp / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dst)
+        files = {
+            p.relative_to(tmp).as_posix(): sha256_file(p)
+            for p in sorted(tmp.rglob("*"))
+            if p.is_file()
+        }
+        from fcnseg import __version__
+
+        meta = {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "created_by": f"fcnseg {__version__}",
+            "model_card": _jsonable(dict(model_card)),
+            "io": _jsonable(dict(io)),
+            "layers": entries,
+            "estimates": _jsonable(dict(estimates or {})),
+            "board": board,
+            "files": files,
+        }
+        _check_meta(meta, where=str(out))
+        (tmp / JSON_NAME).write_text(json.dumps(meta, indent=1) + "\n")
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
+
+
+def _check_meta(meta: Mapping[str, Any], where: str) -> None:
+    """Structural checks shared by writer and loader; raise a one-line UserError."""
+    try:
+        if meta.get("format") != FORMAT_NAME:
+            raise UserError(f"{where}: not an fcnseg deployment package ({JSON_NAME} format)")
+        version = meta.get("format_version")
+        if not isinstance(version, int):
+            raise UserError(f"{where}: {JSON_NAME} has no integer format_version")
+        if version > FORMAT_VERSION:
+            raise UserError(
+                f"{where}: package format version {version} is newer than this fcnseg "
+                f"supports ({FORMAT_VERSION}); upgrade fcnseg"
+            )
+        if version != FORMAT_VERSION:
+            raise UserError(
+                f"{where}: package format version {version} is not supported "
+                f"(this fcnseg reads {FORMAT_VERSION}); rebuild the package"
+            )
+        for key in ("model_card", "io", "layers", "files"):
+            if key not in meta:
+                raise UserError(f"{where}: {JSON_NAME} lacks {key!r}")
+        card = meta["model_card"]
+        for key in ("classes", "output_stride"):
+            if key not in card:
+                raise UserError(f"{where}: model_card lacks {key!r}")
+        names = set()
+        for port in ("input", "output"):
+            spec = meta["io"][port]
+            parse_dtype(spec["dtype"])
+            if spec.get("layout") != "NHWC":
+                raise UserError(f"{where}: {port} layout {spec.get('layout')!r} is not NHWC")
+            if len(spec["shape"]) != 4:
+                raise UserError(f"{where}: {port} shape {spec['shape']} is not 4-d NHWC")
+            names.add(spec["name"])
+        out = meta["io"]["output"]
+        nc = int(out["shape"][-1])
+        if len(out["scale"]) != nc or len(out["bias"]) != nc:
+            raise UserError(f"{where}: output scale/bias need {nc} entries (one per class)")
+        if len(card["classes"]) != nc:
+            raise UserError(
+                f"{where}: model_card has {len(card['classes'])} classes, output has {nc} channels"
+            )
+        if meta["io"]["input"]["shape"][-1] != 3:
+            raise UserError(f"{where}: input must have 3 channels (RGB)")
+        produced = {meta["io"]["input"]["name"]}
+        if not meta["layers"]:
+            raise UserError(f"{where}: package has no layers")
+        for entry in meta["layers"]:
+            kind = entry.get("kind")
+            if kind not in LAYER_KINDS:
+                raise UserError(
+                    f"{where}: layer {entry.get('name')!r} has unknown kind {kind!r} "
+                    f"(this fcnseg knows {', '.join(sorted(LAYER_KINDS))})"
+                )
+            for t in entry["inputs"]:
+                if t not in produced:
+                    raise UserError(
+                        f"{where}: layer {entry['name']!r} reads {t!r} before it is produced"
+                    )
+            produced.update(entry["outputs"])
+            for dt in list(entry["input_dtypes"]) + list(entry["output_dtypes"]):
+                parse_dtype(dt)
+            for role in LAYER_KINDS[kind]:
+                if role not in entry["arrays"]:
+                    raise UserError(f"{where}: layer {entry['name']!r} lacks array {role!r}")
+        if out["name"] not in produced:
+            raise UserError(f"{where}: no layer produces the output {out['name']!r}")
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise UserError(f"{where}: malformed {JSON_NAME} ({type(e).__name__}: {e})") from None
+
+
+def load_package(path: str | os.PathLike) -> Package:
+    """Read and verify a package folder; refuse a damaged or foreign one with a UserError.
+
+    Checks, before anything else is done with it: the json parses, its format name and version
+    are this module's, every listed file is present with its recorded sha256, the npz is listed,
+    every layer kind is known, every referenced array exists and is integer.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise UserError(f"{root}: no such package folder")
+    jpath = root / JSON_NAME
+    if not jpath.is_file():
+        raise UserError(f"{root}: not a deployment package (no {JSON_NAME})")
+    try:
+        meta = json.loads(jpath.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"{jpath}: unreadable ({type(e).__name__})") from None
+    if not isinstance(meta, dict):
+        raise UserError(f"{jpath}: not a JSON object")
+    _check_meta(meta, where=str(root))
+    files = meta["files"]
+    if NPZ_NAME not in files:
+        raise UserError(f"{root}: {JSON_NAME} does not list {NPZ_NAME}")
+    for rel, digest in files.items():
+        p = root / rel
+        if ".." in Path(rel).parts or Path(rel).is_absolute():
+            raise UserError(f"{root}: file entry {rel!r} escapes the package")
+        if not p.is_file():
+            raise UserError(f"{root}: missing file {rel}")
+        if sha256_file(p) != digest:
+            raise UserError(f"{root}: {rel} is damaged (sha256 mismatch)")
+    try:
+        with np.load(root / NPZ_NAME, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+    except (OSError, ValueError) as e:
+        raise UserError(f"{root}: {NPZ_NAME} unreadable ({type(e).__name__})") from None
+    layers = []
+    for entry in meta["layers"]:
+        arrs = {}
+        for role, key in entry["arrays"].items():
+            if key not in arrays:
+                raise UserError(f"{root}: layer {entry['name']!r} array {key!r} not in {NPZ_NAME}")
+            arr = arrays[key]
+            if arr.dtype.kind not in "iu":
+                raise UserError(f"{root}: array {key!r} is {arr.dtype}, not integer")
+            arrs[role] = arr
+        layers.append(
+            Layer(
+                kind=entry["kind"],
+                name=entry["name"],
+                inputs=tuple(entry["inputs"]),
+                outputs=tuple(entry["outputs"]),
+                attributes=dict(entry["attributes"]),
+                input_dtypes=tuple(entry["input_dtypes"]),
+                output_dtypes=tuple(entry["output_dtypes"]),
+                input_shapes=tuple(tuple(s) for s in entry.get("input_shapes", [])),
+                output_shapes=tuple(tuple(s) for s in entry.get("output_shapes", [])),
+                folding=dict(entry.get("folding", {})),
+                arrays=arrs,
+            )
+        )
+    return Package(path=root, meta=meta, layers=tuple(layers))

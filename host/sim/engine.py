@@ -1,0 +1,127 @@
+"""SimEngine: runs a deployment package's HW layers in numpy, bit-exact, on any input size.
+
+Plan once, run many: at construction every layer becomes a :mod:`.layers` op bound to its arrays
+and to the proven integer ranges of its inputs (propagated from the input datatype, see
+:mod:`.ranges`); two fusions remove copies — a sliding window feeding an MVAU writes its patches
+directly in the MVAU's GEMM dtype, and a sliding window feeding a MaxPool becomes a max over
+strided views. ``run`` then walks the ordered layer list, freeing each tensor after its last use.
+
+The engine is size-agnostic: any ``H, W`` that are multiples of the net's stride (the largest
+downsampling factor inside the graph, derived from the layers) give an output of
+``(N, H / output_stride, W / output_stride, C)``.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+from fcnseg.host.package import Package, parse_dtype
+
+from fcnseg.errors import UserError
+
+from .layers import MVAU, OPS, ConvolutionInputGenerator, MaxPoolDirect, Op, Pool
+from .ranges import Range
+
+
+class SimEngine:
+    """Bit-accurate numpy simulator of a package's accelerator.
+
+    ``engine.run(x)`` takes uint8 NHWC ``(N, H, W, 3)`` and returns int64 integer scores
+    ``(N, H/s, W/s, C)``; multiply by ``package.output_scale`` and add ``package.output_bias`` for
+    logits. ``batch`` bounds how many tiles go through the layers at once (memory).
+    """
+
+    def __init__(self, package: Package, batch: int = 4):
+        self.package = package
+        self.batch = max(1, int(batch))
+        self.input_name = package.input["name"]
+        self.output_name = package.output["name"]
+        self.ranges: dict[str, Range] = {self.input_name: parse_dtype(package.input["dtype"])}
+        if self.ranges[self.input_name] != (0, 255):
+            raise UserError(f"package input dtype {package.input['dtype']} is not UINT8")
+        steps: list[tuple[Op, tuple[str, ...], tuple[str, ...]]] = []
+        for layer in package.layers:
+            cls = OPS.get(layer.kind)
+            if cls is None:
+                raise UserError(f"layer {layer.name}: kind {layer.kind} has no simulator")
+            op = cls(layer, [self.ranges[t] for t in layer.inputs])
+            self.ranges.update(zip(layer.outputs, op.out_ranges, strict=True))
+            steps.append((op, layer.inputs, layer.outputs))
+        self.steps = self._fuse(steps)
+        self.net_stride, self.output_stride = self._strides()
+        lo, hi = parse_dtype(package.output["dtype"])
+        olo, ohi = self.ranges[self.output_name]
+        if olo < lo or ohi > hi:
+            # The accelerator would wrap; the simulator gives the true integers.
+            self.output_range_note = f"scores may exceed {package.output['dtype']}"
+        self._last_use = self._last_uses()
+
+    @staticmethod
+    def _fuse(steps):
+        consumers: dict[str, list[int]] = {}
+        for i, (_, ins, _) in enumerate(steps):
+            for t in ins:
+                consumers.setdefault(t, []).append(i)
+        out = []
+        skip = set()
+        for i, (op, ins, outs) in enumerate(steps):
+            if i in skip:
+                continue
+            if isinstance(op, ConvolutionInputGenerator) and len(consumers.get(outs[0], [])) == 1:
+                j = consumers[outs[0]][0]
+                nxt = steps[j][0]
+                if isinstance(nxt, MVAU) and nxt.gemm.kind == "f":
+                    op.out_dtype = nxt.gemm
+                elif isinstance(nxt, Pool) and nxt.fn == "MaxPool":
+                    out.append((MaxPoolDirect(op, nxt), ins, steps[j][2]))
+                    skip.add(j)
+                    continue
+            out.append((op, ins, outs))
+        return out
+
+    def _strides(self) -> tuple[int, int]:
+        """(net stride: the input multiple needed, output stride: input / output size)."""
+        scale = {self.input_name: Fraction(1)}
+        worst = Fraction(1)
+        for op, ins, outs in self.steps:
+            s = max(scale[t] for t in ins) * Fraction(op.stride()[0]).limit_denominator(64)
+            for t in outs:
+                scale[t] = s
+            worst = max(worst, s)
+        out = scale[self.output_name]
+        if out.denominator != 1 or worst.denominator != 1:
+            raise UserError("package layers give a non-integer stride")
+        return int(worst), int(out)
+
+    def _last_uses(self) -> dict[str, int]:
+        last: dict[str, int] = {}
+        for i, (_, ins, _) in enumerate(self.steps):
+            for t in ins:
+                last[t] = i
+        return last
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """Integer scores of uint8 NHWC ``x`` (N, H, W, 3); H, W multiples of the net stride."""
+        x = np.asarray(x)
+        if x.dtype != np.uint8:
+            raise UserError(f"sim input must be uint8, got {x.dtype}")
+        if x.ndim != 4 or x.shape[-1] != 3:
+            raise UserError(f"sim input must be NHWC (N, H, W, 3), got shape {x.shape}")
+        n, h, w, _ = x.shape
+        if h % self.net_stride or w % self.net_stride or h == 0 or w == 0:
+            raise UserError(
+                f"sim input {h}x{w} is not a multiple of the net stride {self.net_stride}"
+            )
+        outs = [self._run_batch(x[i : i + self.batch]) for i in range(0, n, self.batch)]
+        return np.concatenate(outs) if len(outs) > 1 else outs[0]
+
+    def _run_batch(self, x: np.ndarray) -> np.ndarray:
+        env: dict[str, np.ndarray] = {self.input_name: x}
+        for i, (op, ins, outs) in enumerate(self.steps):
+            results = op(*(env[t] for t in ins))
+            for t in ins:
+                if self._last_use.get(t) == i and t != self.output_name:
+                    env.pop(t, None)
+            env.update(zip(outs, results, strict=True))
+        return env[self.output_name].astype(np.int64)

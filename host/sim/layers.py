@@ -1,0 +1,404 @@
+"""One numpy implementation per HW layer kind, with the hardware's integer semantics.
+
+Each class is built once per package layer from its :class:`~fcnseg.host.package.Layer` and the
+*proven* integer ranges of its inputs (:mod:`.ranges`), precomputes what it can (float copies of
+the weights where a GEMM in that float type is exact, threshold lookup tables), and is then called
+on NHWC integer arrays of any spatial size: sizes baked into the finn attributes for the tile
+(``IFMDim``, ``OFMDim``, ``ImgDim``, ``HI``/``HO`` ...) are never used for computing, only the
+size-free ones (kernel, stride, dilation, padding, scale factor).
+
+The reference for every class is the ``execute_node`` of the finn-plus custom op of the same name
+(tests/host/test_sim_layers.py checks them for exact equality). Where finn's golden model computes
+in float32 (``np.matmul`` of float tensors), it is exact only while the accumulator stays below
+2^24; the simulator is exact everywhere (int64 fallback), so they agree wherever finn is exact.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from fcnseg.host.package import Layer, parse_dtype
+
+from fcnseg.errors import UserError
+
+from .ranges import Range, gemm_dtype, matmul_range, storage_dtype
+
+#: Threshold lookup tables up to this many entries (channels x input range); above, searchsorted.
+LUT_MAX_ENTRIES = 1 << 22
+
+
+class Op:
+    """A HW layer bound to its package data. ``out_ranges`` holds one range per output."""
+
+    out_ranges: list[Range]
+
+    def __init__(self, layer: Layer, in_ranges: Sequence[Range]):
+        self.layer = layer
+        self.attrs = layer.attributes
+        self.in_ranges = list(in_ranges)
+
+    def __call__(self, *xs: np.ndarray) -> list[np.ndarray]:
+        raise NotImplementedError
+
+    def attr(self, name: str, default=None):
+        if name in self.attrs:
+            return self.attrs[name]
+        if default is None:
+            raise UserError(f"layer {self.layer.name}: attribute {name!r} missing")
+        return default
+
+    def stride(self) -> tuple[float, float]:
+        """Spatial downsampling factor of this layer (output pixel = stride input pixels)."""
+        return 1.0, 1.0
+
+
+class ThresholdCounter:
+    """``out = scale * #{b : x >= T[c, b]} + bias`` per channel, for integer ``x`` in a range.
+
+    Thresholds are integers (the package stores ``ceil`` of finn's float thresholds: for integer
+    ``x``, ``x >= t`` iff ``x >= ceil(t)``), clipped here to ``[lo, hi + 1]``, which changes no
+    count for ``x`` in ``[lo, hi]``. With ``C * (hi - lo + 1)`` small the counts are tabulated
+    (one gather per element); otherwise one ``searchsorted`` over all channels at once, each
+    channel shifted into its own disjoint interval of keys.
+    """
+
+    def __init__(
+        self, thresholds: np.ndarray, channels: int, in_range: Range, bias: int, scale: int = 1
+    ):
+        lo, hi = in_range
+        t = np.asarray(thresholds, dtype=np.int64)
+        if t.ndim != 2 or t.shape[0] not in (1, channels):
+            raise UserError(f"thresholds of shape {t.shape} do not fit {channels} channels")
+        t = np.sort(np.clip(np.broadcast_to(t, (channels, t.shape[1])), lo, hi + 1), axis=1)
+        steps = t.shape[1]
+        self.lo, self.channels, self.steps = lo, channels, steps
+        ends = (bias, bias + scale * steps)
+        self.out_range: Range = (min(ends), max(ends))
+        self.out_dtype = storage_dtype(self.out_range)
+        span = hi - lo + 2  # keys lo..hi+1 per channel
+        self.span = span
+        if channels * span <= LUT_MAX_ENTRIES:
+            values = np.arange(lo, lo + span, dtype=np.int64)
+            counts = np.stack([np.searchsorted(row, values, side="right") for row in t])
+            self.lut = (scale * counts + bias).astype(self.out_dtype).ravel()
+            self.offsets = (np.arange(channels, dtype=np.int64) * span - lo).astype(np.int32)
+            self.flat = None
+        else:
+            self.lut = None
+            shift = np.arange(channels, dtype=np.int64) * span
+            self.flat = (t + shift[:, None]).ravel()
+            self.shift = shift - lo
+            self.scale, self.bias = scale, bias
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if self.lut is not None:
+            idx = x.astype(np.int32)
+            idx += self.offsets
+            return self.lut.take(idx)
+        key = x.astype(np.int64) + self.shift
+        cnt = np.searchsorted(self.flat, key, side="right")
+        cnt -= np.arange(self.channels, dtype=np.int64) * self.steps
+        return (self.scale * cnt + self.bias).astype(self.out_dtype)
+
+
+def _act_bias_scale(odt: str, act_val: int) -> tuple[int, int]:
+    """finn's output mapping of a threshold count: BIPOLAR -> 2c - 1, else c + ActVal."""
+    return (-1, 2) if odt == "BIPOLAR" else (int(act_val), 1)
+
+
+class MVAU(Op):
+    """Matrix-vector-activation: ``acc = x @ W`` (integers), then thresholds or the raw ``acc``.
+
+    The GEMM runs in float32 when every partial sum is provably below 2^24, in float64 below 2^53,
+    else in int64 — exact in all cases. ``x`` may arrive already in the GEMM dtype (the engine
+    makes the sliding window write its patches in it).
+    """
+
+    def __init__(self, layer: Layer, in_ranges: Sequence[Range]):
+        super().__init__(layer, in_ranges)
+        if int(self.attr("binaryXnorMode", 0)):
+            raise UserError(f"layer {layer.name}: binaryXnorMode MVAU is not supported")
+        if layer.input_dtypes and layer.input_dtypes[0] == "BIPOLAR":
+            raise UserError(f"layer {layer.name}: BIPOLAR-input MVAU is not supported")
+        w = np.asarray(layer.arrays["weights"])
+        mw, mh = int(self.attr("MW", w.shape[0])), int(self.attr("MH", w.shape[1]))
+        if w.shape != (mw, mh):
+            raise UserError(f"layer {layer.name}: weights {w.shape} are not (MW, MH) = {(mw, mh)}")
+        self.mw, self.mh = mw, mh
+        acc_range, bound = matmul_range(self.in_ranges[0], w)
+        self.acc_range = acc_range
+        self.gemm = gemm_dtype(bound)
+        self.w = np.ascontiguousarray(w.astype(self.gemm))
+        self.no_act = int(self.attr("noActivation", 0)) == 1 or "thresholds" not in layer.arrays
+        if self.no_act:
+            self.thr = None
+            self.out_ranges = [acc_range]
+            self.out_dtype = storage_dtype(acc_range)
+        else:
+            odt = layer.output_dtypes[0] if layer.output_dtypes else ""
+            bias, scale = _act_bias_scale(odt, int(self.attr("ActVal", 0)))
+            self.thr = ThresholdCounter(layer.arrays["thresholds"], mh, acc_range, bias, scale)
+            self.out_ranges = [self.thr.out_range]
+
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        lead = x.shape[:-1]
+        a = x.reshape(-1, self.mw)
+        if a.dtype != self.gemm:
+            a = a.astype(self.gemm)
+        acc = a @ self.w
+        out = acc.astype(self.out_dtype) if self.thr is None else self.thr(acc)
+        return [out.reshape(*lead, self.mh)]
+
+
+class ConvolutionInputGenerator(Op):
+    """Sliding window (im2col): NHWC -> (N, OH, OW, kh*kw*C), inner order (kh, kw, C).
+
+    No padding (finn puts an FMPadding in front). ``out_dtype`` lets the engine fuse the cast to
+    the consumer MVAU's GEMM dtype into the one copy this makes.
+    """
+
+    def __init__(self, layer: Layer, in_ranges: Sequence[Range]):
+        super().__init__(layer, in_ranges)
+        self.k = tuple(int(v) for v in self.attr("ConvKernelDim"))
+        self.s = tuple(int(v) for v in self.attr("Stride", [1, 1]))
+        self.d = tuple(int(v) for v in self.attr("Dilation", [1, 1]))
+        self.out_ranges = [self.in_ranges[0]]
+        self.out_dtype: np.dtype | None = None
+
+    def stride(self) -> tuple[float, float]:
+        return float(self.s[0]), float(self.s[1])
+
+    def out_dims(self, h: int, w: int) -> tuple[int, int]:
+        (kh, kw), (sh, sw), (dh, dw) = self.k, self.s, self.d
+        oh = (h - dh * (kh - 1) - 1) // sh + 1
+        ow = (w - dw * (kw - 1) - 1) // sw + 1
+        if oh < 1 or ow < 1:
+            raise UserError(f"layer {self.layer.name}: input {h}x{w} smaller than its window")
+        return oh, ow
+
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        n, h, w, c = x.shape
+        (kh, kw), (sh, sw), (dh, dw) = self.k, self.s, self.d
+        oh, ow = self.out_dims(h, w)
+        if (kh, kw) == (1, 1) and (sh, sw) == (1, 1):
+            return [x if self.out_dtype is None else x.astype(self.out_dtype)]
+        out = np.empty((n, oh, ow, kh, kw, c), dtype=self.out_dtype or x.dtype)
+        for i in range(kh):
+            for j in range(kw):
+                out[:, :, :, i, j, :] = x[
+                    :,
+                    i * dh : i * dh + sh * (oh - 1) + 1 : sh,
+                    j * dw : j * dw + sw * (ow - 1) + 1 : sw,
+                ]
+        return [out.reshape(n, oh, ow, kh * kw * c)]
+
+
+class FMPadding(Op):
+    """Zero padding ``[top, left, bottom, right]`` of an NHWC map."""
+
+    def __init__(self, layer: Layer, in_ranges: Sequence[Range]):
+        super().__init__(layer, in_ranges)
+        self.pad = [int(v) for v in self.attr("Padding")]
+        lo, hi = self.in_ranges[0]
+        self.out_ranges = [(min(lo, 0), max(hi, 0))]
+
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        top, left, bottom, right = self.pad
+        n, h, w, c = x.shape
+        out = np.zeros((n, h + top + bottom, w + left + right, c), dtype=x.dtype)
+        out[:, top : top + h, left : left + w] = x
+        return [out]
+
+
+class Pool(Op):
+    """Pooling over the window axis of a (depthwise) sliding window's output.
+
+    ``MaxPool``: max; ``AccPool``: sum; ``QuantAvgPool``: sum then right shift by
+    ``bits(k^2 * (2^ibits - 1)) - obits`` (finn's rule). ``AvgPool`` (float mean) is refused.
+    """
+
+    def __init__(self, layer: Layer, in_ranges: Sequence[Range]):
+        super().__init__(layer, in_ranges)
+        self.fn = str(self.attr("Function"))
+        kh, kw = (int(v) for v in self.attr("KernelSize"))
+        self.k2 = kh * kw
+        lo, hi = self.in_ranges[0]
+        if self.fn == "MaxPool":
+            self.out_ranges = [(lo, hi)]
+        elif self.fn == "AccPool":
+            self.out_ranges = [(lo * self.k2, hi * self.k2)]
+        elif self.fn == "QuantAvgPool":
+            ibits = _bitwidth(layer.input_dtypes[0])
+            obits = _bitwidth(layer.output_dtypes[0])
+            maxbits = int((2**ibits - 1) * self.k2).bit_length()
+            self.shift = max(maxbits - obits, 0)
+            self.out_ranges = [(lo * self.k2 >> self.shift, hi * self.k2 >> self.shift)]
+        else:
+            raise UserError(f"layer {layer.name}: pool function {self.fn!r} is not integer")
+
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        c = x.shape[-1] // self.k2
+        v = x.reshape(*x.shape[:-1], self.k2, c)
+        if self.fn == "MaxPool":
+            return [v.max(axis=-2)]
+        dt = storage_dtype(self.out_ranges[0]) if self.fn == "AccPool" else np.int64
+        s = v.sum(axis=-2, dtype=np.int64 if self.fn != "AccPool" else dt)
+        if self.fn == "QuantAvgPool":
+            s = np.right_shift(s, self.shift).astype(storage_dtype(self.out_ranges[0]))
+        return [s]
+
+
+class MaxPoolDirect(Op):
+    """A depthwise sliding window fused with its MaxPool: max of the strided window views."""
+
+    def __init__(self, swg: ConvolutionInputGenerator, pool: Pool):
+        super().__init__(pool.layer, swg.in_ranges)
+        self.swg = swg
+        self.out_ranges = pool.out_ranges
+
+    def stride(self) -> tuple[float, float]:
+        return self.swg.stride()
+
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        (kh, kw), (sh, sw), (dh, dw) = self.swg.k, self.swg.s, self.swg.d
+        oh, ow = self.swg.out_dims(x.shape[1], x.shape[2])
+        out = None
+        for i in range(kh):
+            for j in range(kw):
+                v = x[
+                    :,
+                    i * dh : i * dh + sh * (oh - 1) + 1 : sh,
+                    j * dw : j * dw + sw * (ow - 1) + 1 : sw,
+                ]
+                out = v.copy() if out is None else np.maximum(out, v, out=out)
+        return [out]
+
+
+class Thresholding(Op):
+    """Standalone multi-threshold: ``#{b : x >= T[c, b]} + ActVal`` (BIPOLAR: ``2 count - 1``)."""
+
+    def __init__(self, layer: Layer, in_ranges: Sequence[Range]):
+        super().__init__(layer, in_ranges)
+        t = layer.arrays["thresholds"]
+        ch = int(self.attr("NumChannels", t.shape[0]))
+        odt = layer.output_dtypes[0] if layer.output_dtypes else ""
+        bias, scale = _act_bias_scale(odt, int(self.attr("ActVal", 0)))
+        self.thr = ThresholdCounter(t, ch, self.in_ranges[0], bias, scale)
+        self.out_ranges = [self.thr.out_range]
+
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        return [self.thr(x)]
+
+
+class DuplicateStreams(Op):
+    """Fan-out: the same (read-only) array on every output."""
+
+    def __init__(self, layer: Layer, in_ranges: Sequence[Range]):
+        super().__init__(layer, in_ranges)
+        self.out_ranges = [self.in_ranges[0]] * len(layer.outputs)
+
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        return [x] * len(self.layer.outputs)
+
+
+class Identity(Op):
+    """Layers that only re-pack the stream (data width converters): values unchanged."""
+
+    def __init__(self, layer: Layer, in_ranges: Sequence[Range]):
+        super().__init__(layer, in_ranges)
+        self.out_ranges = [self.in_ranges[0]]
+
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        return [x]
+
+
+class Elementwise(Op):
+    """Integer elementwise binary op of two streams or a stream and a constant (lhs/rhs)."""
+
+    FUNCS = {
+        "ElementwiseAdd": np.add,
+        "AddStreams": np.add,
+        "ElementwiseSub": np.subtract,
+        "ElementwiseMul": np.multiply,
+        "ElementwiseMax": np.maximum,
+    }
+
+    def __init__(self, layer: Layer, in_ranges: Sequence[Range]):
+        super().__init__(layer, in_ranges)
+        self.fn = self.FUNCS[layer.kind]
+        self.consts = {k: np.asarray(layer.arrays[k]) for k in ("lhs", "rhs") if k in layer.arrays}
+        it = iter(self.in_ranges)
+        ranges = []
+        for side in ("lhs", "rhs"):
+            if side in self.consts:
+                c = self.consts[side]
+                ranges.append((int(c.min()), int(c.max())))
+            else:
+                ranges.append(next(it))
+        (a0, a1), (b0, b1) = ranges
+        if self.fn is np.add:
+            r = (a0 + b0, a1 + b1)
+        elif self.fn is np.subtract:
+            r = (a0 - b1, a1 - b0)
+        elif self.fn is np.multiply:
+            p = [a0 * b0, a0 * b1, a1 * b0, a1 * b1]
+            r = (min(p), max(p))
+        else:
+            r = (max(a0, b0), max(a1, b1))
+        self.out_ranges = [r]
+        self.dtype = storage_dtype(r)
+
+    def __call__(self, *xs: np.ndarray) -> list[np.ndarray]:
+        it = iter(xs)
+        a = self.consts["lhs"] if "lhs" in self.consts else next(it)
+        b = self.consts["rhs"] if "rhs" in self.consts else next(it)
+        return [self.fn(a.astype(self.dtype, copy=False), b.astype(self.dtype, copy=False))]
+
+
+class UpsampleNearestNeighbour(Op):
+    """Nearest upsampling by the integer factor ``HO / HI`` (``WO / WI``): pixel repetition.
+
+    For an integer factor this equals finn's reference (ONNX Resize, nearest, half_pixel,
+    round_prefer_floor). A non-integer factor has no size-free meaning and is refused.
+    """
+
+    def __init__(self, layer: Layer, in_ranges: Sequence[Range]):
+        super().__init__(layer, in_ranges)
+        hi_, wi, ho, wo = (int(self.attr(k)) for k in ("HI", "WI", "HO", "WO"))
+        if ho % hi_ or wo % wi:
+            raise UserError(f"layer {layer.name}: upsampling {hi_}x{wi}->{ho}x{wo} not integer")
+        self.f = (ho // hi_, wo // wi)
+        self.out_ranges = [self.in_ranges[0]]
+
+    def stride(self) -> tuple[float, float]:
+        return 1.0 / self.f[0], 1.0 / self.f[1]
+
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        n, h, w, c = x.shape
+        fh, fw = self.f
+        v = np.broadcast_to(x[:, :, None, :, None, :], (n, h, fh, w, fw, c))
+        return [v.reshape(n, h * fh, w * fw, c)]
+
+
+def _bitwidth(dt: str) -> int:
+    lo, hi = parse_dtype(dt)
+    return max(int(hi).bit_length(), int(-lo - 1).bit_length() + 1 if lo < 0 else 0)
+
+
+#: package layer kind -> simulator class
+OPS: dict[str, type[Op]] = {
+    "MVAU": MVAU,
+    "ConvolutionInputGenerator": ConvolutionInputGenerator,
+    "FMPadding": FMPadding,
+    "Pool": Pool,
+    "Thresholding": Thresholding,
+    "DuplicateStreams": DuplicateStreams,
+    "StreamingDataWidthConverter": Identity,
+    "ElementwiseAdd": Elementwise,
+    "ElementwiseSub": Elementwise,
+    "ElementwiseMul": Elementwise,
+    "ElementwiseMax": Elementwise,
+    "AddStreams": Elementwise,
+    "UpsampleNearestNeighbour": UpsampleNearestNeighbour,
+}

@@ -1,0 +1,233 @@
+"""finn-plus HW-layer graph -> deployment package (format: :mod:`fcnseg.host.package`).
+
+``layers_from_model`` turns the graph *before* SpecializeLayers (nodes in the domain
+``finn.custom_op.fpgadataflow``: MVAU, ConvolutionInputGenerator, FMPadding, Pool, Thresholding,
+DuplicateStreams, ElementwiseAdd, UpsampleNearestNeighbour, ...) into the package's ordered layer
+list with integer arrays; ``build_package`` writes the package. A dataflow-partition parent is
+followed into its child graph. Layout-only boundary nodes (the NCHW<->NHWC Transposes finn keeps
+around the partition) are dropped: the package's input and output are NHWC. Any other non-HW node
+is refused, since the host could not run it.
+
+Float tensors from finn become integers here, exactly: weights must be integer-valued; thresholds
+``t`` become ``ceil(t)`` (for integer inputs ``x >= t`` iff ``x >= ceil(t)``) clipped to the
+proven input range ``[lo, hi + 1]`` (counts unchanged), stored in the smallest dtype.
+finn/qonnx/onnx are imported inside functions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from fcnseg.host.package import LAYER_KINDS, Layer, parse_dtype, write_package
+from fcnseg.host.sim.ranges import matmul_range, storage_dtype
+
+from fcnseg.errors import UserError
+
+if TYPE_CHECKING:
+    from qonnx.core.modelwrapper import ModelWrapper
+
+HW_DOMAIN = "finn.custom_op.fpgadataflow"
+LAYOUT_OPS = {"Transpose", "Reshape", "Identity"}
+
+#: attributes copied into accelerator.json per kind (size-free ones drive the simulator; the
+#: tile-size ones are kept for reference and for the board driver).
+ATTRS: dict[str, tuple[str, ...]] = {
+    "MVAU": ("MW", "MH", "ActVal", "noActivation", "binaryXnorMode", "accDataType", "mem_mode"),
+    "ConvolutionInputGenerator": (
+        "ConvKernelDim",
+        "IFMChannels",
+        "IFMDim",
+        "OFMDim",
+        "Stride",
+        "Dilation",
+        "depthwise",
+    ),
+    "FMPadding": ("ImgDim", "Padding", "NumChannels"),
+    "Pool": ("Channels", "KernelSize", "Function", "OutImgDims", "AccumBits", "Size"),
+    "Thresholding": ("NumChannels", "numSteps", "ActVal"),
+    "DuplicateStreams": ("NumChannels", "NumOutputStreams"),
+    "UpsampleNearestNeighbour": ("HI", "WI", "HO", "WO", "NumChannels"),
+    "StreamingDataWidthConverter": ("inWidth", "outWidth"),
+    "AddStreams": ("NumChannels",),
+}
+for _k in ("ElementwiseAdd", "ElementwiseSub", "ElementwiseMul", "ElementwiseMax"):
+    ATTRS[_k] = ("lhs_shape", "rhs_shape", "out_shape", "lhs_style", "rhs_style")
+FOLDING_ATTRS = ("PE", "SIMD", "parallel_window", "ram_style", "resType")
+
+
+def _hw_graph(model: ModelWrapper) -> ModelWrapper:
+    """The HW-layer graph: the model itself, or the child of its single dataflow partition."""
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.custom_op.registry import getCustomOp
+
+    parts = [n for n in model.graph.node if n.op_type == "StreamingDataflowPartition"]
+    if len(parts) > 1:
+        raise UserError(f"the HW graph has {len(parts)} dataflow partitions; expected one")
+    if parts:
+        return ModelWrapper(getCustomOp(parts[0]).get_nodeattr("model"))
+    return model
+
+
+def _integer(name: str, arr: np.ndarray, what: str) -> np.ndarray:
+    a = np.asarray(arr)
+    if a.dtype.kind == "f":
+        if not np.all(np.isfinite(a)) or not np.array_equal(a, np.round(a)):
+            raise UserError(f"layer {name}: {what} are not integers")
+        a = a.astype(np.int64)
+    return a.astype(np.int64)
+
+
+def _compact(a: np.ndarray) -> np.ndarray:
+    return a.astype(storage_dtype((int(a.min()), int(a.max())))) if a.size else a
+
+
+def _thresholds(name: str, t: np.ndarray, in_range: tuple[int, int]) -> np.ndarray:
+    t = np.asarray(t, dtype=np.float64)
+    if not np.all(np.isfinite(t)):
+        raise UserError(f"layer {name}: thresholds are not finite")
+    lo, hi = in_range
+    t = np.clip(np.ceil(t), lo, hi + 1).astype(np.int64)
+    return _compact(t)
+
+
+def layers_from_model(model: ModelWrapper) -> tuple[list[Layer], dict[str, Any]]:
+    """Package layers and the io dict (without scale/bias) of a finn-plus HW-layer graph."""
+    from qonnx.custom_op.registry import getCustomOp
+
+    model = _hw_graph(model)
+    nodes = list(model.graph.node)
+    hw = [n for n in nodes if n.domain.startswith(HW_DOMAIN)]
+    if not hw:
+        raise UserError("the model has no HW layers (run the conversion to HW layers first)")
+    first, last = nodes.index(hw[0]), nodes.index(hw[-1])
+    for n in nodes[:first] + nodes[last + 1 :]:
+        if n.op_type not in LAYOUT_OPS:
+            raise UserError(f"node {n.name} ({n.op_type}) outside the HW layers is not layout-only")
+    for n in nodes[first : last + 1]:
+        if not n.domain.startswith(HW_DOMAIN):
+            raise UserError(f"node {n.name} ({n.op_type}) between HW layers is not a HW layer")
+
+    ranges: dict[str, tuple[int, int]] = {}
+    layers: list[Layer] = []
+    for node in hw:
+        kind = node.op_type
+        if kind not in LAYER_KINDS:
+            raise UserError(f"layer {node.name}: HW layer kind {kind} is not supported by fcnseg")
+        inst = getCustomOp(node)
+        types = inst.get_nodeattr_types()
+        attrs = {a: inst.get_nodeattr(a) for a in ATTRS.get(kind, ()) if a in types}
+        folding = {a: inst.get_nodeattr(a) for a in FOLDING_ATTRS if a in types}
+        dyn = [t for t in node.input if t and model.get_initializer(t) is None]
+        in_dts = [model.get_tensor_datatype(t).name for t in dyn]
+        out_dts = [model.get_tensor_datatype(t).name for t in node.output]
+        for t, dt in zip(dyn, in_dts, strict=True):
+            ranges.setdefault(t, parse_dtype(dt))
+        arrays: dict[str, np.ndarray] = {}
+        if kind == "MVAU":
+            w = _integer(node.name, model.get_initializer(node.input[1]), "weights")
+            arrays["weights"] = _compact(w)
+            if len(node.input) > 2 and not int(inst.get_nodeattr("noActivation")):
+                acc_range, _ = matmul_range(ranges[dyn[0]], w)
+                t = model.get_initializer(node.input[2])
+                arrays["thresholds"] = _thresholds(node.name, t, acc_range)
+        elif kind == "Thresholding":
+            t = model.get_initializer(node.input[1])
+            arrays["thresholds"] = _thresholds(node.name, t, ranges[dyn[0]])
+        elif kind.startswith("Elementwise"):
+            for side, t in zip(("lhs", "rhs"), node.input, strict=False):
+                c = model.get_initializer(t)
+                if c is not None:
+                    arrays[side] = _compact(_integer(node.name, c, f"{side} constants"))
+        layers.append(
+            Layer(
+                kind=kind,
+                name=node.name,
+                inputs=tuple(dyn),
+                outputs=tuple(node.output),
+                attributes=attrs,
+                input_dtypes=tuple(in_dts),
+                output_dtypes=tuple(out_dts),
+                input_shapes=tuple(tuple(model.get_tensor_shape(t)) for t in dyn),
+                output_shapes=tuple(tuple(model.get_tensor_shape(t)) for t in node.output),
+                folding=folding,
+                arrays=arrays,
+            )
+        )
+    produced = {t for layer in layers for t in layer.outputs}
+    consumed = {t for layer in layers for t in layer.inputs}
+    ins = [t for t in consumed if t not in produced]
+    outs = [t for t in produced if t not in consumed]
+    if len(ins) != 1 or len(outs) != 1:
+        raise UserError(f"HW layers need one input and one output, found {ins} -> {outs}")
+    io = {}
+    for port, t in (("input", ins[0]), ("output", outs[0])):
+        shape = [int(v) for v in model.get_tensor_shape(t)]
+        io[port] = {
+            "name": t,
+            "dtype": model.get_tensor_datatype(t).name,
+            "shape": shape,
+            "layout": "NHWC",
+        }
+    return layers, io
+
+
+def build_package(
+    hw_model: ModelWrapper | str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    model_card: Mapping[str, Any] | str | os.PathLike,
+    estimates: Mapping[str, Any] | None = None,
+    board: str | None = None,
+    folding: Mapping[str, Mapping[str, Any]] | None = None,
+    output_scale: list[float] | None = None,
+    output_bias: list[float] | None = None,
+    extra_files: Mapping[str, str | os.PathLike] | None = None,
+) -> Path:
+    """Write the deployment package of a HW-layer graph; return its folder.
+
+    ``model_card``: the export's model.json (dict or path). Its ``output_scale``/``output_bias``
+    (per class) become the package's output scale/bias unless given explicitly (when the HW
+    graph's integer output is scaled differently from the export's). ``folding``: the folding
+    config (node name -> {PE, SIMD, ...}), merged into each layer's ``folding`` record (the node
+    attributes are the truth; this only fills keys they lack). ``extra_files``: package-relative
+    path -> source file (bitfile, driver settings).
+    """
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    if not isinstance(hw_model, ModelWrapper):
+        hw_model = ModelWrapper(str(hw_model))
+    if not isinstance(model_card, Mapping):
+        model_card = json.loads(Path(model_card).read_text())
+    card = dict(model_card)
+    layers, io = layers_from_model(hw_model)
+    if folding:
+        merged = []
+        for layer in layers:
+            fold = {**dict(folding.get(layer.name, {})), **layer.folding}
+            merged.append(Layer(**{**vars(layer), "folding": fold}))
+        layers = merged
+    nc = io["output"]["shape"][-1]
+    scale = output_scale if output_scale is not None else card.get("output_scale")
+    bias = output_bias if output_bias is not None else card.get("output_bias")
+    if scale is None:
+        raise UserError("model card has no output_scale; pass output_scale")
+    scale = [float(v) for v in np.broadcast_to(np.asarray(scale, dtype=np.float64), (nc,))]
+    bias = [float(v) for v in np.broadcast_to(np.asarray(bias or 0.0, dtype=np.float64), (nc,))]
+    io["output"].update(scale=scale, bias=bias)
+    card.setdefault("tile", io["input"]["shape"][1:3])
+    card = {k: v for k, v in card.items() if k not in ("output_scale", "output_bias")}
+    return write_package(
+        out_dir,
+        model_card=card,
+        io=io,
+        layers=layers,
+        estimates=estimates,
+        board=board,
+        hw_graph=_hw_graph(hw_model).model.SerializeToString(),
+        extra_files=extra_files,
+    )
