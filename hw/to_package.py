@@ -95,9 +95,59 @@ def _thresholds(name: str, t: np.ndarray, in_range: tuple[int, int]) -> np.ndarr
     return _compact(t)
 
 
+def node_to_layer(model: ModelWrapper, node, ranges: dict[str, tuple[int, int]]) -> Layer:
+    """One HW node -> package :class:`Layer` (integer arrays, size-free attributes, dtypes).
+
+    ``ranges`` maps tensor names to integer ranges; missing inputs get their datatype's range
+    (used to clip thresholds); it is updated in place.
+    """
+    from qonnx.custom_op.registry import getCustomOp
+
+    kind = node.op_type
+    if kind not in LAYER_KINDS:
+        raise UserError(f"layer {node.name}: HW layer kind {kind} is not supported by fcnseg")
+    inst = getCustomOp(node)
+    types = inst.get_nodeattr_types()
+    attrs = {a: inst.get_nodeattr(a) for a in ATTRS.get(kind, ()) if a in types}
+    folding = {a: inst.get_nodeattr(a) for a in FOLDING_ATTRS if a in types}
+    dyn = [t for t in node.input if t and model.get_initializer(t) is None]
+    in_dts = [model.get_tensor_datatype(t).name for t in dyn]
+    out_dts = [model.get_tensor_datatype(t).name for t in node.output]
+    for t, dt in zip(dyn, in_dts, strict=True):
+        ranges.setdefault(t, parse_dtype(dt))
+    arrays: dict[str, np.ndarray] = {}
+    if kind == "MVAU":
+        w = _integer(node.name, model.get_initializer(node.input[1]), "weights")
+        arrays["weights"] = _compact(w)
+        if len(node.input) > 2 and not int(inst.get_nodeattr("noActivation")):
+            acc_range, _ = matmul_range(ranges[dyn[0]], w)
+            t = model.get_initializer(node.input[2])
+            arrays["thresholds"] = _thresholds(node.name, t, acc_range)
+    elif kind == "Thresholding":
+        t = model.get_initializer(node.input[1])
+        arrays["thresholds"] = _thresholds(node.name, t, ranges[dyn[0]])
+    elif kind.startswith("Elementwise"):
+        for side, t in zip(("lhs", "rhs"), node.input, strict=False):
+            c = model.get_initializer(t)
+            if c is not None:
+                arrays[side] = _compact(_integer(node.name, c, f"{side} constants"))
+    return Layer(
+        kind=kind,
+        name=node.name,
+        inputs=tuple(dyn),
+        outputs=tuple(node.output),
+        attributes=attrs,
+        input_dtypes=tuple(in_dts),
+        output_dtypes=tuple(out_dts),
+        input_shapes=tuple(tuple(model.get_tensor_shape(t)) for t in dyn),
+        output_shapes=tuple(tuple(model.get_tensor_shape(t)) for t in node.output),
+        folding=folding,
+        arrays=arrays,
+    )
+
+
 def layers_from_model(model: ModelWrapper) -> tuple[list[Layer], dict[str, Any]]:
     """Package layers and the io dict (without scale/bias) of a finn-plus HW-layer graph."""
-    from qonnx.custom_op.registry import getCustomOp
 
     model = _hw_graph(model)
     nodes = list(model.graph.node)
@@ -113,51 +163,7 @@ def layers_from_model(model: ModelWrapper) -> tuple[list[Layer], dict[str, Any]]
             raise UserError(f"node {n.name} ({n.op_type}) between HW layers is not a HW layer")
 
     ranges: dict[str, tuple[int, int]] = {}
-    layers: list[Layer] = []
-    for node in hw:
-        kind = node.op_type
-        if kind not in LAYER_KINDS:
-            raise UserError(f"layer {node.name}: HW layer kind {kind} is not supported by fcnseg")
-        inst = getCustomOp(node)
-        types = inst.get_nodeattr_types()
-        attrs = {a: inst.get_nodeattr(a) for a in ATTRS.get(kind, ()) if a in types}
-        folding = {a: inst.get_nodeattr(a) for a in FOLDING_ATTRS if a in types}
-        dyn = [t for t in node.input if t and model.get_initializer(t) is None]
-        in_dts = [model.get_tensor_datatype(t).name for t in dyn]
-        out_dts = [model.get_tensor_datatype(t).name for t in node.output]
-        for t, dt in zip(dyn, in_dts, strict=True):
-            ranges.setdefault(t, parse_dtype(dt))
-        arrays: dict[str, np.ndarray] = {}
-        if kind == "MVAU":
-            w = _integer(node.name, model.get_initializer(node.input[1]), "weights")
-            arrays["weights"] = _compact(w)
-            if len(node.input) > 2 and not int(inst.get_nodeattr("noActivation")):
-                acc_range, _ = matmul_range(ranges[dyn[0]], w)
-                t = model.get_initializer(node.input[2])
-                arrays["thresholds"] = _thresholds(node.name, t, acc_range)
-        elif kind == "Thresholding":
-            t = model.get_initializer(node.input[1])
-            arrays["thresholds"] = _thresholds(node.name, t, ranges[dyn[0]])
-        elif kind.startswith("Elementwise"):
-            for side, t in zip(("lhs", "rhs"), node.input, strict=False):
-                c = model.get_initializer(t)
-                if c is not None:
-                    arrays[side] = _compact(_integer(node.name, c, f"{side} constants"))
-        layers.append(
-            Layer(
-                kind=kind,
-                name=node.name,
-                inputs=tuple(dyn),
-                outputs=tuple(node.output),
-                attributes=attrs,
-                input_dtypes=tuple(in_dts),
-                output_dtypes=tuple(out_dts),
-                input_shapes=tuple(tuple(model.get_tensor_shape(t)) for t in dyn),
-                output_shapes=tuple(tuple(model.get_tensor_shape(t)) for t in node.output),
-                folding=folding,
-                arrays=arrays,
-            )
-        )
+    layers = [node_to_layer(model, node, ranges) for node in hw]
     produced = {t for layer in layers for t in layer.outputs}
     consumed = {t for layer in layers for t in layer.inputs}
     ins = [t for t in consumed if t not in produced]

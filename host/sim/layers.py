@@ -88,7 +88,7 @@ class ThresholdCounter:
             self.lut = None
             shift = np.arange(channels, dtype=np.int64) * span
             self.flat = (t + shift[:, None]).ravel()
-            self.shift = shift - lo
+            self.shift = shift
             self.scale, self.bias = scale, bias
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -347,13 +347,16 @@ class Elementwise(Op):
         else:
             r = (max(a0, b0), max(a1, b1))
         self.out_ranges = [r]
-        self.dtype = storage_dtype(r)
+        # compute in a dtype holding both operands and the result, store in the result's
+        self.dtype = storage_dtype((min(a0, b0, r[0]), max(a1, b1, r[1])))
+        self.out_dtype = storage_dtype(r)
 
     def __call__(self, *xs: np.ndarray) -> list[np.ndarray]:
         it = iter(xs)
         a = self.consts["lhs"] if "lhs" in self.consts else next(it)
         b = self.consts["rhs"] if "rhs" in self.consts else next(it)
-        return [self.fn(a.astype(self.dtype, copy=False), b.astype(self.dtype, copy=False))]
+        y = self.fn(a.astype(self.dtype, copy=False), b.astype(self.dtype, copy=False))
+        return [y.astype(self.out_dtype, copy=False)]
 
 
 class UpsampleNearestNeighbour(Op):

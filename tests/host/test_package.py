@@ -1,0 +1,280 @@
+"""The deployment package: write -> load round trip, and refusal of damaged or foreign packages.
+
+numpy-only: runs in the board environment too. The package here is hand-made (a 3x3 conv with
+thresholds, a 2x2 max-pool and a 1x1 score conv), and the simulator runs it against a direct
+numpy computation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fcnseg.errors import UserError
+from fcnseg.host.package import (
+    FORMAT_VERSION,
+    HW_GRAPH_NAME,
+    JSON_NAME,
+    NPZ_NAME,
+    Layer,
+    load_package,
+    parse_dtype,
+    write_package,
+)
+from fcnseg.host.sim.engine import SimEngine
+
+RNG = np.random.default_rng(7)
+C1, NC = 4, 3
+
+
+def _layers():
+    w1 = RNG.integers(-8, 8, size=(27, C1)).astype(np.int8)
+    t1 = np.sort(RNG.integers(-400, 400, size=(C1, 15)), axis=1).astype(np.int16)
+    w2 = RNG.integers(-8, 8, size=(C1, NC)).astype(np.int8)
+    return [
+        Layer(
+            "FMPadding", "pad0", ("x",), ("p0",), {"Padding": [1, 1, 1, 1]}, ("UINT8",), ("UINT8",)
+        ),
+        Layer(
+            "ConvolutionInputGenerator",
+            "swg0",
+            ("p0",),
+            ("c0",),
+            {"ConvKernelDim": [3, 3], "Stride": [1, 1], "Dilation": [1, 1]},
+            ("UINT8",),
+            ("UINT8",),
+            folding={"SIMD": 3},
+        ),
+        Layer(
+            "MVAU",
+            "conv1",
+            ("c0",),
+            ("a1",),
+            {"MW": 27, "MH": C1, "ActVal": 0},
+            ("UINT8",),
+            ("UINT4",),
+            folding={"PE": 2, "SIMD": 9},
+            arrays={"weights": w1, "thresholds": t1},
+        ),
+        Layer(
+            "ConvolutionInputGenerator",
+            "swg1",
+            ("a1",),
+            ("c1",),
+            {"ConvKernelDim": [2, 2], "Stride": [2, 2], "Dilation": [1, 1], "depthwise": 1},
+            ("UINT4",),
+            ("UINT4",),
+        ),
+        Layer(
+            "Pool",
+            "pool1",
+            ("c1",),
+            ("m1",),
+            {"Function": "MaxPool", "KernelSize": [2, 2]},
+            ("UINT4",),
+            ("UINT4",),
+        ),
+        Layer(
+            "MVAU",
+            "score",
+            ("m1",),
+            ("y",),
+            {"MW": C1, "MH": NC, "noActivation": 1},
+            ("UINT4",),
+            ("INT16",),
+            arrays={"weights": w2},
+        ),
+    ]
+
+
+IO = {
+    "input": {"name": "x", "dtype": "UINT8", "shape": [1, 8, 8, 3], "layout": "NHWC"},
+    "output": {
+        "name": "y",
+        "dtype": "INT16",
+        "shape": [1, 4, 4, NC],
+        "layout": "NHWC",
+        "scale": [0.5, 0.25, 1.0],
+        "bias": [0.0, 1.0, -1.0],
+    },
+}
+CARD = {
+    "name": "toy",
+    "arch": "toy",
+    "classes": ["a", "b", "c"],
+    "palette": [[0, 0, 0], [1, 2, 3], [4, 5, 6]],
+    "tile": [8, 8],
+    "output_stride": 2,
+    "receptive_field": 6,
+    "normalisation": "x/255",
+}
+
+
+@pytest.fixture()
+def pkg_dir(tmp_path: Path) -> Path:
+    return write_package(
+        tmp_path / "toy-pynq-z2",
+        model_card=CARD,
+        io=IO,
+        layers=_layers(),
+        estimates={"fps": 1.0},
+        board="pynq-z2",
+        hw_graph=b"not really onnx",
+    )
+
+
+def _reference(x: np.ndarray, layers) -> np.ndarray:
+    """Direct loops: conv 3x3 same, thresholds, 2x2 max-pool, 1x1 conv."""
+    w1 = layers[2].arrays["weights"].astype(np.int64).reshape(3, 3, 3, C1)
+    t1 = layers[2].arrays["thresholds"].astype(np.int64)
+    w2 = layers[5].arrays["weights"].astype(np.int64)
+    n, h, w, _ = x.shape
+    xp = np.pad(x.astype(np.int64), ((0, 0), (1, 1), (1, 1), (0, 0)))
+    acc = np.zeros((n, h, w, C1), dtype=np.int64)
+    for i in range(3):
+        for j in range(3):
+            acc += np.einsum("nhwc,cd->nhwd", xp[:, i : i + h, j : j + w], w1[i, j])
+    a = (acc[..., None] >= t1).sum(-1)
+    m = a.reshape(n, h // 2, 2, w // 2, 2, C1).max(axis=(2, 4))
+    return m @ w2
+
+
+def test_round_trip(pkg_dir: Path):
+    pkg = load_package(pkg_dir)
+    assert pkg.meta["format_version"] == FORMAT_VERSION
+    assert [layer.kind for layer in pkg.layers][:3] == [
+        "FMPadding",
+        "ConvolutionInputGenerator",
+        "MVAU",
+    ]
+    assert pkg.layers[2].folding == {"PE": 2, "SIMD": 9}
+    for a, b in zip(pkg.layers, _layers(), strict=True):
+        assert a.arrays.keys() == b.arrays.keys()
+    assert pkg.layers[2].arrays["weights"].dtype == np.int8
+    assert pkg.model_card["classes"] == ["a", "b", "c"]
+    assert pkg.num_classes == NC and pkg.tile == (8, 8) and pkg.board == "pynq-z2"
+    assert np.allclose(pkg.output_scale, [0.5, 0.25, 1.0])
+    meta = json.loads((pkg_dir / JSON_NAME).read_text())
+    assert set(meta["files"]) == {NPZ_NAME, HW_GRAPH_NAME}
+    assert not [p for p in pkg_dir.parent.iterdir() if p.name.startswith(".")], "temp left over"
+
+
+def test_sim_runs_package_any_size(pkg_dir: Path):
+    pkg = load_package(pkg_dir)
+    layers = list(pkg.layers)  # the reference uses the package's own arrays
+    eng = SimEngine(pkg)
+    assert (eng.net_stride, eng.output_stride) == (2, 2)
+    for shape in [(1, 8, 8, 3), (3, 6, 10, 3), (2, 2, 4, 3)]:
+        x = RNG.integers(0, 256, size=shape, dtype=np.uint8)
+        y = eng.run(x)
+        assert y.dtype == np.int64 and y.shape == (shape[0], shape[1] // 2, shape[2] // 2, NC)
+        assert np.array_equal(y, _reference(x, layers))
+    with pytest.raises(UserError, match="multiple of the net stride"):
+        eng.run(np.zeros((1, 7, 8, 3), np.uint8))
+    with pytest.raises(UserError, match="uint8"):
+        eng.run(np.zeros((1, 8, 8, 3), np.float32))
+
+
+def _refuses(path: Path, match: str):
+    with pytest.raises(UserError, match=match) as exc:
+        load_package(path)
+    assert "\n" not in str(exc.value)
+
+
+def test_refuses_changed_byte_in_npz(pkg_dir: Path):
+    p = pkg_dir / NPZ_NAME
+    data = bytearray(p.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    p.write_bytes(bytes(data))
+    _refuses(pkg_dir, "accelerator.npz is damaged")
+
+
+def test_refuses_missing_file(pkg_dir: Path):
+    os.remove(pkg_dir / HW_GRAPH_NAME)
+    _refuses(pkg_dir, "missing file hw_graph.onnx")
+    _refuses(pkg_dir / "nope", "no such package")
+    os.remove(pkg_dir / JSON_NAME)
+    _refuses(pkg_dir, "no accelerator.json")
+
+
+def _edit_json(pkg_dir: Path, edit) -> None:
+    meta = json.loads((pkg_dir / JSON_NAME).read_text())
+    edit(meta)
+    (pkg_dir / JSON_NAME).write_text(json.dumps(meta))
+
+
+def test_refuses_newer_format(pkg_dir: Path):
+    _edit_json(pkg_dir, lambda m: m.update(format_version=FORMAT_VERSION + 1))
+    _refuses(pkg_dir, "newer than this fcnseg supports")
+
+
+def test_refuses_unknown_layer_kind(pkg_dir: Path):
+    _edit_json(pkg_dir, lambda m: m["layers"][2].update(kind="VVAU_hls"))
+    _refuses(pkg_dir, "unknown kind 'VVAU_hls'")
+
+
+@pytest.mark.parametrize(
+    "edit,match",
+    [
+        (lambda m: m.update(format="something-else"), "not an fcnseg deployment package"),
+        (lambda m: m["files"].pop(NPZ_NAME), "does not list accelerator.npz"),
+        (lambda m: m["io"]["output"].update(dtype="FLOAT32"), "unsupported datatype"),
+        (lambda m: m["io"]["output"].update(scale=[1.0]), "one per class"),
+        (lambda m: m["layers"][2]["arrays"].update(weights="nope"), "not in accelerator.npz"),
+        (lambda m: m["layers"][2]["arrays"].pop("weights"), "lacks array 'weights'"),
+        (lambda m: m["layers"].reverse(), "before it is produced"),
+        (lambda m: m["io"]["input"].update(layout="NCHW"), "not NHWC"),
+        (lambda m: m.pop("layers"), "lacks 'layers'"),
+        (lambda m: m["layers"][0].pop("inputs"), "malformed"),
+        (lambda m: m["files"].update({"../escape": "00"}), "escapes the package"),
+    ],
+)
+def test_refuses_mismatched_json(pkg_dir: Path, edit, match):
+    _edit_json(pkg_dir, edit)
+    _refuses(pkg_dir, match)
+
+
+def test_refuses_garbage_json(pkg_dir: Path):
+    (pkg_dir / JSON_NAME).write_text("{not json")
+    _refuses(pkg_dir, "unreadable")
+
+
+def test_write_refuses_float_arrays_and_keeps_old_package(pkg_dir: Path):
+    layers = _layers()
+    bad = Layer(**{**vars(layers[5]), "arrays": {"weights": np.zeros((C1, NC), np.float32)}})
+    with pytest.raises(UserError, match="not integer"):
+        write_package(pkg_dir, model_card=CARD, io=IO, layers=layers[:5] + [bad])
+    load_package(pkg_dir)  # the old one is untouched
+    assert not [p for p in pkg_dir.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_overwrite_replaces_atomically(pkg_dir: Path):
+    card = dict(CARD, name="toy2")
+    write_package(pkg_dir, model_card=card, io=IO, layers=_layers())
+    pkg = load_package(pkg_dir)
+    assert pkg.model_card["name"] == "toy2"
+    assert not (pkg_dir / HW_GRAPH_NAME).exists()
+
+
+@pytest.mark.parametrize(
+    "name,rng",
+    [
+        ("UINT8", (0, 255)),
+        ("INT4", (-8, 7)),
+        ("UINT1", (0, 1)),
+        ("BIPOLAR", (-1, 1)),
+        ("INT32", (-(2**31), 2**31 - 1)),
+    ],
+)
+def test_parse_dtype(name, rng):
+    assert parse_dtype(name) == rng
+
+
+@pytest.mark.parametrize("name", ["FLOAT32", "INT0", "uint8", "FIXED<8,4>", ""])
+def test_parse_dtype_refuses(name):
+    with pytest.raises(UserError):
+        parse_dtype(name)
