@@ -1,0 +1,338 @@
+"""Exact, fast bilinear upsampling of coarse integer scores followed by per-pixel argmax.
+
+What is computed
+----------------
+A coarse map ``scores[r, q, c]`` (integers, shape ``(h, w, C)``) has cells laid out every
+``stride`` pixels; cell ``r`` covers the pixels ``[r*stride, r*stride + field)`` of the canvas, so
+its centre is at ``r*stride + field/2``. For a plain network output ``field == stride`` (the
+default); a shift-and-stitch map of stride ``s/f`` keeps the footprint ``field = s`` of the net
+(see :mod:`fcnseg.host.shift_stitch`). The label of image pixel ``(y, x)`` is::
+
+    argmax_c  scale[c] * B(scores[..., c])(y, x) + bias[c]          (ties -> lowest c)
+
+where ``B`` is bilinear interpolation between cell centres with edge clamping, i.e. for
+``field == stride`` exactly ``torch.nn.functional.interpolate(mode="bilinear",
+align_corners=False)`` from ``(h, w)`` to ``(h*stride, w*stride)``, cropped to the image's top-left
+``(H, W)`` (the canvas is the image padded at the bottom/right, :mod:`fcnseg.host.tiling`). Along
+one axis torch's source coordinate is ``src = max(0, (y + 0.5)/stride - 0.5)``; with the footprint
+it is ``(y + 0.5 - field/2)/stride`` which, times ``2*stride``, is the integer ``2y + 1 - field``.
+So every weight is an integer over the denominator ``2*stride``: ``i0 = floor(src)``,
+``w1 = (2y + 1 - field) - 2*stride*i0``, ``w0 = 2*stride - w1``, clamped at both ends as torch does.
+
+Why it is exact
+---------------
+The interpolated numerator ``N = sum w_y * w_x * scores`` is an integer below 2**53 (int16 scores
+times weights below 2**7 each), so it is formed exactly in float64 in any order; the logit is then
+``scale[c] * (N / D) + bias[c]`` with ``D = (2*stride)**2``, in that order, in float64. The naive
+reference (:func:`upsample_argmax_naive`) evaluates the same expression at every pixel, so both
+produce bit-identical logits wherever both evaluate them.
+
+The fast path evaluates them only in some cells. A *cell* is the set of pixels sharing the same
+four coarse corners. The true (real-number) logit vector of each of its pixels is a convex
+combination of the four corner logit vectors; if class ``k`` beats every other class by more than
+``4E`` at all four corners (computed values, ``E`` a bound on float64 rounding of one logit), then
+the true gap exceeds ``2E`` at every pixel of the cell and the computed gap exceeds 0: the naive
+argmax is ``k`` with no tie. Such cells are filled with ``k`` without touching their pixels;
+every other cell (class boundaries, ties) is computed pixel by pixel with the shared formula.
+
+Why it is fast and bounded in memory
+------------------------------------
+Work is done one band of output rows at a time (the rows between two coarse rows): a vertical
+interpolation of ``(rows, w, C)`` and a horizontal one only for the pixel columns of non-uniform
+cells. Peak memory is a few ``rows x W x C`` floats, independent of the image height.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+_U = 2.0**-53  # unit roundoff of float64
+
+
+@dataclass(frozen=True)
+class AxisWeights:
+    """Bilinear source indices and integer weights for one axis (denominator ``den``)."""
+
+    i0: np.ndarray  #: (n_out,) int64, first source cell
+    i1: np.ndarray  #: (n_out,) int64, second source cell (== i0 at the edges)
+    w0: np.ndarray  #: (n_out,) int64, weight of i0 (times den)
+    w1: np.ndarray  #: (n_out,) int64, weight of i1 (times den)
+    den: int  #: 2 * stride
+
+
+def axis_weights(n_out: int, n_in: int, stride: int, field: int | None = None) -> AxisWeights:
+    """Return the bilinear weights mapping ``n_in`` coarse cells to ``n_out`` pixels.
+
+    >>> w = axis_weights(8, 2, 4)
+    >>> w.i0.tolist(), w.w1.tolist(), w.den
+    ([0, 0, 0, 0, 0, 0, 1, 1], [0, 0, 1, 3, 5, 7, 0, 0], 8)
+    """
+    if stride < 1 or n_in < 1 or n_out < 0:
+        raise ValueError(f"bad axis: n_out={n_out}, n_in={n_in}, stride={stride}")
+    field = stride if field is None else field
+    den = 2 * stride
+    num = 2 * np.arange(n_out, dtype=np.int64) + 1 - field
+    num = np.maximum(num, 0)  # torch clamps a negative source coordinate to 0
+    i0 = num // den
+    w1 = num - i0 * den
+    last = i0 >= n_in - 1
+    i0 = np.where(last, n_in - 1, i0)
+    w1 = np.where(last, 0, w1)
+    i1 = np.minimum(i0 + 1, n_in - 1)
+    return AxisWeights(i0=i0, i1=i1, w0=den - w1, w1=w1, den=den)
+
+
+def _check(scores: np.ndarray, scale: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, ...]:
+    if scores.ndim != 3:
+        raise ValueError(f"scores must be (h, w, C), got shape {scores.shape}")
+    if not np.issubdtype(scores.dtype, np.integer):
+        raise ValueError(f"scores must be integers, got {scores.dtype}")
+    n_classes = scores.shape[2]
+    scale = np.asarray(scale, dtype=np.float64).reshape(-1)
+    bias = np.asarray(bias, dtype=np.float64).reshape(-1)
+    if scale.shape != (n_classes,) or bias.shape != (n_classes,):
+        raise ValueError(
+            f"scale {scale.shape} and bias {bias.shape} must have one entry per class ({n_classes})"
+        )
+    if np.abs(scores).max(initial=0) >= 2**31:
+        raise ValueError("scores beyond int32 cannot be interpolated exactly in float64")
+    return scores.astype(np.float64), scale, bias
+
+
+def _label_dtype(n_classes: int) -> type:
+    return np.uint8 if n_classes <= 256 else np.uint16
+
+
+def _logits(numerators: np.ndarray, den2: float, scale: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """The one shared formula: ``scale * (N / D) + bias`` in float64, in this order.
+
+    Overwrites ``numerators``. When ``D`` is a power of two (every stride that is one) ``N / D``
+    is exact and ``scale * (N / D) == (scale / D) * N`` bit for bit, which saves a pass.
+    """
+    if den2 == 2.0 ** round(np.log2(den2)):
+        numerators *= scale / den2
+    else:
+        numerators /= den2
+        numerators *= scale
+    numerators += bias
+    return numerators
+
+
+def upsample_argmax_naive(
+    scores: np.ndarray,
+    scale: np.ndarray,
+    bias: np.ndarray,
+    out_shape: tuple[int, int],
+    stride: int,
+    field: int | None = None,
+    rows_per_chunk: int | None = None,
+) -> np.ndarray:
+    """Reference: interpolate every class at every pixel, then argmax (same arithmetic).
+
+    ``rows_per_chunk`` only bounds memory (the default does the whole image at once); the values
+    are identical either way.
+    """
+    s, scale, bias = _check(scores, scale, bias)
+    height, width = out_shape
+    wy = axis_weights(height, s.shape[0], stride, field)
+    wx = axis_weights(width, s.shape[1], stride, field)
+    den2 = float(wy.den * wx.den)
+    labels = np.empty((height, width), dtype=_label_dtype(s.shape[2]))
+    step = height if rows_per_chunk is None else max(1, rows_per_chunk)
+    for top in range(0, height, step):
+        rows = slice(top, min(top + step, height))
+        v = wy.w0[rows, None, None] * s[wy.i0[rows]] + wy.w1[rows, None, None] * s[wy.i1[rows]]
+        n = wx.w0[None, :, None] * v[:, wx.i0] + wx.w1[None, :, None] * v[:, wx.i1]
+        labels[rows] = np.argmax(_logits(n.astype(np.float64), den2, scale, bias), axis=2)
+    return labels
+
+
+def _rounding_bound(s: np.ndarray, scale: np.ndarray, bias: np.ndarray) -> float:
+    """``E``: a bound on the float64 rounding of one computed logit (three roundings, doubled)."""
+    bound = np.abs(scale).max() * np.abs(s).max(initial=0) + np.abs(bias).max()
+    return float(6.0 * _U * bound + np.finfo(np.float64).tiny)
+
+
+def _next(n: int) -> np.ndarray:
+    """Index of the second corner along an axis of ``n`` cells (edge-clamped)."""
+    return np.minimum(np.arange(n) + 1, n - 1)
+
+
+@dataclass(frozen=True)
+class CellAnalysis:
+    """Which cells can be filled without touching their pixels, and what can win elsewhere."""
+
+    label: np.ndarray  #: (h, w) the safe common argmax of a uniform cell (else undefined)
+    uniform: np.ndarray  #: (h, w) bool
+    busy_r: np.ndarray  #: (n,) row of each non-uniform cell, row-major order
+    busy_q: np.ndarray  #: (n,) column of each non-uniform cell
+    candidates: np.ndarray  #: (n, C) bool, classes that can win (or tie) in each busy cell
+
+
+def analyse_cells(s: np.ndarray, scale: np.ndarray, bias: np.ndarray) -> CellAnalysis:
+    """Classify the cells of float64 integer scores ``s`` (see the module docstring).
+
+    Cell ``(r, q)`` has the corners ``(r|r+1, q|q+1)`` clamped to the map. It is *uniform* when
+    one class beats all others by more than ``4E`` at all four corners. In a busy cell, class
+    ``j`` is no *candidate* if its largest corner logit is more than ``4E`` below the smallest
+    corner logit of some class ``k``: at every pixel the true logit of ``j`` is at most its corner
+    maximum and that of ``k`` at least its corner minimum (convexity), so the computed ``j`` stays
+    strictly below the computed ``k``. Dropping such classes (keeping the others in index order)
+    leaves every argmax, ties included, unchanged.
+    """
+    logits = scale * s + bias  # == _logits(s * D, D, ...) exactly, since N / D == s
+    h, w, n_classes = logits.shape
+    err = _rounding_bound(s, scale, bias)
+    top = np.argmax(logits, axis=2)
+    if n_classes > 1:
+        best = np.take_along_axis(logits, top[..., None], axis=2)[..., 0]
+        runner = np.partition(logits, n_classes - 2, axis=2)[..., n_classes - 2]
+        safe = (best - runner) > 4.0 * err
+    else:
+        safe = np.ones(top.shape, dtype=bool)
+    # Corners by padding one edge row/column: cell (r, q) reads [r:r+2, q:q+2].
+    tp = np.pad(np.where(safe, top, -1), ((0, 1), (0, 1)), mode="edge")
+    uniform = (tp[:-1, :-1] >= 0) & (tp[:-1, :-1] == tp[:-1, 1:])
+    uniform &= (tp[:-1, :-1] == tp[1:, :-1]) & (tp[:-1, :-1] == tp[1:, 1:])
+    busy_r, busy_q = np.nonzero(~uniform)
+    r1, q1 = _next(h)[busy_r], _next(w)[busy_q]
+    corners = np.stack(
+        [logits[busy_r, busy_q], logits[busy_r, q1], logits[r1, busy_q], logits[r1, q1]]
+    )
+    low = corners.min(axis=0).max(axis=1, keepdims=True)
+    candidates = corners.max(axis=0) >= low - 4.0 * err
+    return CellAnalysis(top, uniform, busy_r, busy_q, candidates)
+
+
+@dataclass(frozen=True)
+class _Runs:
+    """The output pixels of each coarse index along one axis: a contiguous run per index."""
+
+    start: np.ndarray  #: (n_in,) first pixel of each run
+    count: np.ndarray  #: (n_in,) pixels in each run (0 if cropped away)
+    kind: np.ndarray  #: (n_in,) id of the run's weight pattern (same id, same weights)
+    patterns: list[np.ndarray]  #: kind -> (count, 2) integer weights (w0, w1)
+
+
+def _runs(weights: AxisWeights, n_in: int) -> _Runs:
+    count = np.bincount(weights.i0, minlength=n_in)
+    start = np.concatenate([[0], np.cumsum(count)[:-1]])
+    ids: dict[bytes, int] = {}
+    patterns: list[np.ndarray] = []
+    kind = np.empty(n_in, dtype=np.int64)
+    for i in range(n_in):
+        run = slice(start[i], start[i] + count[i])
+        pattern = np.stack([weights.w0[run], weights.w1[run]], axis=1)
+        key = pattern.tobytes()
+        if key not in ids:
+            ids[key] = len(patterns)
+            patterns.append(pattern)
+        kind[i] = ids[key]
+    return _Runs(start, count, kind, patterns)
+
+
+def upsample_argmax(
+    scores: np.ndarray,
+    scale: np.ndarray,
+    bias: np.ndarray,
+    out_shape: tuple[int, int],
+    stride: int,
+    field: int | None = None,
+    chunk_cells: int = 2048,
+) -> np.ndarray:
+    """Labels ``(H, W)`` of the bilinearly upsampled, dequantized ``scores`` (exact, fast).
+
+    Equal, label for label, to :func:`upsample_argmax_naive` (see the module docstring for the
+    proof); ``uint8`` labels for up to 256 classes. Busy cells are computed ``chunk_cells`` at a
+    time in row-major order (a strip of the image), which bounds the working memory to
+    ``chunk_cells * stride**2 * candidates`` floats.
+    """
+    s, scale, bias = _check(scores, scale, bias)
+    height, width = out_shape
+    h, w, n_classes = s.shape
+    dtype = _label_dtype(n_classes)
+    wy = axis_weights(height, h, stride, field)
+    wx = axis_weights(width, w, stride, field)
+    den2 = float(wy.den * wx.den)
+    if height == 0 or width == 0:
+        return np.empty((height, width), dtype=dtype)
+    cells = analyse_cells(s, scale, bias)
+    # Fill every pixel with its cell's label; busy cells are overwritten below.
+    ry, rx = _runs(wy, h), _runs(wx, w)
+    labels = cells.label.astype(dtype).repeat(ry.count, axis=0).repeat(rx.count, axis=1)
+    keep = (ry.count[cells.busy_r] > 0) & (rx.count[cells.busy_q] > 0)
+    busy_r, busy_q, cand = cells.busy_r[keep], cells.busy_q[keep], cells.candidates[keep]
+    # Cells with the same row and column weight patterns and as many candidates go together.
+    n_cand = cand.sum(axis=1)
+    n_kinds = len(ry.patterns) * len(rx.patterns)
+    group = (n_cand * len(ry.patterns) + ry.kind[busy_r]) * len(rx.patterns) + rx.kind[busy_q]
+    for g in np.unique(group).tolist():
+        ky, kx = divmod(g % n_kinds, len(rx.patterns))
+        py, px = ry.patterns[ky], rx.patterns[kx]
+        # Weight of each corner (r|r1, q|q1) at each pixel (a, b) of the cell: (ny*nx, 4).
+        corner_w = (py[:, None, :, None] * px[None, :, None, :]).reshape(len(py) * len(px), 4)
+        corner_w = corner_w.astype(np.float64)
+        where = np.flatnonzero(group == g)
+        for part in range(0, where.size, chunk_cells):
+            idx = where[part : part + chunk_cells]
+            _busy_chunk(
+                s,
+                scale,
+                bias,
+                den2,
+                labels,
+                ry,
+                rx,
+                busy_r[idx],
+                busy_q[idx],
+                cand[idx],
+                corner_w,
+                (len(py), len(px)),
+            )
+    return labels
+
+
+def _busy_chunk(
+    s: np.ndarray,
+    scale: np.ndarray,
+    bias: np.ndarray,
+    den2: float,
+    labels: np.ndarray,
+    ry: _Runs,
+    rx: _Runs,
+    r: np.ndarray,
+    q: np.ndarray,
+    candidates: np.ndarray,
+    corner_w: np.ndarray,
+    cell_shape: tuple[int, int],
+) -> None:
+    """Compute the labels of ``len(r)`` busy cells sharing one weight pattern, in place."""
+    h, w = s.shape[:2]
+    # Each cell's candidate classes in ascending order, padded by repeating its last candidate
+    # (a duplicate never wins a tie against an earlier entry, so ties stay with the lowest class).
+    k = int(candidates.sum(axis=1).max())
+    order = np.argsort(~candidates, axis=1, kind="stable")[:, :k]
+    valid = np.take_along_axis(candidates, order, axis=1)
+    last = order[np.arange(len(order)), valid.sum(axis=1) - 1]
+    classes = np.where(valid, order, last[:, None])  # (n, k)
+    r1 = _next(h)[r]
+    q1 = _next(w)[q]
+    corners = np.stack(
+        [
+            s[r[:, None], q[:, None], classes],
+            s[r[:, None], q1[:, None], classes],
+            s[r1[:, None], q[:, None], classes],
+            s[r1[:, None], q1[:, None], classes],
+        ],
+        axis=1,
+    )  # (n, 4, k)
+    n = np.matmul(corner_w, corners)  # (n, ny*nx, k), exact integers
+    logits = _logits(n, den2, scale[classes][:, None, :], bias[classes][:, None, :])
+    best = np.argmax(logits, axis=2)  # (n, ny*nx)
+    value = np.take_along_axis(classes, best, axis=1)
+    ny, nx = cell_shape
+    rows = ry.start[r][:, None] + np.repeat(np.arange(ny), nx)[None, :]
+    cols = rx.start[q][:, None] + np.tile(np.arange(nx), ny)[None, :]
+    labels[rows, cols] = value

@@ -1,0 +1,187 @@
+"""Tiling: the stitched heatmap equals one engine pass over the whole canvas, exactly.
+
+:class:`ToyEngine` is a small integer FCN in numpy (3x3 "same" convs, requantizing ReLUs, 2x2
+max-pools, FCN-32s or FCN-8s heads with nearest upsampling and skip sums): the same shapes and
+integer semantics as a real package, cheap enough for many sizes, and free of torch, so these
+tests also run in ``.venv-board``. The real simulator is used when a package is available.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fcnseg.host.tiling import Geometry, make_canvas, plan_axis, plan_tiles, run_tiled
+
+
+def _conv(x: np.ndarray, w: np.ndarray, dilation: int = 1) -> np.ndarray:
+    """'same' zero-padded conv, NHWC int64, weights (k, k, cin, cout)."""
+    k = w.shape[0]
+    pad = dilation * (k // 2)
+    xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    h, wd = x.shape[1:3]
+    out = np.zeros((*x.shape[:3], w.shape[3]), dtype=np.int64)
+    for dy in range(k):
+        for dx in range(k):
+            patch = xp[:, dy * dilation : dy * dilation + h, dx * dilation : dx * dilation + wd]
+            out += patch @ w[dy, dx]
+    return out
+
+
+def _act(x: np.ndarray, shift: int) -> np.ndarray:
+    return np.clip(x >> shift, 0, 15)
+
+
+def _pool(x: np.ndarray) -> np.ndarray:
+    n, h, w, c = x.shape
+    return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
+
+
+def _up(x: np.ndarray) -> np.ndarray:
+    return x.repeat(2, axis=1).repeat(2, axis=2)
+
+
+class ToyEngine:
+    """Integer FCN-32s/8s in numpy with the Engine interface (``run``, NHWC uint8 -> int64)."""
+
+    net_stride = 32
+
+    def __init__(self, arch: str = "fcn8s", classes: int = 3, seed: int = 3, head_kernel: int = 1):
+        rng = np.random.default_rng(seed)
+        self.arch = arch
+        self.output_stride = 32 if arch == "fcn32s" else 8
+        chans = [3, 4, 4, 6, 6, 6]
+        self.convs = [
+            rng.integers(-2, 3, size=(3, 3, a, b)) for a, b in zip(chans, chans[1:], strict=False)
+        ]
+        self.head = rng.integers(-2, 3, size=(head_kernel, head_kernel, 6, 6))
+        self.score = {k: rng.integers(-6, 7, size=(1, 1, 6, classes)) for k in ("fr", "p4", "p3")}
+        # Receptive field: 3x3 convs at strides 1..16 add 1+2+4+8+16 = 31 px a side, the head
+        # (head_kernel // 2) * 32; the 32-cell itself is 32 px wide.
+        self.receptive_field = 32 + 2 * (31 + 32 * (head_kernel // 2))
+        self.calls: list[tuple[int, ...]] = []
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        assert x.dtype == np.uint8 and x.ndim == 4 and x.shape[3] == 3
+        assert x.shape[1] % 32 == 0 and x.shape[2] % 32 == 0
+        self.calls.append(x.shape)
+        h = x.astype(np.int64)
+        taps = []
+        for w, shift in zip(self.convs, (6, 3, 3, 1, 1), strict=True):
+            h = _pool(_act(_conv(h, w), shift))
+            taps.append(h)
+        h = _act(_conv(h, self.head), 1)
+        scores = _conv(h, self.score["fr"])
+        if self.arch == "fcn8s":
+            scores = _up(scores) + _conv(taps[3], self.score["p4"])
+            scores = _up(scores) + _conv(taps[2], self.score["p3"])
+        return scores
+
+    def geometry(self, tile: tuple[int, int] = (128, 128)) -> Geometry:
+        return Geometry(tile, self.output_stride, self.net_stride, self.receptive_field)
+
+
+def photo(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A real photo (scikit-image's bundled files, read with Pillow) cropped/tiled to a size."""
+    import skimage
+
+    data = Path(skimage.__file__).parent / "data"
+    from PIL import Image
+
+    name = ["astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg"][seed % 4]
+    img = np.asarray(Image.open(data / name).convert("RGB"))
+    reps = (math.ceil(height / img.shape[0]), math.ceil(width / img.shape[1]), 1)
+    return np.ascontiguousarray(np.tile(img, reps)[:height, :width])
+
+
+def _has_skimage() -> bool:
+    try:
+        import skimage  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def image(height: int, width: int, seed: int = 0) -> np.ndarray:
+    if _has_skimage():
+        return photo(height, width, seed)
+    rng = np.random.default_rng(seed)  # .venv-board has no scikit-image
+    return rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+
+
+SIZES = [(333, 517), (64, 700), (700, 64), (40, 50), (128, 128), (129, 97)]
+
+
+@pytest.fixture(scope="module", params=["fcn32s", "fcn8s"])
+def toy(request: pytest.FixtureRequest) -> ToyEngine:
+    return ToyEngine(request.param)
+
+
+@pytest.mark.parametrize("size", SIZES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_stitched_equals_one_pass(toy: ToyEngine, size: tuple[int, int]) -> None:
+    geometry = toy.geometry()
+    canvas = make_canvas(image(*size, seed=size[0]), geometry)
+    plan = plan_tiles(geometry, canvas.shape[:2])
+    assert plan.exact
+    stitched = run_tiled(plan, toy.run, canvas, batch=3)
+    reference = toy.run(canvas[None])[0]
+    assert np.unique(reference).size > 10  # the toy computes something non-trivial
+    np.testing.assert_array_equal(stitched, reference)
+    if max(canvas.shape[:2]) > 128:
+        assert len(plan.tiles) > 1
+
+
+def test_too_small_overlap_is_not_exact_and_differs() -> None:
+    toy = ToyEngine("fcn32s", head_kernel=3)
+    geometry = toy.geometry((128, 128))
+    canvas = make_canvas(image(300, 300), geometry)
+    plan = plan_tiles(geometry, canvas.shape[:2], overlap=0)
+    assert not plan.exact and plan.overlap == 0
+    stitched = run_tiled(plan, toy.run, canvas)
+    assert (stitched != toy.run(canvas[None])[0]).any()
+
+
+def test_canvas_definition() -> None:
+    geometry = Geometry((128, 192), 8, 32, 94)
+    assert geometry.canvas_shape(333, 517) == (352, 544)
+    assert geometry.canvas_shape(1, 1) == (128, 192)
+    assert geometry.canvas_shape(128, 193) == (128, 224)
+    img = np.full((33, 40, 3), 7, dtype=np.uint8)
+    canvas = make_canvas(img, geometry)
+    assert canvas.shape == (128, 192, 3)
+    assert (canvas[:33, :40] == 7).all() and canvas[33:].sum() == 0 and canvas[:, 40:].sum() == 0
+
+
+def test_default_overlap_from_receptive_field() -> None:
+    # R = 94: a g-cell needs (94 - 32) / 2 = 31 px a side -> one g-cell a side -> 64 px overlap.
+    assert Geometry((128, 128), 8, 32, 94).default_overlap == 64
+    assert Geometry((128, 128), 32, 32, 158).default_overlap == 128
+    assert Geometry((256, 256), 8, 32, None).default_overlap == 0
+
+
+@pytest.mark.parametrize(
+    "length,tile,overlap", [(544, 128, 64), (128, 128, 0), (1000 // 32 * 32, 256, 96)]
+)
+def test_axis_plan_covers_every_cell_once(length: int, tile: int, overlap: int) -> None:
+    plan = plan_axis(length, tile, 32, 8, overlap)
+    assert plan.starts[0] == 0 and plan.starts[-1] == length - tile
+    assert all(b - a <= tile - overlap for a, b in zip(plan.starts, plan.starts[1:], strict=False))
+    assert all(a % 32 == 0 for a in plan.starts)
+    covered = np.concatenate([np.arange(lo, hi) for lo, hi in plan.keep])
+    np.testing.assert_array_equal(covered, np.arange(length // 8))
+    for start, (lo, hi) in zip(plan.starts, plan.keep, strict=False):
+        assert start // 8 <= lo and hi <= (start + tile) // 8
+
+
+def test_plans_are_cached() -> None:
+    geometry = Geometry((128, 128), 8, 32, 94)
+    assert plan_tiles(geometry, (352, 544)) is plan_tiles(geometry, (352, 544))
+
+
+def test_run_tiled_checks_the_engine_output() -> None:
+    geometry = Geometry((64, 64), 8, 32, 94)
+    plan = plan_tiles(geometry, (64, 64))
+    with pytest.raises(ValueError, match="engine returned"):
+        run_tiled(plan, lambda x: np.zeros((len(x), 4, 4, 2)), np.zeros((64, 64, 3), np.uint8))
