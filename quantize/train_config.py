@@ -1,0 +1,128 @@
+"""The training config: one strict dataclass, read from JSON, saved with every run.
+
+Like finn's ``DataflowBuildConfig``: unknown keys are an error (a typo must not silently fall back
+to a default), every field is documented here, and the resolved config is written to
+``RUN_DIR/config.json`` so a run can be reproduced from its own outputs.
+
+A run has one or two phases. With ``float_epochs > 0`` and a quantized model, the float twin is
+trained first (into ``RUN_DIR/float/``), then the quantized net is initialised from the float
+twin's best checkpoint, its activation scales are calibrated, and QAT runs for ``epochs``. Both
+phases' best checkpoints are then at hand, which is how the float-vs-4-bit comparison is made.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fcnseg.errors import UserError
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything a training run depends on (besides the code)."""
+
+    #: run name, recorded in checkpoints
+    name: str = "fcn"
+    #: ``ModelConfig`` fields (``num_classes`` is taken from the dataset when left out)
+    model: dict[str, Any] = field(default_factory=dict)
+    #: dataset spec: ``synthetic``, ``voc:PATH`` or ``cityscapes:PATH``
+    dataset: str = "synthetic"
+    train_split: str = "train"
+    val_split: str = "val"
+    #: synthetic scenes only: scene size [H, W] and number of scenes per split (None = default)
+    scene_size: tuple[int, int] = (256, 256)
+    train_length: int | None = None
+    val_length: int | None = None
+    #: keep the rendered synthetic training scenes in memory (they are re-augmented every epoch)
+    cache_train: bool = True
+    #: training crop [H, W] (multiples of 32), the accelerator tile by default
+    crop: tuple[int, int] = (256, 256)
+    #: random rescale factor range before cropping, and random horizontal flips
+    scale_range: tuple[float, float] = (0.75, 1.25)
+    flip: bool = True
+    batch_size: int = 8
+    #: epochs and peak learning rate of the main phase (QAT, or float for a float model)
+    epochs: int = 10
+    lr: float = 1e-3
+    #: epochs and peak learning rate of the float-twin phase before QAT (0 = no float phase)
+    float_epochs: int = 0
+    float_lr: float = 3e-3
+    #: AdamW weight decay (conv weights only; not BN, biases or quantizer scales)
+    weight_decay: float = 1e-4
+    #: linear warm-up steps, then cosine decay to 0 over the phase
+    warmup_steps: int = 50
+    #: batches run in Brevitas calibration mode before QAT (0 = none)
+    calibration_batches: int = 8
+    #: a float checkpoint to initialise the quantized net from (instead of a float phase)
+    init_from: str | None = None
+    #: cap on optimizer steps per epoch (None = the whole training split; tests use a few)
+    steps_per_epoch: int | None = None
+    #: cap on validation images (None = the whole validation split)
+    val_images: int | None = None
+    seed: int = 0
+    #: torch intra-op threads (the machine is shared)
+    threads: int = 2
+
+    def __post_init__(self) -> None:
+        for name in ("scene_size", "crop"):
+            value = tuple(int(v) for v in getattr(self, name))
+            if len(value) != 2 or min(value) < 1:
+                raise UserError(f"config {name} must be [H, W] of positive ints, got {value}")
+            object.__setattr__(self, name, value)
+        if self.crop[0] % 32 or self.crop[1] % 32:
+            raise UserError(f"config crop must be multiples of 32, got {list(self.crop)}")
+        scale = tuple(float(v) for v in self.scale_range)
+        if len(scale) != 2 or not 0 < scale[0] <= scale[1]:
+            raise UserError(f"config scale_range must be [low, high] > 0, got {list(scale)}")
+        object.__setattr__(self, "scale_range", scale)
+        if self.batch_size < 1 or self.epochs < 0 or self.float_epochs < 0:
+            raise UserError("config batch_size must be >= 1 and epochs >= 0")
+        if self.lr <= 0 or self.float_lr <= 0:
+            raise UserError("config learning rates must be positive")
+        if not isinstance(self.model, dict):
+            raise UserError("config model must be an object of ModelConfig fields")
+
+    @property
+    def quantized(self) -> bool:
+        """Whether the main phase trains the quantized net (``ModelConfig.quantized``)."""
+        return bool(self.model.get("quantized", True))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
+            for f in dataclasses.fields(self)
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        extra = sorted(set(data) - known)
+        if extra:
+            raise UserError(f"unknown training config keys: {extra}")
+        try:
+            return cls(**data)
+        except TypeError as error:
+            raise UserError(f"bad training config: {error}") from error
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainConfig:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError as error:
+            raise UserError(f"training config not found: {path}") from error
+        except json.JSONDecodeError as error:
+            raise UserError(f"training config {path} is not valid JSON: {error}") from error
+        if not isinstance(data, dict):
+            raise UserError(f"training config {path} must hold a JSON object")
+        return cls.from_dict(data)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,174 @@
+"""Training: loss goes down, checkpoints round-trip, resume continues exactly, CLI train/eval."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("brevitas")
+pytest.importorskip("skimage")
+
+from fcnseg.cli import main  # noqa: E402
+from fcnseg.errors import UserError  # noqa: E402
+from fcnseg.quantize.evaluate import evaluate  # noqa: E402
+from fcnseg.quantize.models.io import load_checkpoint  # noqa: E402
+from fcnseg.quantize.train import learning_rate, open_datasets, plan, run_training  # noqa: E402
+from fcnseg.quantize.train_config import TrainConfig  # noqa: E402
+from fcnseg.quantize.train_state import load_optimizer, save_optimizer  # noqa: E402
+
+TINY = {
+    "name": "tiny",
+    "model": {
+        "arch": "fcn8s",
+        "widths": [4, 8, 8, 8, 8],
+        "depths": [1, 1, 1, 1, 1],
+        "head_width": 8,
+        "head_kernel": 1,
+    },
+    "scene_size": [64, 64],
+    "train_length": 8,
+    "val_length": 3,
+    "crop": [64, 64],
+    "scale_range": [1, 1],
+    "batch_size": 4,
+    "epochs": 2,
+    "lr": 0.003,
+    "float_epochs": 1,
+    "float_lr": 0.01,
+    "warmup_steps": 1,
+    "calibration_batches": 2,
+    "threads": 1,
+}
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory) -> Path:
+    """A two-phase run (float twin, then QAT from it) made through `fcnseg train`."""
+    root = tmp_path_factory.mktemp("train")
+    config = root / "tiny.json"
+    config.write_text(json.dumps(TINY))
+    run_dir = root / "run"
+    code = main(["train", "--config", str(config), "-o", str(run_dir), "--no-progress"])
+    assert code == 0
+    return run_dir
+
+
+def test_two_phase_run_writes_its_outputs(cli_run):
+    for phase_dir in (cli_run / "float", cli_run):
+        for name in ("config.json", "metrics.jsonl", "best.safetensors", "best.json"):
+            assert (phase_dir / name).is_file(), phase_dir / name
+        for name in ("last.safetensors", "last.optim.safetensors", "last.optim.json"):
+            assert (phase_dir / name).is_file(), phase_dir / name
+    records = [json.loads(line) for line in (cli_run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert [r["step"] for r in records] == [2, 4]  # 8 scenes / batch 4
+    assert set(records[0]["val"]) >= {"pixel_acc", "mean_acc", "mean_iu", "fw_iu"}
+    saved = json.loads((cli_run / "config.json").read_text())
+    assert saved["model"]["quantized"] is True and saved["model"]["num_classes"] == 7
+    assert (
+        json.loads((cli_run / "float" / "config.json").read_text())["model"]["quantized"] is False
+    )
+
+
+def test_checkpoint_round_trips_to_the_recorded_metrics(cli_run):
+    model, meta = load_checkpoint(cli_run / "best.safetensors")
+    assert meta["model_config"]["quantized"] is True
+    assert meta["classes"][0] == "background" and len(meta["palette"]) == 7
+    cfg = TrainConfig.from_dict(TINY)
+    _, val = open_datasets(cfg)
+    result = evaluate(model, val)
+    for key in ("pixel_acc", "mean_acc", "mean_iu", "fw_iu"):
+        assert result[key] == meta["metrics"][key]
+
+
+def test_loss_decreases_when_fitting_a_few_scenes(tmp_path):
+    cfg = TrainConfig.from_dict(
+        {**TINY, "train_length": 4, "epochs": 12, "float_epochs": 0, "lr": 0.02}
+    )
+    (summary,) = run_training(cfg, tmp_path, float_only=True, epochs=12, log=_quiet, progress=False)
+    losses = [e["loss"] for e in summary["epochs"]]
+    assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3]), losses
+
+
+def test_resume_continues_exactly_where_the_run_stopped(tmp_path):
+    cfg = TrainConfig.from_dict({**TINY, "float_epochs": 0, "init_from": None, "epochs": 2})
+    run_training(cfg, tmp_path / "straight", log=_quiet, progress=False)
+
+    class Interrupted(Exception):
+        pass
+
+    def stop_after_first_epoch(line: str) -> None:
+        if "epoch 1/2" in line:
+            raise Interrupted
+
+    with pytest.raises(Interrupted):
+        run_training(cfg, tmp_path / "resumed", log=stop_after_first_epoch, progress=False)
+    with pytest.raises(UserError, match="--resume"):
+        run_training(cfg, tmp_path / "resumed", log=_quiet, progress=False)
+    lines: list[str] = []
+    run_training(cfg, tmp_path / "resumed", resume=True, log=lines.append, progress=False)
+    assert "at epoch 1, step 2" in lines[0]
+
+    straight, _ = load_checkpoint(tmp_path / "straight" / "last.safetensors")
+    resumed, meta = load_checkpoint(tmp_path / "resumed" / "last.safetensors")
+    assert meta["epoch"] == 2 and meta["step"] == 4
+    a, b = straight.state_dict(), resumed.state_dict()
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+
+def test_optimizer_state_round_trips(tmp_path):
+    params = [torch.nn.Parameter(torch.randn(3, 2)), torch.nn.Parameter(torch.randn(4))]
+    optimizer = torch.optim.AdamW(params, lr=0.1)
+    (params[0].sum() + params[1].square().sum()).backward()
+    optimizer.step()
+    save_optimizer(tmp_path / "last", optimizer)
+    other = torch.optim.AdamW([torch.nn.Parameter(p.detach().clone()) for p in params], lr=0.5)
+    load_optimizer(tmp_path / "last", other)
+    for index, state in optimizer.state_dict()["state"].items():
+        restored = other.state_dict()["state"][index]
+        for name, value in state.items():
+            assert torch.equal(value, restored[name])
+    assert other.param_groups[0]["lr"] == 0.1
+
+
+def test_plan_and_schedule():
+    cfg = TrainConfig.from_dict(TINY)
+    float_phase, qat_phase = plan(cfg, Path("r"))
+    assert float_phase.run_dir == Path("r/float") and not float_phase.model["quantized"]
+    assert qat_phase.init_from == Path("r/float/best.safetensors")
+    (only,) = plan(cfg, Path("r"), float_only=True)
+    assert only.name == "float" and only.run_dir == Path("r")
+    assert learning_rate(0, 100, 1.0, 10) == pytest.approx(0.1)
+    assert learning_rate(10, 100, 1.0, 10) == pytest.approx(1.0)
+    assert learning_rate(100, 100, 1.0, 10) == pytest.approx(0.0)
+
+
+def test_bad_configs_are_user_errors(tmp_path):
+    with pytest.raises(UserError, match="unknown"):
+        TrainConfig.from_dict({"epochz": 3})
+    with pytest.raises(UserError, match="multiples of 32"):
+        TrainConfig.from_dict({"crop": [100, 100]})
+    with pytest.raises(UserError, match="not found"):
+        TrainConfig.load(tmp_path / "missing.json")
+
+
+def test_eval_cli_prints_the_fcn_metrics(cli_run, capsys, tmp_path):
+    out_json = tmp_path / "m.json"
+    args = ["eval", "--checkpoint", str(cli_run / "best.safetensors"), "--split", "test"]
+    args += ["--size", "64", "64", "--length", "2", "--classes", "--json", str(out_json)]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    for word in ("pixel acc.", "mean acc.", "mean IU", "f.w. IU", "4-bit", "star"):
+        assert word in text
+    assert json.loads(out_json.read_text())["images"] == 2
+    assert main(["eval", "--split", "test"]) == 2  # neither --checkpoint nor --package
