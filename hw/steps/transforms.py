@@ -45,7 +45,7 @@ class MergeForkedTransposes(Transformation):
                     for k, name in enumerate(node.input):
                         if name == other.output[0]:
                             node.input[k] = keep.output[0]
-                for k, out in enumerate(graph.output):
+                for out in graph.output:
                     if out.name == other.output[0]:
                         raise ValueError(f"{other.name}: forked transpose is a graph output")
                 graph.node.remove(other)

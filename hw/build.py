@@ -1,0 +1,519 @@
+"""Run the finn-plus flow on an export: config, steps with progress, board fit, reports, package.
+
+``compile_export`` is what ``fcnseg compile`` calls. It builds one finn ``DataflowBuildConfig``
+and runs it through finn's own Python API (``build_dataflow_cfg``), which saves every step's model
+under ``BUILD_DIR/intermediate_models/`` and writes ``BUILD_DIR/report/estimate_*.json``. Around
+it we add what finn lacks for this project:
+
+- a progress line per step with its time (finn's own console output goes only to its log),
+  and one cumulative log, ``BUILD_DIR/fcnseg_build.log``;
+- step exceptions surface as exceptions (finn logs them and returns -1 outside pytest);
+- the board fit (:mod:`fcnseg.hw.fit`): re-fold at a lower target FPS until it fits;
+- reports (:mod:`fcnseg.hw.report`) and the deployment package (:mod:`fcnseg.hw.to_package`).
+
+Without Vivado the flow stops after the estimates, saying so; with ``XILINX_VIVADO`` set it
+continues with finn's own IP generation, FIFO sizing, stitched IP, bitfile and PYNQ driver steps
+and puts ``bitfile/`` and ``driver/settings.json`` into the package.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import io
+import json
+import logging
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fcnseg.hw import report as reports
+from fcnseg.hw.boards import Board
+from fcnseg.hw.compat import has_vivado, prepare_finn, restore_stdio
+from fcnseg.hw.fit import Fit, bisect_fps, check_fit, misfit_message
+from fcnseg.hw.steps import ESTIMATE_STEPS, HW_GRAPH_STEP, REFOLD_FROM_STEP, VIVADO_STEPS
+
+from fcnseg.errors import UserError
+
+if TYPE_CHECKING:
+    from finn.builder.build_dataflow_config import DataflowBuildConfig
+    from qonnx.core.modelwrapper import ModelWrapper
+
+LOG_NAME = "fcnseg_build.log"
+#: folding attributes carried from the folded model into reports and hw_graph.onnx.
+FOLDING_ATTRS = ("PE", "SIMD", "parallel_window", "ram_style", "resType", "mem_mode")
+#: frame size whose frames/s the report computes from the tiling overlap (Cityscapes, half-res).
+DEFAULT_FRAME = (512, 1024)
+
+Progress = Callable[[str], None]
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.__stderr__, flush=True)
+
+
+@dataclass
+class BuildOptions:
+    """Everything ``fcnseg compile`` was asked to do (saved as ``BUILD_DIR/fcnseg_build.json``)."""
+
+    export_dir: Path
+    out_dir: Path
+    board: Board
+    target_fps: float | None = None
+    folding_file: Path | None = None
+    clock_ns: float | None = None
+    margin: float = 0.1
+    #: None: run the Vivado steps iff XILINX_VIVADO is set.
+    vivado: bool | None = None
+    frame: tuple[int, int] = DEFAULT_FRAME
+    package: bool = True
+
+    def resolved_clock_ns(self) -> float:
+        return float(self.clock_ns if self.clock_ns is not None else self.board.clock_ns)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "export_dir": str(self.export_dir),
+            "out_dir": str(self.out_dir),
+            "board": self.board.to_json(),
+            "target_fps": self.target_fps,
+            "folding_file": str(self.folding_file) if self.folding_file else None,
+            "clock_ns": self.resolved_clock_ns(),
+            "margin": self.margin,
+            "vivado": self.vivado,
+            "frame": list(self.frame),
+        }
+
+
+@dataclass
+class BuildResult:
+    out_dir: Path
+    summary: dict[str, Any]
+    package_dir: Path | None
+    vivado_ran: bool
+    step_seconds: dict[str, float] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- finn plumbing
+
+
+def _resolve(step: str) -> Callable:
+    from finn.builder.build_dataflow_steps import build_dataflow_step_lookup
+
+    if step in build_dataflow_step_lookup:
+        return build_dataflow_step_lookup[step]
+    import importlib
+
+    module, _, name = step.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def make_config(
+    opts: BuildOptions,
+    steps: list[str],
+    *,
+    target_fps: float | None,
+    start_step: str | None = None,
+    vivado: bool = False,
+) -> DataflowBuildConfig:
+    """The finn ``DataflowBuildConfig`` for ``opts`` (``steps`` as names; resolved later)."""
+    from finn.builder.build_dataflow_config import (
+        DataflowBuildConfig,
+        DataflowOutputType,
+        ShellFlowType,
+    )
+
+    outputs = [DataflowOutputType.ESTIMATE_REPORTS]
+    if vivado:
+        outputs += [
+            DataflowOutputType.STITCHED_IP,
+            DataflowOutputType.BITFILE,
+            DataflowOutputType.PYNQ_DRIVER,
+        ]
+    return DataflowBuildConfig(
+        output_dir=str(opts.out_dir),
+        synth_clk_period_ns=opts.resolved_clock_ns(),
+        board=opts.board.finn_board,
+        fpga_part=opts.board.part,
+        shell_flow_type=ShellFlowType.VIVADO_ZYNQ,
+        generate_outputs=outputs,
+        target_fps=None if target_fps is None else max(1, int(round(target_fps))),
+        folding_config_file=opts.folding_file,
+        steps=list(steps),
+        start_step=start_step,
+        save_intermediate_models=True,
+        auto_fifo_depths=True,
+        # finn's MVAU+threshold fusion keeps the accelerator small; the host simulator reads
+        # the thresholds from either form.
+        standalone_thresholds=False,
+    )
+
+
+class _Runner:
+    """Runs finn builds with a progress line per step, timing, one log and real exceptions."""
+
+    def __init__(self, out_dir: Path, progress: Progress) -> None:
+        self.out_dir = out_dir
+        self.progress = progress
+        self.seconds: dict[str, float] = {}
+        self.log_path = out_dir / LOG_NAME
+
+    def note(self, message: str) -> None:
+        self.progress(message)
+        with self.log_path.open("a") as f:
+            f.write(f"[{time.strftime('%Y-%m-%d %H:%M:%S')}] fcnseg: {message}\n")
+
+    def run(self, model_path: Path, cfg: DataflowBuildConfig) -> None:
+        from finn.builder.build_dataflow import build_dataflow_cfg
+
+        names = list(cfg.steps)
+        short = [name.rsplit(".", 1)[-1] for name in names]
+        start = short.index(cfg.start_step) if cfg.start_step else 0
+        stop = short.index(cfg.stop_step) if cfg.stop_step else len(names) - 1
+        failure: dict[str, Any] = {}
+        wrapped = []
+        for index, name in enumerate(names):
+            wrapped.append(self._wrap(name, index - start + 1, stop - start + 1, failure))
+        cfg = replace(cfg, steps=wrapped)
+
+        saved_out, saved_err = sys.stdout, sys.stderr
+        root = logging.getLogger()
+        saved_handlers, saved_level = list(root.handlers), root.level
+        sink = io.StringIO()
+        sys.stdout = sys.stderr = sink  # finn mirrors prints to "the console": keep it quiet
+        try:
+            rc = build_dataflow_cfg(str(model_path), cfg)
+        except Exception as error:  # finn re-raises under pytest
+            failure.setdefault("error", error)
+            rc = -1
+        finally:
+            restore_stdio()
+            sys.stdout, sys.stderr = saved_out, saved_err
+            for handler in list(root.handlers):
+                if handler not in saved_handlers:
+                    root.removeHandler(handler)
+                    handler.close()
+            for handler in saved_handlers:
+                if handler not in root.handlers:
+                    root.addHandler(handler)
+            root.setLevel(saved_level)
+            self._append_finn_log()
+        if rc != 0:
+            error = failure.get("error")
+            step = failure.get("step", "?")
+            if error is None:
+                raise UserError(f"finn build failed in {step}; see {self.log_path}")
+            from finn.util.exception import FINNUserError
+
+            if isinstance(error, UserError | FINNUserError | ValueError):
+                raise UserError(f"{step}: {error} (log: {self.log_path})") from error
+            raise error
+
+    def _wrap(self, name: str, number: int, total: int, failure: dict[str, Any]) -> Callable:
+        fn = _resolve(name)
+
+        @functools.wraps(fn)
+        def step(model: ModelWrapper, cfg: DataflowBuildConfig) -> ModelWrapper:
+            short = fn.__name__
+            started = time.perf_counter()
+            try:
+                result = fn(model, cfg)
+            except BaseException as error:
+                failure.update(step=short, error=error)
+                self.note(f"[{number:2}/{total}] {short:36} FAILED: {error}")
+                raise
+            seconds = time.perf_counter() - started
+            self.seconds[short] = self.seconds.get(short, 0.0) + seconds
+            self.note(f"[{number:2}/{total}] {short:36} {seconds:6.1f} s")
+            return result
+
+        return step
+
+    def _append_finn_log(self) -> None:
+        finn_log = self.out_dir / "build_dataflow.log"
+        if finn_log.exists():
+            with self.log_path.open("a") as f:
+                f.write(f"---- finn build_dataflow.log ----\n{finn_log.read_text()}----\n")
+
+
+# --------------------------------------------------------------------------- model helpers
+
+
+def _intermediate(out_dir: Path, step: str) -> Path:
+    return out_dir / "intermediate_models" / f"{step.rsplit('.', 1)[-1]}.onnx"
+
+
+def folding_of(model: ModelWrapper) -> dict[str, dict[str, Any]]:
+    """Node name -> folding attributes (those the node has) of a folded HW graph."""
+    from qonnx.custom_op.registry import getCustomOp
+
+    out: dict[str, dict[str, Any]] = {}
+    for node in model.graph.node:
+        if not node.domain.startswith("finn.custom_op.fpgadataflow"):
+            continue
+        inst = getCustomOp(node)
+        types = inst.get_nodeattr_types()
+        out[node.name] = {a: inst.get_nodeattr(a) for a in FOLDING_ATTRS if a in types}
+    return out
+
+
+def _base_kind(op_type: str) -> str:
+    for suffix in ("_hls", "_rtl"):
+        if op_type.endswith(suffix):
+            return op_type[: -len(suffix)]
+    return op_type
+
+
+def annotate_folding(hw_graph: ModelWrapper, folded: ModelWrapper) -> dict[str, dict[str, Any]]:
+    """Copy the folding of ``folded`` (after SpecializeLayers) onto ``hw_graph`` (before it).
+
+    Specialisation renames nodes (``MVAU_0`` -> ``MVAU_hls_0``) but keeps one node per HW layer
+    in the same order, so the k-th node of a kind before matches the k-th of that kind after.
+    Returns the folding keyed by ``hw_graph``'s node names.
+    """
+    from qonnx.custom_op.registry import getCustomOp
+
+    after: dict[str, list] = {}
+    for node in folded.graph.node:
+        after.setdefault(_base_kind(node.op_type), []).append(node)
+    seen: dict[str, int] = {}
+    folding: dict[str, dict[str, Any]] = {}
+    for node in hw_graph.graph.node:
+        if not node.domain.startswith("finn.custom_op.fpgadataflow"):
+            continue
+        k = seen.get(node.op_type, 0)
+        seen[node.op_type] = k + 1
+        twins = after.get(node.op_type, [])
+        if k >= len(twins):
+            continue
+        src, dst = getCustomOp(twins[k]), getCustomOp(node)
+        types = dst.get_nodeattr_types()
+        fold = {}
+        for attr in FOLDING_ATTRS:
+            if attr in types and attr in src.get_nodeattr_types():
+                value = src.get_nodeattr(attr)
+                dst.set_nodeattr(attr, value)
+                fold[attr] = value
+        folding[node.name] = fold
+    return folding
+
+
+def _estimator(
+    spec_path: Path, opts: BuildOptions, scratch: Path
+) -> Callable[[float], tuple[float, Fit]]:
+    """``target_fps -> (estimated fps, Fit)`` by re-folding the specialised model in-process."""
+    from finn.analysis.fpgadataflow.dataflow_performance import dataflow_performance
+    from finn.analysis.fpgadataflow.op_and_param_counts import aggregate_dict_keys
+    from finn.analysis.fpgadataflow.res_estimation import res_estimation
+    from finn.builder.build_dataflow_steps import (
+        step_minimize_bit_width,
+        step_target_fps_parallelization,
+    )
+    from finn.transformation.fpgadataflow.annotate_cycles import AnnotateCycles
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    base = ModelWrapper(str(spec_path))
+    clock_ns = opts.resolved_clock_ns()
+
+    def estimate(target_fps: float) -> tuple[float, Fit]:
+        cfg = make_config(replace(opts, out_dir=scratch), [], target_fps=target_fps)
+        (scratch / "report").mkdir(parents=True, exist_ok=True)
+        with contextlib.redirect_stdout(io.StringIO()):  # SetFolding prints per unknown op
+            model = step_target_fps_parallelization(base, cfg)
+            model = step_minimize_bit_width(model, cfg)
+        totals = aggregate_dict_keys(
+            model.analysis(functools.partial(res_estimation, fpgapart=opts.board.part))
+        )
+        model = model.transform(AnnotateCycles())
+        max_cycles = model.analysis(dataflow_performance)["max_cycles"]
+        return 1e9 / clock_ns / max_cycles, check_fit(totals, opts.board, opts.margin)
+
+    return estimate
+
+
+# --------------------------------------------------------------------------- the flow
+
+
+def _read_card(export_dir: Path) -> tuple[Path, dict[str, Any]]:
+    model_path, card_path = export_dir / "model.onnx", export_dir / "model.json"
+    for path in (model_path, card_path):
+        if not path.exists():
+            raise UserError(f"{path} not found: give the folder written by `fcnseg export`")
+    return model_path, json.loads(card_path.read_text())
+
+
+def compile_export(opts: BuildOptions, progress: Progress = _stderr) -> BuildResult:
+    """Run the flow for ``opts``; see the module docstring. Returns the reports and package."""
+    if opts.target_fps is not None and opts.folding_file is not None:
+        raise UserError("give either --target-fps or --folding, not both")
+    if opts.folding_file is not None and not Path(opts.folding_file).exists():
+        raise UserError(f"folding file {opts.folding_file} not found")
+    model_path, card = _read_card(Path(opts.export_dir))
+    out_dir = Path(opts.out_dir).resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    opts = replace(opts, out_dir=out_dir)
+    (out_dir / LOG_NAME).write_text("")
+    (out_dir / "fcnseg_build.json").write_text(json.dumps(opts.to_json(), indent=2))
+    prepare_finn(out_dir / "finn_tmp")
+    runner = _Runner(out_dir, progress)
+    vivado = has_vivado() if opts.vivado is None else opts.vivado
+    if vivado and not has_vivado():
+        raise UserError("Vivado steps requested but XILINX_VIVADO is not set")
+    target = opts.target_fps
+    if target is None and opts.folding_file is None:
+        target = float(opts.board.default_target_fps)
+    steps = ESTIMATE_STEPS + (VIVADO_STEPS if vivado else [])
+
+    started = time.perf_counter()
+    runner.note(
+        f"compiling {model_path} for {opts.board.name} ({opts.board.part}) at "
+        f"{1e3 / opts.resolved_clock_ns():.0f} MHz, "
+        + (f"target {target:g} FPS" if target else f"folding {opts.folding_file}")
+    )
+    estimate_cfg = make_config(opts, steps, target_fps=target)
+    estimate_cfg = replace(estimate_cfg, stop_step=ESTIMATE_STEPS[-1].rsplit(".", 1)[-1])
+    runner.run(model_path, estimate_cfg)
+
+    resources = json.loads((out_dir / "report" / "estimate_layer_resources.json").read_text())
+    fit = check_fit(resources["total"], opts.board, opts.margin)
+    refold = None
+    if not fit.fits:
+        if target is None:
+            raise UserError(misfit_message(fit, resources, opts.board))
+        runner.note(f"estimate does not fit {opts.board.name}: re-folding at lower target FPS")
+        with tempfile.TemporaryDirectory(dir=out_dir) as scratch:
+            estimate = _estimator(_intermediate(out_dir, REFOLD_FROM_STEP), opts, Path(scratch))
+            best, probes = bisect_fps(estimate, high_fps=target)
+        for p in probes:
+            verdict = "fits" if p.fit.fits else "over " + ",".join(p.fit.over)
+            runner.note(f"  target {p.target_fps:8.1f} FPS -> {p.fps:8.1f} FPS, {verdict}")
+        if best is None:
+            raise UserError(misfit_message(probes[0].fit, resources, opts.board))
+        refold = {
+            "requested_fps": target,
+            "reached_fps": best.fps,
+            "target_fps": best.target_fps,
+            "probes": [
+                {"target_fps": p.target_fps, "fps": p.fps, "fits": p.fit.fits} for p in probes
+            ],
+        }
+        target = best.target_fps
+        cfg = make_config(
+            opts, steps, target_fps=target, start_step="step_target_fps_parallelization"
+        )
+        cfg = replace(cfg, stop_step=ESTIMATE_STEPS[-1].rsplit(".", 1)[-1])
+        runner.run(model_path, cfg)
+        resources = json.loads((out_dir / "report" / "estimate_layer_resources.json").read_text())
+        fit = check_fit(resources["total"], opts.board, opts.margin)
+
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    folded = ModelWrapper(str(_intermediate(out_dir, ESTIMATE_STEPS[-1])))
+    summary = _summary(opts, card, fit, folding_of(folded), target, refold)
+    hw_graph = ModelWrapper(str(_intermediate(out_dir, HW_GRAPH_STEP)))
+    annotate_folding(hw_graph, folded)
+    hw_graph.save(str(out_dir / "hw_graph.onnx"))
+
+    if vivado:
+        cfg = make_config(opts, steps, target_fps=target, start_step=VIVADO_STEPS[0], vivado=True)
+        runner.run(model_path, cfg)
+    else:
+        runner.note(
+            "stopping after the estimates: HLS/IP generation, FIFO sizing, stitched IP and the "
+            "bitfile need Vivado (set XILINX_VIVADO and re-run to continue)"
+        )
+    summary["build_seconds"] = time.perf_counter() - started
+    summary["step_seconds"] = dict(runner.seconds)
+    reports.write_reports(summary, out_dir / "report")
+
+    package_dir = None
+    if opts.package:
+        package_dir = _write_package(opts, card, summary, out_dir, vivado)
+        runner.note(f"deployment package: {package_dir}")
+    return BuildResult(out_dir, summary, package_dir, vivado, dict(runner.seconds))
+
+
+def _summary(
+    opts: BuildOptions,
+    card: dict[str, Any],
+    fit: Fit,
+    folding: dict[str, dict[str, Any]],
+    target: float | None,
+    refold: dict[str, Any] | None,
+) -> dict[str, Any]:
+    affine_path = opts.out_dir / "report" / "output_affine.json"
+    affine = json.loads(affine_path.read_text()) if affine_path.exists() else {}
+    summary = reports.summarize(
+        opts.out_dir / "report",
+        folding=folding,
+        board=opts.board.to_json(),
+        clock_ns=opts.resolved_clock_ns(),
+        fit=fit.to_json(),
+        extra={
+            "target_fps": target,
+            "folding_file": str(opts.folding_file) if opts.folding_file else None,
+            "refold": refold,
+            "output_affine": affine,
+            "finn_plus": "1.6.1",
+        },
+    )
+    summary["frames"] = frames_per_second(card, opts.frame, summary["estimated_fps"])
+    return summary
+
+
+def frames_per_second(
+    card: dict[str, Any], frame: tuple[int, int], tile_fps: float
+) -> dict[str, Any] | None:
+    """Frames/s on ``frame``-sized images, counting the tiles the host's exact tiling plan runs
+    (default overlap from the model card's receptive field, :mod:`fcnseg.host.tiling`)."""
+    from fcnseg.host.tiling import Geometry, plan_tiles
+
+    tile, stride = card.get("tile"), card.get("output_stride")
+    if not tile or not stride:
+        return None
+    geometry = Geometry(
+        tile=(int(tile[0]), int(tile[1])),
+        output_stride=int(stride),
+        net_stride=int(card.get("net_stride", 32)),
+        receptive_field=card.get("receptive_field"),
+    )
+    plan = plan_tiles(geometry, geometry.canvas_shape(*frame))
+    tiles = len(plan.tiles)
+    return {
+        "frame": list(frame),
+        "tile": list(geometry.tile),
+        "overlap": plan.overlap,
+        "exact": plan.exact,
+        "tiles_per_frame": tiles,
+        "frames_per_s": tile_fps / tiles,
+    }
+
+
+def _write_package(
+    opts: BuildOptions, card: dict[str, Any], summary: dict[str, Any], out_dir: Path, vivado: bool
+) -> Path:
+    from fcnseg.hw.to_package import build_package
+
+    affine = summary.get("output_affine") or {}
+    extra: dict[str, Path] = {}
+    if vivado:
+        for path in sorted((out_dir / "bitfile").glob("*")):
+            if path.suffix in (".bit", ".hwh"):
+                extra[f"bitfile/{path.name}"] = path
+        settings = out_dir / "driver" / "settings.json"
+        if settings.exists():
+            extra["driver/settings.json"] = settings
+    return build_package(
+        out_dir / "hw_graph.onnx",
+        out_dir / "package",
+        model_card=card,
+        estimates=summary,
+        board=opts.board.name,
+        output_scale=affine.get("scale"),
+        output_bias=affine.get("bias"),
+        extra_files=extra or None,
+    )

@@ -1,0 +1,84 @@
+"""``fcnseg compile`` and ``fcnseg info``: the hw stage's commands.
+
+Heavy imports (finn, qonnx, onnx) happen inside :func:`fcnseg.hw.build.compile_export`, so this
+module and ``fcnseg info`` import nothing beyond click and the standard library.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from fcnseg.hw.boards import BOARDS
+
+
+@click.command("compile")
+@click.argument("export_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--board", type=click.Choice(sorted(BOARDS)), default="pynq-z2", show_default=True)
+@click.option("--target-fps", type=float, default=None, help="Fold for this many tiles/s.")
+@click.option(
+    "--folding",
+    "folding_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="finn folding JSON (node name -> PE/SIMD/...), instead of --target-fps.",
+)
+@click.option("--clock-ns", type=float, default=None, help="Clock period [default: board's, 10].")
+@click.option(
+    "--margin", type=float, default=0.1, show_default=True, help="Budget share kept free."
+)
+@click.option(
+    "--vivado/--no-vivado",
+    default=None,
+    help="Run the IP/bitfile steps [default: iff XILINX_VIVADO is set].",
+)
+@click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path), required=True)
+def compile_(
+    export_dir: Path,
+    board: str,
+    target_fps: float | None,
+    folding_file: Path | None,
+    clock_ns: float | None,
+    margin: float,
+    vivado: bool | None,
+    out_dir: Path,
+) -> None:
+    """Compile EXPORT_DIR (from `fcnseg export`) with finn-plus into BUILD_DIR (-o).
+
+    Streamlines, converts to HW layers, folds to --target-fps (or --folding), estimates, checks
+    the board budget (re-folding lower until it fits) and writes reports and BUILD_DIR/package/.
+    Without Vivado it stops after the estimates.
+    """
+    from fcnseg.hw.boards import get_board
+    from fcnseg.hw.build import BuildOptions, compile_export
+    from fcnseg.hw.report import format_table
+
+    result = compile_export(
+        BuildOptions(
+            export_dir=export_dir,
+            out_dir=out_dir,
+            board=get_board(board),
+            target_fps=target_fps,
+            folding_file=folding_file,
+            clock_ns=clock_ns,
+            margin=margin,
+            vivado=vivado,
+        )
+    )
+    click.echo(format_table(result.summary))
+    click.echo(f"build: {result.out_dir}  ({result.summary['build_seconds']:.0f} s)")
+    if result.package_dir is not None:
+        click.echo(f"package: {result.package_dir}")
+
+
+@click.command("info")
+@click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def info(path: Path, as_json: bool) -> None:
+    """Print the reports of a build folder or a deployment package again."""
+    import json
+
+    from fcnseg.hw.report import format_table, load_summary
+
+    summary = load_summary(path)
+    click.echo(json.dumps(summary, indent=2) if as_json else format_table(summary))
