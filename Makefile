@@ -7,6 +7,8 @@
 # Both are installed from the lock files in requirements/, so a fresh machine gets the same set.
 
 PYTHON ?= python3
+# A PYNQ image runs Python 3.10: the board environment uses it where it exists.
+BOARD_PYTHON ?= $(shell for p in python3.10 $$HOME/.pyenv/versions/3.10*/bin/python3.10; do $$p -c "" >/dev/null 2>&1 && { echo $$p; exit; }; done; echo $(PYTHON))
 VENV := .venv
 BOARD_VENV := .venv-board
 BOARD ?= pynq-z2
@@ -43,7 +45,7 @@ $(VENV)/.installed: requirements/venv.lock pyproject.toml
 	touch $@
 
 $(BOARD_VENV)/.installed: requirements/board.lock pyproject.toml
-	test -x $(BOARD_VENV)/bin/python || $(PYTHON) -m venv $(BOARD_VENV)
+	test -x $(BOARD_VENV)/bin/python || $(BOARD_PYTHON) -m venv $(BOARD_VENV)
 	$(BOARD_VENV)/bin/python -m pip install -q --upgrade "pip>=24"
 	$(BOARD_VENV)/bin/python -m pip install -q -r requirements/board.lock
 	$(BOARD_VENV)/bin/python -m pip install -q --no-deps -e .
@@ -78,9 +80,9 @@ lint: $(VENV)/.installed
 
 # Re-resolve the lock files from the extras (needs the package registry). Review the diff.
 lock:
-	rm -rf /tmp/fcnseg-lock && $(PYTHON) -m venv /tmp/fcnseg-lock/venv && $(PYTHON) -m venv /tmp/fcnseg-lock/board
+	rm -rf /tmp/fcnseg-lock && $(PYTHON) -m venv /tmp/fcnseg-lock/venv && $(BOARD_PYTHON) -m venv /tmp/fcnseg-lock/board
 	/tmp/fcnseg-lock/venv/bin/pip install -q "pip>=24" && /tmp/fcnseg-lock/venv/bin/pip install -q -e ".[train,compile,dev]"
-	/tmp/fcnseg-lock/venv/bin/pip freeze --exclude-editable > requirements/venv.lock
+	/tmp/fcnseg-lock/venv/bin/pip freeze --exclude-editable | grep -v '^finn-plus==' > requirements/venv.lock
 	/tmp/fcnseg-lock/board/bin/pip install -q "pip>=24" && /tmp/fcnseg-lock/board/bin/pip install -q -e ".[board,dev]"
 	/tmp/fcnseg-lock/board/bin/pip freeze --exclude-editable > requirements/board.lock
 
