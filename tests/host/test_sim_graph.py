@@ -1,0 +1,265 @@
+"""Whole-graph exactness: SimEngine on a package == finn-plus execute_onnx == Brevitas.
+
+Small Brevitas FCN-32s/FCN-8s nets (random weights, non-trivial batch norms) are exported to
+QONNX, converted with the hw flow's steps (streamline -> cut the float tail -> HW layers), written
+as a package by :func:`fcnseg.hw.to_package.build_package`, loaded and run by the simulator.
+Exact integer equality is checked on real scikit-image photos against
+
+- finn-plus ``execute_onnx`` on the HW graph (the graph before SpecializeLayers), and
+- the Brevitas forward, as ``(logits - bias) / scale`` (float, so compared after rounding, with
+  the rounding error itself bounded far below 0.5),
+
+for several bit widths, and on input sizes other than the tile (Brevitas is size-agnostic).
+Needs torch, brevitas and finn: skipped in the board environment. Built graphs are cached per
+session.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("brevitas")
+pytest.importorskip("finn")
+
+from fcnseg.host.package import load_package  # noqa: E402
+from fcnseg.host.sim.engine import SimEngine  # noqa: E402
+
+TILE = (64, 64)
+PHOTOS = ("astronaut", "chelsea", "coffee")
+
+
+def make_fcn(arch: str, wbits: int, abits: int, width: int, classes: int, seed: int):
+    """A small VGG-style FCN following the model conventions (CONTRACTS.md), random weights."""
+    import brevitas.nn as qnn
+    from torch import nn
+
+    torch.manual_seed(seed)
+
+    def conv(cin, cout, k=3, bias=False):
+        return qnn.QuantConv2d(cin, cout, k, padding=k // 2, bias=bias, weight_bit_width=wbits)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.input_quant = qnn.QuantIdentity(
+                bit_width=8,
+                signed=False,
+                scaling_impl_type="const",
+                scaling_init=1.0,
+                return_quant_tensor=True,
+            )
+            chans = [3, width, width, 2 * width, 2 * width, 2 * width]
+            self.blocks = nn.ModuleList(
+                nn.Sequential(
+                    conv(chans[i], chans[i + 1]),
+                    nn.BatchNorm2d(chans[i + 1]),
+                    qnn.QuantReLU(bit_width=abits, return_quant_tensor=True),
+                    nn.MaxPool2d(2, 2),
+                )
+                for i in range(5)
+            )
+            self.fc6 = nn.Sequential(
+                conv(2 * width, 2 * width),
+                nn.BatchNorm2d(2 * width),
+                qnn.QuantReLU(bit_width=abits, return_quant_tensor=True),
+            )
+            self.score_fr = conv(2 * width, classes, 1, bias=True)
+            if arch == "fcn8s":
+                self.score_pool4 = conv(2 * width, classes, 1, bias=True)
+                self.score_pool3 = conv(2 * width, classes, 1, bias=True)
+                self.fuse4 = qnn.QuantIdentity(bit_width=8, return_quant_tensor=True)
+                self.fuse3 = qnn.QuantIdentity(bit_width=8, return_quant_tensor=True)
+                self.up = nn.Upsample(scale_factor=2, mode="nearest")
+
+        def forward(self, x):
+            x = self.input_quant(x / 255.0)
+            feats = []
+            for block in self.blocks:
+                x = block(x)
+                feats.append(x)
+            score = self.score_fr(self.fc6(x))  # 1/32
+            if arch == "fcn32s":
+                return score
+            s4 = self.fuse4(self.score_pool4(feats[3]))  # 1/16
+            x = self.fuse3(self.up(self.fuse4(score)) + s4)
+            s3 = self.fuse3(self.score_pool3(feats[2]))  # 1/8
+            return (self.up(x) + s3).value
+
+    net = Net()
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.1, 0.3)
+    return net.eval()
+
+
+def build(arch, wbits, abits, width, classes, seed, out: Path):
+    """Export, convert with the hw flow's steps, write the package. Returns (net, hw model, pkg)."""
+    steps = pytest.importorskip("fcnseg.hw.steps.streamline")
+    tail = pytest.importorskip("fcnseg.hw.steps.tail")
+    convert = pytest.importorskip("fcnseg.hw.steps.convert")
+    from brevitas.export import export_qonnx
+    from fcnseg.hw.compat import prepare_finn
+    from fcnseg.hw.to_package import build_package
+    from qonnx.core.datatype import DataType
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.transformation.infer_datatypes import InferDataTypes
+    from qonnx.transformation.infer_shapes import InferShapes
+
+    prepare_finn(out / "finn_build")
+    from finn.builder.build_dataflow_config import DataflowBuildConfig
+    from finn.builder.build_dataflow_steps import step_qonnx_to_finn, step_tidy_up
+
+    net = make_fcn(arch, wbits, abits, width, classes, seed)
+    out.mkdir(parents=True, exist_ok=True)
+    onnx_path = out / "model.onnx"
+    export_qonnx(net, torch.zeros(1, 3, *TILE), export_path=str(onnx_path), dynamo=False)
+    model = ModelWrapper(str(onnx_path))
+    model.set_tensor_datatype(model.graph.input[0].name, DataType["UINT8"])
+    cfg = DataflowBuildConfig(
+        output_dir=str(out / "build"), synth_clk_period_ns=10.0, generate_outputs=[]
+    )
+    model = step_tidy_up(step_qonnx_to_finn(model, cfg), cfg)
+    model = steps.step_fcn_streamline(model, cfg)
+    model, affine = tail.cut_float_tail(model)
+    name = model.graph.output[0].name
+    for vi in [v for v in model.graph.value_info if v.name == name]:
+        model.graph.value_info.remove(vi)
+    model = model.transform(InferShapes()).transform(InferDataTypes())
+    model = convert.step_fcn_convert_to_hw(model, cfg)
+    card = {
+        "name": f"{arch}-w{wbits}a{abits}",
+        "arch": arch,
+        "classes": [f"c{i}" for i in range(classes)],
+        "palette": [[i, i, i] for i in range(classes)],
+        "tile": list(TILE),
+        "output_stride": 32 if arch == "fcn32s" else 8,
+        "receptive_field": 0,
+    }
+    (out / "model.json").write_text(json.dumps(card))
+    pkg = build_package(
+        model,
+        out / "package",
+        model_card=out / "model.json",
+        board="pynq-z2",
+        output_scale=affine["scale"],
+        output_bias=affine["bias"],
+        estimates={},
+    )
+    return net, model, pkg
+
+
+CONFIGS = {
+    "fcn32s": ("fcn32s", 4, 4, 8, 3, 0),
+    "fcn8s": ("fcn8s", 4, 4, 8, 3, 0),
+    "fcn8s-w2a2": ("fcn8s", 2, 2, 6, 4, 1),
+    "fcn32s-w3a3": ("fcn32s", 3, 3, 8, 5, 2),
+    "fcn8s-w4a8": ("fcn8s", 4, 8, 4, 2, 3),
+}
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory):
+    cache = {}
+    torch.set_num_threads(1)
+
+    def get(key):
+        if key not in cache:
+            cache[key] = build(*CONFIGS[key], tmp_path_factory.mktemp(key))
+        return cache[key]
+
+    return get
+
+
+def photo(name: str, hw: tuple[int, int]) -> np.ndarray:
+    """A real scikit-image photo resized to ``hw``: uint8 NHWC (1, H, W, 3)."""
+    import skimage.data
+    from skimage.transform import resize
+
+    img = getattr(skimage.data, name)()
+    if img.ndim == 2:
+        img = np.stack([img] * 3, axis=-1)
+    img = resize(img[..., :3], hw, preserve_range=True, anti_aliasing=True)
+    return np.round(img).astype(np.uint8)[None]
+
+
+def finn_scores(model, x: np.ndarray) -> np.ndarray:
+    from finn.core.onnx_exec import execute_onnx
+
+    iname, oname = model.graph.input[0].name, model.graph.output[0].name
+    nchw = x.transpose(0, 3, 1, 2).astype(np.float32)
+    return execute_onnx(model, {iname: nchw})[oname].astype(np.int64)
+
+
+def brevitas_scores(net, pkg, x: np.ndarray) -> np.ndarray:
+    """Brevitas logits mapped back to integer scores (float error checked, then rounded)."""
+    with torch.no_grad():
+        logits = net(torch.from_numpy(x.transpose(0, 3, 1, 2).astype(np.float32)))
+    logits = np.asarray(getattr(logits, "value", logits), dtype=np.float64).transpose(0, 2, 3, 1)
+    s = (logits - pkg.output_bias) / pkg.output_scale
+    r = np.round(s)
+    assert np.abs(s - r).max() < 1e-2, "Brevitas logits are not on the package's integer grid"
+    return r.astype(np.int64)
+
+
+@pytest.mark.parametrize("key", list(CONFIGS))
+def test_engine_equals_finn_and_brevitas_on_photos(built, key):
+    net, model, pkg_path = built(key)
+    pkg = load_package(pkg_path)
+    eng = SimEngine(pkg)
+    assert eng.output_stride == pkg.output_stride
+    x = np.concatenate([photo(name, TILE) for name in PHOTOS])
+    y = eng.run(x)
+    assert y.shape == (
+        3,
+        TILE[0] // eng.output_stride,
+        TILE[1] // eng.output_stride,
+        pkg.num_classes,
+    )
+    for i in range(len(PHOTOS)):
+        ref = finn_scores(model, x[i : i + 1])
+        assert np.array_equal(y[i : i + 1], ref), f"{key}: sim != finn on {PHOTOS[i]}"
+    assert np.array_equal(y, brevitas_scores(net, pkg, x)), f"{key}: sim != Brevitas"
+    assert len(np.unique(y)) > 3, "degenerate scores make the test meaningless"
+
+
+@pytest.mark.parametrize("key", ["fcn8s", "fcn32s-w3a3"])
+@pytest.mark.parametrize("hw", [(96, 128), (32, 32), (160, 64)])
+def test_engine_is_size_agnostic(built, key, hw):
+    net, _, pkg_path = built(key)
+    pkg = load_package(pkg_path)
+    x = photo("coffee", hw)
+    y = SimEngine(pkg).run(x)
+    assert y.shape[1:3] == (hw[0] // pkg.output_stride, hw[1] // pkg.output_stride)
+    assert np.array_equal(y, brevitas_scores(net, pkg, x))
+
+
+def test_package_of_real_graph(built):
+    """The package records what the host needs: io, folding, ordered HW layers, hashes."""
+    _, model, pkg_path = built("fcn8s")
+    pkg = load_package(pkg_path)
+    kinds = {layer.kind for layer in pkg.layers}
+    assert {
+        "MVAU",
+        "ConvolutionInputGenerator",
+        "FMPadding",
+        "Pool",
+        "DuplicateStreams",
+        "ElementwiseAdd",
+        "UpsampleNearestNeighbour",
+    } <= kinds
+    assert pkg.input["dtype"] == "UINT8" and pkg.input["shape"] == [1, *TILE, 3]
+    assert all("PE" in layer.folding for layer in pkg.layers if layer.kind == "MVAU")
+    hw_nodes = [n.name for n in model.graph.node if n.domain.startswith("finn.custom_op")]
+    assert [layer.name for layer in pkg.layers] == hw_nodes
+    assert set(pkg.meta["files"]) == {"accelerator.npz", "hw_graph.onnx"}
+    assert os.path.getsize(pkg_path / "accelerator.npz") > 0
