@@ -107,8 +107,16 @@ def _has_skimage() -> bool:
 def image(height: int, width: int, seed: int = 0) -> np.ndarray:
     if _has_skimage():
         return photo(height, width, seed)
-    rng = np.random.default_rng(seed)  # .venv-board has no scikit-image
-    return rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+    # .venv-board has no scikit-image: a scene of coloured regions with texture instead.
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(0, 1, size=(12, 2)) * (height, width)
+    colours = rng.integers(0, 256, size=(12, 3))
+    yy, xx = np.mgrid[0:height, 0:width]
+    owner = np.argmin(
+        (yy[..., None] - centres[:, 0]) ** 2 + (xx[..., None] - centres[:, 1]) ** 2, 2
+    )
+    noise = rng.integers(-20, 21, size=(height, width, 3))
+    return np.clip(colours[owner] + noise, 0, 255).astype(np.uint8)
 
 
 SIZES = [(333, 517), (64, 700), (700, 64), (40, 50), (128, 128), (129, 97)]

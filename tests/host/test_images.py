@@ -1,0 +1,158 @@
+"""Image decoding to RGB uint8 and atomic mask/overlay/score writing (numpy + Pillow only)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fcnseg.host.images import (
+    as_rgb_array,
+    atomic_open,
+    load_image,
+    overlay,
+    save_array,
+    save_mask,
+    save_overlay,
+    voc_palette,
+)
+from PIL import Image
+
+from fcnseg.errors import UserError
+
+RNG = np.random.default_rng(0)
+RGB = RNG.integers(0, 256, size=(12, 20, 3), dtype=np.uint8)
+
+
+def test_rgb_png_round_trip(tmp_path: Path) -> None:
+    Image.fromarray(RGB).save(tmp_path / "a.png")
+    got = load_image(tmp_path / "a.png")
+    assert got.dtype == np.uint8 and got.shape == (12, 20, 3)
+    np.testing.assert_array_equal(got, RGB)
+
+
+def test_gray_and_palette(tmp_path: Path) -> None:
+    gray = RGB[..., 0]
+    Image.fromarray(gray).save(tmp_path / "g.png")
+    np.testing.assert_array_equal(load_image(tmp_path / "g.png"), np.stack([gray] * 3, axis=2))
+    pal = Image.fromarray(RGB).quantize(16)
+    pal.save(tmp_path / "p.png")
+    np.testing.assert_array_equal(load_image(tmp_path / "p.png"), np.asarray(pal.convert("RGB")))
+    Image.fromarray(gray).convert("1").save(tmp_path / "b.png")
+    assert set(np.unique(load_image(tmp_path / "b.png"))) <= {0, 255}
+
+
+def test_alpha_is_composited_on_black(tmp_path: Path) -> None:
+    rgba = np.zeros((2, 2, 4), dtype=np.uint8)
+    rgba[..., :3] = (200, 100, 51)
+    rgba[..., 3] = [[255, 128], [0, 64]]
+    Image.fromarray(rgba).save(tmp_path / "a.png")
+    got = load_image(tmp_path / "a.png").astype(int)
+    expect = np.round(rgba[..., :3].astype(float) * rgba[..., 3:] / 255).astype(int)
+    np.testing.assert_array_equal(got, expect)
+    assert (got[1, 0] == 0).all()
+    la = Image.fromarray(rgba).convert("LA")
+    la.save(tmp_path / "la.png")
+    assert (load_image(tmp_path / "la.png")[1, 0] == 0).all()
+
+
+def test_16_bit_gray(tmp_path: Path) -> None:
+    values = np.array([[0, 255, 256, 65535]], dtype=np.uint16)
+    Image.fromarray(values).save(tmp_path / "g16.png")
+    got = load_image(tmp_path / "g16.png")
+    np.testing.assert_array_equal(got[..., 0], [[0, 0, 1, 255]])
+    assert (got[..., 0] == got[..., 2]).all()
+
+
+def test_cmyk(tmp_path: Path) -> None:
+    cmyk = Image.fromarray(RGB).convert("CMYK")
+    cmyk.save(tmp_path / "c.jpg", quality=95)
+    with Image.open(tmp_path / "c.jpg") as expect:
+        assert expect.mode == "CMYK"
+        np.testing.assert_array_equal(load_image(tmp_path / "c.jpg"), expect.convert("RGB"))
+
+
+def test_exif_orientation(tmp_path: Path) -> None:
+    img = Image.fromarray(RGB)  # 20 wide, 12 high
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 clockwise to display
+    img.save(tmp_path / "o.jpg", exif=exif, quality=95)
+    got = load_image(tmp_path / "o.jpg")
+    assert got.shape == (20, 12, 3)
+    with Image.open(tmp_path / "o.jpg") as raw:
+        expect = np.asarray(raw.convert("RGB").transpose(Image.Transpose.ROTATE_270))
+    np.testing.assert_array_equal(got, expect)
+
+
+def test_bad_files_are_user_errors(tmp_path: Path) -> None:
+    (tmp_path / "junk.png").write_bytes(b"not a png")
+    with pytest.raises(UserError, match="junk.png: not an image"):
+        load_image(tmp_path / "junk.png")
+    with pytest.raises(UserError, match="no such file"):
+        load_image(tmp_path / "missing.jpg")
+    Image.fromarray(RGB).save(tmp_path / "t.png")
+    data = (tmp_path / "t.png").read_bytes()
+    (tmp_path / "trunc.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(UserError, match="trunc.png"):
+        load_image(tmp_path / "trunc.png")
+
+
+def test_decompression_bomb_guard(tmp_path: Path) -> None:
+    Image.fromarray(RGB).save(tmp_path / "big.png")
+    with pytest.raises(UserError, match="decompression bomb"):
+        load_image(tmp_path / "big.png", max_pixels=100)
+    old = Image.MAX_IMAGE_PIXELS
+    load_image(tmp_path / "big.png", max_pixels=240)
+    assert Image.MAX_IMAGE_PIXELS == old
+
+
+def test_as_rgb_array() -> None:
+    np.testing.assert_array_equal(as_rgb_array(RGB), RGB)
+    assert as_rgb_array(RGB[..., 0]).shape == (12, 20, 3)
+    np.testing.assert_array_equal(as_rgb_array(Image.fromarray(RGB)), RGB)
+    with pytest.raises(ValueError, match="uint8"):
+        as_rgb_array(RGB.astype(np.float32))
+
+
+def test_mask_is_a_palette_png(tmp_path: Path) -> None:
+    labels = RNG.integers(0, 21, size=(12, 20)).astype(np.uint8)
+    save_mask(tmp_path / "m.png", labels, voc_palette())
+    with Image.open(tmp_path / "m.png") as img:
+        assert img.mode == "P"
+        np.testing.assert_array_equal(np.asarray(img), labels)
+        palette = np.frombuffer(bytes(img.getpalette()), dtype=np.uint8).reshape(-1, 3)
+    np.testing.assert_array_equal(palette[:21], voc_palette(21))
+    assert voc_palette(3).tolist() == [[0, 0, 0], [128, 0, 0], [0, 128, 0]]
+    assert voc_palette()[255].tolist() == [224, 224, 192]
+
+
+def test_overlay(tmp_path: Path) -> None:
+    labels = np.ones((12, 20), dtype=np.uint8)
+    pal = voc_palette()
+    np.testing.assert_array_equal(overlay(RGB, labels, pal, 0.0), RGB)
+    assert (overlay(RGB, labels, pal, 1.0) == pal[1]).all()
+    save_overlay(tmp_path / "o.jpg", RGB, labels, pal)
+    save_overlay(tmp_path / "o.png", RGB, labels, pal)
+    assert load_image(tmp_path / "o.png").shape == (12, 20, 3)
+    with Image.open(tmp_path / "o.jpg") as img:
+        assert img.format == "JPEG"
+
+
+def test_scores_npy(tmp_path: Path) -> None:
+    scores = RNG.integers(-500, 500, size=(3, 4, 5)).astype(np.int32)
+    save_array(tmp_path / "s.npy", scores)
+    np.testing.assert_array_equal(np.load(tmp_path / "s.npy", allow_pickle=False), scores)
+
+
+def test_atomic_write_keeps_old_file_and_leaves_no_temp(tmp_path: Path) -> None:
+    target = tmp_path / "x.png"
+    target.write_bytes(b"old")
+    with pytest.raises(RuntimeError), atomic_open(target) as handle:
+        handle.write(b"half")
+        raise RuntimeError("interrupted")
+    assert target.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["x.png"]
+    with atomic_open(tmp_path / "sub" / "y.bin") as handle:
+        handle.write(b"new")
+    assert (tmp_path / "sub" / "y.bin").read_bytes() == b"new"

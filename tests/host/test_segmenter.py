@@ -1,0 +1,124 @@
+"""The Python API end to end: Segmenter on engines and packages, backends, lazy imports."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fcnseg.host import segmenter as segmenter_module
+from fcnseg.host.backends import BACKENDS, get_backend
+from fcnseg.host.segmenter import Segmenter
+from fcnseg.host.tiling import make_canvas
+from fcnseg.host.upsample import upsample_argmax_naive
+from PIL import Image
+
+from fcnseg.errors import UserError
+from tests.host.test_tiling import ToyEngine, image
+
+
+def tiny_package(folder: Path) -> Path:
+    """A real, hand-made deployment package (H4's test layers: 3x3 conv, pool, 1x1 score)."""
+    from fcnseg.host.package import write_package
+
+    from tests.host.test_package import CARD, IO, _layers
+
+    return write_package(
+        folder, model_card=CARD, io=IO, layers=_layers(), board="pynq-z2", hw_graph=b"-"
+    )
+
+
+@pytest.fixture(scope="module")
+def package_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_package(tmp_path_factory.mktemp("pkg") / "tiny-pynq-z2")
+
+
+def toy_segmenter(arch: str = "fcn8s", **options) -> tuple[Segmenter, ToyEngine]:
+    toy = ToyEngine(arch)
+    scale = np.array([0.5, 0.25, 0.125])
+    bias = np.array([0.0, 1.0, -0.5])
+    return Segmenter(toy, toy.geometry((128, 128)), scale, bias, **options), toy
+
+
+@pytest.mark.parametrize("size", [(333, 517), (50, 40)])
+def test_labels_equal_one_pass_reference(size: tuple[int, int]) -> None:
+    """Tiles + stitch + fast upsample == one pass over the canvas + naive upsample."""
+    seg, toy = toy_segmenter()
+    img = image(*size, seed=3)
+    labels = seg(img)
+    assert labels.shape == size and labels.dtype == np.uint8
+    scores = toy.run(make_canvas(img, seg.geometry)[None])[0]
+    expect = upsample_argmax_naive(scores, seg.output_scale, seg.output_bias, size, 8)
+    np.testing.assert_array_equal(labels, expect)
+    assert np.unique(labels).size > 1 or size[0] < 100  # tiny images: one class
+
+
+def test_shift_stitch_scores_shape_and_labels() -> None:
+    seg, toy = toy_segmenter("fcn32s", shift_stitch=2)
+    img = image(100, 150, seed=1)
+    result = seg.segment(img)
+    assert seg.stride == 16 and result.field == 32
+    assert result.scores.shape == (2 * 128 // 32, 2 * 160 // 32, 3)
+    np.testing.assert_array_equal(result.scores[::2, ::2], seg.scores(img)[::2, ::2])
+    expect = upsample_argmax_naive(
+        result.scores, seg.output_scale, seg.output_bias, (100, 150), 16, 32
+    )
+    np.testing.assert_array_equal(result.labels, expect)
+
+
+def test_bad_options_are_user_errors() -> None:
+    with pytest.raises(UserError, match="shift-stitch 3"):
+        toy_segmenter(shift_stitch=3)
+    with pytest.raises(UserError, match="overlap"):
+        toy_segmenter(overlap=-32)
+
+
+def test_load_package_on_sim(package_dir: Path, tmp_path: Path) -> None:
+    seg = Segmenter.load(package_dir, "sim")
+    assert seg.geometry.tile == (8, 8) and seg.geometry.output_stride == 2
+    assert seg.geometry.net_stride == 2 and seg.classes == ["a", "b", "c"]
+    np.testing.assert_array_equal(seg.palette[:3], [[0, 0, 0], [1, 2, 3], [4, 5, 6]])
+    img = image(21, 30, seed=2)
+    labels = seg(img)
+    assert labels.shape == (21, 30)
+    scores = seg.engine.run(make_canvas(img, seg.geometry)[None])[0]
+    expect = upsample_argmax_naive(scores, seg.output_scale, seg.output_bias, (21, 30), 2)
+    np.testing.assert_array_equal(labels, expect)
+    Image.fromarray(img).save(tmp_path / "x.png")
+    np.testing.assert_array_equal(seg(tmp_path / "x.png"), labels)
+    np.testing.assert_array_equal(seg(Image.fromarray(img)), labels)
+
+
+def test_missing_default_package(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(segmenter_module, "DEFAULT_PACKAGE", tmp_path / "fcn8s-pynq-z2")
+    with pytest.raises(UserError, match="default package fcn8s-pynq-z2 is missing.*make"):
+        Segmenter.load()
+
+
+def test_damaged_package_is_refused(package_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="no such package"):
+        Segmenter.load(tmp_path / "nope")
+
+
+def test_backend_registry() -> None:
+    assert set(BACKENDS) >= {"sim", "pynq"}
+    assert hasattr(get_backend("sim"), "open_engine")
+    with pytest.raises(UserError, match="unknown backend 'gpu'"):
+        get_backend("gpu")
+    try:
+        get_backend("pynq")
+    except UserError as error:
+        assert "pynq" in str(error)
+
+
+def test_imports_are_lazy() -> None:
+    code = (
+        "import sys, fcnseg.host, fcnseg.host.backends\n"
+        "assert 'fcnseg.host.segmenter' not in sys.modules\n"
+        "assert 'fcnseg.host.sim.engine' not in sys.modules\n"
+        "from fcnseg.host import Segmenter\n"
+        "assert 'pynq' not in sys.modules and 'torch' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
