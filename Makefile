@@ -52,7 +52,7 @@ $(BOARD_VENV)/.installed: requirements/board.lock pyproject.toml
 	touch $@
 
 demo: setup
-	$(VENV)/bin/fcnseg segment samples -o out --overlay
+	$(VENV)/bin/fcnseg segment samples -o out --overlay --overwrite
 
 test: setup
 	@status=0; \
