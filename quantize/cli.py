@@ -99,6 +99,13 @@ def train(
     type=click.Path(dir_okay=False, path_type=Path),
     help="Also write the metrics to this JSON file.",
 )
+@click.option(
+    "--backend",
+    type=click.Choice(["sim", "pynq"]),
+    default="sim",
+    show_default=True,
+    help="Host backend for --package.",
+)
 @click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True)
 def evaluate(
     checkpoint: Path | None,
@@ -110,13 +117,14 @@ def evaluate(
     length: int | None,
     per_class: bool,
     json_path: Path | None,
+    backend: str,
     threads: int,
 ) -> None:
     """Print the FCN metrics (pixel acc., mean acc., mean IU, f.w. IU) of a model on a dataset."""
     import json
 
     from fcnseg.quantize.data.spec import open_dataset
-    from fcnseg.quantize.metrics import format_table
+    from fcnseg.quantize.metrics import format_table, jsonable
 
     if (checkpoint is None) == (package is None):
         raise UserError("give exactly one of --checkpoint and --package")
@@ -124,14 +132,14 @@ def evaluate(
     if checkpoint is not None:
         result, source = _evaluate_checkpoint(checkpoint, dataset, limit, threads)
     else:
-        result, source = _evaluate_package(package, dataset, limit)
+        result, source = _evaluate_package(package, dataset, limit, backend)
     click.echo(
         f"{source} on {data} [{split}], {result['images']} images, {result['pixels']} pixels"
     )
     click.echo(format_table(result, dataset.classes if per_class else None))
     if json_path is not None:
         record = {"source": source, "data": data, "split": split, **result}
-        json_path.write_text(json.dumps(record, indent=2).replace("NaN", "null") + "\n")
+        json_path.write_text(json.dumps(jsonable(record), indent=2) + "\n")
 
 
 def _evaluate_checkpoint(checkpoint: Path, dataset, limit: int | None, threads: int):
@@ -151,20 +159,26 @@ def _evaluate_checkpoint(checkpoint: Path, dataset, limit: int | None, threads: 
     return result, f"{checkpoint} ({model.cfg.arch}, {kind})"
 
 
-def _evaluate_package(package: Path, dataset, limit: int | None):
+def _evaluate_package(package: Path, dataset, limit: int | None, backend: str):
+    """Score a deployment package through the host runtime (numpy only with the sim backend)."""
     try:
-        from fcnseg.host import Segmenter  # type: ignore[attr-defined]
-    except ImportError as error:
+        from fcnseg.host import Segmenter
+    except ImportError as error:  # pragma: no cover - the host stage ships with fcnseg
         raise UserError(f"package evaluation needs fcnseg.host.Segmenter ({error})") from error
     from fcnseg.quantize.metrics import ConfusionMatrix
 
-    segmenter = Segmenter.load(package, backend="sim")
+    segmenter = Segmenter.load(package, backend=backend)
+    classes = segmenter.classes
+    if classes is not None and len(classes) != len(dataset.classes):
+        raise UserError(
+            f"{package} predicts {len(classes)} classes, the dataset has {len(dataset.classes)}"
+        )
     count = len(dataset) if limit is None else min(limit, len(dataset))
     matrix = ConfusionMatrix(len(dataset.classes))
     for index in range(count):
         image, label = dataset[index]
-        matrix.update(label, segmenter.seg(image))
+        matrix.update(label, segmenter(image))
     result = matrix.scores()
     result["images"] = count
     result["pixels"] = int(matrix.matrix.sum())
-    return result, f"{package} (package, sim backend)"
+    return result, f"{package} (package, {backend} backend)"

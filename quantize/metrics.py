@@ -113,6 +113,17 @@ class ConfusionMatrix:
         return scores(self.matrix)
 
 
+def jsonable(value):
+    """``value`` with every nan/inf float replaced by ``None`` (standard JSON has no NaN)."""
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    return value
+
+
 def format_table(result: dict, classes: Sequence[str] | None = None) -> str:
     """Render the four metrics (in percent), then per-class accuracy and IU if ``classes`` given."""
     lines = ["metric          value"]

@@ -36,6 +36,7 @@ from fcnseg.quantize.data.base import SegmentationDataset
 from fcnseg.quantize.data.palette import IGNORE_INDEX
 from fcnseg.quantize.data.spec import open_dataset
 from fcnseg.quantize.evaluate import evaluate, to_tensor, upsample_logits
+from fcnseg.quantize.metrics import jsonable
 from fcnseg.quantize.train_config import TrainConfig
 from fcnseg.quantize.train_state import load_optimizer, save_optimizer
 from torch import nn
@@ -152,20 +153,9 @@ def segmentation_loss(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
     return F.cross_entropy(logits, labels, ignore_index=IGNORE_INDEX)
 
 
-def _finite(value: Any) -> Any:
-    """nan -> None, so the JSON files stay standard JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    return value
-
-
 def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
     with path.open("a") as file:
-        file.write(json.dumps(_finite(record)) + "\n")
+        file.write(json.dumps(jsonable(record)) + "\n")
 
 
 def train_phase(
@@ -276,8 +266,8 @@ def train_phase(
             "metrics": {"split": cfg.val_split, "images": val["images"], **val_summary},
         }
         if improved:
-            save_checkpoint(run_dir / "best.safetensors", model, mcfg, _finite(meta))
-        save_checkpoint(last, model, mcfg, _finite(meta))
+            save_checkpoint(run_dir / "best.safetensors", model, mcfg, jsonable(meta))
+        save_checkpoint(last, model, mcfg, jsonable(meta))
         save_optimizer(last.with_suffix(""), optimizer)
         log(
             f"[{phase.name}] epoch {epoch}/{phase.epochs} step {step} loss {record['loss']:.4f} "
