@@ -193,3 +193,59 @@ def test_run_tiled_checks_the_engine_output() -> None:
     plan = plan_tiles(geometry, (64, 64))
     with pytest.raises(ValueError, match="engine returned"):
         run_tiled(plan, lambda x: np.zeros((len(x), 4, 4, 2)), np.zeros((64, 64, 3), np.uint8))
+
+
+# --- the real simulator on real packages -----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def built_fcn8s(tmp_path_factory: pytest.TempPathFactory):
+    """A small Brevitas FCN-8s converted by the hw flow into a package (H4's test builder).
+
+    Built at a 192x192 tile (the builder's default tile, 64, is smaller than the overlap this
+    net needs). Its topology (one 3x3 conv per stage, 3x3 fc6) has R = 32 + 2 * (31 + 32) = 158.
+    """
+    pytest.importorskip("torch")
+    pytest.importorskip("finn")
+    graph = pytest.importorskip("tests.host.test_sim_graph")
+    from fcnseg.host.package import load_package
+    from fcnseg.host.sim.engine import SimEngine
+
+    old_tile = graph.TILE
+    graph.TILE = (192, 192)
+    try:
+        _, _, path = graph.build("fcn8s", 4, 4, 8, 3, 0, tmp_path_factory.mktemp("fcn8s"))
+    finally:
+        graph.TILE = old_tile
+    package = load_package(path)
+    engine = SimEngine(package)
+    geometry = Geometry(package.tile, package.output_stride, engine.net_stride, 158)
+    return engine, geometry
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("size", [(333, 517), (64, 700), (700, 64), (40, 50)])
+def test_real_sim_stitched_equals_one_pass(built_fcn8s, size: tuple[int, int]) -> None:
+    engine, geometry = built_fcn8s
+    canvas = make_canvas(image(*size, seed=size[1]), geometry)
+    plan = plan_tiles(geometry, canvas.shape[:2])
+    assert plan.exact
+    stitched = run_tiled(plan, engine.run, canvas)
+    reference = engine.run(canvas[None])[0]
+    assert np.unique(reference).size > 10
+    np.testing.assert_array_equal(stitched, reference)
+
+
+@pytest.mark.slow
+def test_default_package_stitched_equals_one_pass() -> None:
+    """The shipped package (when it has been built): its own receptive field gives exactness."""
+    from fcnseg.host.segmenter import DEFAULT_PACKAGE, Segmenter
+
+    if not (DEFAULT_PACKAGE / "accelerator.json").is_file():
+        pytest.skip("the default package has not been built")
+    seg = Segmenter.load(DEFAULT_PACKAGE)
+    canvas = make_canvas(image(333, 517, seed=5), seg.geometry)
+    plan = seg.plan(333, 517)
+    assert plan.exact
+    stitched = run_tiled(plan, seg.engine.run, canvas)
+    np.testing.assert_array_equal(stitched, seg.engine.run(canvas[None])[0])
