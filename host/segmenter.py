@@ -69,7 +69,7 @@ def resolve_package(package: Package | str | os.PathLike[str] | None) -> Package
 def geometry_of(package: Package, engine: Any = None) -> Geometry:
     """The tiling geometry of a package (its net stride from the engine when it knows it)."""
     card = package.model_card
-    net_stride = getattr(engine, "net_stride", None)
+    net_stride = getattr(engine, "net_stride", None) or card.get("net_stride")
     if net_stride is None:
         depths = card.get("model_config", {}).get("depths")
         net_stride = 2 ** len(depths) if depths else max(32, package.output_stride)

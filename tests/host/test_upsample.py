@@ -118,3 +118,23 @@ def test_rejects_bad_inputs() -> None:
         upsample_argmax(np.zeros((2, 2, 3)), np.ones(3), np.zeros(3), (4, 4), 2)
     with pytest.raises(ValueError, match="one entry per class"):
         upsample_argmax(np.zeros((2, 2, 3), int), np.ones(2), np.zeros(3), (4, 4), 2)
+
+
+@pytest.mark.parametrize("arch,stride", [("fcn8s", 8), ("fcn32s", 32)])
+def test_real_score_maps(arch: str, stride: int) -> None:
+    """An integer FCN's scores on a real photo: fast == naive == torch (exact here)."""
+    from tests.host.test_tiling import ToyEngine, image
+
+    img = image(160, 224, seed=1)
+    scores = ToyEngine(arch, classes=3).run(img[None])[0]
+    scale = np.array([0.5, 0.25, 0.125])  # dyadic: torch's float64 is exact on these too
+    bias = np.array([0.0, 1.0, -0.5])
+    fast = upsample_argmax(scores, scale, bias, (157, 221), stride)
+    np.testing.assert_array_equal(
+        fast, upsample_argmax_naive(scores, scale, bias, (157, 221), stride)
+    )
+    assert np.unique(fast).size > 1
+    torch = pytest.importorskip("torch")
+    logits = torch.from_numpy((scores * scale + bias).transpose(2, 0, 1)[None])
+    up = torch.nn.functional.interpolate(logits, scale_factor=stride, mode="bilinear")
+    np.testing.assert_array_equal(fast, up[0, :, :157, :221].argmax(dim=0).numpy())
