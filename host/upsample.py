@@ -21,8 +21,9 @@ So every weight is an integer over the denominator ``2*stride``: ``i0 = floor(sr
 
 Why it is exact
 ---------------
-The interpolated numerator ``N = sum w_y * w_x * scores`` is an integer below 2**53 (int16 scores
-times weights below 2**7 each), so it is formed exactly in float64 in any order; the logit is then
+The interpolated numerator ``N = sum w_y * w_x * scores`` is an integer below 2**53 (scores are
+checked to be below 2**31, the weights sum to ``(2*stride)**2``), so it is formed exactly in
+float64 in any order and grouping (separable or as a matrix product); the logit is then
 ``scale[c] * (N / D) + bias[c]`` with ``D = (2*stride)**2``, in that order, in float64. The naive
 reference (:func:`upsample_argmax_naive`) evaluates the same expression at every pixel, so both
 produce bit-identical logits wherever both evaluate them.
@@ -37,9 +38,15 @@ every other cell (class boundaries, ties) is computed pixel by pixel with the sh
 
 Why it is fast and bounded in memory
 ------------------------------------
-Work is done one band of output rows at a time (the rows between two coarse rows): a vertical
-interpolation of ``(rows, w, C)`` and a horizontal one only for the pixel columns of non-uniform
-cells. Peak memory is a few ``rows x W x C`` floats, independent of the image height.
+Uniform cells are filled by repeating the coarse label map (``np.repeat``, one byte a pixel).
+In a busy cell only *candidate* classes are evaluated (:func:`analyse_cells`: a class whose best
+corner is below another class's worst corner can neither win nor tie), typically 2-6 of 21.
+Interior cells all share one weight pattern (``(2 stride)**2`` integer corner weights), so busy
+cells with the same pattern and candidate count are computed together as one small matrix
+product ``(pixels, 4) @ (cells, 4, k)``, ``chunk_cells`` cells at a time in row-major order (a
+strip of the image): the working memory is ``chunk_cells * stride**2 * k`` floats, independent
+of the image size. Measured at 1024x2048, 21 classes, stride 8, ~9% busy cells: ~25x faster than
+the naive path computed in 64-row strips, ~100x faster than the naive path in one piece.
 """
 
 from __future__ import annotations
