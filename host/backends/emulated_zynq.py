@@ -1,0 +1,669 @@
+"""An emulated Zynq UltraScale+ board for running the *real* pynq + finn-plus-driver code on a PC.
+
+Used by the board tests (``.venv-board``) and by ``fcnseg bench`` off-board. It needs pynq
+(pinned to 4.0.0 with pynqmetadata 0.2.0: the device API below is pynq's undocumented
+internals), so it is imported only where pynq is installed.
+
+What is emulated, and how
+-------------------------
+- **Device discovery**: :class:`EmulatedZynq` subclasses ``pynq.pl_server.device.Device`` (no
+  ``_probe_``, so pynq never auto-registers it) and, as a context manager, installs itself as
+  ``pynq.Device.active_device`` and as the device of ``pynq.ps.Clocks`` (dropping the cached
+  ``Clocks._real_instance``), restoring both on exit. ``arch == "aarch64"``: pynq's clock code
+  takes the ZynqMP path (CRL/CRF registers, seeded so IOPLL = 1500 MHz and PL0 = 100 MHz).
+- **Registers**: the ``MEMORY_MAPPED`` capability; ``mmap`` returns an ndarray view of each IP's
+  register file, whose writes reach the emulated IP (an ndarray subclass with a write hook).
+- **Bitstream / metadata**: :func:`write_board_files` writes a ``.bit`` stand-in (a JSON header
+  that describes the accelerator's ports, read by :meth:`EmulatedZynq.download` the way the
+  real fabric is "described" by the bitstream) and a hand-made ``.hwh`` that pynqmetadata parses
+  (SYSTEMINFO, one MODULE + MEMRANGE per IODMA, a ``zynq_ultra_ps_e`` with the PL clock
+  parameters, and finn's ``clk_wiz_0`` with the accelerator clock).
+- **DDR**: one ndarray separate from host memory. ``allocate(cacheable=True)`` gives a host
+  buffer whose ``flush`` copies host -> DDR and ``invalidate`` DDR -> host, so a missing
+  flush/invalidate shows up as stale data (coherent buffers are views of DDR itself). The DDR
+  size is the board's contiguous-memory (CMA) budget: an allocation that does not fit fails.
+- **IODMA protocol** (finn-plus ``IODMA_hls``, what ``FINNDMAOverlay`` drives on zynq-iodma):
+  control word at 0x00 (bit 0 ap_start, bit 1 ap_done, bit 2 ap_idle), buffer address at
+  0x10/0x14 (low/high), batch size at 0x1C. Writing 1 to 0x00 starts a DMA; once the output
+  DMA and then the input DMA are started, a worker thread reads the packed input from DDR,
+  unpacks it (:func:`unpack_le`, written from the packing *convention*, not from finn's code),
+  runs the accelerator callback, packs the scores, writes them to DDR and raises ap_done|ap_idle
+  on both DMAs. ``stall = True`` makes started transfers never complete (a hung accelerator).
+
+The accelerator callback maps uint8 NHWC ``(N, H, W, 3)`` to int64 ``(N, h, w, C)``:
+:func:`sim_accelerator` (the bit-exact :class:`~fcnseg.host.sim.engine.SimEngine`) or
+:func:`standin_accelerator` (sleeps ``N / fps``: throughput measurements without the simulator's
+CPU cost). :func:`make_settings` writes the ``driver/settings.json`` finn-plus's driver step
+(``MakePYNQDriver`` + ``get_driver_shapes``, finn-plus 1.6.1) would write for a package, and
+:func:`emulated_package` adds both to a copy of a package.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import shutil
+import tempfile
+import threading
+import time
+import weakref
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from fcnseg.host.package import parse_dtype
+from pynq.pl_server.device import Device
+
+from fcnseg.errors import UserError
+
+if TYPE_CHECKING:
+    from fcnseg.host.package import Package
+
+#: ``accelerator(x uint8 (N, H, W, 3)) -> int64 (N, h, w, C)``
+Accelerator = Callable[[np.ndarray], np.ndarray]
+
+# IODMA register map (finn-plus IODMA_hls, ap_ctrl_hs + AXI-lite arguments).
+CTRL, ADDR_LO, ADDR_HI, BATCH = 0x00, 0x10, 0x14, 0x1C
+AP_START, AP_DONE, AP_IDLE = 0x1, 0x2, 0x4
+
+#: Where the emulated IODMAs sit (ZynqMP M_AXI_HPM0_FPD window) and their register range.
+IP_BASE, IP_RANGE = 0xA000_0000, 0x1_0000
+#: ZynqMP clock controllers pynq.ps reads (CRL_APB, CRF_APB).
+CRL_APB, CRF_APB = 0xFF5E_0000, 0xFD1A_0000
+#: Physical base address of the emulated DDR (CMA) window.
+DDR_BASE = 0x3000_0000
+BITSTREAM_MAGIC = b"FCNSEG-EMULATED-BITSTREAM\n"
+
+
+# --------------------------------------------------------------------------------------------
+# Packing, written from finn's convention: with reverse_inner and reverse_endian (what
+# FINNDMAOverlay uses), the innermost (folded) dimension of E values of b bits becomes one
+# little-endian word with value i at bits [i*b, (i+1)*b), padded to whole bytes.
+# --------------------------------------------------------------------------------------------
+
+
+def dtype_bits(name: str) -> tuple[int, bool]:
+    """``(bit width, signed)`` of an integer qonnx datatype name as it travels on the stream."""
+    if name == "BIPOLAR":
+        return 1, False
+    lo, hi = parse_dtype(name)
+    if name == "TERNARY":
+        return 2, True
+    return int(hi - lo).bit_length(), lo < 0
+
+
+def unpack_le(packed: np.ndarray, dtype: str, count: int) -> np.ndarray:
+    """Bytes ``(..., nbytes)`` -> int64 values ``(..., count)`` (module docstring's convention)."""
+    bits, signed = dtype_bits(dtype)
+    packed = np.ascontiguousarray(packed, dtype=np.uint8)
+    if bits in (8, 16, 32, 64) and packed.shape[-1] * 8 == bits * count:
+        kind = "i" if signed else "u"
+        flat = packed.view(f"<{kind}{bits // 8}")
+        values = flat.astype(np.int64)
+    else:
+        stream = np.unpackbits(packed, axis=-1, bitorder="little")[..., : bits * count]
+        stream = stream.reshape(*packed.shape[:-1], count, bits).astype(np.int64)
+        values = stream @ (np.int64(1) << np.arange(bits, dtype=np.int64))
+        if signed:
+            values = values - ((values >> (bits - 1)) & 1) * (np.int64(1) << bits)
+    if dtype == "BIPOLAR":
+        values = 2 * values - 1
+    return values
+
+
+def pack_le(values: np.ndarray, dtype: str) -> np.ndarray:
+    """Integer values ``(..., E)`` -> bytes ``(..., ceil(E*b/8))``; wraps to ``b`` bits like
+    the hardware does (the stream is ``b`` bits wide)."""
+    bits, _ = dtype_bits(dtype)
+    values = np.asarray(values, dtype=np.int64)
+    if dtype == "BIPOLAR":
+        values = (values + 1) // 2
+    count = values.shape[-1]
+    nbytes = -(-count * bits // 8)
+    if bits in (8, 16, 32, 64) and nbytes * 8 == bits * count:
+        return values.astype(f"<u{bits // 8}").view(np.uint8).reshape(*values.shape[:-1], nbytes)
+    unsigned = values & ((np.int64(1) << bits) - 1)
+    stream = (unsigned[..., None] >> np.arange(bits, dtype=np.int64)) & 1
+    stream = stream.reshape(*values.shape[:-1], count * bits).astype(np.uint8)
+    pad = nbytes * 8 - count * bits
+    if pad:
+        stream = np.concatenate([stream, np.zeros((*stream.shape[:-1], pad), np.uint8)], -1)
+    return np.packbits(stream, axis=-1, bitorder="little")
+
+
+# --------------------------------------------------------------------------------------------
+# Accelerator description: shapes as finn's driver step derives them
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Port:
+    """One IODMA port of the accelerator, per image (no batch dimension)."""
+
+    dtype: str  #: canonical qonnx name, e.g. "UINT8"
+    normal: tuple[int, ...]  #: (H, W, C)
+    folded: tuple[int, ...]  #: (H, W, C / fold, fold)
+    packed: tuple[int, ...]  #: (H, W, C / fold, bytes per fold)
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.packed))
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "dtype": self.dtype,
+            "normal": list(self.normal),
+            "folded": list(self.folded),
+            "packed": list(self.packed),
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> Port:
+        return cls(d["dtype"], tuple(d["normal"]), tuple(d["folded"]), tuple(d["packed"]))
+
+
+def _port(dtype: str, normal: tuple[int, ...], fold: int) -> Port:
+    channels = normal[-1]
+    if fold < 1 or channels % fold:
+        raise UserError(f"folding {fold} does not divide {channels} channels")
+    bits, _ = dtype_bits(dtype)
+    folded = (*normal[:-1], channels // fold, fold)
+    packed = (*normal[:-1], channels // fold, -(-fold * bits // 8))
+    return Port(dtype, tuple(normal), folded, packed)
+
+
+def ports_of(package: Package) -> tuple[Port, Port]:
+    """The (input, output) ports of a package's accelerator.
+
+    Folded shapes follow finn's ``get_driver_shapes``: the input is folded like the first
+    layer's input (its ``SIMD``, else ``PE``), the output like the last layer's output (its
+    ``PE``, else ``SIMD``); layers without either stream one value per beat.
+    """
+    iname, oname = package.input["name"], package.output["name"]
+    first = next(layer for layer in package.layers if iname in layer.inputs)
+    last = next(layer for layer in package.layers if oname in layer.outputs)
+    ifold = int(first.folding.get("SIMD", first.folding.get("PE", 1)))
+    ofold = int(last.folding.get("PE", last.folding.get("SIMD", 1)))
+    ishape = tuple(int(v) for v in package.input["shape"][1:])
+    oshape = tuple(int(v) for v in package.output["shape"][1:])
+    return (
+        _port(package.input["dtype"], ishape, ifold),
+        _port(package.output["dtype"], oshape, ofold),
+    )
+
+
+def fclk_of(package: Package) -> float:
+    """The accelerator clock (MHz) the package was built for (100 MHz if it does not say)."""
+    est = package.estimates or {}
+    if "clock_mhz" in est:
+        return float(est["clock_mhz"])
+    if "clock_ns" in est:
+        return 1e3 / float(est["clock_ns"])
+    return 100.0
+
+
+def make_settings(package: Package, *, fclk_mhz: float | None = None) -> dict[str, Any]:
+    """``driver/settings.json`` as finn-plus 1.6.1's ``MakePYNQDriver`` writes it for a
+    single-input, single-output zynq-iodma accelerator without external/runtime weights."""
+    inp, out = ports_of(package)
+
+    def shapes(port: Port) -> tuple[list[int], list[int], list[int]]:
+        return [1, *port.normal], [1, *port.folded], [1, *port.packed]
+
+    ishape = shapes(inp)
+    oshape = shapes(out)
+    io_shape_dict = {
+        "idt": [f"DataType['{inp.dtype}']"],
+        "idma_names": ["idma0"],
+        "ishape_normal": [ishape[0]],
+        "ishape_folded": [ishape[1]],
+        "ishape_packed": [ishape[2]],
+        "odt": [f"DataType['{out.dtype}']"],
+        "odma_names": ["odma0"],
+        "oshape_normal": [oshape[0]],
+        "oshape_folded": [oshape[1]],
+        "oshape_packed": [oshape[2]],
+        "num_inputs": 1,
+        "num_outputs": 1,
+        "number_of_external_weights": 0,
+        "external_weights_input_shapes": {},
+    }
+    return {
+        "driver_information": {
+            "driver_type": "FINNDMAOverlay",
+            "io_shape_dict": io_shape_dict,
+            "external_weights": False,
+            "runtime_weights": False,
+            "platform": "zynq-iodma",
+            "fclk_mhz": float(fclk_mhz if fclk_mhz is not None else fclk_of(package)),
+        },
+        "experiment_information": {},
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Bitstream and .hwh stand-ins
+# --------------------------------------------------------------------------------------------
+
+
+def _hwh(ips: Mapping[str, int], fclk_mhz: float) -> str:
+    modules = "".join(
+        f'    <MODULE FULLNAME="/{n}" HWVERSION="1.0" INSTANCE="{n}" IPTYPE="PERIPHERAL" '
+        f'IS_ENABLE="1" MODCLASS="PERIPHERAL" MODTYPE="{n}" VLNV="xilinx.com:hls:{n}:1.0">\n'
+        "      <PARAMETERS/>\n      <PORTS/>\n      <BUSINTERFACES>\n"
+        f'        <BUSINTERFACE BUSNAME="ps_to_{n}" DATAWIDTH="32" NAME="s_axi_control" '
+        'TYPE="SLAVE" VLNV="xilinx.com:interface:aximm:1.0"/>\n'
+        "      </BUSINTERFACES>\n    </MODULE>\n"
+        for n in ips
+    )
+    params = []
+    for i in range(4):
+        p = f"PSU__CRL_APB__PL{i}_REF_CTRL__"
+        params += [
+            (f"PSU__FPGA_PL{i}_ENABLE", "1" if i == 0 else "0"),
+            (p + "SRCSEL", "IOPLL"),
+            (p + "DIVISOR0", "15"),
+            (p + "DIVISOR1", "1"),
+            (p + "FREQMHZ", "100"),
+            (p + "ACT_FREQMHZ", "99.999001" if i == 0 else "0"),
+        ]
+    ptxt = "".join(f'        <PARAMETER NAME="{k}" VALUE="{v}"/>\n' for k, v in params)
+    mem = "".join(
+        f'        <MEMRANGE ADDRESSBLOCK="Reg" BASENAME="C_S_AXI_CONTROL_BASEADDR" '
+        f'BASEVALUE="0x{b:08X}" HIGHNAME="C_S_AXI_CONTROL_HIGHADDR" '
+        f'HIGHVALUE="0x{b + IP_RANGE - 1:08X}" INSTANCE="{n}" IS_DATA="TRUE" '
+        'IS_INSTRUCTION="TRUE" MASTERBUSINTERFACE="M_AXI_HPM0_FPD" MEMTYPE="REGISTER" '
+        'SLAVEBUSINTERFACE="s_axi_control"/>\n'
+        for n, b in ips.items()
+    )
+    return (
+        '<?xml version="1.0" encoding="UTF-8" standalone="no" ?>\n'
+        '<EDKSYSTEM EDWVERSION="1.2" TIMESTAMP="emulated" VIVADOVERSION="2024.2">\n'
+        '  <SYSTEMINFO ARCH="zynquplus" DEVICE="xczu7ev" NAME="finn_design" '
+        'PACKAGE="ffvc1156" SPEEDGRADE="-2"/>\n'
+        "  <EXTERNALPORTS/>\n  <EXTERNALINTERFACES/>\n  <MODULES>\n"
+        f"{modules}"
+        '    <MODULE FULLNAME="/clk_wiz_0" HWVERSION="6.0" INSTANCE="clk_wiz_0" '
+        'IPTYPE="PERIPHERAL" IS_ENABLE="1" MODCLASS="PERIPHERAL" MODTYPE="clk_wiz" '
+        'VLNV="xilinx.com:ip:clk_wiz:6.0">\n      <PARAMETERS>\n'
+        f'        <PARAMETER NAME="CLKOUT1_REQUESTED_OUT_FREQ" VALUE="{fclk_mhz:g}"/>\n'
+        f'        <PARAMETER NAME="CLKOUT1_OUT_FREQ" VALUE="{fclk_mhz:.3f}"/>\n'
+        "      </PARAMETERS>\n      <PORTS/>\n      <BUSINTERFACES/>\n    </MODULE>\n"
+        '    <MODULE FULLNAME="/zynq_ps" HWVERSION="3.5" INSTANCE="zynq_ps" IPTYPE="PERIPHERAL" '
+        'IS_ENABLE="1" IS_PL="FALSE" MODTYPE="zynq_ultra_ps_e" '
+        'VLNV="xilinx.com:ip:zynq_ultra_ps_e:3.5">\n'
+        f"      <PARAMETERS>\n{ptxt}      </PARAMETERS>\n"
+        f"      <MEMORYMAP>\n{mem}      </MEMORYMAP>\n"
+        "      <PORTS/>\n      <BUSINTERFACES>\n"
+        '        <BUSINTERFACE BUSNAME="ps_to_idma0" DATAWIDTH="32" NAME="M_AXI_HPM0_FPD" '
+        'TYPE="MASTER" VLNV="xilinx.com:interface:aximm:1.0"/>\n'
+        "      </BUSINTERFACES>\n    </MODULE>\n  </MODULES>\n</EDKSYSTEM>\n"
+    )
+
+
+def write_board_files(
+    out_dir: str | os.PathLike, package: Package, *, name: str = "finn-accel"
+) -> Path:
+    """Write ``<name>.bit`` (stand-in) and ``<name>.hwh`` for ``package``; return the .bit."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    inp, outp = ports_of(package)
+    ips = {"idma0": IP_BASE, "odma0": IP_BASE + IP_RANGE}
+    fclk = fclk_of(package)
+    spec = {
+        "format": "fcnseg-emulated-bitstream",
+        "ips": ips,
+        "fclk_mhz": fclk,
+        "input": inp.to_json(),
+        "output": outp.to_json(),
+    }
+    bit = out / f"{name}.bit"
+    bit.write_bytes(BITSTREAM_MAGIC + json.dumps(spec).encode() + b"\n")
+    (out / f"{name}.hwh").write_text(_hwh(ips, fclk))
+    return bit
+
+
+def emulated_package(package: Package, out_dir: str | os.PathLike) -> Path:
+    """A copy of ``package`` with ``bitfile/`` (emulator stand-ins) and ``driver/settings.json``
+    added, written with the package writer (so the copy verifies like a Vivado build's)."""
+    from fcnseg.host.package import HW_GRAPH_NAME, write_package
+
+    out = Path(out_dir)
+    scratch = Path(tempfile.mkdtemp(prefix="fcnseg-emu-"))
+    try:
+        bit = write_board_files(scratch / "bitfile", package)
+        settings = scratch / "settings.json"
+        settings.write_text(json.dumps(make_settings(package), indent=2) + "\n")
+        graph = package.file(HW_GRAPH_NAME)
+        return write_package(
+            out,
+            model_card=package.model_card,
+            io=package.meta["io"],
+            layers=list(package.layers),
+            estimates=package.estimates,
+            board=package.board,
+            hw_graph=graph.read_bytes() if graph.is_file() else None,
+            extra_files={
+                f"bitfile/{bit.name}": bit,
+                f"bitfile/{bit.with_suffix('.hwh').name}": bit.with_suffix(".hwh"),
+                "driver/settings.json": settings,
+            },
+        )
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Accelerator callbacks
+# --------------------------------------------------------------------------------------------
+
+
+def sim_accelerator(package: Package) -> Accelerator:
+    """The bit-exact simulator on the package's layers."""
+    from fcnseg.host.sim.engine import SimEngine
+
+    return SimEngine(package).run
+
+
+def standin_accelerator(package: Package, fps: float | None = None) -> Accelerator:
+    """Sleeps ``N / fps`` seconds per call of N tiles and returns zero scores: the fabric's
+    timing (default: the package's estimated FPS) without the simulator's CPU cost."""
+    rate = float(fps if fps is not None else package.estimates.get("estimated_fps", 0) or 0)
+    if rate <= 0:
+        raise UserError(f"{package.path}: no estimated_fps in the package; pass fps=")
+    shape = tuple(int(v) for v in package.output["shape"][1:])
+
+    def run(x: np.ndarray) -> np.ndarray:
+        time.sleep(len(x) / rate)
+        return np.zeros((len(x), *shape), dtype=np.int64)
+
+    return run
+
+
+# --------------------------------------------------------------------------------------------
+# The device
+# --------------------------------------------------------------------------------------------
+
+
+class _Registers(np.ndarray):
+    """uint32 register words whose element writes call ``_hook(word_index)``."""
+
+    _hook: Callable[[int], None] | None = None
+    _word0 = 0
+
+    def __array_finalize__(self, obj: Any) -> None:
+        self._hook = getattr(obj, "_hook", None)
+        self._word0 = getattr(obj, "_word0", 0)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        super().__setitem__(key, value)
+        if self._hook is not None and isinstance(key, (int, np.integer)):
+            self._hook(self._word0 + int(key))
+
+
+class EmulatedZynq(Device):
+    """A Zynq UltraScale+ with IODMA accelerators, emulated (see the module docstring).
+
+    >>> with EmulatedZynq(sim_accelerator(pkg)) as dev:      # doctest: +SKIP
+    ...     engine = open_engine(pkg)                          # the real pynq/finn code runs
+    """
+
+    def __init__(
+        self,
+        accelerator: Accelerator | None = None,
+        *,
+        ddr_bytes: int = 64 << 20,
+        tag: str = "emulated_zynqmp0",
+    ) -> None:
+        super().__init__(tag)
+        self.name = "emulated-zynqmp"
+        self.arch = "aarch64"
+        self.capabilities = {"MEMORY_MAPPED": True}
+        self.accelerator = accelerator
+        self.stall = False  #: started transfers never complete (a hung accelerator)
+        self.timestamp = ""
+        self.bitfile_name = None
+        self.ddr = np.zeros(ddr_bytes, dtype=np.uint8)
+        self._free = [(0, ddr_bytes)]  # sorted (offset, size) holes
+        self._bos: dict[int, tuple[int, int, np.ndarray]] = {}  # bo -> (offset, size, host)
+        self._next_bo = 1
+        self._lock = threading.RLock()
+        self.stats = {"flush": 0, "invalidate": 0, "jobs": 0, "tiles": 0}
+        self.faults: list[str] = []
+        self._regs: dict[int, _Registers] = {}  # base -> register file
+        self._names: dict[int, str] = {}
+        self._ports: tuple[Port, Port] | None = None
+        self._armed: dict[str, tuple[int, int]] = {}
+        self._jobs: queue.Queue = queue.Queue()
+        self._worker: threading.Thread | None = None
+        self._clock_regs = {CRL_APB: np.zeros(0x40, np.uint32), CRF_APB: np.zeros(0x40, np.uint32)}
+        self._seed_clocks()
+        self._saved: tuple[Any, ...] | None = None
+
+    # --- installation -------------------------------------------------------------------------
+
+    def __enter__(self) -> EmulatedZynq:
+        from pynq.ps import Clocks
+
+        had = "_active_device" in Device.__dict__
+        self._saved = (had, Device.__dict__.get("_active_device"), Clocks.device)
+        Device.active_device = self
+        Clocks.set_device(self)
+        Clocks.__dict__.get("_real_instance") and delattr(Clocks, "_real_instance")
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        from pynq.ps import Clocks
+
+        self.close_worker()
+        if self._saved is not None:
+            had, old, clocks_device = self._saved
+            if had:
+                Device.active_device = old
+            elif "_active_device" in Device.__dict__:
+                delattr(Device, "_active_device")
+            Clocks.device = clocks_device
+            if "_real_instance" in Clocks.__dict__:
+                delattr(Clocks, "_real_instance")
+            self._saved = None
+
+    def close_worker(self) -> None:
+        if self._worker is not None:
+            self._jobs.put(None)
+            self._worker.join(timeout=5)
+            self._worker = None
+
+    # --- clocks --------------------------------------------------------------------------------
+
+    def _seed_clocks(self) -> None:
+        """IOPLL = 33.333 MHz * 45, PL0..3 = IOPLL / 15 / 1 (CLKACT set): what a ZU+ boots with."""
+        crl = self._clock_regs[CRL_APB]
+        crl[0x20 // 4] = 45 << 8  # IOPLL_CTRL: FBDIV 45, DIV2 0, PRE_SRC 0
+        crl[0x30 // 4] = 45 << 8  # RPLL_CTRL
+        for i in range(4):  # PLi_REF_CTRL: CLKACT | DIVISOR1 1 | DIVISOR0 15 | SRCSEL IOPLL
+            crl[(0xC0 + 4 * i) // 4] = (1 << 24) | (1 << 16) | (15 << 8)
+        crf = self._clock_regs[CRF_APB]
+        crf[0x20 // 4] = crf[0x2C // 4] = crf[0x38 // 4] = 72 << 8  # APLL/DPLL/VPLL 2400 MHz
+        crf[0x60 // 4] = 2 << 8  # ACPU_CTRL: APLL / 2
+
+    # --- pynq Device API -------------------------------------------------------------------------
+
+    def get_bitfile_metadata(self, bitfile_name: str) -> Any:
+        from pynqmetadata.frontends import Metadata
+        from pynqmetadata.views.runtime import RuntimeMetadataParser
+
+        hwh = Path(bitfile_name).with_suffix(".hwh")
+        if not hwh.is_file():
+            raise RuntimeError(f"emulated device: no metadata {hwh} next to the bitstream")
+        parser = RuntimeMetadataParser(Metadata(input=hwh))
+        parser.refresh_hierarchy_dict()
+        return parser
+
+    def download(self, bitstream: Any, parser: Any = None) -> None:
+        """'Program' the fabric: read the stand-in's port description, reset the IODMAs."""
+        data = Path(bitstream.bitfile_name).read_bytes()
+        if not data.startswith(BITSTREAM_MAGIC):
+            raise RuntimeError(f"{bitstream.bitfile_name}: not an emulated-board bitstream")
+        spec = json.loads(data[len(BITSTREAM_MAGIC) :])
+        with self._lock:
+            self._ports = (Port.from_json(spec["input"]), Port.from_json(spec["output"]))
+            self._regs.clear()
+            self._names.clear()
+            self._armed.clear()
+            for name, base in spec["ips"].items():
+                regs = np.zeros(IP_RANGE // 4, dtype=np.uint32).view(_Registers)
+                regs[CTRL // 4] = AP_IDLE
+                regs._hook = self._register_hook(name, regs)
+                self._regs[int(base)] = regs
+                self._names[int(base)] = name
+        self.post_download(bitstream, parser)
+
+    def mmap(self, base_addr: int, length: int) -> np.ndarray:
+        for base, regs in self._clock_regs.items():
+            if base <= base_addr and base_addr + length <= base + regs.nbytes:
+                off = (base_addr - base) // 4
+                return regs[off : off + length // 4]
+        for base, regs in self._regs.items():
+            if base <= base_addr and base_addr + length <= base + regs.nbytes:
+                off = (base_addr - base) // 4
+                view = regs[off : off + length // 4]
+                view._word0 = off
+                return view
+        raise MemoryError(f"emulated device: nothing mapped at 0x{base_addr:X} (+{length})")
+
+    def allocate(self, shape: Any, dtype: Any, cacheable: bool = True, **kwargs: Any) -> Any:
+        """A ``PynqBuffer`` in the emulated CMA (``cacheable``: host copy + flush/invalidate)."""
+        from pynq.buffer import PynqBuffer
+
+        shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+        nbytes = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+        with self._lock:
+            offset = self._take(max(nbytes, 1))
+            bo = self._next_bo
+            self._next_bo += 1
+            if cacheable:
+                host = np.zeros(nbytes, dtype=np.uint8)
+            else:
+                host = self.ddr[offset : offset + nbytes]
+            self._bos[bo] = (offset, nbytes, host)
+        buf = PynqBuffer(
+            shape,
+            dtype,
+            buffer=host,
+            device=self,
+            device_address=DDR_BASE + offset,
+            bo=bo,
+            coherent=not cacheable,
+        )
+        weakref.finalize(buf, self._release, bo)
+        return buf
+
+    def flush(self, bo: int, offset: int, ptr: int, size: int) -> None:
+        start, _, host = self._bos[bo]
+        self.ddr[start + offset : start + offset + size] = host[offset : offset + size]
+        self.stats["flush"] += 1
+
+    def invalidate(self, bo: int, offset: int, ptr: int, size: int) -> None:
+        start, _, host = self._bos[bo]
+        host[offset : offset + size] = self.ddr[start + offset : start + offset + size]
+        self.stats["invalidate"] += 1
+
+    # --- contiguous-memory allocator -------------------------------------------------------------
+
+    def _take(self, nbytes: int) -> int:
+        size = -(-nbytes // 4096) * 4096
+        for i, (off, hole) in enumerate(self._free):
+            if hole >= size:
+                self._free[i] = (off + size, hole - size)
+                return off
+        free = sum(h for _, h in self._free)
+        raise RuntimeError(
+            f"emulated CMA: cannot allocate {nbytes} contiguous bytes "
+            f"({free} free of {self.ddr.nbytes})"
+        )
+
+    def _release(self, bo: int) -> None:
+        with self._lock:
+            off, nbytes, _ = self._bos.pop(bo)
+            self._free.append((off, -(-max(nbytes, 1) // 4096) * 4096))
+            self._free.sort()
+            merged: list[tuple[int, int]] = []
+            for o, s in self._free:
+                if merged and merged[-1][0] + merged[-1][1] == o:
+                    merged[-1] = (merged[-1][0], merged[-1][1] + s)
+                elif s:
+                    merged.append((o, s))
+            self._free = merged
+
+    @property
+    def free_bytes(self) -> int:
+        return sum(h for _, h in self._free)
+
+    # --- the IODMAs and the accelerator ----------------------------------------------------------
+
+    def _register_hook(self, name: str, regs: _Registers) -> Callable[[int], None]:
+        def hook(word: int) -> None:
+            if word != CTRL // 4 or not int(np.ndarray.__getitem__(regs, word)) & AP_START:
+                return
+            addr = int(regs.view(np.ndarray)[ADDR_LO // 4]) | (
+                int(regs.view(np.ndarray)[ADDR_HI // 4]) << 32
+            )
+            batch = int(regs.view(np.ndarray)[BATCH // 4])
+            regs.view(np.ndarray)[CTRL // 4] = AP_START  # running: not idle, not done
+            with self._lock:
+                self._armed[name] = (addr, batch)
+                if name.startswith("idma") and "odma0" in self._armed:
+                    job = (self._armed.pop("idma0"), self._armed.pop("odma0"))
+                    self._submit(job)
+
+        return hook
+
+    def _submit(self, job: Any) -> None:
+        if self._worker is None:
+            self._worker = threading.Thread(target=self._work, name="emulated-fabric", daemon=True)
+            self._worker.start()
+        self._jobs.put(job)
+
+    def _work(self) -> None:
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            try:
+                self._run(*job)
+            except Exception as e:  # a fault hangs the DMA, like a bus error on the board
+                self.faults.append(f"{type(e).__name__}: {e}")
+
+    def _span(self, addr: int, nbytes: int) -> slice:
+        off = addr - DDR_BASE
+        for start, size, _ in self._bos.values():
+            if start <= off and off + nbytes <= start + size:
+                return slice(off, off + nbytes)
+        raise MemoryError(f"DMA to 0x{addr:X} (+{nbytes}) outside any allocated buffer")
+
+    def _run(self, idma: tuple[int, int], odma: tuple[int, int]) -> None:
+        (iaddr, n), (oaddr, n_out) = idma, odma
+        if self.stall:
+            return
+        assert self._ports is not None and self.accelerator is not None
+        if n != n_out:
+            raise RuntimeError(f"input DMA batch {n} != output DMA batch {n_out}")
+        inp, out = self._ports
+        with self._lock:
+            packed = self.ddr[self._span(iaddr, n * inp.nbytes)].copy()
+        packed = packed.reshape(n, *inp.packed)
+        x = unpack_le(packed, inp.dtype, inp.folded[-1]).reshape(n, *inp.normal)
+        scores = np.asarray(self.accelerator(x.astype(np.uint8)))
+        if scores.shape != (n, *out.normal):
+            raise RuntimeError(f"accelerator gave {scores.shape}, expected {(n, *out.normal)}")
+        words = pack_le(scores.reshape(n, *out.folded), out.dtype)
+        with self._lock:
+            self.ddr[self._span(oaddr, n * out.nbytes)] = words.reshape(-1)
+            self.stats["jobs"] += 1
+            self.stats["tiles"] += n
+            for base, name in self._names.items():
+                if name in ("idma0", "odma0"):
+                    self._regs[base].view(np.ndarray)[CTRL // 4] = AP_DONE | AP_IDLE
