@@ -71,6 +71,9 @@ class BuildOptions:
     vivado: bool | None = None
     frame: tuple[int, int] = DEFAULT_FRAME
     package: bool = True
+    #: widest weight stream (bits) SetFolding may give one MVAU PE. finn's default of 36 caps
+    #: the 8-bit first and score layers at SIMD*PE ~ 4, the bottleneck of a 256x256 FCN.
+    mvau_wwidth_max: int = 256
 
     def resolved_clock_ns(self) -> float:
         return float(self.clock_ns if self.clock_ns is not None else self.board.clock_ns)
@@ -86,6 +89,7 @@ class BuildOptions:
             "margin": self.margin,
             "vivado": self.vivado,
             "frame": list(self.frame),
+            "mvau_wwidth_max": self.mvau_wwidth_max,
         }
 
 
@@ -145,6 +149,7 @@ def make_config(
         folding_config_file=opts.folding_file,
         steps=list(steps),
         start_step=start_step,
+        mvau_wwidth_max=opts.mvau_wwidth_max,
         save_intermediate_models=True,
         auto_fifo_depths=True,
         # finn's MVAU+threshold fusion keeps the accelerator small; the host simulator reads
