@@ -46,11 +46,15 @@ class Summary:
     failures: list[str] = field(default_factory=list)
 
 
-def collect_inputs(inputs: tuple[str, ...]) -> tuple[list[Job], list[str]]:
+def collect_inputs(
+    inputs: tuple[str, ...], exclude: Path | None = None
+) -> tuple[list[Job], list[str]]:
     """Expand files, folders (recursively, image suffixes) and globs into jobs; unmatched -> errors.
 
-    Two inputs that would write the same outputs are an error for the second one.
+    Two inputs that would write the same outputs are an error for the second one. Folder scans
+    skip everything under ``exclude`` (the output folder, so a re-run never reads its own masks).
     """
+    skip = exclude.resolve() if exclude is not None else None
     jobs: list[Job] = []
     errors: list[str] = []
     taken: dict[Path, Path] = {}
@@ -67,7 +71,11 @@ def collect_inputs(inputs: tuple[str, ...]) -> tuple[list[Job], list[str]]:
         path = Path(item)
         if path.is_dir():
             found = sorted(
-                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+                p
+                for p in path.rglob("*")
+                if p.is_file()
+                and p.suffix.lower() in IMAGE_SUFFIXES
+                and not (skip is not None and p.resolve().is_relative_to(skip))
             )
             if not found:
                 errors.append(f"{path}: no images in this folder")
@@ -137,7 +145,7 @@ def segment(
     from tqdm import tqdm
 
     debug = debug_here or _debug(ctx)
-    jobs, failures = collect_inputs(inputs)
+    jobs, failures = collect_inputs(inputs, exclude=Path(output))
     for line in failures:
         click.echo(f"fcnseg: {line}", err=True)
     seg = Segmenter.load(package, backend, shift_stitch=int(shift_stitch), overlap=overlap)

@@ -134,3 +134,12 @@ def test_output_name_collisions(tmp_path: Path) -> None:
         Image.fromarray(image(8, 8)).save(tmp_path / folder / "same.png")
     jobs, errors = collect_inputs((str(tmp_path / "x" / "same.png"), str(tmp_path / "y/*.png")))
     assert len(jobs) == 1 and len(errors) == 1 and "would overwrite" in errors[0]
+
+
+def test_output_folder_inside_input_folder_is_not_read(
+    package_dir: Path, inputs: Path, capsys
+) -> None:
+    args = ["segment", str(inputs), "--package", str(package_dir), "-o", str(inputs / "out")]
+    assert main(args) == 0
+    assert main([*args, "--overwrite"]) == 0
+    assert "segmented 3 image(s)" in capsys.readouterr().out.splitlines()[-1]

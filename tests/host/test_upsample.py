@@ -10,6 +10,8 @@ from fcnseg.host.upsample import (
     upsample_argmax,
     upsample_argmax_naive,
 )
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 
 def blobby_scores(h: int, w: int, classes: int, seed: int, noise: int = 3) -> np.ndarray:
@@ -138,3 +140,27 @@ def test_real_score_maps(arch: str, stride: int) -> None:
     logits = torch.from_numpy((scores * scale + bias).transpose(2, 0, 1)[None])
     up = torch.nn.functional.interpolate(logits, scale_factor=stride, mode="bilinear")
     np.testing.assert_array_equal(fast, up[0, :, :157, :221].argmax(dim=0).numpy())
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    h=st.integers(1, 6),
+    w=st.integers(1, 6),
+    classes=st.integers(1, 5),
+    stride=st.sampled_from([1, 2, 3, 4, 8, 16]),
+    field_mult=st.sampled_from([1, 2, 4]),
+    crop=st.tuples(st.integers(0, 7), st.integers(0, 7)),
+    spread=st.integers(0, 6),
+    seed=st.integers(0, 2**16),
+)
+def test_fast_equals_naive_property(h, w, classes, stride, field_mult, crop, spread, seed):
+    rng = np.random.default_rng(seed)
+    scores = rng.integers(-spread, spread + 1, size=(h, w, classes))
+    scale = rng.choice([0.1, 0.25, 1.0, 3.0], size=classes)
+    bias = rng.choice([0.0, 0.5, -0.3], size=classes)
+    out = (max(1, h * stride - crop[0]), max(1, w * stride - crop[1]))
+    field = stride * field_mult
+    fast = upsample_argmax(scores, scale, bias, out, stride, field, chunk_cells=3)
+    np.testing.assert_array_equal(
+        fast, upsample_argmax_naive(scores, scale, bias, out, stride, field)
+    )
