@@ -141,6 +141,14 @@ def test_stitched_equals_one_pass(toy: ToyEngine, size: tuple[int, int]) -> None
         assert len(plan.tiles) > 1
 
 
+def test_very_large_image(toy: ToyEngine) -> None:
+    geometry = toy.geometry((256, 192))  # a non-square tile too
+    canvas = make_canvas(image(1100, 1900, seed=7), geometry)
+    plan = plan_tiles(geometry, canvas.shape[:2])
+    assert plan.exact and len(plan.tiles) > 50
+    np.testing.assert_array_equal(run_tiled(plan, toy.run, canvas), toy.run(canvas[None])[0])
+
+
 def test_too_small_overlap_is_not_exact_and_differs() -> None:
     toy = ToyEngine("fcn32s", head_kernel=3)
     geometry = toy.geometry((128, 128))
