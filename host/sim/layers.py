@@ -25,7 +25,7 @@ from fcnseg.errors import UserError
 from .ranges import Range, gemm_dtype, matmul_range, storage_dtype
 
 #: Threshold lookup tables up to this many entries (channels x input range); above, searchsorted.
-LUT_MAX_ENTRIES = 1 << 22
+LUT_MAX_ENTRIES = 1 << 24
 
 
 class Op:
@@ -58,9 +58,10 @@ class ThresholdCounter:
 
     Thresholds are integers (the package stores ``ceil`` of finn's float thresholds: for integer
     ``x``, ``x >= t`` iff ``x >= ceil(t)``), clipped here to ``[lo, hi + 1]``, which changes no
-    count for ``x`` in ``[lo, hi]``. With ``C * (hi - lo + 1)`` small the counts are tabulated
-    (one gather per element); otherwise one ``searchsorted`` over all channels at once, each
-    channel shifted into its own disjoint interval of keys.
+    count for ``x`` in ``[lo, hi]``; ``x`` itself is clipped into ``[min T - 1, max T]``, which
+    changes no count either. With ``C`` x that window small the counts are tabulated (one gather
+    per element); otherwise one ``searchsorted`` over all channels at once, each channel shifted
+    into its own disjoint interval of keys.
     """
 
     def __init__(
@@ -72,6 +73,15 @@ class ThresholdCounter:
             raise UserError(f"thresholds of shape {t.shape} do not fit {channels} channels")
         t = np.sort(np.clip(np.broadcast_to(t, (channels, t.shape[1])), lo, hi + 1), axis=1)
         steps = t.shape[1]
+        # Only [min T - 1, max T] matters: below it every count is 0, above it every count is
+        # `steps`. Clipping x into that window first keeps the lookup table small.
+        self.clip: tuple[int, int] | None = None
+        self.idx_dtype = np.int32 if max(-lo, hi) < 2**30 else np.int64
+        if t.size:
+            wlo, whi = max(lo, int(t.min()) - 1), min(hi, int(t.max()))
+            if (wlo, whi) != (lo, hi) and wlo <= whi:
+                self.clip = (wlo, whi)
+                lo, hi = wlo, whi
         self.lo, self.channels, self.steps = lo, channels, steps
         ends = (bias, bias + scale * steps)
         self.out_range: Range = (min(ends), max(ends))
@@ -82,7 +92,8 @@ class ThresholdCounter:
             values = np.arange(lo, lo + span, dtype=np.int64)
             counts = np.stack([np.searchsorted(row, values, side="right") for row in t])
             self.lut = (scale * counts + bias).astype(self.out_dtype).ravel()
-            self.offsets = (np.arange(channels, dtype=np.int64) * span - lo).astype(np.int32)
+            offsets = np.arange(channels, dtype=np.int64) * span - lo
+            self.offsets = offsets.astype(self.idx_dtype)
             self.flat = None
         else:
             self.lut = None
@@ -93,10 +104,15 @@ class ThresholdCounter:
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         if self.lut is not None:
-            idx = x.astype(np.int32)
+            idx = x.astype(self.idx_dtype)
+            if self.clip is not None:
+                np.clip(idx, *self.clip, out=idx)
             idx += self.offsets
             return self.lut.take(idx)
-        key = x.astype(np.int64) + self.shift
+        key = x.astype(np.int64)
+        if self.clip is not None:
+            np.clip(key, *self.clip, out=key)
+        key += self.shift
         cnt = np.searchsorted(self.flat, key, side="right")
         cnt -= np.arange(self.channels, dtype=np.int64) * self.steps
         return (self.scale * cnt + self.bias).astype(self.out_dtype)
