@@ -195,3 +195,52 @@ def test_brevitas_shift_stitch_equals_atrous(brevitas_net, factor: int) -> None:
     got, expect = interior(fine, atrous, m)
     assert np.unique(expect).size > 10
     np.testing.assert_array_equal(got, expect)
+
+
+# --- the product path: the simulator running a package built by the hw flow ------------------
+
+
+@pytest.fixture(scope="module")
+def built_fcn32s(tmp_path_factory: pytest.TempPathFactory):
+    """A Brevitas FCN-32s converted by the hw flow into a package (H4's test builder) + its net.
+
+    Its topology (one 3x3 conv per stage, 3x3 fc6) has R = 32 + 2 * (31 + 32) = 158.
+    """
+    pytest.importorskip("torch")
+    pytest.importorskip("finn")
+    graph = pytest.importorskip("tests.host.test_sim_graph")
+    from fcnseg.host.package import load_package
+    from fcnseg.host.sim.engine import SimEngine
+
+    net, _, path = graph.build("fcn32s", 4, 4, 8, 3, 0, tmp_path_factory.mktemp("fcn32s"))
+    package = load_package(path)
+    return graph, net, package, SimEngine(package)
+
+
+def graph_net_atrous(net, factor: int):
+    """H4's test net (blocks of conv/BN/ReLU/pool, fc6 block) made à trous, on a copy."""
+    from torch import nn
+
+    net = copy.deepcopy(net)
+    dilation = 1
+    for block in list(net.blocks)[5 - int(math.log2(factor)) :]:
+        conv = block[0]
+        conv.dilation = (dilation, dilation)
+        conv.padding = (dilation, dilation)
+        block[3] = nn.MaxPool2d(2, stride=1, dilation=dilation)
+        dilation *= 2
+    net.fc6[0].dilation = (dilation, dilation)
+    net.fc6[0].padding = (dilation, dilation)
+    return net
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("factor", [2, 4])
+def test_sim_package_shift_stitch_equals_brevitas_atrous(built_fcn32s, factor: int) -> None:
+    graph, net, package, engine = built_fcn32s
+    canvas = np.ascontiguousarray(image(256, 320, seed=2))
+    fine = shift_stitch(plan_shifts(32, factor), lambda c: engine.run(c[None])[0], canvas)
+    atrous = graph.brevitas_scores(graph_net_atrous(net, factor), package, canvas[None])[0]
+    got, expect = interior(fine, atrous, margin_cells(158, 32, factor))
+    assert np.unique(expect).size > 10
+    np.testing.assert_array_equal(got, expect)
