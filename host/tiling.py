@@ -24,9 +24,8 @@ spread evenly: ``n = ceil((L - T) / stride) + 1`` tiles, ``start_k = floor(k (L 
 / g) * g``, the last flush with the end, consecutive starts at most ``stride = T - overlap``
 apart. Each tile hands its coarse cells to the output up to the middle of its overlap with the
 next tile, rounded down to a multiple of ``g`` (a cut never splits a ``g``-cell); at the canvas
-border a tile
-keeps everything (its edge is the canvas edge there, and the net's padding is the one-pass
-padding).
+border a tile keeps everything (its edge is the canvas edge there, and the net's padding is the
+one-pass padding).
 
 A kept cell is exact when its receptive field does not reach past an *interior* tile edge. The
 model card's receptive field ``R`` (px per axis, the widest dependency interval of any output
