@@ -100,7 +100,14 @@ def _debug(ctx: click.Context) -> bool:
 
 @click.command()
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("-o", "--output", default="out", show_default=True, type=click.Path(file_okay=False))
+@click.option(
+    "-o",
+    "--output",
+    default="out",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Output folder.",
+)
 @click.option(
     "--package", type=click.Path(), default=None, help="Package folder [default: shipped]."
 )
@@ -116,10 +123,13 @@ def _debug(ctx: click.Context) -> bool:
     "--overlap",
     type=click.IntRange(min=0),
     default=None,
-    help="Tile overlap in pixels [default: exact, from the receptive field].",
+    help="Tile overlap in pixels, rounded up to the net stride [default: the exact one, from "
+    "the receptive field]; smaller is faster but not exact.",
 )
 @click.option("--overlay", is_flag=True, help="Also write an alpha-blended overlay (JPEG).")
-@click.option("--alpha", default=0.5, show_default=True, type=click.FloatRange(0, 1))
+@click.option(
+    "--alpha", default=0.5, show_default=True, type=click.FloatRange(0, 1), help="Overlay opacity."
+)
 @click.option("--scores", is_flag=True, help="Also write the integer score map (.npy).")
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
 @click.option("--debug", "debug_here", is_flag=True, help="Show tracebacks for failed images.")
@@ -138,7 +148,12 @@ def segment(
     overwrite: bool,
     debug_here: bool,
 ) -> None:
-    """Segment images (files, folders, globs) into masks under OUT."""
+    """Segment images (files, folders, globs) into masks under OUT.
+
+    For each image: OUT/NAME.png (palette PNG, pixel = class index), with --overlay
+    OUT/NAME_overlay.jpg, with --scores OUT/NAME_scores.npy (integer scores over the padded
+    canvas). Exit status 1 if any input failed.
+    """
     import numpy as np
     from fcnseg.host.images import load_image, save_array, save_mask, save_overlay
     from fcnseg.host.segmenter import Segmenter
