@@ -91,6 +91,19 @@ def test_load_package_on_sim(package_dir: Path, tmp_path: Path) -> None:
     np.testing.assert_array_equal(seg(Image.fromarray(img)), labels)
 
 
+@pytest.mark.parametrize("size", [(37, 61), (5, 3), (90, 17)])
+def test_sim_tiles_stitch_exactly_on_a_package(package_dir: Path, size: tuple[int, int]) -> None:
+    """The real simulator on a real (tiny) package, numpy only: stitched == one pass."""
+    from fcnseg.host.tiling import plan_tiles, run_tiled
+
+    seg = Segmenter.load(package_dir)
+    canvas = make_canvas(image(*size, seed=size[0]), seg.geometry)
+    plan = plan_tiles(seg.geometry, canvas.shape[:2])
+    assert plan.exact and (len(plan.tiles) > 1 or max(size) <= 8)
+    stitched = run_tiled(plan, seg.engine.run, canvas, batch=5)
+    np.testing.assert_array_equal(stitched, seg.engine.run(canvas[None])[0])
+
+
 def test_missing_default_package(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr(segmenter_module, "DEFAULT_PACKAGE", tmp_path / "fcn8s-pynq-z2")
     with pytest.raises(UserError, match="default package fcn8s-pynq-z2 is missing.*make"):
