@@ -103,6 +103,10 @@ def unpack_le(packed: np.ndarray, dtype: str, count: int) -> np.ndarray:
         kind = "i" if signed else "u"
         flat = packed.view(f"<{kind}{bits // 8}")
         values = flat.astype(np.int64)
+    elif count == 1 and packed.shape[-1] in (1, 2, 4, 8):  # one value per word: the word
+        values = packed.view(f"<u{packed.shape[-1]}").astype(np.int64) & ((1 << bits) - 1)
+        if signed:
+            values = values - ((values >> (bits - 1)) & 1) * (np.int64(1) << bits)
     else:
         stream = np.unpackbits(packed, axis=-1, bitorder="little")[..., : bits * count]
         stream = stream.reshape(*packed.shape[:-1], count, bits).astype(np.int64)
@@ -126,6 +130,8 @@ def pack_le(values: np.ndarray, dtype: str) -> np.ndarray:
     if bits in (8, 16, 32, 64) and nbytes * 8 == bits * count:
         return values.astype(f"<u{bits // 8}").view(np.uint8).reshape(*values.shape[:-1], nbytes)
     unsigned = values & ((np.int64(1) << bits) - 1)
+    if count == 1 and nbytes in (1, 2, 4, 8):  # one value per word: the word
+        return unsigned.astype(f"<u{nbytes}").view(np.uint8).reshape(*values.shape[:-1], nbytes)
     stream = (unsigned[..., None] >> np.arange(bits, dtype=np.int64)) & 1
     stream = stream.reshape(*values.shape[:-1], count * bits).astype(np.uint8)
     pad = nbytes * 8 - count * bits
@@ -368,19 +374,35 @@ def sim_accelerator(package: Package) -> Accelerator:
     return SimEngine(package).run
 
 
-def standin_accelerator(package: Package, fps: float | None = None) -> Accelerator:
-    """Sleeps ``N / fps`` seconds per call of N tiles and returns zero scores: the fabric's
-    timing (default: the package's estimated FPS) without the simulator's CPU cost."""
-    rate = float(fps if fps is not None else package.estimates.get("estimated_fps", 0) or 0)
+def estimated_fps(package: Package) -> float:
+    """The package's estimated accelerator FPS (finn-plus estimate); UserError if it has none."""
+    rate = float(package.estimates.get("estimated_fps", 0) or 0)
     if rate <= 0:
-        raise UserError(f"{package.path}: no estimated_fps in the package; pass fps=")
+        raise UserError(f"{package.path}: no estimated_fps in the package estimates")
+    return rate
+
+
+def standin_accelerator(package: Package, fps: float | None = None) -> Accelerator:
+    """Zero scores after ``N / fps`` seconds per call of N tiles (default: the package's
+    estimated FPS; ``fps=0``: no sleep, for a device that models the fabric time itself with
+    ``EmulatedZynq(fabric_fps=...)``): the fabric's timing without the simulator's CPU cost."""
+    rate = estimated_fps(package) if fps is None else float(fps)
     shape = tuple(int(v) for v in package.output["shape"][1:])
 
     def run(x: np.ndarray) -> np.ndarray:
-        time.sleep(len(x) / rate)
+        if rate > 0:
+            time.sleep(len(x) / rate)
         return np.zeros((len(x), *shape), dtype=np.int64)
 
     return run
+
+
+def standin_device(package: Package, fps: float | None = None, **kwargs: Any) -> EmulatedZynq:
+    """An emulated board whose accelerator takes ``N / fps`` per call of N tiles, measured from
+    the DMA start (default: the package's estimated FPS) and returns zero scores: for measuring
+    whether the host keeps up (``fcnseg bench`` off-board)."""
+    rate = estimated_fps(package) if fps is None else float(fps)
+    return EmulatedZynq(standin_accelerator(package, fps=0), fabric_fps=rate, **kwargs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -416,6 +438,7 @@ class EmulatedZynq(Device):
         accelerator: Accelerator | None = None,
         *,
         ddr_bytes: int = 64 << 20,
+        fabric_fps: float | None = None,
         tag: str = "emulated_zynqmp0",
     ) -> None:
         super().__init__(tag)
@@ -424,6 +447,9 @@ class EmulatedZynq(Device):
         self.capabilities = {"MEMORY_MAPPED": True}
         self.accelerator = accelerator
         self.stall = False  #: started transfers never complete (a hung accelerator)
+        #: if set, a job of N tiles raises done no earlier than N / fabric_fps after its start
+        #: (the fabric's streaming time; the emulator's own work hides inside it)
+        self.fabric_fps = fabric_fps
         self.timestamp = ""
         self.bitfile_name = None
         self.ddr = np.zeros(ddr_bytes, dtype=np.uint8)
@@ -646,6 +672,7 @@ class EmulatedZynq(Device):
 
     def _run(self, idma: tuple[int, int], odma: tuple[int, int]) -> None:
         (iaddr, n), (oaddr, n_out) = idma, odma
+        started = time.perf_counter()
         if self.stall:
             return
         assert self._ports is not None and self.accelerator is not None
@@ -660,6 +687,8 @@ class EmulatedZynq(Device):
         if scores.shape != (n, *out.normal):
             raise RuntimeError(f"accelerator gave {scores.shape}, expected {(n, *out.normal)}")
         words = pack_le(scores.reshape(n, *out.folded), out.dtype)
+        if self.fabric_fps:
+            time.sleep(max(0.0, started + n / self.fabric_fps - time.perf_counter()))
         with self._lock:
             self.ddr[self._span(oaddr, n * out.nbytes)] = words.reshape(-1)
             self.stats["jobs"] += 1

@@ -10,9 +10,12 @@ images of any size with it).
 
 Two transports, one protocol:
 
-- ``"finn"``: finn-plus-driver's ``FINNDMAOverlay`` (overlay, buffers, ``execute_on_buffers``)
-  and its packing (``finn_plus_driver.packing``). Needs finn-plus-driver + qonnx + onnx +
-  bitstring + matplotlib: the install on aarch64 boards (ZCU104, KV260, ZCU102 ...).
+- ``"finn"``: finn-plus-driver's ``FINNDMAOverlay`` (overlay, clock, buffers,
+  ``execute_on_buffers``) and its packing (``finn_plus_driver.packing``), except for output
+  types outside its 8/16-bit fast path (e.g. INT9), where its general unpacking costs ~5 ms per
+  256x256 tile on a PC (50x the port below, so on an ARM core it alone would cap the rate below
+  the fabric's) and the port is used instead (byte-equal, tested). Needs finn-plus-driver +
+  qonnx + onnx + bitstring + matplotlib: the install on aarch64 boards (ZCU104, KV260 ...).
 - ``"builtin"``: ``pynq.Overlay`` + the same register sequence and a numpy port of
   finn-plus-driver 1.6.1's packing (:func:`finn_pack`, :func:`finn_unpack`; keep in sync with
   ``finn_plus_driver/packing.py`` 1.6.1, tested against it). Needs only pynq + numpy: the
@@ -69,6 +72,11 @@ TRANSPORTS = ("auto", "finn", "builtin")
 #: Default contiguous memory for one engine's DMA buffers (input + output).
 DEFAULT_BUFFER_LIMIT = 32 << 20
 DEFAULT_MAX_BATCH = 16
+#: Phases of one accelerator call, timed in :attr:`PynqEngine.timing` (seconds, summed), like
+#: finn-plus-driver's ``throughput_test``: pack, copy + flush, DMA run + wait, invalidate + copy,
+#: unpack.
+TIMING = ("pack_input", "copy_input_to_device", "run_and_wait", "copy_output_from_device",
+          "unpack_output")  # fmt: skip
 
 
 class AcceleratorTimeout(UserError):
@@ -121,6 +129,12 @@ def finn_unpack(packed: np.ndarray, dtype: str, count: int) -> np.ndarray:
     if bits in (8, 16, 32, 64) and packed.shape[-1] * 8 == bits * count:
         kind = "i" if signed else "u"
         return packed.view(f"<{kind}{bits // 8}").astype(np.int64)
+    if count == 1 and packed.shape[-1] in (1, 2, 4, 8) and dtype != "BIPOLAR":
+        # one value per word (PE = 1, e.g. INT9 in 2 bytes): the word is the value, LE
+        ints = packed.view(f"<u{packed.shape[-1]}").astype(np.int64) & ((1 << bits) - 1)
+        if signed:
+            ints = np.where(ints >= (1 << (bits - 1)), ints - (1 << bits), ints)
+        return ints
     word = np.unpackbits(np.flip(packed, axis=-1), axis=-1)[..., -bits * count :]
     msb_first = word.reshape(*packed.shape[:-1], count, bits).astype(np.int64)
     ints = np.flip(msb_first @ (np.int64(1) << np.arange(bits - 1, -1, -1)), axis=-1)
@@ -246,6 +260,7 @@ class PynqEngine:
         self.net_stride = SimEngine(package).net_stride
         self.requested_mhz = float(info.get("fclk_mhz", 100.0))
         self.broken: str | None = None
+        self.timing: dict[str, float] = dict.fromkeys((*TIMING, "calls", "tiles"), 0.0)
         self.transport = transport
         if transport == "auto":
             self.transport = "finn" if _finn_driver_importable() else "builtin"
@@ -319,7 +334,7 @@ class PynqEngine:
     def unpack(self, packed: np.ndarray) -> np.ndarray:
         """Packed output bytes ``(n, *oshape_packed)`` -> int64 scores ``(n, h, w, C)``."""
         n = len(packed)
-        if self.transport == "finn":
+        if self.transport == "finn" and _bits(self.odt)[0] in (8, 16):
             from finn_plus_driver.packing import packed_bytearray_to_finnpy
             from qonnx.core.datatype import DataType
 
@@ -374,15 +389,28 @@ class PynqEngine:
         if self.broken:
             raise AcceleratorTimeout(f"accelerator unusable: {self.broken}")
         outs = []
+        t = self.timing
         for i in range(0, len(x), self.batch):
             chunk = x[i : i + self.batch]
             n = len(chunk)
-            self.ibuf[:n] = self.pack(chunk)
+            t0 = time.perf_counter()
+            packed = self.pack(chunk)
+            t1 = time.perf_counter()
+            self.ibuf[:n] = packed
             self.ibuf.flush()
+            t2 = time.perf_counter()
             self._start(n)
             self._wait(n)
+            t3 = time.perf_counter()
             self.obuf.invalidate()
-            outs.append(self.unpack(np.array(self.obuf[:n])))
+            raw = np.array(self.obuf[:n])
+            t4 = time.perf_counter()
+            outs.append(self.unpack(raw))
+            t5 = time.perf_counter()
+            for key, dt in zip(TIMING, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4), strict=True):
+                t[key] += dt
+            t["calls"] += 1
+            t["tiles"] += n
         if not outs:
             return np.zeros((0, *self.oshape), dtype=np.int64)
         return np.concatenate(outs) if len(outs) > 1 else outs[0]
