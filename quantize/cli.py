@@ -182,3 +182,38 @@ def _evaluate_package(package: Path, dataset, limit: int | None, backend: str):
     result["images"] = count
     result["pixels"] = int(matrix.matrix.sum())
     return result, f"{package} (package, {backend} backend)"
+
+
+@click.command("export")
+@click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--tile",
+    nargs=2,
+    type=int,
+    default=(256, 256),
+    show_default=True,
+    metavar="H W",
+    help="Fixed input tile of the accelerator (multiples of 32).",
+)
+@click.option(
+    "-o",
+    "--output",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Export folder (replaced atomically): model.onnx, model_qcdq.onnx, model.json.",
+)
+def export(checkpoint: Path, tile: tuple[int, int], out_dir: Path) -> None:
+    """Export CHECKPOINT (.safetensors + .json) to QONNX at a fixed tile size, with a model card."""
+    from fcnseg.quantize.export import check_tile, export_checkpoint
+
+    tile = check_tile(tile)
+    if not checkpoint.is_file():
+        raise UserError(f"checkpoint not found: {checkpoint}")
+    card = export_checkpoint(checkpoint, tile, out_dir)
+    click.echo(
+        f"{out_dir}: {card['arch']} {'quantized' if card['quantized'] else 'float'}, tile "
+        f"{tile[0]}x{tile[1]} -> scores {card['output']['shape'][2:]} at stride "
+        f"{card['output_stride']}, receptive field {card['receptive_field']} px, "
+        f"{card['export_seconds']:.1f} s"
+    )

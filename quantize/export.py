@@ -1,0 +1,223 @@
+"""Export a trained FCN at one fixed tile size: QONNX for finn-plus, QCDQ for onnxruntime, a card.
+
+``export_model`` writes, into a fresh directory that replaces ``out_dir`` atomically:
+
+- ``model.onnx``: QONNX (``brevitas.export.export_qonnx(..., dynamo=False)``), static shape
+  ``[1, 3, H, W]``, input ``global_in`` annotated ``UINT8``, output ``global_out`` (float logits
+  NCHW at ``output_stride``), cleaned up and shape-inferred with qonnx;
+- ``model_qcdq.onnx``: the QCDQ export for onnxruntime (a speed reference; not bit-exact);
+- ``model.json``: the model card (see :func:`model_card`).
+
+The integer scores of the accelerator are ``(logits - output_bias[c]) / output_scale[c]``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from fcnseg.quantize.models.common import FCNBase, receptive_field
+
+from fcnseg.errors import UserError
+
+#: value of model.json's "format" key
+CARD_FORMAT = "fcnseg-model/1"
+INPUT_NAME = "global_in"
+OUTPUT_NAME = "global_out"
+QONNX_FILE = "model.onnx"
+QCDQ_FILE = "model_qcdq.onnx"
+CARD_FILE = "model.json"
+
+
+def check_tile(tile: tuple[int, int]) -> tuple[int, int]:
+    """A tile is two positive multiples of 32 (the backbone's stride)."""
+    h, w = (int(t) for t in tile)
+    if h < 32 or w < 32 or h % 32 or w % 32:
+        raise UserError(f"tile must be two positive multiples of 32, got {h}x{w}")
+    return h, w
+
+
+def default_palette(n: int) -> list[list[int]]:
+    """The Pascal VOC colour map (bit-interleaved class index), for checkpoints without one."""
+    palette = []
+    for index in range(n):
+        r = g = b = 0
+        c = index
+        for shift in range(7, -1, -1):
+            r |= ((c >> 0) & 1) << shift
+            g |= ((c >> 1) & 1) << shift
+            b |= ((c >> 2) & 1) << shift
+            c >>= 3
+        palette.append([r, g, b])
+    return palette
+
+
+def sha256_file(path: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def model_card(
+    model: FCNBase,
+    meta: dict[str, Any],
+    tile: tuple[int, int],
+    source: Path | None = None,
+) -> dict[str, Any]:
+    """The model.json contents: everything the hw and host stages need besides the graph."""
+    cfg = model.cfg
+    h, w = tile
+    s = cfg.output_stride
+    scale, bias = model.output_scale_bias()
+    classes = list(meta.get("classes") or [f"class{i}" for i in range(cfg.num_classes)])
+    palette = [list(map(int, c)) for c in (meta.get("palette") or default_palette(len(classes)))]
+    if len(classes) != cfg.num_classes or len(palette) != cfg.num_classes:
+        raise UserError(
+            f"checkpoint has {len(classes)} classes / {len(palette)} colours "
+            f"but the model {cfg.num_classes} outputs"
+        )
+    card: dict[str, Any] = {
+        "format": CARD_FORMAT,
+        "arch": cfg.arch,
+        "quantized": cfg.quantized,
+        "classes": classes,
+        "palette": palette,
+        "input": {
+            "name": INPUT_NAME,
+            "dtype": "UINT8",
+            "layout": "NCHW",
+            "shape": [1, 3, h, w],
+            "normalisation": "pixel/255 inside the net into an unsigned "
+            f"{cfg.io_bits}-bit quantizer with fixed scale 1/255 (feed raw 0..255 RGB)",
+        },
+        "output": {
+            "name": OUTPUT_NAME,
+            "layout": "NCHW",
+            "shape": [1, cfg.num_classes, h // s, w // s],
+            "meaning": "logits = q * output_scale[c] + output_bias[c] with integer scores q",
+        },
+        "tile": [h, w],
+        "output_stride": s,
+        "output_scale": [float(v) for v in scale],
+        "output_bias": [float(v) for v in bias],
+        "receptive_field": receptive_field(cfg),
+        "model_config": cfg.to_dict(),
+        "files": {"qonnx": QONNX_FILE, "qcdq": QCDQ_FILE},
+    }
+    if "metrics" in meta:
+        card["metrics"] = meta["metrics"]
+    if source is not None:
+        card["source_checkpoint"] = {"file": source.name, "sha256": sha256_file(source)}
+    return card
+
+
+def export_qonnx_file(model: FCNBase, tile: tuple[int, int], path: Path) -> None:
+    """QONNX export at a static ``[1, 3, H, W]``; input annotated UINT8; names global_in/out."""
+    from brevitas.export import export_qonnx
+    from qonnx.core.datatype import DataType
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.transformation.infer_shapes import InferShapes
+    from qonnx.util.cleanup import cleanup_model
+
+    x = torch.zeros(1, 3, *tile)
+    export_qonnx(model, args=x, export_path=str(path), dynamo=False)
+    wrapper = cleanup_model(ModelWrapper(str(path)))
+    graph = wrapper.graph
+    old_in, old_out = graph.input[0].name, graph.output[0].name
+    wrapper.rename_tensor(old_in, INPUT_NAME)
+    wrapper.rename_tensor(old_out, OUTPUT_NAME)
+    wrapper.set_tensor_datatype(INPUT_NAME, DataType["UINT8"])
+    wrapper = wrapper.transform(InferShapes())
+    wrapper.save(str(path))
+
+
+def export_qcdq_file(model: FCNBase, tile: tuple[int, int], path: Path) -> None:
+    """QCDQ (QuantizeLinear/Clip/DequantizeLinear) export for onnxruntime."""
+    import onnx
+    from brevitas.export import export_onnx_qcdq
+
+    x = torch.zeros(1, 3, *tile)
+    export_onnx_qcdq(
+        model, args=x, export_path=str(path), dynamo=False,
+        input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+    )  # fmt: skip
+    # The TorchScript exporter lists weights as graph inputs too; onnxruntime then warns and
+    # skips constant folding. Keep only the pixel input.
+    proto = onnx.load(str(path))
+    weights = {init.name for init in proto.graph.initializer}
+    inputs = [i for i in proto.graph.input if i.name not in weights]
+    del proto.graph.input[:]
+    proto.graph.input.extend(inputs)
+    onnx.save(proto, str(path))
+
+
+def export_model(
+    model: FCNBase,
+    meta: dict[str, Any],
+    tile: tuple[int, int],
+    out_dir: str | os.PathLike[str],
+    source: str | os.PathLike[str] | None = None,
+) -> dict[str, Any]:
+    """Export ``model`` at ``tile`` into ``out_dir`` (replaced atomically); returns the card.
+
+    The files are written into a temporary sibling directory that is renamed to ``out_dir`` at
+    the end, so readers see either the old export or the complete new one.
+    """
+    tile = check_tile(tile)
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    model = model.eval()
+    started = time.perf_counter()
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        with torch.no_grad():
+            card = model_card(model, meta, tile, Path(source) if source else None)
+            export_qonnx_file(model, tile, tmp / QONNX_FILE)
+            export_qcdq_file(model, tile, tmp / QCDQ_FILE)
+        card["export_seconds"] = round(time.perf_counter() - started, 3)
+        (tmp / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
+        _replace_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return card
+
+
+def export_checkpoint(
+    checkpoint: str | os.PathLike[str], tile: tuple[int, int], out_dir: str | os.PathLike[str]
+) -> dict[str, Any]:
+    """Load a checkpoint (``io.load_checkpoint``) and :func:`export_model` it."""
+    from fcnseg.quantize.models.io import load_checkpoint
+
+    tile = check_tile(tile)
+    model, meta = load_checkpoint(checkpoint)
+    return export_model(model, meta, tile, out_dir, source=checkpoint)
+
+
+def integer_scores(logits: np.ndarray, card: dict[str, Any]) -> np.ndarray:
+    """Logits NCHW -> the integer scores ``round((logits - bias) / scale)`` (int64)."""
+    scale = np.asarray(card["output_scale"], dtype=np.float64).reshape(1, -1, 1, 1)
+    bias = np.asarray(card["output_bias"], dtype=np.float64).reshape(1, -1, 1, 1)
+    return np.rint((np.asarray(logits, dtype=np.float64) - bias) / scale).astype(np.int64)
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    if not target.exists():
+        os.replace(new, target)
+        return
+    if not target.is_dir():
+        raise UserError(f"output exists and is not a directory: {target}")
+    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+    os.replace(target, old / target.name)
+    os.replace(new, target)
+    shutil.rmtree(old, ignore_errors=True)
