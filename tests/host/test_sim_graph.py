@@ -102,6 +102,30 @@ def make_fcn(arch: str, wbits: int, abits: int, width: int, classes: int, seed: 
     return net.eval()
 
 
+def quantize_fcn(arch: str, wbits: int, abits: int, width: int, classes: int, seed: int):
+    """The shipped model family (fcnseg.quantize.models), small, random weights."""
+    models = pytest.importorskip("fcnseg.quantize.models")
+    from torch import nn
+
+    torch.manual_seed(seed)
+    cfg = models.ModelConfig(
+        arch=arch,
+        num_classes=classes,
+        widths=(width, width, 2 * width, 2 * width, 2 * width),
+        depths=(1, 1, 2, 1, 1),
+        head_width=2 * width,
+        weight_bits=wbits,
+        act_bits=abits,
+    )
+    net = models.build_model(cfg)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+    return net.eval()
+
+
 def build(arch, wbits, abits, width, classes, seed, out: Path):
     """Export, convert with the hw flow's steps, write the package. Returns (net, hw model, pkg)."""
     steps = pytest.importorskip("fcnseg.hw.steps.streamline")
@@ -119,7 +143,11 @@ def build(arch, wbits, abits, width, classes, seed, out: Path):
     from finn.builder.build_dataflow_config import DataflowBuildConfig
     from finn.builder.build_dataflow_steps import step_qonnx_to_finn, step_tidy_up
 
-    net = make_fcn(arch, wbits, abits, width, classes, seed)
+    if arch.startswith("quantize:"):
+        net = quantize_fcn(arch.split(":", 1)[1], wbits, abits, width, classes, seed)
+        arch = arch.split(":", 1)[1]
+    else:
+        net = make_fcn(arch, wbits, abits, width, classes, seed)
     out.mkdir(parents=True, exist_ok=True)
     onnx_path = out / "model.onnx"
     export_qonnx(net, torch.zeros(1, 3, *TILE), export_path=str(onnx_path), dynamo=False)
@@ -164,6 +192,7 @@ CONFIGS = {
     "fcn8s-w2a2": ("fcn8s", 2, 2, 6, 4, 1),
     "fcn32s-w3a3": ("fcn32s", 3, 3, 8, 5, 2),
     "fcn8s-w4a8": ("fcn8s", 4, 8, 4, 2, 3),
+    "shipped-fcn8s": ("quantize:fcn8s", 4, 4, 8, 21, 4),
 }
 
 
@@ -263,3 +292,40 @@ def test_package_of_real_graph(built):
     assert [layer.name for layer in pkg.layers] == hw_nodes
     assert set(pkg.meta["files"]) == {"accelerator.npz", "hw_graph.onnx"}
     assert os.path.getsize(pkg_path / "accelerator.npz") > 0
+
+
+def test_build_package_refuses_non_hw_nodes(built, tmp_path):
+    """A float node between HW layers cannot run on the host: one-line UserError."""
+    from fcnseg.hw.to_package import build_package
+    from onnx import helper
+
+    from fcnseg.errors import UserError
+
+    _, model, _ = built("fcn32s")
+    model = model.transform(_Identity())  # a deep copy
+    nodes = model.graph.node
+    k = next(i for i, n in enumerate(nodes) if n.op_type == "MVAU")
+    mvau = nodes[k]
+    mid = mvau.output[0] + "_float"
+    for n in nodes:
+        for j, t in enumerate(n.input):
+            if t == mvau.output[0]:
+                n.input[j] = mid
+    model.set_initializer("half", np.array(0.5, dtype=np.float32))
+    nodes.insert(k + 1, helper.make_node("Mul", [mvau.output[0], "half"], [mid], name="Mul_x"))
+    with pytest.raises(UserError, match="Mul_x .Mul. between HW layers") as exc:
+        build_package(
+            model,
+            tmp_path / "p",
+            model_card={"classes": ["a"], "output_stride": 32},
+            output_scale=[1.0],
+        )
+    assert "\n" not in str(exc.value)
+    assert not (tmp_path / "p").exists()
+
+
+class _Identity:
+    """A no-op qonnx transformation (``model.transform`` deep-copies the model)."""
+
+    def apply(self, model):
+        return model, False
