@@ -80,11 +80,17 @@ class CachedDataset:
 
 
 def open_datasets(cfg: TrainConfig) -> tuple[SegmentationDataset, SegmentationDataset]:
-    """The training and validation datasets the config names."""
+    """The training and validation datasets the config names.
+
+    Rendered synthetic scenes are kept in memory (``cache_train``; validation scenes always), so
+    later epochs and phases do not render them again.
+    """
     train = open_dataset(cfg.dataset, cfg.train_split, cfg.scene_size, cfg.train_length)
     val = open_dataset(cfg.dataset, cfg.val_split, cfg.scene_size, cfg.val_length)
-    if cfg.cache_train and cfg.dataset == "synthetic":
-        train = CachedDataset(train)
+    if cfg.dataset == "synthetic":
+        val = CachedDataset(val)
+        if cfg.cache_train:
+            train = CachedDataset(train)
     return train, val
 
 
@@ -159,9 +165,18 @@ def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
 
 
 def train_phase(
-    cfg: TrainConfig, phase: Phase, resume: bool, log: Log, progress: bool = True
+    cfg: TrainConfig,
+    phase: Phase,
+    resume: bool,
+    log: Log,
+    progress: bool = True,
+    datasets: tuple[SegmentationDataset, SegmentationDataset] | None = None,
 ) -> dict[str, Any]:
-    """Train one phase into ``phase.run_dir``; return its summary (best metrics, paths, times)."""
+    """Train one phase into ``phase.run_dir``; return its summary (best metrics, paths, times).
+
+    ``datasets`` (train, val) default to :func:`open_datasets`; a multi-phase run passes the same
+    pair to every phase.
+    """
     from fcnseg.quantize.models import build_model
     from fcnseg.quantize.models.io import load_checkpoint, save_checkpoint
     from tqdm import tqdm
@@ -169,7 +184,7 @@ def train_phase(
     torch.set_num_threads(cfg.threads)
     run_dir = phase.run_dir
     last = run_dir / "last.safetensors"
-    train_set, val_set = open_datasets(cfg)
+    train_set, val_set = open_datasets(cfg) if datasets is None else datasets
     mcfg = model_config(cfg, phase.model, len(train_set.classes))
     steps = steps_per_epoch(cfg, train_set)
     total_steps = steps * phase.epochs
@@ -320,7 +335,8 @@ def run_training(
 
         log = tqdm.write
     run_dir = Path(run_dir)
+    datasets = open_datasets(cfg)
     summaries = []
     for phase in plan(cfg, run_dir, float_only, epochs):
-        summaries.append(train_phase(cfg, phase, resume, log, progress))
+        summaries.append(train_phase(cfg, phase, resume, log, progress, datasets))
     return summaries
