@@ -64,6 +64,7 @@ class Result:
     error: str | None = None
     times: dict[str, float] = field(default_factory=dict)  #: stage -> seconds
     tiles: int = 0  #: accelerator tiles this item ran
+    _raise: BaseException | None = field(default=None, repr=False)  # the sources failed here
 
     @property
     def ok(self) -> bool:
@@ -158,6 +159,11 @@ class _TimedEngine:
         self.busy_s = 0.0
         self.tiles = 0
         self.lock = threading.Lock()
+        self._local = threading.local()
+
+    def thread_tiles(self) -> int:
+        """Tiles run so far by the calling thread."""
+        return getattr(self._local, "tiles", 0)
 
     def run(self, x: np.ndarray) -> np.ndarray:
         with self.lock:  # one accelerator: calls from several threads take turns
@@ -167,6 +173,7 @@ class _TimedEngine:
             finally:
                 self.busy_s += time.perf_counter() - start
                 self.tiles += len(x)
+                self._local.tiles = self.thread_tiles() + len(x)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.engine, name)
@@ -226,14 +233,14 @@ class Pipeline:
             return None
 
     def _accelerate(self, item: Result, rgb: np.ndarray, engine: _TimedEngine) -> Any:
-        before = engine.tiles
+        before = engine.thread_tiles()
         try:
             return self.segmenter.scores(rgb)
         except Exception as e:
             item.error = _message(e)
             return None
         finally:
-            item.tiles = engine.tiles - before
+            item.tiles = engine.thread_tiles() - before
 
     def _finish(self, item: Result, rgb: np.ndarray, scores: np.ndarray) -> None:
         from fcnseg.host.segmenter import Segmentation
@@ -292,16 +299,19 @@ class Pipeline:
                 item.times[stage] = time.perf_counter() - start
 
         def decoder() -> None:
+            index = 0
             try:
-                for index, source in enumerate(sources):
+                for index, source in enumerate(sources):  # noqa: B007
                     if stop.is_set():
                         return
                     item = Result(index, source)
                     rgb = timed(item, "decode", self._decode, item)
                     if not put(q_decoded, (item, rgb)):
                         return
-            except Exception as e:  # the source iterable itself failed: end the batch cleanly
-                put(q_done, e)
+                    index += 1
+            except Exception as e:  # the sources failed: raise it after the items before it
+                marker = Result(index, None, error=_message(e), _raise=e)
+                put(q_decoded, (marker, None))
             finally:
                 for _ in range(self.accelerate_workers):
                     put(q_decoded, _DONE)
@@ -360,11 +370,11 @@ class Pipeline:
                 if got is _DONE:
                     finished += 1
                     continue
-                if isinstance(got, BaseException):
-                    raise got
                 pending[got.index] = got
                 while next_index in pending:
                     result = pending.pop(next_index)
+                    if result._raise is not None:
+                        raise result._raise
                     results.append(result)
                     next_index += 1
                     yield result

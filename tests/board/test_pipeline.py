@@ -1,0 +1,136 @@
+"""The pipelined host: same results as one-at-a-time segmentation, in input order, per-item
+errors, early stop, timing report, and a stand-in accelerator at the package's estimated FPS
+on the emulated board. Runs where pynq is installed (``.venv-board``)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pynq")
+
+from fcnseg.host.backends import emulated_zynq as ez  # noqa: E402
+from fcnseg.host.backends.pynq import open_engine  # noqa: E402
+from fcnseg.host.package import load_package  # noqa: E402
+from fcnseg.host.pipeline import Pipeline, run_serial  # noqa: E402
+from fcnseg.host.segmenter import Segmenter, geometry_of  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = Path(__file__).parent / "data"
+PHOTOS = sorted((ROOT / "samples").glob("*.jpg"))
+
+
+@pytest.fixture(scope="module")
+def package():
+    return load_package(DATA / "fcn8s-tiny")
+
+
+@pytest.fixture(scope="module")
+def board(package, tmp_path_factory):
+    return load_package(ez.emulated_package(package, tmp_path_factory.mktemp("emu") / "pkg"))
+
+
+def _threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("fcnseg-")]
+
+
+@pytest.mark.parametrize("accelerate,finish", [(1, 1), (2, 3)])
+def test_results_in_order_equal_serial(package, accelerate, finish):
+    seg = Segmenter.load(package, backend="sim")
+    want, _ = run_serial(seg, PHOTOS)
+    pipe = Pipeline(seg, accelerate_workers=accelerate, finish_workers=finish, depth=1)
+    results = list(pipe.run(PHOTOS))
+    assert [r.index for r in results] == list(range(len(PHOTOS)))
+    assert [r.source for r in results] == PHOTOS
+    for r, w in zip(results, want, strict=True):
+        assert r.ok
+        np.testing.assert_array_equal(r.segmentation.scores, w.scores)
+        assert r.segmentation.labels.tobytes() == w.labels.tobytes()
+        assert set(r.times) == {"decode", "accelerate", "finish"}
+    assert seg.engine.__class__.__name__ == "SimEngine"  # restored after the run
+    assert not _threads()
+
+
+def test_errors_are_per_item(package, tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    written = []
+
+    def write(result):
+        if result.index == 3:
+            raise OSError("disk full")
+        written.append(result.index)
+        return f"out{result.index}.png"
+
+    sources = [PHOTOS[0], tmp_path / "missing.png", broken, PHOTOS[1], PHOTOS[2]]
+    pipe = Pipeline(Segmenter.load(package, backend="sim"), write=write)
+    results = list(pipe.run(sources))
+    assert [r.ok for r in results] == [True, False, False, False, True]
+    assert "missing.png" in results[1].error and "broken.jpg" in results[2].error
+    assert results[3].error == "disk full"
+    assert written == [0, 4] and results[4].output == "out4.png"
+    report = pipe.report()
+    assert report.images == 5 and report.failed == 3
+
+
+def test_failing_source_iterable_ends_the_batch(package):
+    def sources():
+        yield PHOTOS[0]
+        raise RuntimeError("listing failed")
+
+    pipe = Pipeline(Segmenter.load(package, backend="sim"))
+    got = []
+    with pytest.raises(RuntimeError, match="listing failed"):
+        for r in pipe.run(sources()):
+            got.append(r)
+    assert [r.ok for r in got] == [True]
+    assert not _threads()
+
+
+def test_early_stop_leaves_no_threads(package):
+    pipe = Pipeline(Segmenter.load(package, backend="sim"))
+    it = pipe.run(PHOTOS * 3)
+    first = next(it)
+    assert first.index == 0
+    it.close()
+    assert not _threads()
+    assert pipe.report().images == 1
+
+
+def _segmenter(board, package, engine):
+    seg = Segmenter(engine, geometry_of(board, engine), package.output_scale, package.output_bias)
+    seg.package = board
+    return seg
+
+
+def test_standin_at_estimated_fps_host_keeps_up(package, board):
+    """The stand-in fabric takes N / estimated FPS per call; the host must keep it busy."""
+    fps = ez.estimated_fps(package)
+    photos = PHOTOS[:3]
+    with ez.standin_device(package):
+        seg = _segmenter(board, package, open_engine(board))
+        pipe = Pipeline(seg)
+        results = list(pipe.run(photos))
+    report = pipe.report()
+    assert all(r.ok for r in results)
+    assert report.fabric_fps == pytest.approx(fps)
+    assert report.tiles == sum(r.tiles for r in results) > 0
+    assert report.tiles_per_s <= fps * 1.02  # the fabric's rate bounds the pipeline's
+    assert 0 < report.fabric_utilisation <= 1.02
+    assert report.keeps_up, report.to_json()
+    assert report.bottleneck == "accelerator"
+    doc = report.to_json()
+    assert set(doc["engine_ms_per_tile"]) >= {"pack_input", "run_and_wait", "unpack_output"}
+
+
+def test_hung_accelerator_fails_items_fast(package, board):
+    with ez.EmulatedZynq(ez.sim_accelerator(package)) as dev:
+        dev.stall = True
+        seg = _segmenter(board, package, open_engine(board, timeout_s=0.2))
+        results = list(Pipeline(seg).run(PHOTOS[:3]))
+    assert [r.ok for r in results] == [False, False, False]
+    assert "did not finish" in results[0].error
+    assert all("unusable" in r.error for r in results[1:])
