@@ -59,7 +59,7 @@ def make_export(arch: str, out_dir: Path, tile: tuple[int, int] = TILE, seed: in
 @pytest.fixture(scope="session")
 def exports(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Export]:
     root = tmp_path_factory.mktemp("exports")
-    return {arch: make_export(arch, root / arch) for arch in ("fcn32s", "fcn8s")}
+    return {arch: make_export(arch, root / arch) for arch in ("fcn32s", "fcn16s", "fcn8s")}
 
 
 @pytest.fixture(scope="session")
@@ -94,6 +94,17 @@ def build_fcn32s(exports: dict[str, Export], tmp_path_factory: pytest.TempPathFa
     argv += ["--no-vivado", "-o", str(out)]
     assert main(argv) == 0
     return out
+
+
+@pytest.fixture(scope="session")
+def build_fcn16s(exports: dict[str, Export], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """FCN-16s for kv260 at the board's default target FPS."""
+    from fcnseg.hw.boards import get_board
+    from fcnseg.hw.build import BuildOptions, compile_export
+
+    out = tmp_path_factory.mktemp("build") / "fcn16s-kv260"
+    opts = BuildOptions(exports["fcn16s"].dir, out, get_board("kv260"), vivado=False)
+    return compile_export(opts, progress=lambda message: None).out_dir
 
 
 def photo_tile(name: str, tile: tuple[int, int] = TILE):
