@@ -203,10 +203,19 @@ def _evaluate_package(package: Path, dataset, limit: int | None, backend: str):
     type=click.Path(file_okay=False, path_type=Path),
     help="Export folder (replaced atomically): model.onnx, model_qcdq.onnx, model.json.",
 )
-def export(checkpoint: Path, tile: tuple[int, int], out_dir: Path) -> None:
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="torch threads (tracing gains nothing from more; shared cores lose a lot).",
+)
+def export(checkpoint: Path, tile: tuple[int, int], out_dir: Path, threads: int) -> None:
     """Export CHECKPOINT (.safetensors + .json) to QONNX at a fixed tile size, with a model card."""
+    import torch
     from fcnseg.quantize.export import check_tile, export_checkpoint
 
+    torch.set_num_threads(threads)
     tile = check_tile(tile)
     if not checkpoint.is_file():
         raise UserError(f"checkpoint not found: {checkpoint}")
