@@ -50,8 +50,9 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,7 @@ LAYER_KINDS: dict[str, tuple[str, ...]] = {
     "AddStreams": (),
     "UpsampleNearestNeighbour": (),
     "StreamingDataWidthConverter": (),
+    "StreamingFIFO": (),
 }
 
 _DTYPE_RE = re.compile(r"^(U?INT([1-9][0-9]?)|BIPOLAR|BINARY|TERNARY)$")
@@ -207,9 +209,41 @@ class Package:
     def estimates(self) -> dict[str, Any]:
         return self.meta.get("estimates", {})
 
+    @property
+    def net_stride(self) -> int:
+        """The input multiple the layers need: the largest downsampling factor inside the graph
+        (32 for a net with five 2x2 pools, also for FCN-8s whose output stride is 8)."""
+        return layer_strides(self.layers, self.input["name"], self.output["name"])[0]
+
     def file(self, relpath: str) -> Path:
         """Absolute path of one of the package's (verified) files."""
         return self.path / relpath
+
+
+def _layer_scale(layer: Layer) -> Fraction:
+    """Input pixels per output pixel of one layer (vertical; the nets are square-strided)."""
+    a = layer.attributes
+    if layer.kind == "ConvolutionInputGenerator":
+        return Fraction(int(a.get("Stride", [1, 1])[0]))
+    if layer.kind == "UpsampleNearestNeighbour":
+        return Fraction(int(a["HI"]), int(a["HO"]))
+    return Fraction(1)
+
+
+def layer_strides(layers: Sequence[Layer], input_name: str, output_name: str) -> tuple[int, int]:
+    """``(net_stride, output_stride)`` of a layer list: the largest cumulative downsampling factor
+    of any tensor (input sizes must be multiples of it) and that of the output tensor."""
+    scale = {input_name: Fraction(1)}
+    worst = Fraction(1)
+    for layer in layers:
+        s = max(scale[t] for t in layer.inputs) * _layer_scale(layer)
+        for t in layer.outputs:
+            scale[t] = s
+        worst = max(worst, s)
+    out = scale[output_name]
+    if out.denominator != 1 or worst.denominator != 1:
+        raise UserError(f"package layers give a non-integer stride ({worst}, {out})")
+    return int(worst), int(out)
 
 
 def _jsonable(obj: Any) -> Any:

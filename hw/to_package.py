@@ -53,6 +53,7 @@ ATTRS: dict[str, tuple[str, ...]] = {
     "DuplicateStreams": ("NumChannels", "NumOutputStreams"),
     "UpsampleNearestNeighbour": ("HI", "WI", "HO", "WO", "NumChannels"),
     "StreamingDataWidthConverter": ("inWidth", "outWidth"),
+    "StreamingFIFO": ("depth",),
     "AddStreams": ("NumChannels",),
 }
 for _k in ("ElementwiseAdd", "ElementwiseSub", "ElementwiseMul", "ElementwiseMax"):
@@ -104,6 +105,8 @@ def node_to_layer(model: ModelWrapper, node, ranges: dict[str, tuple[int, int]])
     from qonnx.custom_op.registry import getCustomOp
 
     kind = node.op_type
+    if node.domain.endswith((".hls", ".rtl")) and kind.endswith(("_hls", "_rtl")):
+        kind = kind[:-4]  # a specialized layer: same semantics and attributes as its HW op
     if kind not in LAYER_KINDS:
         raise UserError(f"layer {node.name}: HW layer kind {kind} is not supported by fcnseg")
     inst = getCustomOp(node)

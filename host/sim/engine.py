@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from fractions import Fraction
 
 import numpy as np
-from fcnseg.host.package import Package, parse_dtype
+from fcnseg.host.package import Package, layer_strides, parse_dtype
 
 from fcnseg.errors import UserError
 
@@ -58,12 +57,14 @@ class SimEngine:
             self.ranges.update(zip(layer.outputs, op.out_ranges, strict=True))
             steps.append((op, layer.inputs, layer.outputs))
         self.steps = self._fuse(steps)
-        self.net_stride, self.output_stride = self._strides()
+        self.net_stride, self.output_stride = layer_strides(
+            package.layers, self.input_name, self.output_name
+        )
         lo, hi = parse_dtype(package.output["dtype"])
         olo, ohi = self.ranges[self.output_name]
-        if olo < lo or ohi > hi:
-            # The accelerator would wrap; the simulator gives the true integers.
-            self.output_range_note = f"scores may exceed {package.output['dtype']}"
+        #: the proven score range exceeds the output datatype: hardware would wrap where the
+        #: simulator returns the true integers (a finn datatype inference bug if it happens)
+        self.output_may_wrap = olo < lo or ohi > hi
         self._last_use = self._last_uses()
 
     @staticmethod
@@ -88,20 +89,6 @@ class SimEngine:
                     continue
             out.append((op, ins, outs))
         return out
-
-    def _strides(self) -> tuple[int, int]:
-        """(net stride: the input multiple needed, output stride: input / output size)."""
-        scale = {self.input_name: Fraction(1)}
-        worst = Fraction(1)
-        for op, ins, outs in self.steps:
-            s = max(scale[t] for t in ins) * Fraction(op.stride()[0]).limit_denominator(64)
-            for t in outs:
-                scale[t] = s
-            worst = max(worst, s)
-        out = scale[self.output_name]
-        if out.denominator != 1 or worst.denominator != 1:
-            raise UserError("package layers give a non-integer stride")
-        return int(worst), int(out)
 
     def _last_uses(self) -> dict[str, int]:
         last: dict[str, int] = {}

@@ -429,6 +429,7 @@ OPS: dict[str, type[Op]] = {
     "Thresholding": Thresholding,
     "DuplicateStreams": DuplicateStreams,
     "StreamingDataWidthConverter": Identity,
+    "StreamingFIFO": Identity,
     "ElementwiseAdd": Elementwise,
     "ElementwiseSub": Elementwise,
     "ElementwiseMul": Elementwise,

@@ -157,6 +157,7 @@ def test_round_trip(pkg_dir: Path):
     assert pkg.layers[2].arrays["weights"].dtype == np.int8
     assert pkg.model_card["classes"] == ["a", "b", "c"]
     assert pkg.num_classes == NC and pkg.tile == (8, 8) and pkg.board == "pynq-z2"
+    assert pkg.net_stride == 2 and pkg.output_stride == 2
     assert np.allclose(pkg.output_scale, [0.5, 0.25, 1.0])
     meta = json.loads((pkg_dir / JSON_NAME).read_text())
     assert set(meta["files"]) == {NPZ_NAME, HW_GRAPH_NAME}
