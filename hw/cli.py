@@ -15,7 +15,14 @@ from fcnseg.hw.boards import BOARDS
 @click.command("compile")
 @click.argument("export_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--board", type=click.Choice(sorted(BOARDS)), default="pynq-z2", show_default=True)
-@click.option("--target-fps", type=float, default=None, help="Fold for this many tiles/s.")
+@click.option(
+    "--target-fps",
+    type=float,
+    default=None,
+    help="Fold for this many tiles/s [default: the board's: "
+    + ", ".join(f"{b.name} {b.default_target_fps}" for b in BOARDS.values())
+    + "].",
+)
 @click.option(
     "--folding",
     "folding_file",
