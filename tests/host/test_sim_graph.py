@@ -126,7 +126,7 @@ def quantize_fcn(arch: str, wbits: int, abits: int, width: int, classes: int, se
     return net.eval()
 
 
-def build(arch, wbits, abits, width, classes, seed, out: Path):
+def build(arch, wbits, abits, width, classes, seed, out: Path, standalone: bool = False):
     """Export, convert with the hw flow's steps, write the package. Returns (net, hw model, pkg)."""
     steps = pytest.importorskip("fcnseg.hw.steps.streamline")
     tail = pytest.importorskip("fcnseg.hw.steps.tail")
@@ -154,7 +154,10 @@ def build(arch, wbits, abits, width, classes, seed, out: Path):
     model = ModelWrapper(str(onnx_path))
     model.set_tensor_datatype(model.graph.input[0].name, DataType["UINT8"])
     cfg = DataflowBuildConfig(
-        output_dir=str(out / "build"), synth_clk_period_ns=10.0, generate_outputs=[]
+        output_dir=str(out / "build"),
+        synth_clk_period_ns=10.0,
+        generate_outputs=[],
+        standalone_thresholds=standalone,
     )
     model = step_tidy_up(step_qonnx_to_finn(model, cfg), cfg)
     model = steps.step_fcn_streamline(model, cfg)
@@ -193,6 +196,8 @@ CONFIGS = {
     "fcn32s-w3a3": ("fcn32s", 3, 3, 8, 5, 2),
     "fcn8s-w4a8": ("fcn8s", 4, 8, 4, 2, 3),
     "shipped-fcn8s": ("quantize:fcn8s", 4, 4, 8, 21, 4),
+    # MVAUs without activation + standalone Thresholding layers (finn's RTL-friendly form)
+    "fcn8s-standalone-w3a4": ("fcn8s", 3, 4, 6, 3, 5, True),
 }
 
 
@@ -203,7 +208,8 @@ def built(tmp_path_factory):
 
     def get(key):
         if key not in cache:
-            cache[key] = build(*CONFIGS[key], tmp_path_factory.mktemp(key))
+            conf = CONFIGS[key]
+            cache[key] = build(*conf[:6], tmp_path_factory.mktemp(key), *conf[6:])
         return cache[key]
 
     return get
@@ -261,6 +267,14 @@ def test_engine_equals_finn_and_brevitas_on_photos(built, key):
         assert np.array_equal(y[i : i + 1], ref), f"{key}: sim != finn on {PHOTOS[i]}"
     assert np.array_equal(y, brevitas_scores(net, pkg, x)), f"{key}: sim != Brevitas"
     assert len(np.unique(y)) > 3, "degenerate scores make the test meaningless"
+    kinds = [layer.kind for layer in pkg.layers]
+    if "standalone" in key:
+        assert kinds.count("Thresholding") >= 6
+        assert all(
+            not any(k == "thresholds" for k in layer.arrays)
+            for layer in pkg.layers
+            if layer.kind == "MVAU"
+        )
 
 
 @pytest.mark.parametrize("key", ["fcn8s", "fcn32s-w3a3"])
