@@ -397,3 +397,30 @@ def test_upsample_refuses_fractional_factor():
     )
     with pytest.raises(UserError, match="not integer"):
         OPS["UpsampleNearestNeighbour"](layer, [(-8, 7)])
+
+
+@pytest.mark.parametrize("seed", range(12))
+@pytest.mark.parametrize("force_search", [False, True])
+def test_threshold_counter_matches_naive_count(seed, force_search, monkeypatch):
+    """Random ranges, thresholds partly outside the range, global or per-channel, both paths."""
+    import fcnseg.host.sim.layers as layers
+
+    if force_search:
+        monkeypatch.setattr(layers, "LUT_MAX_ENTRIES", 0)
+    rng = np.random.default_rng(seed)
+    lo = int(rng.integers(-(2**20), 2**10))
+    hi = lo + int(rng.integers(0, 2**12))
+    channels, steps = int(rng.integers(1, 9)), int(rng.integers(1, 20))
+    rows = 1 if seed % 3 == 0 else channels
+    t = rng.integers(lo - 50, hi + 50, size=(rows, steps))
+    bias, scale = int(rng.integers(-8, 2)), (2 if seed % 4 == 0 else 1)
+    tc = ThresholdCounter(t, channels, (lo, hi), bias=bias, scale=scale)
+    assert (tc.lut is None) == force_search
+    x = rng.integers(lo, hi + 1, size=(3, 5, channels))
+    x[0, 0] = lo
+    x[0, 1] = hi
+    expect = scale * (x[..., None] >= np.broadcast_to(t, (channels, steps))).sum(-1) + bias
+    for xin in (x, x.astype(np.float64)):
+        out = tc(xin)
+        assert out.dtype == tc.out_dtype
+        assert np.array_equal(out.astype(np.int64), expect)
