@@ -260,6 +260,8 @@ def _jsonable(obj: Any) -> Any:
         return float(obj)
     if isinstance(obj, bytes):
         return obj.decode()
+    if isinstance(obj, (os.PathLike, set, frozenset)):
+        return str(obj) if isinstance(obj, os.PathLike) else sorted(_jsonable(v) for v in obj)
     return obj
 
 
@@ -306,6 +308,8 @@ def write_package(
         if hw_graph is not None:
             (tmp / HW_GRAPH_NAME).write_bytes(hw_graph)
         for rel, src in (extra_files or {}).items():
+            if ".." in Path(rel).parts or Path(rel).is_absolute() or rel in (JSON_NAME, NPZ_NAME):
+                raise UserError(f"extra file {rel!r} must be a new relative path in the package")
             dst = tmp / rel
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, dst)

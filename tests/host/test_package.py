@@ -279,3 +279,28 @@ def test_parse_dtype(name, rng):
 def test_parse_dtype_refuses(name):
     with pytest.raises(UserError):
         parse_dtype(name)
+
+
+def test_extra_files_and_estimates(tmp_path: Path):
+    bit = tmp_path / "top.bit"
+    bit.write_bytes(b"\x00\x01bits")
+    out = write_package(
+        tmp_path / "pkg",
+        model_card=CARD,
+        io=IO,
+        layers=_layers(),
+        estimates={"fps": np.float64(61.5), "report": tmp_path / "r.json", "n": np.int64(3)},
+        extra_files={"bitfile/top.bit": bit},
+    )
+    pkg = load_package(out)
+    assert pkg.file("bitfile/top.bit").read_bytes() == b"\x00\x01bits"
+    assert "bitfile/top.bit" in pkg.meta["files"]
+    assert pkg.estimates == {"fps": 61.5, "report": str(tmp_path / "r.json"), "n": 3}
+    with pytest.raises(UserError, match="new relative path"):
+        write_package(
+            tmp_path / "bad",
+            model_card=CARD,
+            io=IO,
+            layers=_layers(),
+            extra_files={"../x.bit": bit},
+        )
