@@ -156,3 +156,5 @@ def test_atomic_write_keeps_old_file_and_leaves_no_temp(tmp_path: Path) -> None:
     with atomic_open(tmp_path / "sub" / "y.bin") as handle:
         handle.write(b"new")
     assert (tmp_path / "sub" / "y.bin").read_bytes() == b"new"
+    (tmp_path / "plain").write_bytes(b"")  # same permissions as any new file
+    assert (tmp_path / "sub" / "y.bin").stat().st_mode == (tmp_path / "plain").stat().st_mode
