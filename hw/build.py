@@ -419,6 +419,11 @@ def compile_export(opts: BuildOptions, progress: Progress = _stderr) -> BuildRes
 
     folded = ModelWrapper(str(_intermediate(out_dir, ESTIMATE_STEPS[-1])))
     summary = _summary(opts, card, fit, folding_of(folded), target, refold)
+    if summary["output_affine"].get("matches_model_card") is False:
+        runner.note(
+            "warning: the output scale/bias of the HW graph differ from model.json's; the "
+            "package uses the graph's (report/output_affine.json)"
+        )
     hw_graph = ModelWrapper(str(_intermediate(out_dir, HW_GRAPH_STEP)))
     annotate_folding(hw_graph, folded)
     hw_graph.save(str(out_dir / "hw_graph.onnx"))
@@ -442,6 +447,12 @@ def compile_export(opts: BuildOptions, progress: Progress = _stderr) -> BuildRes
     return BuildResult(out_dir, summary, package_dir, vivado, dict(runner.seconds))
 
 
+def _close(a: list[float], b: list[float], rel: float = 1e-6) -> bool:
+    return len(a) == len(b) and all(
+        abs(x - y) <= rel * max(abs(x), abs(y)) + 1e-9 for x, y in zip(a, b, strict=True)
+    )
+
+
 def _summary(
     opts: BuildOptions,
     card: dict[str, Any],
@@ -452,6 +463,11 @@ def _summary(
 ) -> dict[str, Any]:
     affine_path = opts.out_dir / "report" / "output_affine.json"
     affine = json.loads(affine_path.read_text()) if affine_path.exists() else {}
+    if affine and "output_scale" in card:
+        # the package uses the graph's own scale/bias; the card's should be the same numbers
+        affine["matches_model_card"] = _close(affine["scale"], card["output_scale"]) and _close(
+            affine["bias"], card.get("output_bias") or [0.0] * len(affine["bias"])
+        )
     summary = reports.summarize(
         opts.out_dir / "report",
         folding=folding,

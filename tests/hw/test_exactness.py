@@ -74,10 +74,11 @@ def test_hw_graph_equals_brevitas_and_qonnx(arch, photo, exports, builds, monkey
 @pytest.mark.parametrize("arch", ["fcn32s", "fcn16s", "fcn8s"])
 def test_recorded_output_affine_matches_model_card(arch, exports, builds):
     """The float tail cut off the graph is exactly the card's per-class scale and bias."""
-    affine = read_json(builds[arch] / "report" / "output_affine.json")
+    affine = read_json(builds[arch] / "report" / "fcnseg_summary.json")["output_affine"]
     card = exports[arch].card
     np.testing.assert_allclose(affine["scale"], card["output_scale"], rtol=1e-6)
     np.testing.assert_allclose(affine["bias"], card["output_bias"], rtol=1e-6, atol=1e-9)
+    assert affine["matches_model_card"] is True
     package = read_json(builds[arch] / "package" / "accelerator.json")
     np.testing.assert_allclose(package["io"]["output"]["scale"], affine["scale"])
     assert package["io"]["output"]["dtype"].startswith("INT")
