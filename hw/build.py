@@ -431,6 +431,9 @@ def compile_export(opts: BuildOptions, progress: Progress = _stderr) -> BuildRes
     if vivado:
         cfg = make_config(opts, steps, target_fps=target, start_step=VIVADO_STEPS[0], vivado=True)
         runner.run(model_path, cfg)
+        post_synth = out_dir / "report" / "post_synth_resources.json"
+        if post_synth.exists():  # measured by Vivado: kept next to the estimates
+            summary["post_synth_resources"] = json.loads(post_synth.read_text())
     else:
         runner.note(
             "stopping after the estimates: HLS/IP generation, FIFO sizing, stitched IP and the "
