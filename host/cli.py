@@ -164,6 +164,8 @@ def segment(
     for line in failures:
         click.echo(f"fcnseg: {line}", err=True)
     seg = Segmenter.load(package, backend, shift_stitch=int(shift_stitch), overlap=overlap)
+    # A "background" class (VOC's, the synthetic scenes') is left clear in overlays.
+    clear = tuple(i for i, name in enumerate(seg.classes or []) if name == "background")
     out_dir = Path(output)
     summary = Summary(failures=list(failures))
     warned: set[tuple[int, int]] = set()
@@ -192,7 +194,7 @@ def segment(
             save_mask(mask_path, result.labels, seg.palette)
             if overlay:
                 path = out_dir / job.stem.parent / f"{job.stem.name}_overlay.jpg"
-                save_overlay(path, image, result.labels, seg.palette, alpha)
+                save_overlay(path, image, result.labels, seg.palette, alpha, clear)
             if scores:
                 path = out_dir / job.stem.parent / f"{job.stem.name}_scores.npy"
                 save_array(path, result.scores.astype(np.int32))

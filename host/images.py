@@ -172,11 +172,24 @@ def save_mask(path: str | os.PathLike[str], labels: np.ndarray, palette: np.ndar
         image.save(handle, format="PNG")
 
 
-def overlay(image: np.ndarray, labels: np.ndarray, palette: np.ndarray, alpha: float = 0.5):
-    """Blend the label colours over ``image``: ``(1 - alpha) * image + alpha * colour``, uint8."""
+def overlay(
+    image: np.ndarray,
+    labels: np.ndarray,
+    palette: np.ndarray,
+    alpha: float = 0.5,
+    clear: tuple[int, ...] = (),
+) -> np.ndarray:
+    """Blend the label colours over ``image``: ``(1 - alpha) * image + alpha * colour``, uint8.
+
+    Pixels labelled with a class in ``clear`` (e.g. VOC's black "background") keep the image.
+    """
     colours = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)[labels]
     blend = (1.0 - alpha) * image.astype(np.float32) + alpha * colours.astype(np.float32)
-    return np.clip(np.round(blend), 0, 255).astype(np.uint8)
+    out = np.clip(np.round(blend), 0, 255).astype(np.uint8)
+    if clear:
+        keep = np.isin(labels, clear)
+        out[keep] = image[keep]
+    return out
 
 
 def save_overlay(
@@ -185,10 +198,11 @@ def save_overlay(
     labels: np.ndarray,
     palette: np.ndarray,
     alpha: float = 0.5,
+    clear: tuple[int, ...] = (),
 ) -> None:
-    """Write the alpha-blended overlay of ``labels`` on ``image``; JPEG if the suffix says so."""
+    """Write :func:`overlay` of ``labels`` on ``image``; JPEG (quality 90) if the suffix says so."""
     path = Path(path)
-    blended = Image.fromarray(overlay(image, labels, palette, alpha))
+    blended = Image.fromarray(overlay(image, labels, palette, alpha, clear))
     fmt = "JPEG" if path.suffix.lower() in (".jpg", ".jpeg") else "PNG"
     with atomic_open(path) as handle:
         blended.save(handle, format=fmt, **({"quality": 90} if fmt == "JPEG" else {}))

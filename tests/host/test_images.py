@@ -132,6 +132,10 @@ def test_overlay(tmp_path: Path) -> None:
     pal = voc_palette()
     np.testing.assert_array_equal(overlay(RGB, labels, pal, 0.0), RGB)
     assert (overlay(RGB, labels, pal, 1.0) == pal[1]).all()
+    labels[:6] = 0
+    clear = overlay(RGB, labels, pal, 1.0, clear=(0,))
+    np.testing.assert_array_equal(clear[:6], RGB[:6])
+    assert (clear[6:] == pal[1]).all()
     save_overlay(tmp_path / "o.jpg", RGB, labels, pal)
     save_overlay(tmp_path / "o.png", RGB, labels, pal)
     assert load_image(tmp_path / "o.png").shape == (12, 20, 3)
