@@ -123,8 +123,9 @@ def _debug(ctx: click.Context) -> bool:
     "--overlap",
     type=click.IntRange(min=0),
     default=None,
-    help="Tile overlap in pixels, rounded up to the net stride [default: the exact one, from "
-    "the receptive field]; smaller is faster but not exact.",
+    help="Tile overlap in pixels, rounded up to a multiple of the net stride and capped at the "
+    "tile minus it [default: the exact one, from the receptive field]; smaller is faster, "
+    "not exact.",
 )
 @click.option("--overlay", is_flag=True, help="Also write an alpha-blended overlay (JPEG).")
 @click.option(
