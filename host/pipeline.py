@@ -20,10 +20,13 @@ Failures are per item: an image that cannot be decoded or segmented becomes a :c
 with ``error`` set and the batch goes on (an accelerator timeout makes the engine refuse further
 work with the same one-line message, so later items fail fast instead of hanging).
 
-Timing: each result has its per-stage seconds; :meth:`Pipeline.report` sums them and measures
-the accelerator's busy time (time inside ``engine.run``) against the wall clock. If the
-accelerator is busy most of the time the host keeps up; otherwise the busiest host stage is the
-bottleneck.
+Timing: each result has its per-stage seconds (``tiling`` is the host's share of the
+accelerate stage: cutting tiles and stitching). :meth:`Pipeline.report` sums them, measures
+the time inside ``engine.run``, and compares the fabric's own busy time (tiles / the package's
+estimated FPS) with the wall clock: if the fabric is busy at least 90% of the time the host keeps
+up; otherwise the busiest stage is the bottleneck. ``host_ms_per_image`` (all CPU-side work,
+summed over threads, incl. the engine's packing and copies) divided by the cores is what the
+host needs per image on its own, to compare with ``fabric_ms_per_image`` on another CPU.
 
 >>> pipe = Pipeline(Segmenter.load(package), write=save)        # doctest: +SKIP
 >>> for result in pipe.run(paths):                                # doctest: +SKIP
@@ -48,6 +51,13 @@ if TYPE_CHECKING:
     from fcnseg.host.segmenter import Segmentation, Segmenter
 
 STAGES = ("decode", "accelerate", "finish")
+#: Engine phases that run on the host CPU (the rest of an engine call is the fabric's).
+HOST_ENGINE_PHASES = (
+    "pack_input",
+    "copy_input_to_device",
+    "copy_output_from_device",
+    "unpack_output",
+)
 #: Accelerator busy fraction above which the host is said to keep up.
 KEEPS_UP = 0.9
 _DONE = object()
@@ -64,6 +74,7 @@ class Result:
     error: str | None = None
     times: dict[str, float] = field(default_factory=dict)  #: stage -> seconds
     tiles: int = 0  #: accelerator tiles this item ran
+    exception: BaseException | None = field(default=None, repr=False)  #: for --debug
     _raise: BaseException | None = field(default=None, repr=False)  # the sources failed here
 
     @property
@@ -84,6 +95,15 @@ class Report:
     workers: dict[str, int]
     fabric_fps: float | None = None  #: the accelerator's own rate (the package's estimate)
     engine_timing: dict[str, float] = field(default_factory=dict)  #: engine phases (s), if any
+
+    @property
+    def host_busy_s(self) -> float:
+        """CPU-side work, summed over threads: decoding, cutting tiles and stitching, the
+        engine's host phases (packing, copies, unpacking) and finishing. Divided by the
+        number of cores, it is the wall time the host needs, whatever the fabric does."""
+        engine = sum(self.engine_timing.get(k, 0.0) for k in HOST_ENGINE_PHASES)
+        stages = sum(self.stage_busy_s.get(k, 0.0) for k in ("decode", "tiling", "finish"))
+        return stages + engine
 
     @property
     def fabric_busy_s(self) -> float | None:
@@ -119,7 +139,7 @@ class Report:
         """``"accelerator"`` if the host keeps up, else the busiest host stage per worker."""
         if self.keeps_up:
             return "accelerator"
-        load = {s: t / max(1, self.workers.get(s, 1)) for s, t in self.stage_busy_s.items()}
+        load = {s: self.stage_busy_s.get(s, 0.0) / max(1, self.workers.get(s, 1)) for s in STAGES}
         return max(load, key=load.get)
 
     def to_json(self) -> dict[str, Any]:
@@ -145,6 +165,12 @@ class Report:
                 if k not in ("calls", "tiles")
             },
             "stage_ms_per_image": {s: round(v, 2) for s, v in per_image.items()},
+            "host_ms_per_image": round(1e3 * self.host_busy_s / self.images, 2)
+            if self.images
+            else 0.0,
+            "fabric_ms_per_image": round(1e3 * self.fabric_busy_s / self.images, 2)
+            if self.images and self.fabric_busy_s is not None
+            else None,
             "workers": dict(self.workers),
             "keeps_up": self.keeps_up,
             "bottleneck": self.bottleneck,
@@ -165,15 +191,23 @@ class _TimedEngine:
         """Tiles run so far by the calling thread."""
         return getattr(self._local, "tiles", 0)
 
+    def thread_wall(self) -> float:
+        """Seconds the calling thread spent in ``run`` so far, waiting for its turn included."""
+        return getattr(self._local, "wall", 0.0)
+
     def run(self, x: np.ndarray) -> np.ndarray:
-        with self.lock:  # one accelerator: calls from several threads take turns
-            start = time.perf_counter()
-            try:
-                return self.engine.run(x)
-            finally:
-                self.busy_s += time.perf_counter() - start
-                self.tiles += len(x)
-                self._local.tiles = self.thread_tiles() + len(x)
+        called = time.perf_counter()
+        try:
+            with self.lock:  # one accelerator: calls from several threads take turns
+                start = time.perf_counter()
+                try:
+                    return self.engine.run(x)
+                finally:
+                    self.busy_s += time.perf_counter() - start
+                    self.tiles += len(x)
+                    self._local.tiles = self.thread_tiles() + len(x)
+        finally:
+            self._local.wall = self.thread_wall() + time.perf_counter() - called
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.engine, name)
@@ -229,18 +263,20 @@ class Pipeline:
         try:
             return np.ascontiguousarray(self.decode(item.source), dtype=np.uint8)
         except Exception as e:  # per-item isolation
-            item.error = _message(e)
+            item.error, item.exception = _message(e), e
             return None
 
     def _accelerate(self, item: Result, rgb: np.ndarray, engine: _TimedEngine) -> Any:
-        before = engine.thread_tiles()
+        tiles, wall, start = engine.thread_tiles(), engine.thread_wall(), time.perf_counter()
         try:
             return self.segmenter.scores(rgb)
         except Exception as e:
-            item.error = _message(e)
+            item.error, item.exception = _message(e), e
             return None
         finally:
-            item.tiles = engine.thread_tiles() - before
+            item.tiles = engine.thread_tiles() - tiles
+            # the host's own share of the stage: cutting tiles and stitching
+            item.times["tiling"] = time.perf_counter() - start - (engine.thread_wall() - wall)
 
     def _finish(self, item: Result, rgb: np.ndarray, scores: np.ndarray) -> None:
         from fcnseg.host.segmenter import Segmentation
@@ -260,7 +296,7 @@ class Pipeline:
             if self.write is not None:
                 item.output = self.write(item)
         except Exception as e:
-            item.error = _message(e)
+            item.error, item.exception = _message(e), e
 
     # --- running ---------------------------------------------------------------------------------
 
@@ -384,7 +420,7 @@ class Pipeline:
                 t.join(timeout=5)
             self.segmenter.engine = original
             wall = time.perf_counter() - start
-            busy = {s: sum(r.times.get(s, 0.0) for r in results) for s in STAGES}
+            busy = {s: sum(r.times.get(s, 0.0) for r in results) for s in (*STAGES, "tiling")}
             self._report = Report(
                 images=len(results),
                 failed=sum(not r.ok for r in results),
@@ -419,3 +455,16 @@ def run_serial(segmenter: Segmenter, sources: Iterable[Any]) -> tuple[list[Any],
     start = time.perf_counter()
     out = [segmenter.segment(as_rgb_array(s)) for s in sources]
     return out, time.perf_counter() - start
+
+
+def measure(segmenter: Segmenter, sources: list[Any], **pipeline: Any) -> dict[str, Any]:
+    """Serial, then pipelined, over the same ``sources``: the figures ``fcnseg bench`` reports
+    (images/s both ways, per-stage ms per image, engine phases per tile, keeps up or not)."""
+    _, serial = run_serial(segmenter, sources)
+    pipe = Pipeline(segmenter, **pipeline)
+    failed = [r.error for r in pipe.run(sources) if not r.ok]
+    if failed:
+        raise UserError(f"{len(failed)} image(s) failed while measuring: {failed[0]}")
+    report = pipe.report().to_json()
+    report["serial_images_per_s"] = round(len(sources) / serial, 3) if serial else 0.0
+    return report

@@ -40,6 +40,7 @@ CPU cost). :func:`make_settings` writes the ``driver/settings.json`` finn-plus's
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -48,7 +49,7 @@ import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -189,8 +190,10 @@ def ports_of(package: Package) -> tuple[Port, Port]:
     ``PE``, else ``SIMD``); layers without either stream one value per beat.
     """
     iname, oname = package.input["name"], package.output["name"]
-    first = next(layer for layer in package.layers if iname in layer.inputs)
-    last = next(layer for layer in package.layers if oname in layer.outputs)
+    first = next((layer for layer in package.layers if iname in layer.inputs), None)
+    last = next((layer for layer in package.layers if oname in layer.outputs), None)
+    if first is None or last is None:
+        raise UserError(f"{package.path}: no layer reads the input or writes the output")
     ifold = int(first.folding.get("SIMD", first.folding.get("PE", 1)))
     ofold = int(last.folding.get("PE", last.folding.get("SIMD", 1)))
     ishape = tuple(int(v) for v in package.input["shape"][1:])
@@ -478,7 +481,8 @@ class EmulatedZynq(Device):
         self._saved = (had, Device.__dict__.get("_active_device"), Clocks.device)
         Device.active_device = self
         Clocks.set_device(self)
-        Clocks.__dict__.get("_real_instance") and delattr(Clocks, "_real_instance")
+        if "_real_instance" in Clocks.__dict__:  # cached for whatever device came first
+            delattr(Clocks, "_real_instance")
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -696,3 +700,30 @@ class EmulatedZynq(Device):
             for base, name in self._names.items():
                 if name in ("idma0", "odma0"):
                     self._regs[base].view(np.ndarray)[CTRL // 4] = AP_DONE | AP_IDLE
+
+
+@contextlib.contextmanager
+def standin_segmenter(
+    package: Package, fps: float | None = None, **segmenter: Any
+) -> Iterator[Any]:
+    """A ``Segmenter`` on the ``pynq`` backend over an emulated board whose fabric takes the
+    package's estimated FPS (:func:`standin_device`): what ``fcnseg bench --backend pynq``
+    measures off-board. Scores are zeros; the timing is the point."""
+    from fcnseg.host.backends.pynq import open_engine
+    from fcnseg.host.segmenter import Segmenter, geometry_of
+
+    scratch = Path(tempfile.mkdtemp(prefix="fcnseg-standin-"))
+    try:
+        from fcnseg.host.package import load_package
+
+        board = load_package(emulated_package(package, scratch / "package"))
+        with standin_device(package, fps, ddr_bytes=256 << 20):
+            engine = open_engine(board)
+            seg = Segmenter(
+                engine, geometry_of(board, engine), board.output_scale, board.output_bias,
+                classes=board.model_card.get("classes"), **segmenter,
+            )  # fmt: skip
+            seg.package = board
+            yield seg
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

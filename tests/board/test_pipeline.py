@@ -49,7 +49,7 @@ def test_results_in_order_equal_serial(package, accelerate, finish):
         assert r.ok
         np.testing.assert_array_equal(r.segmentation.scores, w.scores)
         assert r.segmentation.labels.tobytes() == w.labels.tobytes()
-        assert set(r.times) == {"decode", "accelerate", "finish"}
+        assert set(r.times) == {"decode", "accelerate", "tiling", "finish"}
     assert seg.engine.__class__.__name__ == "SimEngine"  # restored after the run
     assert not _threads()
 
@@ -134,3 +134,15 @@ def test_hung_accelerator_fails_items_fast(package, board):
     assert [r.ok for r in results] == [False, False, False]
     assert "did not finish" in results[0].error
     assert all("unusable" in r.error for r in results[1:])
+
+
+def test_measure_with_standin_segmenter(package):
+    """What ``fcnseg bench --backend pynq`` runs off-board: serial and pipelined figures."""
+    from fcnseg.host.pipeline import measure
+
+    with ez.standin_segmenter(package) as seg:
+        assert type(seg.engine).__name__ == "PynqEngine"
+        figures = measure(seg, PHOTOS[:2])
+    assert figures["images"] == 2 and figures["serial_images_per_s"] > 0
+    assert figures["fabric_fps"] == pytest.approx(ez.estimated_fps(package))
+    assert {"host_ms_per_image", "fabric_ms_per_image", "keeps_up"} <= set(figures)
