@@ -155,9 +155,9 @@ def bench_tile(net: Any, tile: tuple[int, int], out: Path, reps: int = 10) -> di
     old = os.environ.get("SANITIZE_QUANT_TENSORS")
     try:
         os.environ.pop("SANITIZE_QUANT_TENSORS", None)
-        res["finn_s"] = best_time(lambda: execute_onnx(hw, feed), 1)
+        res["finn_s"] = best_time(lambda: execute_onnx(hw, feed), 3, budget_s=30.0)
         os.environ["SANITIZE_QUANT_TENSORS"] = "0"
-        res["finn_nosanitize_s"] = best_time(lambda: execute_onnx(hw, feed), 2)
+        res["finn_nosanitize_s"] = best_time(lambda: execute_onnx(hw, feed), 3, budget_s=30.0)
     finally:
         if old is None:
             os.environ.pop("SANITIZE_QUANT_TENSORS", None)
