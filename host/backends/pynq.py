@@ -397,13 +397,14 @@ class PynqEngine:
             packed = self.pack(chunk)
             t1 = time.perf_counter()
             self.ibuf[:n] = packed
-            self.ibuf.flush()
+            self.ibuf[:n].flush()  # only the bytes the DMA reads
             t2 = time.perf_counter()
             self._start(n)
             self._wait(n)
             t3 = time.perf_counter()
-            self.obuf.invalidate()
-            raw = np.array(self.obuf[:n])
+            out = self.obuf[:n]
+            out.invalidate()
+            raw = np.array(out)
             t4 = time.perf_counter()
             outs.append(self.unpack(raw))
             t5 = time.perf_counter()

@@ -236,3 +236,33 @@ def test_geometry_matches_sim(pkgs):
     with ez.EmulatedZynq(ez.sim_accelerator(package)):
         engine = open_engine(board)
     assert geometry_of(board, engine) == geometry_of(package, SimEngine(package))
+
+
+def test_cli_segment_pynq_writes_the_same_masks_as_sim(pkgs, tmp_path):
+    """``fcnseg segment --backend pynq`` (in-process, emulated board) == ``--backend sim``."""
+    from click.testing import CliRunner
+    from fcnseg.host.cli import segment
+
+    package, board = pkgs
+    inputs = [str(p) for p in PHOTOS[:3]]
+    runner = CliRunner()
+    sim = runner.invoke(
+        segment, [*inputs, "-o", str(tmp_path / "sim"), "--package", str(board.path)]
+    )
+    assert sim.exit_code == 0, sim.output
+    with ez.EmulatedZynq(ez.sim_accelerator(package)) as dev:
+        args = [
+            *inputs,
+            "-o",
+            str(tmp_path / "hw"),
+            "--package",
+            str(board.path),
+            "--backend",
+            "pynq",
+        ]
+        hw = runner.invoke(segment, args)
+        assert hw.exit_code == 0, hw.output
+        assert dev.stats["tiles"] > 0
+    for photo in PHOTOS[:3]:
+        name = photo.with_suffix(".png").name
+        assert (tmp_path / "hw" / name).read_bytes() == (tmp_path / "sim" / name).read_bytes()
