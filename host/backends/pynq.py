@@ -237,6 +237,10 @@ class PynqEngine:
         self.bitfile, info = _driver_files(package)
         if info.get("platform") != "zynq-iodma":
             raise UserError(f"platform {info.get('platform')!r} is not supported (zynq-iodma)")
+        if info.get("driver_type", "FINNDMAOverlay") != "FINNDMAOverlay":
+            raise UserError(
+                f"driver type {info['driver_type']!r} is not supported (FINNDMAOverlay)"
+            )
         self.io = json.loads(json.dumps(info["io_shape_dict"]))  # a copy the driver may mutate
         _check_io(package, self.io)
         self.idt, self.odt = package.input["dtype"], package.output["dtype"]
@@ -266,6 +270,11 @@ class PynqEngine:
             self.transport = "finn" if _finn_driver_importable() else "builtin"
         if self.transport == "finn":
             self._open_finn(info, device)
+        elif info.get("runtime_weights") or info.get("external_weights"):
+            raise UserError(
+                "the accelerator has runtime-writable or external weights: only finn-plus-driver "
+                "loads them (transport 'finn', see docs/board.md)"
+            )
         else:
             self._open_builtin(device)
         self.clock = self._set_clock()
@@ -275,7 +284,7 @@ class PynqEngine:
     def _open_finn(self, info: dict[str, Any], device: Any) -> None:
         from finn_plus_driver import get_driver_class
 
-        cls = get_driver_class(info.get("driver_type", "FINNDMAOverlay"))
+        cls = get_driver_class("FINNDMAOverlay")
         weights = self.package.file("driver/runtime_weights")
         self.overlay = cls(
             bitfile_name=str(self.bitfile),

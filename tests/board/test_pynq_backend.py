@@ -266,3 +266,11 @@ def test_cli_segment_pynq_writes_the_same_masks_as_sim(pkgs, tmp_path):
     for photo in PHOTOS[:3]:
         name = photo.with_suffix(".png").name
         assert (tmp_path / "hw" / name).read_bytes() == (tmp_path / "sim" / name).read_bytes()
+
+
+def test_builtin_refuses_runtime_weights(pkgs, tmp_path):
+    package, board = pkgs
+    variant = _edited(board, tmp_path, lambda d: d.update(runtime_weights=True))
+    with ez.EmulatedZynq(ez.sim_accelerator(package)):
+        with pytest.raises(UserError, match="only finn-plus-driver"):
+            open_engine(variant, transport="builtin")
