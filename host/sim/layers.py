@@ -48,10 +48,6 @@ class Op:
             raise UserError(f"layer {self.layer.name}: attribute {name!r} missing")
         return default
 
-    def stride(self) -> tuple[float, float]:
-        """Spatial downsampling factor of this layer (output pixel = stride input pixels)."""
-        return 1.0, 1.0
-
 
 class ThresholdCounter:
     """``out = scale * #{b : x >= T[c, b]} + bias`` per channel, for integer ``x`` in a range.
@@ -146,7 +142,9 @@ class MVAU(Op):
         self.acc_range = acc_range
         self.gemm = gemm_dtype(bound)
         self.w = np.ascontiguousarray(w.astype(self.gemm))
-        self.no_act = int(self.attr("noActivation", 0)) == 1 or "thresholds" not in layer.arrays
+        self.no_act = int(self.attr("noActivation", 0)) == 1
+        if not self.no_act and "thresholds" not in layer.arrays:
+            raise UserError(f"layer {layer.name}: MVAU with activation has no thresholds")
         if self.no_act:
             self.thr = None
             self.out_ranges = [acc_range]
@@ -181,9 +179,6 @@ class ConvolutionInputGenerator(Op):
         self.d = tuple(int(v) for v in self.attr("Dilation", [1, 1]))
         self.out_ranges = [self.in_ranges[0]]
         self.out_dtype: np.dtype | None = None
-
-    def stride(self) -> tuple[float, float]:
-        return float(self.s[0]), float(self.s[1])
 
     def out_dims(self, h: int, w: int) -> tuple[int, int]:
         (kh, kw), (sh, sw), (dh, dw) = self.k, self.s, self.d
@@ -287,9 +282,6 @@ class MaxPoolDirect(Op):
         super().__init__(pool.layer, swg.in_ranges)
         self.swg = swg
         self.out_ranges = pool.out_ranges
-
-    def stride(self) -> tuple[float, float]:
-        return self.swg.stride()
 
     def __call__(self, x: np.ndarray) -> list[np.ndarray]:
         (kh, kw), (sh, sw), (dh, dw) = self.swg.k, self.swg.s, self.swg.d
@@ -404,9 +396,6 @@ class UpsampleNearestNeighbour(Op):
             raise UserError(f"layer {layer.name}: upsampling {hi_}x{wi}->{ho}x{wo} not integer")
         self.f = (ho // hi_, wo // wi)
         self.out_ranges = [self.in_ranges[0]]
-
-    def stride(self) -> tuple[float, float]:
-        return 1.0 / self.f[0], 1.0 / self.f[1]
 
     def __call__(self, x: np.ndarray) -> list[np.ndarray]:
         n, h, w, c = x.shape
