@@ -345,3 +345,26 @@ class _Identity:
 
     def apply(self, model):
         return model, False
+
+
+@pytest.mark.parametrize("form", ["partition", "specialized"])
+def test_package_from_partitioned_or_specialized_graph(built, tmp_path, form):
+    """build_package follows a dataflow partition into its child graph, and reads specialized
+    (``*_hls``/``*_rtl``) layers as their HW op: the same integers either way."""
+    from fcnseg.hw.to_package import build_package
+    from finn.transformation.fpgadataflow.create_dataflow_partition import (
+        CreateDataflowPartition,
+    )
+    from finn.transformation.fpgadataflow.specialize_layers import SpecializeLayers
+
+    _, model, pkg_path = built("fcn8s")
+    if form == "partition":
+        other = model.transform(CreateDataflowPartition(partition_model_dir=str(tmp_path / "p")))
+        assert "StreamingDataflowPartition" in [n.op_type for n in other.graph.node]
+    else:
+        other = model.transform(SpecializeLayers("xc7z020clg400-1"))
+        assert any(n.op_type.endswith("_rtl") for n in other.graph.node)
+    card = load_package(pkg_path).model_card
+    path = build_package(other, tmp_path / "pkg", model_card=card, output_scale=[1.0] * 3)
+    x = photo("chelsea", TILE)
+    assert np.array_equal(SimEngine(load_package(path)).run(x), finn_scores(model, x))
