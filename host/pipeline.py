@@ -250,10 +250,8 @@ class Pipeline:
         self.depth = depth
         self.finish_workers = finish_workers
         self.accelerate_workers = accelerate_workers
-        if fabric_fps is None:
-            package = getattr(segmenter, "package", None)
-            estimates = getattr(package, "estimates", None) or {}
-            fabric_fps = estimates.get("estimated_fps")
+        if fabric_fps is None:  # an FPGA engine knows its fabric's rate; a simulator has none
+            fabric_fps = getattr(segmenter.engine, "fabric_fps", None)
         self.fabric_fps = float(fabric_fps) if fabric_fps else None
         self._report: Report | None = None
 

@@ -258,6 +258,8 @@ class PynqEngine:
                 f"{buffer_limit}; raise it"
             )
         fps = float(package.estimates.get("estimated_fps") or 0)
+        #: the fabric's own rate, tiles/s (the package's finn-plus estimate; None if unknown)
+        self.fabric_fps = fps or None
         self.timeout_s = (
             float(timeout_s) if timeout_s else max(5.0, 20 * self.batch / fps) if fps else 30.0
         )

@@ -51,6 +51,7 @@ def test_results_in_order_equal_serial(package, accelerate, finish):
         assert r.segmentation.labels.tobytes() == w.labels.tobytes()
         assert set(r.times) == {"decode", "accelerate", "tiling", "finish"}
     assert seg.engine.__class__.__name__ == "SimEngine"  # restored after the run
+    assert pipe.report().fabric_fps is None  # a simulator has no fabric rate
     assert not _threads()
 
 
