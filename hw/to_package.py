@@ -149,6 +149,25 @@ def node_to_layer(model: ModelWrapper, node, ranges: dict[str, tuple[int, int]])
     )
 
 
+def _topological(layers: list[Layer]) -> list[Layer]:
+    """Stable topological order (graph order where it is already valid): the package contract."""
+    produced_by = {t: i for i, layer in enumerate(layers) for t in layer.outputs}
+    done: set[int] = set()
+    order: list[Layer] = []
+    pending = list(range(len(layers)))
+    while pending:
+        for k, i in enumerate(pending):
+            deps = {produced_by[t] for t in layers[i].inputs if t in produced_by}
+            if deps <= done:
+                done.add(i)
+                order.append(layers[i])
+                del pending[k]
+                break
+        else:
+            raise UserError("the HW layers contain a cycle")
+    return order
+
+
 def layers_from_model(model: ModelWrapper) -> tuple[list[Layer], dict[str, Any]]:
     """Package layers and the io dict (without scale/bias) of a finn-plus HW-layer graph."""
 
@@ -166,7 +185,7 @@ def layers_from_model(model: ModelWrapper) -> tuple[list[Layer], dict[str, Any]]
             raise UserError(f"node {n.name} ({n.op_type}) between HW layers is not a HW layer")
 
     ranges: dict[str, tuple[int, int]] = {}
-    layers = [node_to_layer(model, node, ranges) for node in hw]
+    layers = _topological([node_to_layer(model, node, ranges) for node in hw])
     produced = {t for layer in layers for t in layer.outputs}
     consumed = {t for layer in layers for t in layer.inputs}
     ins = [t for t in consumed if t not in produced]

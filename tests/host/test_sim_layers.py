@@ -424,3 +424,15 @@ def test_threshold_counter_matches_naive_count(seed, force_search, monkeypatch):
         out = tc(xin)
         assert out.dtype == tc.out_dtype
         assert np.array_equal(out.astype(np.int64), expect)
+
+
+def test_package_layers_are_put_in_topological_order():
+    from fcnseg.hw.to_package import _topological
+
+    def dup(name, ins, outs):
+        return Layer("DuplicateStreams", name, tuple(ins), tuple(outs), {}, (), ())
+
+    layers = [dup("c", ["b"], ["c"]), dup("a", ["x"], ["a"]), dup("b", ["a"], ["b", "b2"])]
+    assert [layer.name for layer in _topological(layers)] == ["a", "b", "c"]
+    with pytest.raises(UserError, match="cycle"):
+        _topological([dup("p", ["q"], ["p"]), dup("q", ["p"], ["q"])])
