@@ -18,7 +18,8 @@ accelerator.json (``FORMAT_VERSION`` 1)::
     format_version  1                  a loader refuses any other version (newer: upgrade fcnseg)
     model_card      {name, arch, classes [str], palette [[r,g,b]], normalisation {...},
                      tile [H, W], output_stride, receptive_field, ...}   (from the export's
-                     model.json; extra keys are kept)
+                     model.json; extra keys are kept; ``classes`` (one per output channel) and
+                     ``output_stride`` are required, the loader checks them)
     io
       input         {name, dtype "UINT8", shape [1,H,W,3], layout "NHWC"}
       output        {name, dtype "INT16", shape [1,H/s,W/s,C], layout "NHWC",
@@ -32,6 +33,11 @@ accelerator.json (``FORMAT_VERSION`` 1)::
                      input_shapes, output_shapes   at the tile size, NHWC
                      folding     {"PE": int, "SIMD": int, ...}
                      arrays      {role: key in accelerator.npz}, e.g. {"weights": "l3.weights"}}
+                    array roles: MVAU "weights" (MW, MH) and, with an activation,
+                    "thresholds" (MH or 1, steps); Thresholding "thresholds" (C or 1, steps);
+                    Elementwise* "lhs"/"rhs" constants. Thresholds are integers: ``ceil`` of
+                    finn's float thresholds (same counts for integer inputs), sorted per row
+                    by the reader; an output is ``#{t : x >= t} + ActVal`` (BIPOLAR: 2c - 1).
     estimates       free-form dict from the finn-plus estimate reports (may be {})
     board           board name ("pynq-z2", "zcu104", "kv260") or null
     files           {relative path: sha256 hex} for every file of the package but this json
@@ -39,7 +45,11 @@ accelerator.json (``FORMAT_VERSION`` 1)::
 
 Shapes baked at the tile size (``input_shapes``, ``IFMDim`` ...) are informative: the simulator
 re-derives every spatial size from the actual input, so a package runs on any multiple of the
-net's stride.
+net's stride (:attr:`Package.net_stride`, derived from the layers: 32 for five 2x2 pools).
+
+Versioning: any change a version-1 reader would misread (a new required field, a new meaning)
+bumps ``FORMAT_VERSION``; readers refuse versions they do not know. New optional keys and new
+layer kinds (which old readers refuse by kind) do not need a bump.
 """
 
 from __future__ import annotations
