@@ -116,6 +116,12 @@ def node_to_layer(model: ModelWrapper, node, ranges: dict[str, tuple[int, int]])
     dyn = [t for t in node.input if t and model.get_initializer(t) is None]
     in_dts = [model.get_tensor_datatype(t).name for t in dyn]
     out_dts = [model.get_tensor_datatype(t).name for t in node.output]
+    for dt in in_dts + out_dts:
+        if not dt.startswith(("INT", "UINT", "BIPOLAR", "BINARY", "TERNARY")):
+            raise UserError(
+                f"layer {node.name} ({kind}) streams {dt}: the accelerator must be integer "
+                "end to end (cut the float tail before packaging)"
+            )
     for t, dt in zip(dyn, in_dts, strict=True):
         ranges.setdefault(t, parse_dtype(dt))
     arrays: dict[str, np.ndarray] = {}
