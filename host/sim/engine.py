@@ -65,6 +65,8 @@ class SimEngine:
         #: the proven score range exceeds the output datatype: hardware would wrap where the
         #: simulator returns the true integers (a finn datatype inference bug if it happens)
         self.output_may_wrap = olo < lo or ohi > hi
+        #: names of MVAUs whose proven accumulator range exceeds their accDataType
+        self.acc_may_wrap = [op.layer.name for op, _, _ in steps if getattr(op, "acc_may_wrap", 0)]
         self._last_use = self._last_uses()
 
     @staticmethod

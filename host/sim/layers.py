@@ -140,6 +140,13 @@ class MVAU(Op):
         self.mw, self.mh = mw, mh
         acc_range, bound = matmul_range(self.in_ranges[0], w)
         self.acc_range = acc_range
+        acc_dt = self.attrs.get("accDataType")
+        #: the proven accumulator range exceeds the declared accumulator type (hardware would
+        #: wrap; the simulator computes the true integers)
+        self.acc_may_wrap = False
+        if acc_dt:
+            alo, ahi = parse_dtype(str(acc_dt))
+            self.acc_may_wrap = acc_range[0] < alo or acc_range[1] > ahi
         self.gemm = gemm_dtype(bound)
         self.w = np.ascontiguousarray(w.astype(self.gemm))
         self.no_act = int(self.attr("noActivation", 0)) == 1
