@@ -68,7 +68,8 @@ def time_engine(engine: SimEngine, tile: tuple[int, int], reps: int = 10) -> dic
     }
 
 
-def _default_net(config: Path | None):
+def default_net(config: Path | None):
+    """The default model topology (a training config's ``model``) with random weights."""
     import torch
     from fcnseg.quantize.models import ModelConfig, build_model
 
@@ -202,7 +203,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     torch.set_num_threads(1)
     tiles = [tuple(t) for t in (args.tile or [(256, 256), (224, 224)])]
-    net, cfg = _default_net(args.config)
+    net, cfg = default_net(args.config)
     report: dict[str, Any] = {"model": cfg.to_dict(), "tiles": []}
     with tempfile.TemporaryDirectory(prefix="fcnseg-bench-") as tmp:
         for tile in tiles:
