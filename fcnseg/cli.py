@@ -24,7 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "compile": ("fcnseg.hw.cli:compile_", "Run the finn-plus flow: export -> deployment package."),
     "info": ("fcnseg.hw.cli:info", "Print the reports of a build or deployment package."),
     "segment": ("fcnseg.host.cli:segment", "Segment images with a deployment package."),
-    "bench": ("fcnseg.host.cli:bench", "Run the benchmark suite."),
+    "bench": ("fcnseg.benchmarks.cli:bench", "Run the benchmark suite."),
 }
 
 

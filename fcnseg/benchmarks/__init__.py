@@ -1,0 +1,33 @@
+"""``fcnseg bench``: the benchmark suite (issue 8), one module per benchmark.
+
+Every benchmark is a function ``run(ctx: Context) -> dict`` (see :mod:`.runner` for the result
+schema) registered here by name, imported only when it runs, so a benchmark whose dependencies are
+missing in the current environment (torch in ``.venv-board``) is reported as skipped instead of
+breaking the others. Benchmarks report; they never pass or fail on time: every figure is a ratio
+against a reference measured in the same run (median of several repetitions). What they *do*
+assert is exactness (bit-exact simulator, identical labels), as checks stored with the figures.
+
+- ``simulator``: per tile of the default FCN-8s, sim vs finn-plus ``execute_onnx`` vs onnxruntime
+  vs Brevitas (:mod:`.simulator`).
+- ``seed_claim``: one pass of a converted FCN vs its classifier on 36 crops (:mod:`.seed_claim`).
+- ``postprocess``: dequant -> bilinear -> argmax, fast vs naive vs torch (:mod:`.postprocess`).
+- ``tiling``: shift-and-stitch factors and tile overlaps (:mod:`.tiling`).
+- ``end_to_end``: ``fcnseg segment`` on ``samples/`` and the pipeline's stages (:mod:`.end_to_end`).
+- ``estimates``: finn-plus estimates per board preset (:mod:`.estimates`).
+- ``accuracy``: float vs 4-bit mIoU on the held-out synthetic split (:mod:`.accuracy`).
+"""
+
+from __future__ import annotations
+
+#: benchmark name -> "module:function", in report order.
+BENCHMARKS: dict[str, str] = {
+    "simulator": "fcnseg.benchmarks.simulator:run",
+    "seed_claim": "fcnseg.benchmarks.seed_claim:run",
+    "postprocess": "fcnseg.benchmarks.postprocess:run",
+    "tiling": "fcnseg.benchmarks.tiling:run",
+    "end_to_end": "fcnseg.benchmarks.end_to_end:run",
+    "estimates": "fcnseg.benchmarks.estimates:run",
+    "accuracy": "fcnseg.benchmarks.accuracy:run",
+}
+
+__all__ = ["BENCHMARKS"]

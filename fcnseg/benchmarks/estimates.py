@@ -1,0 +1,111 @@
+"""Benchmark 6: hardware ESTIMATES per board preset (finn-plus estimate reports, not measured).
+
+For each preset in :data:`fcnseg.hw.boards.BOARDS`: the default package for that board
+(``host/packages/fcn8s-<board>``; when missing and ``ctx.compile_missing``, compiled here from the
+subject's export with ``fcnseg compile``'s code, estimate-only). From its ``accelerator.json``
+estimates: FPS on tiles and latency (finn's cycle estimates at the preset's clock), resources
+as % of the board's totals; frames/s on 512x1024 frames = tile FPS / tiles per frame, the tile
+count from the host's exact tiling plan (:func:`fcnseg.host.tiling.plan_tiles`, default overlap
+counted). Without Vivado no bitfile exists here: these are estimates, not measurements.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fcnseg.benchmarks.runner import Context, headline, ratio
+from fcnseg.benchmarks.subjects import build_package_for, default_subject, shipped_package
+
+FRAME = (512, 1024)
+
+
+def _package_for(ctx: Context, board: str) -> tuple[Any, str] | None:
+    subject = default_subject(ctx)
+    if subject.source != "shipped" and subject.package_dir.exists():
+        from fcnseg.host.package import load_package
+
+        pkg = load_package(subject.package_dir)
+        if pkg.board == board:
+            return subject.package_dir, f"built here ({subject.source})"
+    path = None if ctx.quick else shipped_package(ctx, board)
+    if path is not None:
+        return path, "shipped"
+    if ctx.compile_missing and not ctx.quick and subject.export_dir is not None:
+        ctx.log(f"bench: no package for {board}: compiling {subject.export_dir}")
+        try:
+            out = build_package_for(ctx, subject.export_dir, board, ctx.work_dir / f"hw-{board}")
+        except ModuleNotFoundError:
+            return None
+        return out, f"compiled here from {subject.source} export"
+    return None
+
+
+def run(ctx: Context) -> dict[str, Any]:
+    from fcnseg.host.package import load_package
+    from fcnseg.host.segmenter import geometry_of
+    from fcnseg.host.tiling import plan_tiles
+    from fcnseg.hw.boards import BOARDS
+
+    rows = []
+    notes = []
+    for name, board in BOARDS.items():
+        found = _package_for(ctx, name)
+        if found is None:
+            notes.append(f"{name}: no package (not shipped, not compiled in this run)")
+            continue
+        path, source = found
+        pkg = load_package(path)
+        est = pkg.estimates or {}
+        if "estimated_fps" not in est:
+            notes.append(f"{name}: package {path} has no estimates")
+            continue
+        geometry = geometry_of(pkg)
+        plan = plan_tiles(geometry, geometry.canvas_shape(*FRAME))
+        tiles = len(plan.tiles)
+        total = est.get("total", {})
+        budget = board.budget()
+        pct = {
+            r: round(100 * float(total.get(r, 0.0)) / budget[r], 1) if budget[r] else None
+            for r in ("LUT", "BRAM_18K", "DSP", "URAM")
+        }
+        fps = float(est["estimated_fps"])
+        rows.append(
+            {
+                "board": name,
+                "package": source,
+                "tile": f"{pkg.tile[0]}x{pkg.tile[1]}",
+                "clock_MHz": round(float(est.get("clock_mhz", 1e3 / board.clock_ns)), 1),
+                "est_tile_fps": round(fps, 1),
+                "est_latency_ms": round(float(est.get("estimated_latency_ms", 0.0)), 2),
+                "tiles_per_512x1024": tiles,
+                "overlap_px": plan.overlap,
+                "est_frame_fps_512x1024": round(fps / tiles, 2),
+                "LUT_%": pct["LUT"],
+                "BRAM18_%": pct["BRAM_18K"],
+                "DSP_%": pct["DSP"],
+                "URAM_%": pct["URAM"],
+                "fits": (est.get("fit") or {}).get("fits"),
+            }
+        )
+    if not rows:
+        from fcnseg.benchmarks.runner import Skipped
+
+        raise Skipped("no package with estimates for any board: " + "; ".join(notes))
+    ref = rows[0]["est_tile_fps"]
+    for r in rows:
+        r["fps_vs_" + rows[0]["board"]] = ratio(r["est_tile_fps"], ref)
+    return {
+        "title": "Hardware ESTIMATES per board (finn-plus estimate reports; no bitfile built here)",
+        "method": __doc__.split("\n\n", 1)[1].strip() if __doc__ else "",
+        "rows": rows,
+        "headline": [
+            headline(
+                f"ESTIMATED frames/s at 512x1024 on {r['board']}",
+                r["est_frame_fps_512x1024"],
+                "frames/s",
+            )
+            for r in rows
+        ],
+        "checks": [],
+        "notes": notes,
+    }

@@ -1,0 +1,216 @@
+"""Run benchmarks: timing helpers, machine info, skip/error handling, the results dict.
+
+Timing: :func:`timed` returns the *median* wall time of ``reps`` runs after one warm-up (the median
+is robust to the other processes sharing this machine; the minimum is kept too). Related
+functions are timed in turns (:func:`interleaved`) so a burst of load from elsewhere hits all of
+them alike; a figure is then a ratio of two medians measured in the same run.
+
+A benchmark's result (a JSON-ready dict) has::
+
+    title     str
+    method    str, how it was measured (rendered in RESULTS.md)
+    rows      list of dicts, one table row each (same keys in every row)
+    headline  list of {"figure", "value", "unit", "goal", "met"}: the numbers the issue asks for
+    checks    list of {"name", "passed", "detail"}: exactness asserted on the same inputs
+    notes     list of str
+
+The runner adds ``status`` (``ok``; ``failed`` when a check did not pass, figures kept;
+``skipped`` when a dependency is missing, :class:`Skipped`; ``error`` for anything else, with
+the message) and ``seconds``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+#: repository root (fcnseg/benchmarks/runner.py -> ../..).
+REPO = Path(__file__).resolve().parents[2]
+
+#: distributions whose versions the results record.
+VERSIONED = ("numpy", "torch", "brevitas", "qonnx", "finn-plus", "onnxruntime", "pynq")
+
+
+class Skipped(Exception):
+    """Raised by a benchmark that cannot run here; the message is the reason."""
+
+
+@dataclass
+class Context:
+    """What every benchmark gets: options, a scratch folder and a cache shared between them."""
+
+    reps: int = 5
+    quick: bool = False
+    backend: str = "sim"
+    work_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="fcnseg-bench-")))
+    #: where shipped artifacts are looked up (tests point these at their own folders).
+    packages_dir: Path = REPO / "host" / "packages"
+    model_dir: Path = REPO / "models" / "default-fcn8s"
+    samples_dir: Path = REPO / "samples"
+    #: compile a board's package when it is missing (full runs only; ~1 min per board here).
+    compile_missing: bool = True
+    cache: dict[str, Any] = field(default_factory=dict)
+    log: Callable[[str], None] = field(default=lambda msg: print(msg, file=sys.stderr, flush=True))
+
+    def reps_for(self, cost: str = "cheap") -> int:
+        """Repetitions for a measurement: ``cheap`` ones get ``reps``, ``slow`` ones at most 3."""
+        if cost == "slow":
+            return max(1, min(self.reps, 1 if self.quick else 3))
+        return max(1, self.reps)
+
+
+def timed(fn: Callable[[], object], reps: int, warmup: bool = True) -> dict[str, float]:
+    """``{"median_s", "min_s", "reps"}`` of ``fn`` over ``reps`` runs (after one warm-up run)."""
+    if warmup:
+        fn()
+    times = []
+    for _ in range(max(1, reps)):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return {"median_s": statistics.median(times), "min_s": min(times), "reps": len(times)}
+
+
+def interleaved(
+    fns: dict[str, Callable[[], object]], reps: int, warmup: bool = True
+) -> dict[str, dict[str, float]]:
+    """:func:`timed` for several functions, run in turns so they share the machine's load."""
+    if warmup:
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(max(1, reps)):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {
+        name: {"median_s": statistics.median(t), "min_s": min(t), "reps": len(t)}
+        for name, t in times.items()
+    }
+
+
+def ratio(numerator: float | None, denominator: float | None, digits: int = 2) -> float | None:
+    """``numerator / denominator`` rounded, or None when either is missing or zero."""
+    if not numerator or not denominator:
+        return None
+    return round(numerator / denominator, digits)
+
+
+def headline(figure: str, value: float | None, unit: str, goal: str | None = None) -> dict:
+    """One headline figure; ``goal`` like ``">= 20"`` or ``"<= 1.5"`` is evaluated into ``met``."""
+    met = None
+    if goal is not None and value is not None:
+        op, _, bound = goal.partition(" ")
+        met = value >= float(bound) if op == ">=" else value <= float(bound)
+    return {"figure": figure, "value": value, "unit": unit, "goal": goal, "met": met}
+
+
+def check(name: str, passed: bool, detail: str = "") -> dict:
+    """One exactness check (a failed check marks the benchmark ``failed``, figures kept)."""
+    return {"name": name, "passed": bool(passed), "detail": detail}
+
+
+def _version(dist: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return None
+
+
+def cpu_model() -> str:
+    """The CPU model name from /proc/cpuinfo (``platform.processor()`` elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("model name", "hardware", "processor\t: ")):
+                value = line.split(":", 1)[1].strip()
+                if value and not value.isdigit():
+                    return value
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine_info() -> dict[str, Any]:
+    """Date, host, cores, CPU model, Python and library versions."""
+    return {
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cores": os.cpu_count(),
+        "cpu_model": cpu_model(),
+        "machine": platform.machine(),
+        "python": platform.python_version(),
+        "versions": {dist: _version(dist) for dist in VERSIONED},
+        "note": "shared machine (about 6 agents on 2 cores): absolute times are noisy, "
+        "ratios measured in the same run are what matter",
+    }
+
+
+def run_one(name: str, target: str, ctx: Context) -> dict[str, Any]:
+    """Import and run one benchmark, turning a missing dependency into ``skipped``."""
+    module_name, attribute = target.split(":")
+    start = time.perf_counter()
+    try:
+        fn = getattr(importlib.import_module(module_name), attribute)
+        result = dict(fn(ctx))
+        failed = [c["name"] for c in result.get("checks", []) if not c["passed"]]
+        result["status"] = "failed" if failed else "ok"
+        if failed:
+            result["reason"] = "check(s) failed: " + ", ".join(failed)
+    except Skipped as reason:
+        result = {"status": "skipped", "reason": str(reason)}
+    except ModuleNotFoundError as error:
+        result = {
+            "status": "skipped",
+            "reason": f"needs {error.name!r}, not installed in this environment",
+        }
+    except Exception as error:  # one benchmark's bug must not lose the others' figures
+        result = {
+            "status": "error",
+            "reason": f"{type(error).__name__}: {error}",
+            "traceback": traceback.format_exc(limit=6),
+        }
+    result.setdefault("title", name)
+    result["seconds"] = round(time.perf_counter() - start, 1)
+    return result
+
+
+def run_benchmarks(names: Iterable[str], ctx: Context) -> dict[str, Any]:
+    """Run ``names`` (in registry order) and return the whole results document."""
+    from fcnseg.benchmarks import BENCHMARKS
+
+    wanted = list(names)
+    unknown = sorted(set(wanted) - set(BENCHMARKS))
+    if unknown:
+        from fcnseg.errors import UserError
+
+        raise UserError(f"unknown benchmark(s) {unknown}; choose from {', '.join(BENCHMARKS)}")
+    started = time.perf_counter()
+    results: dict[str, Any] = {}
+    for name, target in BENCHMARKS.items():
+        if name not in wanted:
+            continue
+        ctx.log(f"bench: {name} ...")
+        results[name] = run_one(name, target, ctx)
+        r = results[name]
+        ctx.log(f"bench: {name}: {r['status']} in {r['seconds']} s {r.get('reason', '')}".rstrip())
+    return {
+        "format": "fcnseg-bench/1",
+        "machine": machine_info(),
+        "options": {"reps": ctx.reps, "quick": ctx.quick, "backend": ctx.backend},
+        "subject": ctx.cache.get("subject_info"),
+        "seconds": round(time.perf_counter() - started, 1),
+        "benchmarks": results,
+    }

@@ -1,0 +1,123 @@
+"""Benchmark 4: what tiling and shift-and-stitch cost, and what cheaper settings change.
+
+One photo (``samples/astronaut.jpg``, 512x512; a 160x224 crop with ``--quick``) through the
+:class:`~fcnseg.host.segmenter.Segmenter` on the subject's package and the chosen backend:
+
+- shift-and-stitch factor 1, 2, 4 (f*f passes, output stride / f) at the exact default overlap;
+- factor 1 at the default overlap, half of it, and no overlap.
+
+Per setting: images/s (median), accelerator tiles per image, and the share of pixels whose label
+equals the reference's (factor 1, default overlap). Shift-and-stitch is meant to change labels
+(finer stride); a smaller overlap is an approximation whose error this measures.
+Check: the stitched scores at the default overlap equal one pass of the engine over the canvas.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from fcnseg.benchmarks.runner import Context, check, headline, ratio, timed
+from fcnseg.benchmarks.subjects import default_subject
+
+
+def sample_image(ctx: Context) -> np.ndarray:
+    from fcnseg.host.images import load_image
+
+    path = ctx.samples_dir / "astronaut.jpg"
+    if path.is_file():
+        image = load_image(path)
+    else:
+        image = np.random.default_rng(0).integers(0, 256, (512, 512, 3), dtype=np.uint8)
+    return image[:160, :224].copy() if ctx.quick else image
+
+
+def run(ctx: Context) -> dict[str, Any]:
+    from fcnseg.host.segmenter import Segmenter
+    from fcnseg.host.tiling import make_canvas, plan_tiles
+
+    subject = default_subject(ctx)
+    image = sample_image(ctx)
+    ref = Segmenter.load(subject.package_dir, ctx.backend)
+    default = ref.geometry.default_overlap
+    g = ref.geometry.net_stride
+    canvas_shape = ref.geometry.canvas_shape(*image.shape[:2])
+    settings: list[tuple[str, int, int | None]] = [(f"overlap {default} px (default)", 1, None)]
+    seen = {plan_tiles(ref.geometry, canvas_shape, None).overlap}
+    for ov in (default // 2 // g * g, 0):
+        effective = plan_tiles(ref.geometry, canvas_shape, ov).overlap
+        if effective not in seen:
+            seen.add(effective)
+            settings.append((f"overlap {effective} px", 1, ov))
+    settings += [("shift-and-stitch 2", 2, None), ("shift-and-stitch 4", 4, None)]
+
+    canvas = make_canvas(image, ref.geometry)
+    one_pass = np.asarray(ref.engine.run(canvas[None]))[0]
+    stitched = ref.scores(image)
+    exact_plan = ref.plan(*image.shape[:2])
+    same = stitched.shape == one_pass.shape and np.array_equal(stitched, one_pass)
+    detail = (
+        f"canvas {canvas.shape[:2]}, tile {ref.geometry.tile}, overlap {exact_plan.overlap} px, "
+        f"{len(exact_plan.tiles)} tiles"
+    )
+    if exact_plan.exact:
+        checks = [check("stitched scores (default overlap) == one engine pass", same, detail)]
+    else:  # the receptive field is wider than the tile allows: stitching cannot be exact
+        checks = []
+        agree = float((stitched == one_pass).all(axis=-1).mean()) if not same else 1.0
+        notes_extra = [
+            f"The tile is too small for an exact stitch ({detail}); {100 * agree:.1f}% of score "
+            "cells equal the one-pass map."
+        ]
+    if exact_plan.exact:
+        notes_extra = []
+    reference = ref(image)
+    rows = []
+    base = None
+    for label, factor, overlap in settings:
+        seg = Segmenter.load(subject.package_dir, ctx.backend, shift_stitch=factor, overlap=overlap)
+        plan = seg.plan(*image.shape[:2])
+        labels = seg(image)
+        t = timed(lambda seg=seg: seg(image), ctx.reps_for("slow" if factor > 1 else "cheap"))
+        base = base or t["median_s"]
+        rows.append(
+            {
+                "setting": label,
+                "stride_px": seg.stride,
+                "overlap_px": plan.overlap,
+                "exact": plan.exact,
+                "tiles_per_image": len(plan.tiles) * factor * factor,
+                "images_per_s": round(1.0 / t["median_s"], 2),
+                "time_vs_default": ratio(t["median_s"], base),
+                "labels_equal_to_default": f"{100 * float((labels == reference).mean()):.2f}%",
+                "reps": t["reps"],
+            }
+        )
+    by = {r["setting"]: r for r in rows}
+    return {
+        "title": f"Tiling and shift-and-stitch on a {image.shape[0]}x{image.shape[1]} photo "
+        f"({subject.source} FCN-8s, {ctx.backend}, tile {ref.geometry.tile[0]}x"
+        f"{ref.geometry.tile[1]})",
+        "method": "Median wall time of Segmenter(image) (tiles, engine, stitch, upsample, argmax) "
+        "per setting; label agreement with factor 1 at the default overlap.",
+        "rows": rows,
+        "headline": [
+            headline(
+                "shift-and-stitch 2 cost (time vs factor 1)",
+                by["shift-and-stitch 2"]["time_vs_default"],
+                "x",
+            ),
+            headline(
+                "shift-and-stitch 4 cost (time vs factor 1)",
+                by["shift-and-stitch 4"]["time_vs_default"],
+                "x",
+            ),
+        ],
+        "checks": checks,
+        "notes": notes_extra
+        + [
+            f"Default overlap {default} px = the receptive field's margin rounded to the net "
+            f"stride {g} on both sides of each cut (host/tiling.py)."
+        ],
+    }

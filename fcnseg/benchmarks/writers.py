@@ -1,0 +1,149 @@
+"""Write the results: ``results.json`` (the data) and ``RESULTS.md`` (tables for people).
+
+Both are written atomically (a temporary file in the same folder, then ``os.replace``), so a
+reader never sees half a file, with the usual 0644 permissions.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+INTRO = """\
+Written by `make bench` (`fcnseg bench -o bench`); regenerate with the same command. Every
+figure is the median of several repetitions and is compared with a reference measured in the
+same run (ratios). The machine is shared with other jobs (about six agents on two cores), so
+absolute times are noisy; ratios are what carry over. Hardware figures are finn-plus
+**estimates** (no bitfile is built on this machine).
+"""
+
+
+def atomic_write(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically (rename of a sibling temporary file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe: NaN/inf -> None, paths -> str, tuples -> lists."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item") and callable(value.item):  # numpy scalars
+        return _clean(value.item())
+    return value
+
+
+def to_json(results: dict[str, Any]) -> str:
+    return json.dumps(_clean(results), indent=1, allow_nan=False) + "\n"
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value).replace("|", "\\|")
+
+
+def _table(rows: list[dict[str, Any]]) -> list[str]:
+    if not rows:
+        return []
+    keys: list[str] = []
+    for row in rows:
+        keys += [k for k in row if k not in keys]
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(_cell(row.get(k)) for k in keys) + " |" for row in rows]
+    return lines
+
+
+def _goal(h: dict[str, Any]) -> str:
+    if not h.get("goal"):
+        return ""
+    verdict = {True: "met", False: "NOT met", None: "n/a"}[h.get("met")]
+    return f"goal {h['goal']}{h['unit']}: {verdict}"
+
+
+def to_markdown(results: dict[str, Any]) -> str:
+    """The RESULTS.md text: machine, summary of headline figures, one section per benchmark."""
+    m = results.get("machine", {})
+    versions = ", ".join(f"{k} {v}" for k, v in m.get("versions", {}).items() if v)
+    out = ["# fcnseg benchmark results", "", INTRO]
+    out += [
+        f"- Date: {m.get('date')}; run took {results.get('seconds')} s "
+        f"(options: {results.get('options')})",
+        f"- Machine: {m.get('cores')} cores, {m.get('cpu_model')} ({m.get('machine')}), "
+        f"Python {m.get('python')}",
+        f"- Versions: {versions}",
+    ]
+    subject = results.get("subject")
+    if subject:
+        cfg = subject.get("model_config") or {}
+        out.append(
+            f"- Subject: {subject.get('source')} FCN-8s, package `{subject.get('package')}`, "
+            f"tile {subject.get('tile')}, {subject.get('classes')} classes, widths "
+            f"{cfg.get('widths')}, {cfg.get('weight_bits')}-bit weights / "
+            f"{cfg.get('act_bits')}-bit activations"
+        )
+    out += [
+        "",
+        "## Headline figures",
+        "",
+        "| benchmark | figure | value | goal |",
+        "|---|---|---|---|",
+    ]
+    for name, r in results.get("benchmarks", {}).items():
+        if r.get("status") in ("skipped", "error"):
+            out.append(f"| {name} | {r['status']}: {_cell(r.get('reason'))} | | |")
+            continue
+        for h in r.get("headline", []):
+            value = "–" if h["value"] is None else f"{_cell(h['value'])} {h['unit']}"
+            out.append(f"| {name} | {_cell(h['figure'])} | {value} | {_goal(h)} |")
+    for name, r in results.get("benchmarks", {}).items():
+        out += ["", f"## {name}: {r.get('title', name)}", ""]
+        out.append(
+            f"Status: **{r.get('status')}**"
+            + (f" ({r['reason']})" if r.get("reason") else "")
+            + f"; {r.get('seconds')} s."
+        )
+        if r.get("method"):
+            out += ["", " ".join(r["method"].split())]
+        if r.get("rows"):
+            out += ["", *_table(r["rows"])]
+        for c in r.get("checks", []):
+            mark = "PASS" if c["passed"] else "FAIL"
+            out.append(
+                f"\n- {mark}: {c['name']}" + (f" — {c['detail']}" if c.get("detail") else "")
+            )
+        for note in r.get("notes", []):
+            out.append(f"\n- {note}")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def write_results(results: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
+    """Write ``out_dir/results.json`` and ``out_dir/RESULTS.md``; returns both paths."""
+    out_dir = Path(out_dir)
+    json_path, md_path = out_dir / "results.json", out_dir / "RESULTS.md"
+    atomic_write(json_path, to_json(results))
+    atomic_write(md_path, to_markdown(_clean(results)))
+    return json_path, md_path

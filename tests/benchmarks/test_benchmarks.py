@@ -1,0 +1,126 @@
+"""Every benchmark in --quick mode on tiny inputs: well-formed figures, exactness checks pass.
+
+Behaviour, never time: the figures' values are whatever this machine gives; what is asserted is
+their shape, that the exactness checks ran and passed, and that labels agree where promised.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+import pytest
+
+from fcnseg.benchmarks import BENCHMARKS
+from fcnseg.benchmarks.runner import run_one
+
+
+def _well_formed(result: dict) -> None:
+    assert result["status"] == "ok", result.get("reason") or result.get("traceback")
+    assert result["title"] and result["rows"]
+    keys = set(result["rows"][0])
+    assert all(set(row) == keys for row in result["rows"])
+    for h in result["headline"]:
+        assert set(h) == {"figure", "value", "unit", "goal", "met"}
+        assert h["value"] is None or isinstance(h["value"], numbers.Real)
+    for c in result["checks"]:
+        assert c["passed"], c
+
+
+def _run(name: str, ctx) -> dict:
+    result = run_one(name, BENCHMARKS[name], ctx)
+    _well_formed(result)
+    return result
+
+
+def test_postprocess_labels_identical(quick_ctx):
+    result = _run("postprocess", quick_ctx)
+    names = [c["name"] for c in result["checks"]]
+    assert any("== naive at" in n for n in names) and any("strips" in n for n in names)
+    assert {r["method"] for r in result["rows"]} >= {"fcnseg", "naive", "naive, 64-row strips"}
+    assert all(r["peak_MB"] is None or r["peak_MB"] >= 0 for r in result["rows"])
+    assert result["headline"][0]["goal"] == ">= 20"
+
+
+def test_synthetic_scores_are_integer_maps_at_stride_8():
+    from fcnseg.benchmarks.postprocess import synthetic_scores
+
+    scores, scale, bias = synthetic_scores(100, 70)
+    assert scores.shape == (128 // 8, 96 // 8, 21) and scores.dtype == np.int64
+    assert scale.shape == bias.shape == (21,) and (scale > 0).all()
+    again, _, _ = synthetic_scores(100, 70)
+    assert np.array_equal(scores, again)
+
+
+def test_simulator_is_bit_exact_and_reports_ratios(quick_ctx):
+    pytest.importorskip("torch")
+    pytest.importorskip("finn")
+    result = _run("simulator", quick_ctx)
+    names = " ".join(c["name"] for c in result["checks"])
+    assert "sim == finn execute_onnx" in names and "sim == Brevitas" in names
+    engines = {r["engine"] for r in result["rows"]}
+    assert any("SANITIZE_QUANT_TENSORS=0" in e for e in engines)
+    assert any("onnxruntime" in e for e in engines)
+    goals = {h["goal"] for h in result["headline"]}
+    assert {">= 100", ">= 20", "<= 1.5"} <= goals
+
+
+def test_seed_claim_conversion_is_exact(quick_ctx):
+    pytest.importorskip("torch")
+    result = _run("seed_claim", quick_ctx)
+    assert len(result["rows"]) == 2 and result["checks"][0]["passed"]
+    assert all(r["speedup"] > 0 for r in result["rows"])
+
+
+def test_seed_claim_crops():
+    from fcnseg.benchmarks.seed_claim import crop_positions
+
+    crops = crop_positions()
+    assert len(crops) == 36 and crops[-1] == (160, 160)
+
+
+def test_tiling(quick_ctx):
+    pytest.importorskip("torch")
+    result = _run("tiling", quick_ctx)
+    settings = [r["setting"] for r in result["rows"]]
+    assert "shift-and-stitch 2" in settings and "shift-and-stitch 4" in settings
+    first = result["rows"][0]
+    assert first["labels_equal_to_default"] == "100.00%" and first["time_vs_default"] == 1.0
+    strides = {r["setting"]: r["stride_px"] for r in result["rows"]}
+    assert strides["shift-and-stitch 4"] * 4 == first["stride_px"]
+
+
+def test_end_to_end(quick_ctx):
+    pytest.importorskip("torch")
+    result = _run("end_to_end", quick_ctx)
+    assert result["rows"][1]["vs_serial"] == 1.0
+    assert all(r["images_per_s"] > 0 for r in result["rows"])
+    assert result["pipeline_report"]["images"] == 2
+
+
+def test_estimates(quick_ctx):
+    pytest.importorskip("torch")
+    result = _run("estimates", quick_ctx)
+    row = result["rows"][0]
+    assert row["board"] == "pynq-z2" and row["est_tile_fps"] > 0
+    assert row["tiles_per_512x1024"] >= 1 and 0 <= row["LUT_%"]
+    assert "ESTIMATES" in result["title"]
+
+
+def test_accuracy(quick_ctx, tiny_checkpoints):
+    result = _run("accuracy", quick_ctx)
+    models = [r["model"] for r in result["rows"]]
+    assert models[:2] == ["float", "4-bit (Brevitas)"]
+    assert all(0 <= r["mIoU_%"] <= 100 for r in result["rows"])
+
+
+def test_cli_quick_only_postprocess(tmp_path):
+    import json
+
+    from fcnseg.cli import main
+
+    assert main(["bench", "--quick", "--only", "postprocess", "-o", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert list(data["benchmarks"]) == ["postprocess"]
+    assert (tmp_path / "RESULTS.md").read_text().startswith("# fcnseg benchmark results")
+    assert main(["bench", "--only", "nope", "-o", str(tmp_path)]) == 2
