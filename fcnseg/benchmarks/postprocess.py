@@ -2,7 +2,7 @@
 
 Input: integer score maps of 21 classes at output stride 8 over the canvas of each image size
 (as the FCN-8s accelerator returns them), made of smooth random per-class fields (a coarse
-Gaussian grid every ``PERIOD`` cells, interpolated; ``PRESENT`` classes compete, the others
+Gaussian grid every 16 cells = 128 px, interpolated; 5 of the 21 classes compete, the others
 are lower, as classes absent from a photo), so regions and boundaries look like a real
 segmentation's; the share of *busy* cells (whose four corners disagree) is reported, as the fast
 path's speed depends on it. Per-class output scale and bias as in a package.
@@ -19,7 +19,8 @@ Compared, on the same scores:
 Peak memory: numpy paths with ``tracemalloc`` (numpy reports its buffers to it) in a separate run
 (peak minus the memory traced before the call); torch with the process's peak resident set size,
 reset before the call by writing ``5`` to ``/proc/self/clear_refs`` and read back from ``VmHWM``
-(peak minus the resident size before the call; None where /proc does not allow it).
+(peak minus the resident size before the call; None where /proc does not allow it; 0 when
+torch's allocator served the call from memory it already held).
 Check: the fast labels equal the naive labels, pixel for pixel.
 """
 

@@ -4,6 +4,8 @@ The subject is, in order of preference:
 
 1. ``shipped``: the deployment package ``host/packages/fcn8s-pynq-z2`` with the default model's
    checkpoint and export in ``models/default-fcn8s/`` (weights, QCDQ export and package agree);
+   (when that export is missing, the checkpoint is exported here at the package's tile, if the
+   package's model card names it by sha256);
 2. ``random weights``: the default config (``quantize/configs/default-fcn8s.json``) with random
    weights (speed does not depend on them; accuracy is not measured on it), exported at 256x256
    and compiled for the Pynq-Z2 with ``fcnseg compile``'s own code (estimate-only, ~1 min here);
@@ -46,6 +48,8 @@ class Subject:
             "source": self.source,
             "package": _rel(self.package_dir),
             "checkpoint": _rel(self.checkpoint) if self.checkpoint else None,
+            "checkpoint_matches_package": self.net is not None
+            or checkpoint_matches(self.package_dir, self.checkpoint),
             "tile": list(pkg.tile),
             "output_stride": pkg.output_stride,
             "classes": len(pkg.output_scale),
@@ -56,8 +60,8 @@ class Subject:
     def brevitas(self) -> Any:
         """The quantized torch module (needs torch)."""
         if self.net is None:
-            if self.checkpoint is None:
-                raise Skipped("no checkpoint for the subject's weights")
+            if not checkpoint_matches(self.package_dir, self.checkpoint):
+                raise Skipped("no checkpoint whose sha256 the package's model card names")
             from fcnseg.quantize.models.io import load_checkpoint
 
             self.net, _ = load_checkpoint(self.checkpoint)
@@ -164,6 +168,31 @@ def _built(ctx: Context, source: str, cfg: Any, tile: tuple[int, int]) -> Subjec
     return Subject(source, package_dir, export_dir, None, net)
 
 
+def checkpoint_matches(package_dir: Path, checkpoint: Path | None) -> bool:
+    """True when the package's model card names ``checkpoint`` (by sha256) as its source."""
+    from fcnseg.host.package import load_package, sha256_file
+
+    if checkpoint is None:
+        return False
+    source = load_package(package_dir).model_card.get("source_checkpoint") or {}
+    return source.get("sha256") == sha256_file(checkpoint)
+
+
+def _export_shipped(ctx: Context, package: Path, checkpoint: Path | None) -> Path | None:
+    """Export the shipped checkpoint at the package's tile (QONNX + QCDQ) into the scratch
+    folder, when ``models/default-fcn8s/export`` is not there (None if it cannot be made)."""
+    if checkpoint is None or not checkpoint_matches(package, checkpoint):
+        return None
+    try:
+        from fcnseg.host.package import load_package
+        from fcnseg.quantize.export import export_checkpoint
+    except ModuleNotFoundError:
+        return None
+    out = ctx.work_dir / "shipped-export"
+    export_checkpoint(checkpoint, load_package(package).tile, out)
+    return out
+
+
 def default_subject(ctx: Context) -> Subject:
     """The subject of this run (see the module docstring), resolved once."""
     if "subject" in ctx.cache:
@@ -175,12 +204,9 @@ def default_subject(ctx: Context) -> Subject:
         checkpoint = quantized_checkpoint(ctx.model_dir)
         export_dir = ctx.model_dir / "export"
         if package is not None:
-            subject = Subject(
-                "shipped",
-                package,
-                export_dir if (export_dir / "model_qcdq.onnx").is_file() else None,
-                checkpoint,
-            )
+            if not (export_dir / "model_qcdq.onnx").is_file():
+                export_dir = _export_shipped(ctx, package, checkpoint)
+            subject = Subject("shipped", package, export_dir, checkpoint)
         else:
             try:
                 subject = _built(ctx, "random weights", default_config(), DEFAULT_TILE)

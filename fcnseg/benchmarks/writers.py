@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,21 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:g}"
     return str(value).replace("|", "\\|")
+
+
+def _prose(text: str) -> list[str]:
+    """A docstring-like method text as Markdown: paragraphs re-flowed, ``- `` items kept."""
+    text = re.sub(r":\w+:`~?([^`]+)`", r"`\1`", text).replace("``", "`")
+    out: list[str] = []
+    for paragraph in text.split("\n\n"):
+        items: list[str] = []
+        for line in paragraph.splitlines():
+            if line.lstrip().startswith("- ") or not items:
+                items.append(line.strip())
+            else:
+                items[-1] += " " + line.strip()
+        out += ["", *items]
+    return out
 
 
 def _table(rows: list[dict[str, Any]]) -> list[str]:
@@ -127,7 +143,7 @@ def to_markdown(results: dict[str, Any]) -> str:
             + f"; {r.get('seconds')} s."
         )
         if r.get("method"):
-            out += ["", " ".join(r["method"].split())]
+            out += _prose(r["method"])
         if r.get("rows"):
             out += ["", *_table(r["rows"])]
         for c in r.get("checks", []):
