@@ -146,13 +146,14 @@ def to_markdown(results: dict[str, Any]) -> str:
             out += _prose(r["method"])
         if r.get("rows"):
             out += ["", *_table(r["rows"])]
+        if r.get("checks") or r.get("notes"):
+            out.append("")
         for c in r.get("checks", []):
             mark = "PASS" if c["passed"] else "FAIL"
-            out.append(
-                f"\n- {mark}: {c['name']}" + (f" — {c['detail']}" if c.get("detail") else "")
-            )
+            detail = f" ({c['detail']})" if c.get("detail") else ""
+            out.append(f"- {mark}: {c['name']}{detail}")
         for note in r.get("notes", []):
-            out.append(f"\n- {note}")
+            out.append(f"- {note}")
     return "\n".join(out).rstrip() + "\n"
 
 
