@@ -71,3 +71,24 @@ def test_cli_user_error_is_one_line_without_traceback() -> None:
     )
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
+
+
+def test_wheel_carries_every_subpackage_and_the_default_packages(tmp_path: Path) -> None:
+    """A non-editable install (how a board gets fcnseg) has the code and the shipped packages."""
+    pytest.importorskip("setuptools", minversion="68")
+    pytest.importorskip("wheel")
+    import zipfile
+
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
+        + ["-w", str(tmp_path), str(ROOT)],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = tmp_path.glob("fcnseg-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    for package in _pyproject()["tool"]["setuptools"]["packages"]:
+        assert package.replace(".", "/") + "/__init__.py" in names
+    for board in ("pynq-z2", "zcu104"):
+        for file in ("accelerator.json", "accelerator.npz", "hw_graph.onnx"):
+            assert f"fcnseg/host/packages/fcn8s-{board}/{file}" in names
