@@ -20,18 +20,36 @@ Writing: masks are palette PNGs (``P`` mode) with the model's palette (VOC's by 
 label value *is* the pixel value; overlays blend the mask colours over the image; raw scores go to
 ``.npy``. Every write goes to a temporary file in the target folder and is then renamed with
 :func:`os.replace`, so a reader never sees a half-written file and an interrupted run leaves no
-truncated output.
+truncated output. A process killed outright (SIGKILL, power loss) can leave a hidden temporary
+``.NAME.*.tmp`` next to an output, never the output itself; :func:`remove_stale_temps` clears them
+on the next run.
+
+Large images, in strips (bounded memory)
+----------------------------------------
+:func:`open_strips` gives a row reader over an image and :func:`png_mask_writer` /
+:func:`npy_row_writer` write outputs row by row, so the segmenter can work in bands of tile rows
+(:meth:`fcnseg.host.segmenter.Segmenter.stream`). How much of the *input* is held depends on the
+format, honestly:
+
+- Binary PPM/PGM (``P6``/``P5``, 8-bit): read row by row from the file; nothing of the image is
+  held beyond the band (the format for huge rasters, e.g. ``gdal_translate -of PNM``).
+- Everything else (PNG, JPEG, TIFF, ...): Pillow decodes the whole image (its raster is 4 bytes a
+  pixel for RGB; 1.6 GB at 20000x20000); bands are then cut from it without another full copy.
+  Pillow has no public API to decode PNG/JPEG rows incrementally, so for those formats the bound
+  is the decoded raster, and ``max_pixels`` (the bomb guard) caps it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import struct
 import tempfile
 import warnings
-from collections.abc import Iterator
+import zlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -80,15 +98,15 @@ def to_rgb(image: Image.Image) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8).copy()
 
 
-def load_image(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Decode ``path`` to ``(H, W, 3) uint8`` RGB, upright; a bad file raises :class:`UserError`."""
-    path = Path(path)
+def _decode(path: Path, max_pixels: int) -> Image.Image:
+    """Open, guard and fully decode ``path``; the upright Pillow image. Errors: UserError."""
     old_limit = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = max_pixels  # Pillow warns above it and refuses above twice it
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            image = Image.open(path)
+            try:
                 width, height = image.size
                 if width * height > max_pixels:
                     raise UserError(
@@ -97,21 +115,44 @@ def load_image(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS) -> np
                     )
                 image.load()
                 upright = ImageOps.exif_transpose(image)
-                return to_rgb(upright if upright is not None else image)
+            except BaseException:
+                image.close()
+                raise
+            if upright is not None and upright is not image:
+                image.close()
+                return upright
+            return image
     except UserError:
         raise
     except FileNotFoundError:
         raise UserError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise UserError(f"{path}: is a directory") from None
+    except PermissionError:
+        raise UserError(f"{path}: permission denied") from None
     except Image.UnidentifiedImageError:
         raise UserError(f"{path}: not an image Pillow can read") from None
     except Image.DecompressionBombError as error:
         raise UserError(f"{path}: {error} (decompression bomb guard)") from None
-    except (OSError, ValueError, SyntaxError) as error:
-        raise UserError(f"{path}: cannot decode ({error})") from None
+    except MemoryError:
+        raise UserError(f"{path}: out of memory while decoding") from None
+    except Exception as error:  # Pillow's plugins raise many kinds on malformed data
+        raise UserError(f"{path}: cannot decode ({type(error).__name__}: {error})") from None
     finally:
         Image.MAX_IMAGE_PIXELS = old_limit
+
+
+def load_image(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode ``path`` to ``(H, W, 3) uint8`` RGB, upright; a bad file raises :class:`UserError`."""
+    path = Path(path)
+    image = _decode(path, max_pixels)
+    try:
+        return to_rgb(image)
+    except Exception as error:  # a mode to_rgb cannot convert
+        reason = f"{type(error).__name__}: {error}"
+        raise UserError(f"{path}: cannot convert to RGB ({reason})") from None
+    finally:
+        image.close()
 
 
 def as_rgb_array(image: np.ndarray | Image.Image | str | os.PathLike[str]) -> np.ndarray:
@@ -212,3 +253,213 @@ def save_array(path: str | os.PathLike[str], array: np.ndarray) -> None:
     """Write ``array`` as ``.npy`` (no pickle) atomically."""
     with atomic_open(path) as handle:
         np.save(handle, np.ascontiguousarray(array), allow_pickle=False)
+
+
+def remove_stale_temps(path: str | os.PathLike[str]) -> int:
+    """Delete temporaries :func:`atomic_open` left for ``path`` by a killed run; return how many."""
+    path = Path(path)
+    removed = 0
+    if path.parent.is_dir():
+        for tmp in path.parent.glob(f".{glob_escape(path.name)}.*.tmp"):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+                removed += 1
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    """``name`` with glob metacharacters escaped (``[`` ``*`` ``?`` in user file names)."""
+    return "".join(f"[{c}]" if c in "[]*?" else c for c in name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Row-streamed reading and writing (large images; see the module docstring)
+# ---------------------------------------------------------------------------------------------
+
+
+class RowReader(Protocol):
+    """Rows of an upright RGB image: ``read(y0, y1) -> (y1 - y0, W, 3) uint8``."""
+
+    height: int
+    width: int
+
+    def read(self, y0: int, y1: int) -> np.ndarray:  # pragma: no cover - interface
+        ...
+
+    def close(self) -> None:  # pragma: no cover - interface
+        ...
+
+
+class NetpbmRows:
+    """Binary PPM (``P6``) / PGM (``P5``) with maxval < 256, read row by row from the file."""
+
+    def __init__(self, path: Path, max_pixels: int | None = None) -> None:
+        self.path = path
+        self.file = open(path, "rb")  # noqa: SIM115 - closed by close()
+        try:
+            self.channels, self.width, self.height, self.offset = self._header()
+        except BaseException:
+            self.file.close()
+            raise
+        size = os.fstat(self.file.fileno()).st_size
+        need = self.offset + self.width * self.height * self.channels
+        if size < need:  # a header claiming more than the file holds (truncated, or a bomb)
+            self.file.close()
+            raise UserError(
+                f"{path}: truncated ({self.width}x{self.height} needs {need} bytes, "
+                f"the file has {size})"
+            )
+        if max_pixels and self.width * self.height > max_pixels:
+            self.file.close()
+            raise UserError(
+                f"{path}: {self.width}x{self.height} pixels is above the limit of {max_pixels} "
+                "(decompression bomb guard)"
+            )
+
+    def _header(self) -> tuple[int, int, int, int]:
+        head = self.file.read(512)
+        magic = head[:2]
+        if magic not in (b"P5", b"P6"):
+            raise UserError(f"{self.path}: not a binary PPM/PGM")
+        fields: list[int] = []
+        i = 2
+        while len(fields) < 3:
+            while i < len(head) and head[i : i + 1].isspace():
+                i += 1
+            if head[i : i + 1] == b"#":
+                while i < len(head) and head[i : i + 1] not in (b"\n", b"\r"):
+                    i += 1
+                continue
+            j = i
+            while j < len(head) and head[j : j + 1].isdigit():
+                j += 1
+            if j == i or j >= len(head):
+                raise UserError(f"{self.path}: malformed PPM/PGM header")
+            fields.append(int(head[i:j]))
+            i = j
+        width, height, maxval = fields
+        if width < 1 or height < 1 or not 0 < maxval < 256:
+            raise UserError(f"{self.path}: unsupported PPM/PGM ({width}x{height}, max {maxval})")
+        return (3 if magic == b"P6" else 1), width, height, i + 1
+
+    def read(self, y0: int, y1: int) -> np.ndarray:
+        row = self.width * self.channels
+        self.file.seek(self.offset + y0 * row)
+        data = self.file.read((y1 - y0) * row)
+        if len(data) != (y1 - y0) * row:
+            raise UserError(f"{self.path}: truncated at row {y0 + len(data) // row}")
+        rows = np.frombuffer(data, dtype=np.uint8).reshape(y1 - y0, self.width, self.channels)
+        return rows if self.channels == 3 else np.repeat(rows, 3, axis=2)
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class DecodedRows:
+    """Any format Pillow reads: decoded whole (upright), bands converted to RGB on demand."""
+
+    def __init__(self, image: Image.Image) -> None:
+        self.image = image
+        self.width, self.height = image.size
+
+    def read(self, y0: int, y1: int) -> np.ndarray:
+        return to_rgb(self.image.crop((0, y0, self.width, y1)))
+
+    def close(self) -> None:
+        self.image.close()
+
+
+def is_netpbm(path: str | os.PathLike[str]) -> bool:
+    """True for a binary PPM/PGM (magic ``P5``/``P6``), whatever its suffix."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(2) in (b"P5", b"P6")
+    except OSError:
+        return False
+
+
+def open_rows(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS) -> RowReader:
+    """A :class:`RowReader` over ``path``: netpbm streamed from disk, others decoded by Pillow."""
+    path = Path(path)
+    if path.is_file() and is_netpbm(path):
+        try:
+            return NetpbmRows(path, max_pixels)
+        except OSError as error:
+            raise UserError(f"{path}: cannot read ({error.strerror or error})") from None
+    image = _decode(path, max_pixels)
+    return DecodedRows(image)
+
+
+def image_size(path: str | os.PathLike[str]) -> tuple[int, int] | None:
+    """``(height, width)`` of the upright image from its header only, or None if unreadable."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as image:
+                width, height = image.size
+                orientation = image.getexif().get(0x0112, 1)
+    except Exception:  # unreadable inputs are reported by the normal decoding path
+        return None
+    return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+@contextlib.contextmanager
+def png_mask_writer(
+    path: str | os.PathLike[str], height: int, width: int, palette: np.ndarray
+) -> Iterator[Callable[[np.ndarray], None]]:
+    """Write a palette PNG (as :func:`save_mask`) row by row: yields ``write(rows (n, W))``.
+
+    Atomic like every output; exactly ``height`` rows must be written, or nothing is.
+    """
+    written = 0
+    with atomic_open(path) as handle:
+        handle.write(b"\x89PNG\r\n\x1a\n")
+        handle.write(_png_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 3, 0, 0, 0)))
+        handle.write(_png_chunk(b"PLTE", _palette_bytes(palette)))
+        packer = zlib.compressobj(6)
+
+        def write(rows: np.ndarray) -> None:
+            nonlocal written
+            rows = np.asarray(rows)
+            if rows.ndim != 2 or rows.shape[1] != width or rows.max(initial=0) > 255:
+                raise ValueError(f"mask rows must be (n, {width}) labels < 256, got {rows.shape}")
+            lines = np.zeros((rows.shape[0], width + 1), dtype=np.uint8)  # filter byte 0: None
+            lines[:, 1:] = rows
+            data = packer.compress(lines.tobytes())
+            if data:
+                handle.write(_png_chunk(b"IDAT", data))
+            written += rows.shape[0]
+
+        yield write
+        if written != height:
+            raise ValueError(f"{path}: wrote {written} mask rows of {height}")
+        handle.write(_png_chunk(b"IDAT", packer.flush()))
+        handle.write(_png_chunk(b"IEND", b""))
+
+
+@contextlib.contextmanager
+def npy_row_writer(
+    path: str | os.PathLike[str], shape: tuple[int, ...], dtype: np.dtype | type
+) -> Iterator[Callable[[np.ndarray], None]]:
+    """Write a ``.npy`` of ``shape`` row block by row block (along axis 0), atomically."""
+    dtype = np.dtype(dtype)
+    written = 0
+    with atomic_open(path) as handle:
+        header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False}
+        np.lib.format.write_array_header_1_0(handle, {**header, "shape": tuple(shape)})
+
+        def write(block: np.ndarray) -> None:
+            nonlocal written
+            block = np.ascontiguousarray(block, dtype=dtype)
+            if block.shape[1:] != tuple(shape[1:]):
+                raise ValueError(f"rows of shape {block.shape[1:]}, expected {shape[1:]}")
+            handle.write(block.tobytes())
+            written += block.shape[0]
+
+        yield write
+        if written != shape[0]:
+            raise ValueError(f"{path}: wrote {written} rows of {shape[0]}")

@@ -11,11 +11,25 @@ The pipeline for one image of ``H x W`` pixels::
 >>> seg = Segmenter.load("host/packages/fcn8s-pynq-z2")        # doctest: +SKIP
 >>> labels = seg(image)            # (H, W) uint8 class indices  # doctest: +SKIP
 >>> scores = seg.scores(image)     # (Hc/d, Wc/d, C) int64       # doctest: +SKIP
+
+Large images go through :meth:`Segmenter.stream` instead: the same tile plan executed one row
+of tiles at a time, scores upsampled and handed out in bands of rows as soon as they are final,
+so the working memory is a band of ``tile height x canvas width`` pixels, not the image. The
+labels equal :meth:`Segmenter.segment`'s exactly (same tiles, same cells, same upsampling
+weights: a band reads one score row of halo above and below, and bilinear weights do not depend
+on where the band starts).
+
+Boards: a package records the board it was built for. :meth:`Segmenter.load` refuses it,
+before opening any backend, when ``board=`` names another board, or when the ``pynq`` backend
+runs on a PYNQ image whose ``BOARD`` (set by the image, e.g. ``Pynq-Z2``) differs: a bitstream
+for another part would not load, or worse, load into the wrong fabric. The simulator runs any
+package anywhere, so without ``board=`` it checks nothing.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +44,7 @@ from fcnseg.errors import UserError
 
 if TYPE_CHECKING:
     from fcnseg.host.backends import Engine
+    from fcnseg.host.images import RowReader
     from fcnseg.host.package import Package
 
 #: The package ``fcnseg segment`` uses without ``--package`` (package data of fcnseg.host).
@@ -37,6 +52,31 @@ DEFAULT_PACKAGE = Path(__file__).resolve().parent / "packages" / "fcn8s-pynq-z2"
 
 #: Shift-and-stitch factors the CLI offers (1 = off).
 SHIFT_FACTORS = (1, 2, 4)
+
+
+def board_key(name: str) -> str:
+    """A board name compared loosely: ``Pynq-Z2``, ``pynq_z2`` and ``PYNQ-Z2`` are one board."""
+    return name.strip().lower().replace("_", "-")
+
+
+def running_board(backend: str) -> str | None:
+    """The board this process runs on, for backends that drive one: PYNQ images set ``BOARD``."""
+    if backend != "pynq":
+        return None
+    return os.environ.get("BOARD") or None
+
+
+def check_board(package: Package, backend: str, board: str | None = None) -> None:
+    """Refuse ``package`` if it was built for a board other than ``board`` (or the running one)."""
+    built_for = package.board
+    expected = board or running_board(backend)
+    if not built_for or not expected or board_key(built_for) == board_key(expected):
+        return
+    where = "--board" if board else "this board (BOARD environment variable of the PYNQ image)"
+    raise UserError(
+        f"package {package.path} is built for {built_for}, not {expected} ({where}); "
+        f"use a package compiled for {expected}"
+    )
 
 
 @dataclass(frozen=True)
@@ -126,12 +166,23 @@ class Segmenter:
         shift_stitch: int = 1,
         overlap: int | None = None,
         batch: int = 4,
+        board: str | None = None,
+        **backend_options: Any,
     ) -> Segmenter:
-        """Load a package (``None``: the shipped default) and open it on ``backend``."""
+        """Load a package (``None``: the shipped default) and open it on ``backend``.
+
+        The package is verified (:func:`~fcnseg.host.package.load_package`) and its board
+        checked (:func:`check_board`) before the backend is opened. ``backend_options`` go to
+        the backend's ``open_engine`` (e.g. ``timeout_s=``, ``transport=`` for ``pynq``); the
+        segmenter then sends ``batch`` tiles per call, or the engine's own ``batch`` if it has
+        one (the pynq engine sizes it to its DMA buffers).
+        """
         from fcnseg.host.backends import open_engine
 
         pkg = resolve_package(package)
-        engine = open_engine(backend, pkg)
+        check_board(pkg, backend, board)
+        engine = open_engine(backend, pkg, **backend_options)
+        batch = int(getattr(engine, "batch", None) or batch)
         card = pkg.model_card
         palette = card.get("palette")
         if palette is not None:
@@ -184,6 +235,69 @@ class Segmenter:
             self.shifts.field,
         )
         return Segmentation(labels, scores, self.shifts.stride, self.shifts.field)
+
+    def stream(
+        self,
+        rows: RowReader,
+        on_labels: Callable[[int, np.ndarray], None],
+        on_scores: Callable[[np.ndarray], None] | None = None,
+    ) -> tuple[int, int]:
+        """Segment a large image band by band (module docstring); return the canvas ``(Hc, Wc)``.
+
+        ``rows.read(y0, y1)`` gives image rows; ``on_labels(y0, labels)`` receives consecutive
+        label bands ``(n, W)`` from the top; ``on_scores(block)`` consecutive score rows
+        ``(n, Wc/s, C)`` of the canvas. Shift-and-stitch (``f > 1``) is not streamed.
+        """
+        if self.shifts.factor != 1:
+            raise UserError("--shift-stitch is not available for images segmented in strips")
+        height, width = rows.height, rows.width
+        plan = self.plan(height, width)
+        hc, wc = plan.canvas
+        th, tw = self.geometry.tile
+        s = self.geometry.output_stride
+        n_cells = hc // s
+        band = np.zeros((th, wc, 3), dtype=np.uint8)
+        pending: list[np.ndarray] = []  # score rows [lo, hi) not yet needed by later labels
+        lo = hi = 0
+        next_row = 0  # first image row whose labels are not out yet
+        for i, y in enumerate(plan.rows.starts):
+            band[:] = 0
+            if y < height:
+                band[: min(th, height - y), :width] = rows.read(y, min(y + th, height))
+            r0, r1 = plan.rows.keep[i]
+            block: np.ndarray | None = None
+            cols = list(enumerate(plan.cols.starts))
+            for first in range(0, len(cols), max(1, self.batch)):
+                group = cols[first : first + self.batch]
+                x = np.stack([band[:, x0 : x0 + tw] for _, x0 in group])
+                y_scores = np.asarray(self.engine.run(x))
+                if y_scores.shape[:3] != (len(group), th // s, tw // s):
+                    raise ValueError(f"engine returned {y_scores.shape} for tiles {x.shape}")
+                if block is None:
+                    block = np.empty((r1 - r0, wc // s, y_scores.shape[3]), y_scores.dtype)
+                for (j, x0), tile_scores in zip(group, y_scores, strict=True):
+                    c0, c1 = plan.cols.keep[j]
+                    oy, ox = y // s, x0 // s
+                    block[:, c0:c1] = tile_scores[r0 - oy : r1 - oy, c0 - ox : c1 - ox]
+            assert block is not None and r0 == hi
+            if on_scores is not None:
+                on_scores(block)
+            pending.append(block)
+            hi = r1
+            # Labels of rows whose bilinear corners are all final: y <= (hi - 1) * s - 1.
+            end = height if hi == n_cells else min(height, (hi - 1) * s)
+            if end > next_row:
+                scores = np.concatenate(pending) if len(pending) > 1 else pending[0]
+                labels = upsample_argmax(
+                    scores, self.output_scale, self.output_bias, (end - lo * s, width), s, s
+                )
+                on_labels(next_row, labels[next_row - lo * s :])
+                next_row = end
+                # keep one score row of halo above the next band
+                keep_from = max(lo, next_row // s - 1)
+                pending = [scores[keep_from - lo :]]
+                lo = keep_from
+        return hc, wc
 
     def __call__(self, image: Any) -> np.ndarray:
         """``(H, W)`` class indices of ``image``."""

@@ -122,11 +122,6 @@ def test_unknown_backend(package_dir: Path, inputs: Path, tmp_path: Path, capsys
     assert "unknown backend 'gpu'" in capsys.readouterr().err
 
 
-def test_bench_is_not_there_yet(capsys) -> None:
-    assert main(["bench"]) == 2
-    assert "not implemented" in capsys.readouterr().err
-
-
 def test_output_name_collisions(tmp_path: Path) -> None:
     (tmp_path / "x").mkdir()
     (tmp_path / "y").mkdir()
