@@ -101,11 +101,15 @@ def to_rgb(image: Image.Image) -> np.ndarray:
 def _decode(path: Path, max_pixels: int) -> Image.Image:
     """Open, guard and fully decode ``path``; the upright Pillow image. Errors: UserError."""
     old_limit = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = max_pixels  # Pillow warns above it and refuses above twice it
+    # Opening parses the header only; the size is checked below, before anything is decoded
+    # (Pillow's own check, at open, would name no size). Frames/tiles Pillow sizes later are
+    # still capped by its guard at max_pixels.
+    Image.MAX_IMAGE_PIXELS = None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(path)
+            Image.MAX_IMAGE_PIXELS = max_pixels
             try:
                 width, height = image.size
                 if width * height > max_pixels:
