@@ -107,7 +107,9 @@ def _decode(path: Path, max_pixels: int) -> Image.Image:
     Image.MAX_IMAGE_PIXELS = None
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            # Pillow warns about odd files (TIFF tags past the end, ...): the outcome, an image
+            # or one UserError line, is what the user sees, not a multi-line warning.
+            warnings.simplefilter("ignore")
             image = Image.open(path)
             Image.MAX_IMAGE_PIXELS = max_pixels
             try:

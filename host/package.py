@@ -60,6 +60,8 @@ import os
 import re
 import shutil
 import tempfile
+import zipfile
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -452,6 +454,8 @@ def load_package(path: str | os.PathLike) -> Package:
         raise UserError(f"{jpath}: not a JSON object")
     _check_meta(meta, where=str(root))
     files = meta["files"]
+    if not isinstance(files, dict) or not all(isinstance(k, str) for k in files):
+        raise UserError(f"{root}: {JSON_NAME} 'files' is not a map of paths to sha256")
     if NPZ_NAME not in files:
         raise UserError(f"{root}: {JSON_NAME} does not list {NPZ_NAME}")
     for rel, digest in files.items():
@@ -465,8 +469,21 @@ def load_package(path: str | os.PathLike) -> Package:
     try:
         with np.load(root / NPZ_NAME, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+        # numpy's npz reader surfaces a damaged zip as any of these (found by fuzzing)
         raise UserError(f"{root}: {NPZ_NAME} unreadable ({type(e).__name__})") from None
+    try:
+        layers = _layers_of(meta, arrays, root)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        # _check_meta checks structure; a layer entry lacking a field still gets here (fuzzed)
+        raise UserError(f"{root}: malformed {JSON_NAME} layer ({type(e).__name__}: {e})") from None
+    return Package(path=root, meta=meta, layers=tuple(layers))
+
+
+def _layers_of(
+    meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray], root: Path
+) -> list[Layer]:
+    """The :class:`Layer` objects of a checked ``meta``, with their arrays."""
     layers = []
     for entry in meta["layers"]:
         arrs = {}
@@ -492,4 +509,4 @@ def load_package(path: str | os.PathLike) -> Package:
                 arrays=arrs,
             )
         )
-    return Package(path=root, meta=meta, layers=tuple(layers))
+    return layers

@@ -1,0 +1,161 @@
+"""Issue 9, item 4: bounded memory for large images.
+
+A large image is segmented in strips (:meth:`fcnseg.host.segmenter.Segmenter.stream`): one row
+of tiles of the canvas at a time, scores upsampled and the mask PNG written row-streamed. Binary
+PPM input is read row by row too, so nothing of size ``H x W`` is ever held. The peak RSS of a
+``fcnseg segment`` subprocess (``resource.getrusage(...).ru_maxrss``) on a 6000x6000 PPM must
+stay within a bound derived from the strip size, well below the ~110 MB the image alone takes.
+
+The package: the hand-made tiny layers (3x3 conv, pool, 1x1 score; stride 2) declared with a
+256x256 tile, so the tile grid is realistic and the simulator fast.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fcnseg.host.images import open_rows
+from fcnseg.host.package import write_package
+from fcnseg.host.segmenter import Segmenter
+from PIL import Image
+
+from tests.host.test_package import CARD, IO, _layers
+from tests.host.test_tiling import image
+
+ROOT = Path(__file__).resolve().parents[2]
+TILE = 256
+
+#: Runs the CLI and reports the process's peak RSS (KiB on Linux) on stderr.
+PROBE = (
+    "import resource, sys\n"
+    "from fcnseg.cli import main\n"
+    "code = main(sys.argv[1:])\n"
+    "print('MAXRSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
+    "sys.exit(code)\n"
+)
+
+
+def wide_tile_package(folder: Path, tile: int = TILE) -> Path:
+    io = {
+        "input": {**IO["input"], "shape": [1, tile, tile, 3]},
+        "output": {**IO["output"], "shape": [1, tile // 2, tile // 2, 3]},
+    }
+    card = {**CARD, "tile": [tile, tile]}
+    return write_package(folder, model_card=card, io=io, layers=_layers(), board="pynq-z2")
+
+
+def write_ppm(path: Path, height: int, width: int, band: int = 256) -> None:
+    """A binary PPM written in bands (a pattern of coloured blocks with texture)."""
+    with open(path, "wb") as f:
+        f.write(f"P6\n# made by the test\n{width} {height}\n255\n".encode())
+        xs = np.arange(width)
+        for y0 in range(0, height, band):
+            ys = np.arange(y0, min(height, y0 + band))[:, None]
+            r = ((ys // 97 + xs // 131) * 53 % 256).astype(np.uint8)
+            g = ((ys // 61 * 3 + xs // 89) * 71 % 256).astype(np.uint8)
+            b = ((ys + xs) % 256).astype(np.uint8)
+            f.write(np.dstack([r, g, b]).tobytes())
+
+
+def peak_rss_mb(args: list[str]) -> tuple[float, subprocess.CompletedProcess]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-c", PROBE, *args], capture_output=True, text=True, env=env, cwd=ROOT
+    )
+    line = [x for x in proc.stderr.splitlines() if x.startswith("MAXRSS_KB")]
+    assert line, proc.stderr
+    return int(line[-1].split()[1]) / 1024, proc
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return wide_tile_package(tmp_path_factory.mktemp("pkg") / "wide-pynq-z2")
+
+
+def test_strips_equal_whole_image(package: Path, tmp_path: Path, monkeypatch) -> None:
+    """The strip path (forced on a mid-size image) writes the same mask and scores."""
+    from fcnseg.host import cli as host_cli
+
+    from fcnseg.cli import main
+
+    path = tmp_path / "scene.ppm"
+    write_ppm(path, 700, 610, band=100)
+    seg = Segmenter.load(package)
+    with Image.open(path) as img:
+        ref = seg.segment(img)
+    monkeypatch.setattr(host_cli, "STREAM_PIXELS", 0)
+    png = tmp_path / "photo.png"
+    rgb = image(300, 530, seed=3)
+    Image.fromarray(rgb).save(png)
+    out = tmp_path / "out"
+    assert main(["segment", str(path), str(png), "--package", str(package), "-o", str(out)]) == 0
+    assert (
+        main(
+            [
+                "segment",
+                str(path),
+                "--package",
+                str(package),
+                "--scores",
+                "--overwrite",
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    with Image.open(out / "scene.png") as mask:
+        assert mask.mode == "P" and mask.size == (610, 700)
+        np.testing.assert_array_equal(np.asarray(mask), ref.labels)
+    with Image.open(out / "photo.png") as mask:
+        np.testing.assert_array_equal(np.asarray(mask), seg(rgb))
+    scores = np.load(out / "scene_scores.npy", allow_pickle=False)
+    np.testing.assert_array_equal(scores, ref.scores.astype(np.int32))
+
+
+def test_netpbm_rows_are_checked(tmp_path: Path) -> None:
+    from fcnseg.errors import UserError
+
+    bomb = tmp_path / "bomb.ppm"
+    bomb.write_bytes(b"P6 30000 30000 255\n" + b"\0" * 100)
+    with pytest.raises(UserError, match="truncated"):
+        open_rows(bomb)
+    bad = tmp_path / "bad.ppm"
+    bad.write_bytes(b"P6 12 x 255\n")
+    with pytest.raises(UserError, match="malformed"):
+        open_rows(bad)
+    gray = tmp_path / "g.pgm"
+    gray.write_bytes(b"P5\n3 2\n255\n" + bytes(range(6)))
+    rows = open_rows(gray)
+    try:
+        np.testing.assert_array_equal(rows.read(1, 2)[0, :, 0], [3, 4, 5])
+        assert rows.read(0, 2).shape == (2, 3, 3)
+    finally:
+        rows.close()
+
+
+def test_peak_rss_is_bounded_by_the_strip(package: Path, tmp_path: Path) -> None:
+    small = tmp_path / "small.ppm"
+    write_ppm(small, 300, 300)
+    big = tmp_path / "big.ppm"
+    side = 6000
+    write_ppm(big, side, side)
+    base = ["segment", "--package", str(package)]
+    baseline, proc = peak_rss_mb([*base, str(small), "-o", str(tmp_path / "o1")])
+    assert proc.returncode == 0, proc.stderr
+    peak, proc = peak_rss_mb([*base, str(big), "-o", str(tmp_path / "o2")])
+    assert proc.returncode == 0, proc.stderr
+    with Image.open(tmp_path / "o2" / "big.png") as mask:
+        assert mask.size == (side, side)
+    strip = TILE * side * 3  # one row of tiles of the canvas, RGB
+    image_mb = side * side * 3 / 2**20
+    bound = baseline + 12 * strip / 2**20
+    print(f"peak RSS {peak:.0f} MB (baseline {baseline:.0f} MB, bound {bound:.0f} MB, "
+          f"image {image_mb:.0f} MB)")  # fmt: skip
+    assert peak < bound
+    assert peak - baseline < image_mb
