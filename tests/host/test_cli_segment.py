@@ -100,7 +100,7 @@ def test_shift_stitch_and_overlap_options(package_dir: Path, inputs: Path, tmp_p
     out = tmp_path / "out"
     base = ["segment", str(inputs / "a.jpg"), "--package", str(package_dir), "-o", str(out)]
     assert main([*base, "--shift-stitch", "2", "--overlap", "0", "--scores"]) == 0
-    scores = np.load(out / "a_scores.npy")
+    scores = np.load(out / "a_scores.npy", allow_pickle=False)
     assert scores.shape[:2] == (30, 42)  # canvas 30x42 at stride 1
     assert main([*base, "--shift-stitch", "3"]) == 2  # click rejects it
 
