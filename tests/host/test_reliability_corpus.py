@@ -184,7 +184,8 @@ def test_bomb_is_refused_quickly_without_allocating(package_dir, corpus, tmp_pat
 
     tracemalloc.start()
     start = time.perf_counter()
-    code = main(["segment", str(corpus["bomb.png"]), "--package", str(package_dir)])
+    args = [str(corpus["bomb.png"]), "--package", str(package_dir), "-o", str(tmp_path / "o")]
+    code = main(["segment", *args])
     elapsed = time.perf_counter() - start
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
@@ -198,7 +199,8 @@ def test_directory_named_like_an_image(package_dir, tmp_path, capsys) -> None:
     folder.mkdir()
     good = tmp_path / "good.png"
     Image.fromarray(image(20, 20)).save(good)
-    code = main(["segment", str(folder), str(good), "--package", str(package_dir)])
+    args = [str(folder), str(good), "--package", str(package_dir), "-o", str(tmp_path / "o")]
+    code = main(["segment", *args])
     captured = capsys.readouterr()
     assert code == 1 and "Traceback" not in captured.err
     assert len(_lines_naming(captured.err, folder)) == 1
