@@ -58,6 +58,7 @@ from fcnseg.errors import UserError
 
 #: Largest image accepted (pixels); Pillow's own guard is raised to this, not disabled.
 MAX_PIXELS = 2**28
+_ORIENTATION = 0x0112  # EXIF tag
 
 
 def voc_palette(n: int = 256) -> np.ndarray:
@@ -120,7 +121,9 @@ def _decode(path: Path, max_pixels: int) -> Image.Image:
                         "(decompression bomb guard)"
                     )
                 image.load()
-                upright = ImageOps.exif_transpose(image)
+                # exif_transpose copies even an upright image: only call it to rotate
+                rotated = image.getexif().get(_ORIENTATION, 1) not in (None, 1)
+                upright = ImageOps.exif_transpose(image) if rotated else image
             except BaseException:
                 image.close()
                 raise
@@ -397,15 +400,29 @@ def open_rows(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS) -> Row
 
 
 def image_size(path: str | os.PathLike[str]) -> tuple[int, int] | None:
-    """``(height, width)`` of the upright image from its header only, or None if unreadable."""
+    """``(height, width)`` of the upright image from its header only (nothing decoded), or
+    None if unreadable. PNG keeps EXIF in an ``eXIf`` chunk Pillow finds only by decoding, so
+    for PNG only an ``eXIf`` before the pixels is seen (where the PNG spec wants it)."""
+    old_limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None  # the header of a huge image is what we want to read
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with Image.open(path) as image:
                 width, height = image.size
-                orientation = image.getexif().get(0x0112, 1)
+                if image.format == "PNG":
+                    raw = image.info.get("exif")
+                    orientation = 1
+                    if raw:
+                        exif = Image.Exif()
+                        exif.load(raw)
+                        orientation = exif.get(_ORIENTATION, 1)
+                else:
+                    orientation = image.getexif().get(_ORIENTATION, 1)
     except Exception:  # unreadable inputs are reported by the normal decoding path
         return None
+    finally:
+        Image.MAX_IMAGE_PIXELS = old_limit
     return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
 
 

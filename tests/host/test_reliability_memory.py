@@ -159,3 +159,19 @@ def test_peak_rss_is_bounded_by_the_strip(package: Path, tmp_path: Path) -> None
           f"image {image_mb:.0f} MB)")  # fmt: skip
     assert peak < bound
     assert peak - baseline < image_mb
+
+
+def test_size_of_a_huge_png_is_read_from_its_header(tmp_path: Path) -> None:
+    """Routing to the strip path reads the header only (a PNG's getexif would decode it)."""
+    import tracemalloc
+
+    from fcnseg.host.images import image_size
+
+    from tests.host.test_reliability_corpus import bomb_png
+
+    path = tmp_path / "huge.png"
+    path.write_bytes(bomb_png(20000, 30000))
+    tracemalloc.start()
+    assert image_size(path) == (30000, 20000)
+    assert tracemalloc.get_traced_memory()[1] < 10 << 20
+    tracemalloc.stop()
