@@ -9,6 +9,24 @@ values are class indices), ``photo_overlay.jpg`` (``--overlay``) and ``photo_sco
 ``scores * output_scale + output_bias`` from the package). Files found under a folder argument keep
 their path relative to that folder. Existing outputs are kept (the image is skipped) unless
 ``--overwrite``.
+
+How a batch runs (issue 9):
+
+- The package is verified (sha256 of every file, format version, board, driver settings) before
+  any image is read or output written; a bad one is one ``fcnseg: error:`` line, exit 2.
+- Images go through :class:`fcnseg.host.pipeline.Pipeline` (decoding, accelerator calls and
+  upsampling + writing overlap in threads). Images above :data:`STREAM_PIXELS` (and any binary
+  PPM/PGM) are segmented in strips instead (:meth:`fcnseg.host.segmenter.Segmenter.stream`,
+  memory bounded by a row of tiles; mask and scores written row by row), unless ``--overlay``
+  or ``--shift-stitch`` needs the whole image.
+- A bad input is one ``fcnseg: FILE: reason`` line; the batch goes on; exit status 1 at the end.
+  Anything that is not a :class:`~fcnseg.errors.UserError` (a bug) is one line too, with its
+  type, or a traceback under ``--debug``.
+- Every output is written to a hidden temporary file and renamed (atomic); the mask is written
+  last, so an existing mask means a finished image. Ctrl-C stops the batch (exit 130, one
+  line): images in the middle of being written finish, the rest are untouched. After a SIGKILL
+  the next run removes the temporary files left behind. Re-running the same command skips
+  finished images and does the rest.
 """
 
 from __future__ import annotations
