@@ -165,7 +165,7 @@ class Segmenter:
         *,
         shift_stitch: int = 1,
         overlap: int | None = None,
-        batch: int = 4,
+        batch: int | None = None,
         board: str | None = None,
         **backend_options: Any,
     ) -> Segmenter:
@@ -173,16 +173,18 @@ class Segmenter:
 
         The package is verified (:func:`~fcnseg.host.package.load_package`) and its board
         checked (:func:`check_board`) before the backend is opened. ``backend_options`` go to
-        the backend's ``open_engine`` (e.g. ``timeout_s=``, ``transport=`` for ``pynq``); the
-        segmenter then sends ``batch`` tiles per call, or the engine's own ``batch`` if it has
-        one (the pynq engine sizes it to its DMA buffers).
+        the backend's ``open_engine`` (e.g. ``timeout_s=``, ``transport=`` for ``pynq``).
+        Tiles per engine call: ``batch`` if given (also passed to the backend), else the
+        engine's own ``batch`` (the pynq engine sizes it to its DMA buffers), else 4.
         """
         from fcnseg.host.backends import open_engine
 
         pkg = resolve_package(package)
         check_board(pkg, backend, board)
+        if batch is not None:
+            backend_options.setdefault("batch", batch)
         engine = open_engine(backend, pkg, **backend_options)
-        batch = int(getattr(engine, "batch", None) or batch)
+        batch = int(batch or getattr(engine, "batch", None) or 4)
         card = pkg.model_card
         palette = card.get("palette")
         if palette is not None:

@@ -135,3 +135,14 @@ def test_imports_are_lazy() -> None:
         "assert 'pynq' not in sys.modules and 'torch' not in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_backend_options_reach_the_engine(package_dir: Path) -> None:
+    """``Segmenter.load(..., **options)`` -> ``open_engine(backend, pkg, **options)``; the tile
+    batch is the caller's, else the engine's."""
+    seg = Segmenter.load(package_dir, batch=3)
+    assert seg.batch == 3 and seg.engine.batch == 3
+    seg = Segmenter.load(package_dir)
+    assert seg.batch == seg.engine.batch == 4
+    with pytest.raises(TypeError):
+        Segmenter.load(package_dir, no_such_option=1)
