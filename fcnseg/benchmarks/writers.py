@@ -18,8 +18,10 @@ INTRO = """\
 Written by `make bench` (`fcnseg bench -o bench`); regenerate with the same command. Every
 figure is the median of several repetitions and is compared with a reference measured in the
 same run (ratios). The machine is shared with other jobs (about six agents on two cores), so
-absolute times are noisy; ratios are what carry over. Hardware figures are finn-plus
-**estimates** (no bitfile is built on this machine).
+absolute times are noisy; ratios are what carry over. Even ratios swing between runs when
+the two sides differ a lot in run time (finn-plus takes seconds per call, the simulator
+milliseconds, and the load changes in between), so compare several runs before concluding.
+Hardware figures are finn-plus **estimates** (no bitfile is built on this machine).
 """
 
 
