@@ -69,3 +69,40 @@ def test_whole_photo_any_size(model_and_engine, name: str) -> None:
     h, w = (img.shape[0] // 32) * 32, (img.shape[1] // 32) * 32
     img = np.ascontiguousarray(img[:h, :w])
     np.testing.assert_array_equal(engine.run(img[None])[0], _brevitas_integer_scores(model, img))
+
+
+def test_shipped_export_and_package_come_from_the_shipped_checkpoint() -> None:
+    import hashlib
+    import json
+
+    digest = hashlib.sha256(CHECKPOINT.read_bytes()).hexdigest()
+    card = json.loads((CHECKPOINT.parent / "export" / "model.json").read_text())
+    assert card["source_checkpoint"]["sha256"] == digest
+    for board in ("pynq-z2", "zcu104"):
+        accelerator = PACKAGE.parent / f"fcn8s-{board}" / "accelerator.json"
+        assert (
+            json.loads(accelerator.read_text())["model_card"]["source_checkpoint"]
+            == (card["source_checkpoint"])
+        )
+
+
+def test_shipped_qonnx_export_equals_package(model_and_engine) -> None:
+    """qonnx executes the shipped QONNX export; its integer scores equal the simulator's."""
+    pytest.importorskip("qonnx")
+    import json
+
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.core.onnx_exec import execute_onnx
+    from skimage.transform import resize
+
+    export = CHECKPOINT.parent / "export"
+    card = json.loads((export / "model.json").read_text())
+    _, engine = model_and_engine
+    tile = resize(_photo("astronaut"), card["tile"], preserve_range=True, anti_aliasing=True)
+    tile = np.round(tile).astype(np.uint8)
+    model = ModelWrapper(str(export / "model.onnx"))
+    x = tile.transpose(2, 0, 1)[None].astype(np.float32)
+    (logits,) = execute_onnx(model, {model.graph.input[0].name: x}).values()
+    scale, bias = np.asarray(card["output_scale"]), np.asarray(card["output_bias"])
+    scores = np.round((logits[0].transpose(1, 2, 0) - bias) / scale).astype(np.int64)
+    np.testing.assert_array_equal(engine.run(tile[None])[0], scores)
