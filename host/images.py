@@ -42,6 +42,7 @@ format, honestly:
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import struct
 import tempfile
@@ -378,6 +379,146 @@ class DecodedRows:
         self.image.close()
 
 
+class _NotStreamable(Exception):
+    """A PNG this reader does not stream (interlaced, not 8-bit, EXIF): Pillow decodes it."""
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: colour type -> (channels, Pillow mode) of the 8-bit PNGs :class:`PngRows` streams.
+_PNG_KINDS = {0: (1, "L"), 2: (3, "RGB"), 3: (1, "P"), 4: (2, "LA"), 6: (4, "RGBA")}
+
+
+class PngRows:
+    """A non-interlaced 8-bit PNG decoded band by band, never whole.
+
+    The compressed stream is inflated incrementally (``zlib``, at most one band of scanlines
+    at a time, so a zlib bomb inflates no further than asked). Scanline *filters* (Sub, Up,
+    Average, Paeth) chain each row to the one before, which numpy cannot undo fast; Pillow's
+    decoder does, so each band is handed to it as a small PNG of its own: the previous row,
+    unfiltered (filter byte 0), then the band's filtered rows as they are, with the original
+    PLTE/tRNS. The previous row's raw bytes come back from Pillow as the band's last row
+    (``tobytes`` of the 8-bit modes L, LA, RGB, RGBA, P is the scanline). Other PNGs
+    (16-bit, under 8 bits, interlaced, with EXIF) raise :class:`_NotStreamable`.
+    """
+
+    def __init__(self, path: Path, max_pixels: int | None = None) -> None:
+        self.path = path
+        self.file = open(path, "rb")  # noqa: SIM115 - closed by close()
+        try:
+            self._header(max_pixels)
+        except BaseException:
+            self.file.close()
+            raise
+        self.inflater = zlib.decompressobj()
+        self.data = bytearray()  # inflated, not yet used scanlines
+        self.idat_left = self.first_idat
+        self.prior = bytes(self.rowbytes)  # the row above row 0 is zeros (PNG spec)
+        self.next_row = 0
+        self.cache = np.zeros((0, self.width, 3), dtype=np.uint8)  # rows [next_row - len, next)
+
+    def _chunk(self) -> tuple[bytes, int]:
+        head = self.file.read(8)
+        if len(head) != 8:
+            raise UserError(f"{self.path}: truncated (PNG chunk header)")
+        length, kind = struct.unpack(">I4s", head)
+        return kind, length
+
+    def _header(self, max_pixels: int | None) -> None:
+        if self.file.read(8) != PNG_SIGNATURE:
+            raise _NotStreamable
+        kind, length = self._chunk()
+        if kind != b"IHDR" or length != 13:
+            raise _NotStreamable
+        ihdr = self.file.read(17)[:13]
+        width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", ihdr)
+        if depth != 8 or interlace or colour not in _PNG_KINDS or not width or not height:
+            raise _NotStreamable
+        if max_pixels and width * height > max_pixels:
+            raise UserError(
+                f"{self.path}: {width}x{height} pixels is above the limit of {max_pixels} "
+                "(decompression bomb guard)"
+            )
+        self.width, self.height, self.ihdr = width, height, ihdr
+        channels, self.mode = _PNG_KINDS[colour]
+        self.rowbytes = width * channels
+        self.extra = b""  # PLTE and tRNS, copied into every band's PNG
+        while True:
+            kind, length = self._chunk()
+            if kind == b"IDAT":
+                self.first_idat = length
+                return
+            if kind in (b"eXIf", b"IEND"):
+                raise _NotStreamable
+            body = self.file.read(length + 4)
+            if len(body) != length + 4:
+                raise UserError(f"{self.path}: truncated ({kind.decode('latin-1')} chunk)")
+            if kind in (b"PLTE", b"tRNS"):
+                self.extra += _png_chunk(kind, body[:length])
+
+    def _inflate(self, need: int) -> None:
+        """Inflate until ``need`` scanline bytes are buffered (or raise: truncated/corrupt)."""
+        while len(self.data) < need:
+            tail = self.inflater.unconsumed_tail
+            if not tail:
+                if self.idat_left == 0:
+                    self.file.read(4)  # CRC of the finished IDAT
+                    kind, length = self._chunk()
+                    if kind != b"IDAT":
+                        raise UserError(f"{self.path}: truncated (image data ends early)")
+                    self.idat_left = length
+                tail = self.file.read(min(self.idat_left, 1 << 16))
+                if not tail:
+                    raise UserError(f"{self.path}: truncated (image data ends early)")
+                self.idat_left -= len(tail)
+            try:
+                self.data += self.inflater.decompress(tail, need - len(self.data))
+            except zlib.error as error:
+                raise UserError(f"{self.path}: corrupt image data ({error})") from None
+
+    def _band(self, n: int) -> Image.Image:
+        """The next ``n`` rows, unfiltered by Pillow, as an image of ``n`` rows."""
+        size = n * (self.rowbytes + 1)
+        self._inflate(size)
+        filtered = bytes(self.data[:size])
+        del self.data[:size]
+        ihdr = struct.pack(">II", self.width, n + 1) + self.ihdr[8:]
+        band_png = (
+            PNG_SIGNATURE
+            + _png_chunk(b"IHDR", ihdr)
+            + self.extra
+            + _png_chunk(b"IDAT", zlib.compress(b"\0" + self.prior + filtered, 0))
+            + _png_chunk(b"IEND", b"")
+        )
+        try:
+            with Image.open(io.BytesIO(band_png)) as image:
+                image.load()
+                band = image.crop((0, 1, self.width, n + 1))
+        except Exception as error:  # bad filter bytes, palette indices ...
+            reason = f"{type(error).__name__}: {error}"
+            raise UserError(f"{self.path}: cannot decode ({reason})") from None
+        if band.mode != self.mode:  # Pillow and this reader disagree: do not guess
+            raise UserError(f"{self.path}: cannot decode (band decoded as {band.mode})")
+        self.prior = band.crop((0, n - 1, self.width, n)).tobytes()
+        return band
+
+    def read(self, y0: int, y1: int) -> np.ndarray:
+        """Rows ``[y0, y1)``; rows are decoded forwards, so ``y0`` may go back only into
+        rows not yet passed (the segmenter's bands overlap by less than a band)."""
+        if y0 < self.next_row - len(self.cache):
+            raise ValueError(f"PNG rows are read forwards: {y0} < {self.next_row}")
+        if y1 > self.next_row:
+            band = to_rgb(self._band(y1 - self.next_row))
+            self.cache = np.concatenate([self.cache, band]) if len(self.cache) else band
+            self.next_row = y1
+        start = self.next_row - len(self.cache)
+        out = self.cache[y0 - start : y1 - start]
+        self.cache = self.cache[y0 - start :]  # rows before y0 are never asked again
+        return out
+
+    def close(self) -> None:
+        self.file.close()
+
+
 def is_netpbm(path: str | os.PathLike[str]) -> bool:
     """True for a binary PPM/PGM (magic ``P5``/``P6``), whatever its suffix."""
     try:
@@ -388,13 +529,24 @@ def is_netpbm(path: str | os.PathLike[str]) -> bool:
 
 
 def open_rows(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS) -> RowReader:
-    """A :class:`RowReader` over ``path``: netpbm streamed from disk, others decoded by Pillow."""
+    """A :class:`RowReader` over ``path``: binary PPM/PGM and 8-bit non-interlaced PNG decoded
+    band by band (:class:`NetpbmRows`, :class:`PngRows`), others decoded whole by Pillow."""
     path = Path(path)
     if path.is_file() and is_netpbm(path):
         try:
             return NetpbmRows(path, max_pixels)
         except OSError as error:
             raise UserError(f"{path}: cannot read ({error.strerror or error})") from None
+    try:
+        return PngRows(path, max_pixels)
+    except _NotStreamable:
+        pass
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise UserError(f"{path}: is a directory") from None
+    except OSError as error:
+        raise UserError(f"{path}: cannot read ({error.strerror or error})") from None
     image = _decode(path, max_pixels)
     return DecodedRows(image)
 

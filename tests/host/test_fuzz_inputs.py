@@ -109,17 +109,21 @@ def test_mutated_images_decode_or_user_error(data: bytes, seg, scratch) -> None:
 
 
 @FUZZ
-@given(data=mutated({"PPM": SEEDS["PPM"]}))
-def test_mutated_netpbm_rows_or_user_error(data: bytes, scratch) -> None:
-    path = scratch / "mutated.ppm"
+@given(data=mutated({k: SEEDS[k] for k in ("PPM", "PNG", "PNG-P")}))
+def test_mutated_row_readers_or_user_error(data: bytes, scratch) -> None:
+    """The strip readers (PPM/PGM from disk, PNG band by band) on damaged files."""
+    path = scratch / "mutated-rows"
     path.write_bytes(data)
     try:
         rows = open_rows(path, max_pixels=1 << 22)
     except UserError:
         return
     try:
-        band = rows.read(0, rows.height)
-        assert band.shape == (rows.height, rows.width, 3) and band.dtype == np.uint8
+        for y0 in range(0, rows.height, 7):
+            band = rows.read(y0, min(rows.height, y0 + 9))
+            assert band.shape[1:] == (rows.width, 3) and band.dtype == np.uint8
+    except UserError as error:
+        assert str(path) in str(error) and "\n" not in str(error)
     finally:
         rows.close()
 
