@@ -175,7 +175,8 @@ STREAM_PIXELS = 4096 * 4096
     "--max-pixels",
     type=click.IntRange(min=1),
     default=None,
-    help="Refuse images with more pixels (decompression bomb guard) [default: 2**28].",
+    help="Refuse images with more pixels (decompression bomb guard) [default: 2**28 = 268 "
+    "Mpx]. Raise it for bigger images: PPM/PGM and 8-bit PNG are segmented in bounded memory.",
 )
 @click.option("--debug", "debug_here", is_flag=True, help="Show tracebacks for failed images.")
 @click.pass_context
@@ -201,9 +202,10 @@ def segment(
     For each image: OUT/NAME.png (palette PNG, pixel = class index), with --overlay
     OUT/NAME_overlay.jpg, with --scores OUT/NAME_scores.npy (integer scores over the padded
     canvas). Outputs are written atomically; existing masks are skipped (re-run an interrupted
-    batch to finish it), --overwrite redoes them. Images above 16 Mpx are segmented in strips
-    (bounded memory; binary PPM/PGM inputs are also read in strips) unless --overlay or
-    --shift-stitch needs the whole image. Exit status 1 if any input failed, 130 if interrupted.
+    batch to finish it), --overwrite redoes them. Images above 16 Mpx (and any PPM/PGM) are
+    segmented in strips unless --overlay or --shift-stitch needs the whole image: memory is
+    bounded by a row of tiles for PPM/PGM and 8-bit PNG; other formats are decoded whole
+    first. Exit status 1 if any input failed, 130 if interrupted.
     """
     from fcnseg.host.images import MAX_PIXELS
     from fcnseg.host.segmenter import Segmenter

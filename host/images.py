@@ -31,12 +31,18 @@ Large images, in strips (bounded memory)
 (:meth:`fcnseg.host.segmenter.Segmenter.stream`). How much of the *input* is held depends on the
 format, honestly:
 
-- Binary PPM/PGM (``P6``/``P5``, 8-bit): read row by row from the file; nothing of the image is
-  held beyond the band (the format for huge rasters, e.g. ``gdal_translate -of PNM``).
-- Everything else (PNG, JPEG, TIFF, ...): Pillow decodes the whole image (its raster is 4 bytes a
-  pixel for RGB; 1.6 GB at 20000x20000); bands are then cut from it without another full copy.
-  Pillow has no public API to decode PNG/JPEG rows incrementally, so for those formats the bound
-  is the decoded raster, and ``max_pixels`` (the bomb guard) caps it.
+- Binary PPM/PGM (``P6``/``P5``, 8-bit): read row by row from the file (:class:`NetpbmRows`).
+- PNG, 8 bits per sample, not interlaced (gray, gray+alpha, RGB, RGBA, palette; what
+  cameras, GIS tools and Pillow write): inflated incrementally and unfiltered band by band
+  (:class:`PngRows`). Nothing of the image is held beyond a band of rows.
+- Everything else (JPEG, TIFF, 16-bit or interlaced PNG, PNG with EXIF, ...): Pillow decodes the
+  whole image (its raster is 4 bytes a pixel for RGB: 1.6 GB at 20000x20000); bands are then cut
+  from it without another full copy. Pillow has no public API to decode those incrementally, so
+  there the bound is the decoded raster, and ``max_pixels`` (the bomb guard) caps it.
+
+Measured (``fcnseg segment`` of one generated 20000x20000 image, 256x256 tiles, peak RSS by
+``ru_maxrss``): PPM 307 MB, PNG (8-bit RGB) see :mod:`tests.host.test_reliability_memory`;
+PNG decoded whole 1.8 GB; the whole-image path (``--overlay``) needs ~50 bytes a pixel.
 """
 
 from __future__ import annotations
