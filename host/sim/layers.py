@@ -22,7 +22,7 @@ from fcnseg.host.package import Layer, parse_dtype
 
 from fcnseg.errors import UserError
 
-from .ranges import Range, gemm_dtype, matmul_range, storage_dtype
+from .ranges import FLOAT_EXACT, Range, gemm_dtype, matmul_range, storage_dtype
 
 #: Threshold lookup tables up to this many entries (channels x input range); above, searchsorted.
 LUT_MAX_ENTRIES = 1 << 24
@@ -61,7 +61,13 @@ class ThresholdCounter:
     """
 
     def __init__(
-        self, thresholds: np.ndarray, channels: int, in_range: Range, bias: int, scale: int = 1
+        self,
+        thresholds: np.ndarray,
+        channels: int,
+        in_range: Range,
+        bias: int,
+        scale: int = 1,
+        float_input: np.dtype | None = None,
     ):
         lo, hi = in_range
         t = np.asarray(thresholds, dtype=np.int64)
@@ -97,8 +103,60 @@ class ThresholdCounter:
             self.flat = (t + shift[:, None]).ravel()
             self.shift = shift
             self.scale, self.bias = scale, bias
+        #: per-channel ``(r, b, lo, hi)`` of the verified affine count (see :meth:`_fit_affine`)
+        self.affine: tuple[np.ndarray, ...] | None = None
+        if float_input is not None and self.lut is not None and scale == 1 and t.size:
+            self.affine = self._fit_affine(t, np.dtype(float_input), bias)
+
+    def _fit_affine(self, t: np.ndarray, dt: np.dtype, bias: int) -> tuple[np.ndarray, ...] | None:
+        """Per-channel ``out = clip(floor(x * r + b), lo, hi)`` in float ``dt``, if exact.
+
+        Streamlined thresholds are (the ceilings of) an arithmetic progression (a quantizer
+        folded with batch norm), so the count is an affine function of ``x`` rounded down — a few
+        streaming passes instead of a gather from a table of up to megabytes. It is used only if
+        it equals the table for *every* ``x`` of the clipped window, computed exactly as
+        :meth:`__call__` computes it; outside the window it stays exact because every step is
+        monotonic in ``x`` (``r >= 0``; float rounding is monotonic), so it is pinned to the
+        window's end values by the clip.
+        """
+        lo, span, ch = self.lo, self.span, self.channels
+        hi = lo + span - 2
+        if not (FLOAT_EXACT[dt] > max(abs(lo), abs(hi) + 1)):
+            return None
+        r = np.zeros(ch, np.float64)
+        b = np.zeros(ch, np.float64)
+        for c in range(ch):
+            n_low = int((t[c] <= lo).sum())
+            mid = t[c][(t[c] > lo) & (t[c] <= hi)].astype(np.float64)
+            if mid.size == 0:
+                b[c] = bias + n_low + 0.5
+                continue
+            fit = _progression(mid, 2.0 * (span + 1))
+            if fit is None:
+                return None
+            t0, d = fit
+            r[c] = 1.0 / d
+            b[c] = 1.0 - t0 / d + n_low + bias
+        table = self.lut.reshape(ch, span)[:, : span - 1]
+        out_lo = table[:, 0].astype(dt)
+        out_hi = table[:, -1].astype(dt)
+        affine = (r.astype(dt), b.astype(dt), out_lo, out_hi)
+        xs = np.broadcast_to(np.arange(lo, hi + 1, dtype=dt)[:, None], (span - 1, ch))
+        if not np.array_equal(self._affine(xs, affine).T, table):
+            return None
+        return affine
+
+    def _affine(self, x: np.ndarray, affine: tuple[np.ndarray, ...]) -> np.ndarray:
+        r, b, lo, hi = affine
+        y = np.multiply(x, r)
+        y += b
+        np.floor(y, out=y)
+        np.clip(y, lo, hi, out=y)
+        return y.astype(self.out_dtype)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
+        if self.affine is not None and x.dtype == self.affine[0].dtype:
+            return self._affine(x, self.affine)
         if self.lut is not None:
             idx = x.astype(self.idx_dtype)
             if self.clip is not None:
@@ -112,6 +170,29 @@ class ThresholdCounter:
         cnt = np.searchsorted(self.flat, key, side="right")
         cnt -= np.arange(self.channels, dtype=np.int64) * self.steps
         return (self.scale * cnt + self.bias).astype(self.out_dtype)
+
+
+def _progression(t: np.ndarray, d_single: float) -> tuple[float, float] | None:
+    """``(t0, d)`` with ``T_k - 1 < t0 + k d <= T_k`` for the sorted integer thresholds ``T``.
+
+    Integer ``x >= T_k`` then iff ``x >= t0 + k d``. The step is the middle of its feasible
+    interval (from every pair of thresholds), the offset the middle of its own; ``None`` if the
+    thresholds are not such a rounded progression (or not increasing).
+    """
+    if t.size == 1:
+        return float(t[0]) - 0.5, d_single
+    k = np.arange(t.size, dtype=np.float64)
+    i, j = np.triu_indices(t.size, 1)
+    d_lo = float(np.max((t[j] - t[i] - 1) / (j - i)))
+    d_hi = float(np.min((t[j] - t[i] + 1) / (j - i)))
+    d = (d_lo + d_hi) / 2
+    if not (d_lo < d_hi and d > 0):
+        return None
+    t_lo = float(np.max(t - 1 - k * d))
+    t_hi = float(np.min(t - k * d))
+    if not t_lo < t_hi:
+        return None
+    return (t_lo + t_hi) / 2, d
 
 
 def _act_bias_scale(odt: str, act_val: int) -> tuple[int, int]:
@@ -159,7 +240,9 @@ class MVAU(Op):
         else:
             odt = layer.output_dtypes[0] if layer.output_dtypes else ""
             bias, scale = _act_bias_scale(odt, int(self.attr("ActVal", 0)))
-            self.thr = ThresholdCounter(layer.arrays["thresholds"], mh, acc_range, bias, scale)
+            self.thr = ThresholdCounter(
+                layer.arrays["thresholds"], mh, acc_range, bias, scale, float_input=self.gemm
+            )
             self.out_ranges = [self.thr.out_range]
 
     def __call__(self, x: np.ndarray) -> list[np.ndarray]:
