@@ -246,9 +246,10 @@ class Segmenter:
     ) -> tuple[int, int]:
         """Segment a large image band by band (module docstring); return the canvas ``(Hc, Wc)``.
 
-        ``rows.read(y0, y1)`` gives image rows; ``on_labels(y0, labels)`` receives consecutive
-        label bands ``(n, W)`` from the top; ``on_scores(block)`` consecutive score rows
-        ``(n, Wc/s, C)`` of the canvas. Shift-and-stitch (``f > 1``) is not streamed.
+        ``rows.read(y0, y1)`` gives image rows (forwards, overlapping by less than a tile);
+        ``on_labels(y0, labels)`` receives consecutive label bands ``(n, W)`` from the top;
+        ``on_scores(block)`` consecutive score rows ``(n, Wc/s, C)`` of the canvas.
+        Shift-and-stitch (``f > 1``) is not streamed.
         """
         if self.shifts.factor != 1:
             raise UserError("--shift-stitch is not available for images segmented in strips")
@@ -290,10 +291,21 @@ class Segmenter:
             end = height if hi == n_cells else min(height, (hi - 1) * s)
             if end > next_row:
                 scores = np.concatenate(pending) if len(pending) > 1 else pending[0]
-                labels = upsample_argmax(
-                    scores, self.output_scale, self.output_bias, (end - lo * s, width), s, s
-                )
-                on_labels(next_row, labels[next_row - lo * s :])
+                # in chunks of rows: the upsampler's working memory is ~30 bytes a pixel
+                step = max(64, 16 * s)
+                for a in range(next_row, end, step):
+                    b = min(end, a + step)
+                    c0 = max(lo, a // s - 1)  # the corner rows pixels [a, b) read
+                    c1 = min(hi, (b - 1) // s + 2)
+                    labels = upsample_argmax(
+                        scores[c0 - lo : c1 - lo],
+                        self.output_scale,
+                        self.output_bias,
+                        (b - c0 * s, width),
+                        s,
+                        s,
+                    )
+                    on_labels(a, labels[a - c0 * s :])
                 next_row = end
                 # keep one score row of halo above the next band
                 keep_from = max(lo, next_row // s - 1)
