@@ -2,9 +2,10 @@
 
 Plan once, run many: at construction every layer becomes a :mod:`.layers` op bound to its arrays
 and to the proven integer ranges of its inputs (propagated from the input datatype, see
-:mod:`.ranges`); two fusions remove copies — a sliding window feeding an MVAU writes its patches
-directly in the MVAU's GEMM dtype, and a sliding window feeding a MaxPool becomes a max over
-strided views. ``run`` then walks the ordered layer list, freeing each tensor after its last use.
+:mod:`.ranges`); two fusions remove copies — a sliding window feeding an MVAU becomes one
+:class:`~.layers.ConvMVAU` (patches, GEMM and thresholds in cache-sized blocks of output rows, no
+full-size patch matrix), and a sliding window feeding a MaxPool becomes a max over strided views.
+``run`` then walks the ordered layer list, freeing each tensor after its last use.
 
 The engine is size-agnostic: any ``H, W`` that are multiples of the net's stride (the largest
 downsampling factor inside the graph, derived from the layers) give an output of
@@ -21,7 +22,7 @@ from fcnseg.host.package import Package, layer_strides, parse_dtype
 
 from fcnseg.errors import UserError
 
-from .layers import MVAU, OPS, ConvolutionInputGenerator, MaxPoolDirect, Op, Pool
+from .layers import MVAU, OPS, ConvMVAU, ConvolutionInputGenerator, MaxPoolDirect, Op, Pool
 from .ranges import Range
 
 
@@ -83,9 +84,11 @@ class SimEngine:
             if isinstance(op, ConvolutionInputGenerator) and len(consumers.get(outs[0], [])) == 1:
                 j = consumers[outs[0]][0]
                 nxt = steps[j][0]
-                if isinstance(nxt, MVAU) and nxt.gemm.kind == "f":
-                    op.out_dtype = nxt.gemm
-                elif isinstance(nxt, Pool) and nxt.fn == "MaxPool":
+                if isinstance(nxt, MVAU):
+                    out.append((ConvMVAU(op, nxt), ins, steps[j][2]))
+                    skip.add(j)
+                    continue
+                if isinstance(nxt, Pool) and nxt.fn == "MaxPool":
                     out.append((MaxPoolDirect(op, nxt), ins, steps[j][2]))
                     skip.add(j)
                     continue

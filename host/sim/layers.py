@@ -15,6 +15,7 @@ in float32 (``np.matmul`` of float tensors), it is exact only while the accumula
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 import numpy as np
@@ -105,6 +106,8 @@ class ThresholdCounter:
             self.scale, self.bias = scale, bias
         #: per-channel ``(r, b, lo, hi)`` of the verified affine count (see :meth:`_fit_affine`)
         self.affine: tuple[np.ndarray, ...] | None = None
+        self._tiled: dict[int, tuple[np.ndarray, ...]] = {}
+        self._floor = True
         if float_input is not None and self.lut is not None and scale == 1 and t.size:
             self.affine = self._fit_affine(t, np.dtype(float_input), bias)
 
@@ -140,19 +143,50 @@ class ThresholdCounter:
         table = self.lut.reshape(ch, span)[:, : span - 1]
         out_lo = table[:, 0].astype(dt)
         out_hi = table[:, -1].astype(dt)
+        self._floor = bool((out_lo < 0).any())
         affine = (r.astype(dt), b.astype(dt), out_lo, out_hi)
         xs = np.broadcast_to(np.arange(lo, hi + 1, dtype=dt)[:, None], (span - 1, ch))
         if not np.array_equal(self._affine(xs, affine).T, table):
             return None
         return affine
 
-    def _affine(self, x: np.ndarray, affine: tuple[np.ndarray, ...]) -> np.ndarray:
+    def _affine(
+        self,
+        x: np.ndarray,
+        affine: tuple[np.ndarray, ...],
+        out: np.ndarray | None = None,
+        inplace: bool = False,
+    ) -> np.ndarray:
         r, b, lo, hi = affine
-        y = np.multiply(x, r)
+        y = np.multiply(x, r, out=x if inplace else None)
         y += b
-        np.floor(y, out=y)
-        np.clip(y, lo, hi, out=y)
-        return y.astype(self.out_dtype)
+        # clip then floor == floor then clip (integer bounds); maximum + minimum, not np.clip
+        # (slow with array bounds); with lo >= 0 the cast's truncation is the floor
+        np.maximum(y, lo, out=y)
+        np.minimum(y, hi, out=y)
+        if self._floor:
+            np.floor(y, out=y)
+        if out is None:
+            return y.astype(self.out_dtype)
+        np.copyto(out, y, casting="unsafe")
+        return out
+
+    def into(self, acc: np.ndarray, out: np.ndarray) -> None:
+        """Write the counts of ``acc`` into ``out``; may overwrite ``acc``.
+
+        Both are 2-D, ``(rows, g * channels)``: ``g`` pixels per row, channels innermost.
+        Broadcasting per-channel parameters over a short channel axis runs numpy's inner loops
+        ``channels`` elements at a time; tiled ``g`` times they run a whole row at once.
+        """
+        if self.affine is not None and acc.dtype == self.affine[0].dtype:
+            g = acc.shape[-1] // self.channels
+            tiled = self._tiled.get(g)
+            if tiled is None:
+                tiled = self._tiled[g] = tuple(np.tile(a, g) for a in self.affine)
+            self._affine(acc, tiled, out=out, inplace=True)
+        else:
+            shape = (-1, self.channels)
+            np.copyto(out.reshape(shape), self(acc.reshape(shape)), casting="unsafe")
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         if self.affine is not None and x.dtype == self.affine[0].dtype:
@@ -308,6 +342,70 @@ class ConvolutionInputGenerator(Op):
                     j * dw : j * dw + sw * (ow - 1) + 1 : sw,
                 ]
         return [out.reshape(n, oh, ow, kh * kw * c)]
+
+
+class ConvMVAU(Op):
+    """A sliding window fused with the MVAU it feeds: the convolution in blocks of output rows.
+
+    Each block's patches are written (cast to the GEMM dtype) into a small buffer, multiplied
+    and thresholded, and the result goes straight into the output — no full-size patch matrix
+    or accumulator. The blocks stay in the CPU caches and the buffers are reused from call to
+    call (per thread and block shape), so large tiles no longer cost fresh pages either.
+    Same integers as the two layers run one after the other.
+    """
+
+    #: target size of one block's patch buffer (bytes): fits the L2 cache with the GEMM's panels
+    BLOCK_BYTES = 1 << 19
+
+    def __init__(self, swg: ConvolutionInputGenerator, mvau: MVAU):
+        super().__init__(mvau.layer, swg.in_ranges)
+        self.swg, self.mvau = swg, mvau
+        self.out_ranges = mvau.out_ranges
+        self.out_dtype = mvau.out_dtype if mvau.thr is None else mvau.thr.out_dtype
+        self._local = threading.local()
+
+    def _buffers(self, rows: int, ow: int) -> tuple[np.ndarray, np.ndarray]:
+        cache = self._local.__dict__.setdefault("bufs", {})
+        key = (rows, ow)
+        if key not in cache:
+            m = rows * ow
+            cache[key] = (
+                np.empty((m, self.mvau.mw), self.mvau.gemm),
+                np.empty((m, self.mvau.mh), self.mvau.gemm),
+            )
+        return cache[key]
+
+    def __call__(self, x: np.ndarray) -> list[np.ndarray]:
+        swg, mvau = self.swg, self.mvau
+        n, h, w, c = x.shape
+        (kh, kw), (sh, sw), (dh, dw) = swg.k, swg.s, swg.d
+        oh, ow = swg.out_dims(h, w)
+        if kh * kw * c != mvau.mw:
+            raise UserError(f"layer {self.layer.name}: window of {kh}x{kw}x{c} is not MW")
+        out = np.empty((n, oh, ow, mvau.mh), self.out_dtype)
+        rows = max(1, min(oh, self.BLOCK_BYTES // (ow * mvau.mw * mvau.gemm.itemsize)))
+        x = np.ascontiguousarray(x)
+        sn, sh_, sw_, sc = x.strides
+        # a view of every window, (n, oh, ow, kh, kw * c) when a window row is contiguous in x
+        # (the innermost copy run is then kw * c long); one copyto per block writes the patches
+        if dw == 1:
+            shape, strides = (n, oh, ow, kh, kw * c), (sn, sh_ * sh, sw_ * sw, sh_ * dh, sc)
+        else:
+            shape = (n, oh, ow, kh, kw, c)
+            strides = (sn, sh_ * sh, sw_ * sw, sh_ * dh, sw_ * dw, sc)
+        view = np.lib.stride_tricks.as_strided(x, shape=shape, strides=strides, writeable=False)
+        for i in range(n):
+            for r0 in range(0, oh, rows):
+                r1 = min(oh, r0 + rows)
+                patches, acc = self._buffers(r1 - r0, ow)
+                np.copyto(patches.reshape(r1 - r0, *shape[2:]), view[i, r0:r1], "unsafe")
+                np.matmul(patches, mvau.w, out=acc)
+                if mvau.thr is None:
+                    np.copyto(out[i, r0:r1].reshape(acc.shape), acc, casting="unsafe")
+                else:  # one row of pixels per row: long inner loops (ThresholdCounter.into)
+                    rows_shape = (r1 - r0, ow * mvau.mh)
+                    mvau.thr.into(acc.reshape(rows_shape), out[i, r0:r1].reshape(rows_shape))
+        return [out]
 
 
 class FMPadding(Op):
