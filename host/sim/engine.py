@@ -93,6 +93,28 @@ class SimEngine:
                     skip.add(j)
                     continue
             out.append((op, ins, outs))
+        return SimEngine._fuse_pools(out)
+
+    @staticmethod
+    def _fuse_pools(steps):
+        """A max-pool (window == stride) fed only by a ConvMVAU becomes part of it (its pool)."""
+        consumers: dict[str, list[int]] = {}
+        for i, (_, ins, _) in enumerate(steps):
+            for t in ins:
+                consumers.setdefault(t, []).append(i)
+        out = []
+        skip = set()
+        for i, (op, ins, outs) in enumerate(steps):
+            if i in skip:
+                continue
+            users = consumers.get(outs[0], []) if isinstance(op, ConvMVAU) else []
+            if len(users) == 1 and isinstance(steps[users[0]][0], MaxPoolDirect):
+                pool = steps[users[0]][0].swg
+                if pool.k == pool.s and pool.d == (1, 1):
+                    op.pool = pool.k
+                    outs = steps[users[0]][2]
+                    skip.add(users[0])
+            out.append((op, ins, outs))
         return out
 
     def _last_uses(self) -> dict[str, int]:

@@ -352,6 +352,13 @@ class ConvMVAU(Op):
     or accumulator. The blocks stay in the CPU caches and the buffers are reused from call to
     call (per thread and block shape), so large tiles no longer cost fresh pages either.
     Same integers as the two layers run one after the other.
+
+    ``pool`` (set by the engine) fuses a following max-pool whose window equals its stride: the
+    max is taken over the float accumulators *before* the thresholds — exact, as a threshold
+    count is non-decreasing in its input, so it commutes with max — which thresholds a quarter
+    of the values (2x2) and never materialises the full-size map. The patches of a block are
+    written phase by phase (rows ``(r, a, j)`` hold output pixel ``(r, j * pw + a)``), so each
+    pooling step is a max of whole contiguous rows.
     """
 
     #: target size of one block's patch buffer (bytes): fits the L2 cache with the GEMM's panels
@@ -363,15 +370,19 @@ class ConvMVAU(Op):
         self.out_ranges = mvau.out_ranges
         self.out_dtype = mvau.out_dtype if mvau.thr is None else mvau.thr.out_dtype
         self._local = threading.local()
+        #: (ph, pw) of a fused max-pool with window == stride, (1, 1) for none
+        self.pool: tuple[int, int] = (1, 1)
 
-    def _buffers(self, rows: int, ow: int) -> tuple[np.ndarray, np.ndarray]:
+    def _buffers(self, rows: int, ow: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         cache = self._local.__dict__.setdefault("bufs", {})
         key = (rows, ow)
         if key not in cache:
             m = rows * ow
+            ph, pw = self.pool
             cache[key] = (
                 np.empty((m, self.mvau.mw), self.mvau.gemm),
                 np.empty((m, self.mvau.mh), self.mvau.gemm),
+                np.empty((rows // ph, ow // pw * self.mvau.mh), self.mvau.gemm),
             )
         return cache[key]
 
@@ -382,29 +393,45 @@ class ConvMVAU(Op):
         oh, ow = swg.out_dims(h, w)
         if kh * kw * c != mvau.mw:
             raise UserError(f"layer {self.layer.name}: window of {kh}x{kw}x{c} is not MW")
-        out = np.empty((n, oh, ow, mvau.mh), self.out_dtype)
-        rows = max(1, min(oh, self.BLOCK_BYTES // (ow * mvau.mw * mvau.gemm.itemsize)))
+        ph, pw = self.pool
+        oh, ow = oh // ph * ph, ow // pw * pw  # rows/columns a pool window covers
+        if oh == 0 or ow == 0:
+            raise UserError(f"layer {self.layer.name}: input {h}x{w} smaller than its pool")
+        mh, qw = mvau.mh, ow // pw
+        out = np.empty((n, oh // ph, qw, mh), self.out_dtype)
+        rows = self.BLOCK_BYTES // (ow * mvau.mw * mvau.gemm.itemsize)
+        rows = min(oh, max(ph, rows // ph * ph))
         x = np.ascontiguousarray(x)
         sn, sh_, sw_, sc = x.strides
-        # a view of every window, (n, oh, ow, kh, kw * c) when a window row is contiguous in x
-        # (the innermost copy run is then kw * c long); one copyto per block writes the patches
+        # a view of every window, (n, oh, pw, ow / pw, kh, kw * c) (column j * pw + a at [a, j])
+        # when a window row is contiguous in x (the innermost copy run is then kw * c long);
+        # one copyto per block writes the patches
+        lead = (n, oh, pw, qw), (sn, sh_ * sh, sw_ * sw, sw_ * sw * pw)
         if dw == 1:
-            shape, strides = (n, oh, ow, kh, kw * c), (sn, sh_ * sh, sw_ * sw, sh_ * dh, sc)
+            shape, strides = lead[0] + (kh, kw * c), lead[1] + (sh_ * dh, sc)
         else:
-            shape = (n, oh, ow, kh, kw, c)
-            strides = (sn, sh_ * sh, sw_ * sw, sh_ * dh, sw_ * dw, sc)
+            shape, strides = lead[0] + (kh, kw, c), lead[1] + (sh_ * dh, sw_ * dw, sc)
         view = np.lib.stride_tricks.as_strided(x, shape=shape, strides=strides, writeable=False)
         for i in range(n):
             for r0 in range(0, oh, rows):
                 r1 = min(oh, r0 + rows)
-                patches, acc = self._buffers(r1 - r0, ow)
+                patches, acc, pooled = self._buffers(r1 - r0, ow)
                 np.copyto(patches.reshape(r1 - r0, *shape[2:]), view[i, r0:r1], "unsafe")
                 np.matmul(patches, mvau.w, out=acc)
+                if (ph, pw) != (1, 1):  # max over the phases: whole rows of qw pixels at once
+                    phases = acc.reshape((r1 - r0) // ph, ph, pw, qw * mh)
+                    np.maximum(phases[:, 0, 0], phases[:, 0, min(1, pw - 1)], out=pooled)
+                    for a in range(ph):
+                        for b in range(pw):
+                            if a or b > 1:
+                                np.maximum(pooled, phases[:, a, b], out=pooled)
+                    acc = pooled
+                # one row of output pixels per row: long inner loops (ThresholdCounter.into)
+                dst = out[i, r0 // ph : r1 // ph].reshape(-1, qw * mh)
                 if mvau.thr is None:
-                    np.copyto(out[i, r0:r1].reshape(acc.shape), acc, casting="unsafe")
-                else:  # one row of pixels per row: long inner loops (ThresholdCounter.into)
-                    rows_shape = (r1 - r0, ow * mvau.mh)
-                    mvau.thr.into(acc.reshape(rows_shape), out[i, r0:r1].reshape(rows_shape))
+                    np.copyto(dst, acc.reshape(dst.shape), casting="unsafe")
+                else:
+                    mvau.thr.into(acc.reshape(dst.shape), dst)
         return [out]
 
 
