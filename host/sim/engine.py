@@ -31,8 +31,9 @@ class SimEngine:
 
     ``engine.run(x)`` takes uint8 NHWC ``(N, H, W, 3)`` and returns int64 integer scores
     ``(N, H/s, W/s, C)``; multiply by ``package.output_scale`` and add ``package.output_bias`` for
-    logits. ``batch`` bounds how many tiles go through the layers at once (memory; one tile at a
-    time is also the fastest measured: its intermediates stay in cache).
+    logits. ``batch`` bounds how many tiles go through the layers at once (memory; the
+    convolutions run in cache-sized row blocks, so one tile and four tiles per call take about
+    the same time per tile).
 
     ``blas_threads`` caps numpy's BLAS threads during ``run`` (needs ``threadpoolctl``; without it
     the cap is skipped). The GEMMs here are small (K <= a few hundred): on 2 shared cores a
