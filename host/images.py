@@ -42,7 +42,8 @@ format, honestly:
 
 Measured (``fcnseg segment --max-pixels 1000000000`` of one generated image, a 256x256-tile
 package of stride 2, peak RSS = ``VmHWM`` of the process; the interpreter and imports are
-~50 MB of it): 20000x20000 PPM 193 MB, 8-bit PNG 259 MB; 6000x6000 PPM 98 MB, PNG 114 MB; the
+~50 MB of it): 20000x20000 PPM 193 MB, 8-bit PNG 259 MB, JPEG 1724 MB (decoded whole);
+6000x6000 PPM 98 MB, PNG 114 MB, JPEG 236 MB; the
 same 6000x6000 PNG through the whole-image path (``--overlay``) 1768 MB. Memory grows with the
 image *width* (a band is a row of tiles across it), not with its height.
 """
