@@ -66,6 +66,7 @@ def rehash(folder: Path):
 def tiles_of(package, photos, n):
     """``n`` tiles of the package's size cut from real photos (wrapping around)."""
     th, tw = package.tile
+    photos = [img for img in photos if img.shape[0] >= th and img.shape[1] >= tw]
     out = []
     for i in range(n):
         img = photos[i % len(photos)]

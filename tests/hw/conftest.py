@@ -7,12 +7,18 @@ exported with ``fcnseg.quantize.export`` at 64x64, so every test exercises the s
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+# The hw stage runs in the build environment (.venv: finn-plus, torch). In the board environment
+# (.venv-board) none of its tests can run, so none are collected there.
+if importlib.util.find_spec("finn") is None or importlib.util.find_spec("torch") is None:
+    collect_ignore_glob = ["test_*.py"]
 
 TILE = (64, 64)
 PHOTOS = ("astronaut", "chelsea", "coffee")
