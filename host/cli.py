@@ -321,8 +321,9 @@ class _Run:
         return size is not None and size[0] * size[1] > STREAM_PIXELS
 
     def all(self, jobs: list[Job], *, overwrite: bool, workers: int) -> None:
-        from fcnseg.host.images import remove_stale_temps
         from tqdm import tqdm
+
+        from fcnseg.host.images import remove_stale_temps
 
         start = time.perf_counter()
         self.bar = tqdm(total=len(jobs), unit="img", desc="segment", file=sys.stderr, disable=None)
@@ -378,6 +379,7 @@ class _Run:
         """Write one pipelined image's outputs (in a finish worker); the mask last, so its
         presence means the image is done."""
         import numpy as np
+
         from fcnseg.host.images import save_array, save_mask, save_overlay
 
         seg = result.segmentation

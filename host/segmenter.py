@@ -35,12 +35,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from fcnseg.errors import UserError
 from fcnseg.host.images import as_rgb_array, voc_palette
 from fcnseg.host.shift_stitch import ShiftPlan, plan_shifts, shift_stitch
 from fcnseg.host.tiling import Geometry, TilePlan, make_canvas, plan_tiles, run_tiled
 from fcnseg.host.upsample import upsample_argmax
-
-from fcnseg.errors import UserError
 
 if TYPE_CHECKING:
     from fcnseg.host.backends import Engine

@@ -31,13 +31,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fcnseg.errors import UserError
 from fcnseg.hw import report as reports
 from fcnseg.hw.boards import Board
 from fcnseg.hw.compat import has_vivado, prepare_finn, restore_stdio
 from fcnseg.hw.fit import Fit, bisect_fps, check_fit, misfit_message
 from fcnseg.hw.steps import ESTIMATE_STEPS, HW_GRAPH_STEP, REFOLD_FROM_STEP, VIVADO_STEPS
-
-from fcnseg.errors import UserError
 
 if TYPE_CHECKING:
     from finn.builder.build_dataflow_config import DataflowBuildConfig

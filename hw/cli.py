@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+
 from fcnseg.hw.boards import BOARDS
 
 

@@ -15,9 +15,8 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from fcnseg.hw.boards import RESOURCES, Board
-
 from fcnseg.errors import UserError
+from fcnseg.hw.boards import RESOURCES, Board
 
 
 @dataclass

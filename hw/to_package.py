@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from fcnseg.host.package import LAYER_KINDS, Layer, parse_dtype, write_package
-from fcnseg.host.sim.ranges import matmul_range, storage_dtype
 
 from fcnseg.errors import UserError
+from fcnseg.host.package import LAYER_KINDS, Layer, parse_dtype, write_package
+from fcnseg.host.sim.ranges import matmul_range, storage_dtype
 
 if TYPE_CHECKING:
     from qonnx.core.modelwrapper import ModelWrapper

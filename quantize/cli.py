@@ -144,6 +144,7 @@ def evaluate(
 
 def _evaluate_checkpoint(checkpoint: Path, dataset, limit: int | None, threads: int):
     import torch
+
     from fcnseg.quantize.evaluate import evaluate as evaluate_model
     from fcnseg.quantize.models.io import load_checkpoint
 
@@ -213,6 +214,7 @@ def _evaluate_package(package: Path, dataset, limit: int | None, backend: str):
 def export(checkpoint: Path, tile: tuple[int, int], out_dir: Path, threads: int) -> None:
     """Export CHECKPOINT (.safetensors + .json) to QONNX at a fixed tile size, with a model card."""
     import torch
+
     from fcnseg.quantize.export import check_tile, export_checkpoint
 
     torch.set_num_threads(threads)

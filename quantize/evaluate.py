@@ -13,9 +13,10 @@ from collections.abc import Iterable
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
+
 from fcnseg.quantize.data.base import SegmentationDataset
 from fcnseg.quantize.metrics import ConfusionMatrix
-from torch import nn
 
 #: every net's input must be a multiple of this (five 2x2 pools)
 SIZE_MULTIPLE = 32

@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from fcnseg.quantize.models.common import FCNBase, receptive_field
 
 from fcnseg.errors import UserError
+from fcnseg.quantize.models.common import FCNBase, receptive_field
 
 #: value of model.json's "format" key
 CARD_FORMAT = "fcnseg-model/1"

@@ -26,6 +26,7 @@ import warnings
 from collections.abc import Sequence
 
 import numpy as np
+
 from fcnseg.quantize.data.palette import IGNORE_INDEX
 
 #: The four summary metrics, in the paper's order, with their display names.

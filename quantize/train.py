@@ -30,6 +30,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+from fcnseg.errors import UserError
 from fcnseg.quantize.calibrate import calibrate, init_from_float
 from fcnseg.quantize.data.augment import Augment
 from fcnseg.quantize.data.base import SegmentationDataset
@@ -39,9 +42,6 @@ from fcnseg.quantize.evaluate import evaluate, to_tensor, upsample_logits
 from fcnseg.quantize.metrics import jsonable
 from fcnseg.quantize.train_config import TrainConfig
 from fcnseg.quantize.train_state import load_optimizer, save_optimizer
-from torch import nn
-
-from fcnseg.errors import UserError
 
 Log = Callable[[str], None]
 
@@ -177,9 +177,10 @@ def train_phase(
     ``datasets`` (train, val) default to :func:`open_datasets`; a multi-phase run passes the same
     pair to every phase.
     """
+    from tqdm import tqdm
+
     from fcnseg.quantize.models import build_model
     from fcnseg.quantize.models.io import load_checkpoint, save_checkpoint
-    from tqdm import tqdm
 
     torch.set_num_threads(cfg.threads)
     run_dir = phase.run_dir

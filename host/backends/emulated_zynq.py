@@ -55,10 +55,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from fcnseg.host.package import parse_dtype
 from pynq.pl_server.device import Device
 
 from fcnseg.errors import UserError
+from fcnseg.host.package import parse_dtype
 
 if TYPE_CHECKING:
     from fcnseg.host.package import Package

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from fcnseg.host.package import load_package
 from fcnseg.host.sim.engine import SimEngine
 
@@ -71,6 +72,7 @@ def time_engine(engine: SimEngine, tile: tuple[int, int], reps: int = 10) -> dic
 def default_net(config: Path | None):
     """The default model topology (a training config's ``model``) with random weights."""
     import torch
+
     from fcnseg.quantize.models import ModelConfig, build_model
 
     path = config or Path(__file__).resolve().parents[2] / "quantize/configs/default-fcn8s.json"
@@ -89,13 +91,14 @@ def build_hw(net: Any, tile: tuple[int, int], out: Path) -> tuple[Any, Path]:
     """Export ``net`` at ``tile``, convert it with the hw flow's steps, write a package."""
     import torch
     from brevitas.export import export_qonnx
-    from fcnseg.hw.compat import prepare_finn
-    from fcnseg.hw.steps import convert, streamline, tail
-    from fcnseg.hw.to_package import build_package
     from qonnx.core.datatype import DataType
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.transformation.infer_datatypes import InferDataTypes
     from qonnx.transformation.infer_shapes import InferShapes
+
+    from fcnseg.hw.compat import prepare_finn
+    from fcnseg.hw.steps import convert, streamline, tail
+    from fcnseg.hw.to_package import build_package
 
     prepare_finn(out / "finn_build")
     from finn.builder.build_dataflow_config import DataflowBuildConfig

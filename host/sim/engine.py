@@ -18,9 +18,9 @@ import contextlib
 from collections.abc import Callable
 
 import numpy as np
-from fcnseg.host.package import Package, layer_strides, parse_dtype
 
 from fcnseg.errors import UserError
+from fcnseg.host.package import Package, layer_strides, parse_dtype
 
 from .layers import MVAU, OPS, ConvMVAU, ConvolutionInputGenerator, MaxPoolDirect, Op, Pool
 from .ranges import Range

@@ -19,9 +19,9 @@ import threading
 from collections.abc import Sequence
 
 import numpy as np
-from fcnseg.host.package import Layer, parse_dtype
 
 from fcnseg.errors import UserError
+from fcnseg.host.package import Layer, parse_dtype
 
 from .ranges import FLOAT_EXACT, Range, gemm_dtype, matmul_range, storage_dtype
 

@@ -44,12 +44,13 @@ def step_fcn_streamline(model: ModelWrapper, cfg: DataflowBuildConfig) -> ModelW
     to ``Im2Col`` + ``MatMul`` in NHWC, max-pools and ``Resize`` nodes are NHWC, and what is left in
     float is the tail after the last integer op (cut by :func:`step_cut_float_tail`).
     """
-    from fcnseg.hw.steps.transforms import MergeForkedTransposes, RemoveIdentityInputThreshold
     from finn.transformation.streamline import Streamline, absorb
     from finn.transformation.streamline.reorder import MakeMaxPoolNHWC, MakeScaleResizeNHWC
     from qonnx.transformation.general import RemoveUnusedTensors
     from qonnx.transformation.infer_data_layouts import InferDataLayouts
     from qonnx.transformation.lower_convs_to_matmul import LowerConvsToMatMul
+
+    from fcnseg.hw.steps.transforms import MergeForkedTransposes, RemoveIdentityInputThreshold
 
     model = model.transform(absorb.AbsorbScalarBiasIntoMultiThreshold())
     model = model.transform(Streamline())

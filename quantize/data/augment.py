@@ -12,8 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from fcnseg.quantize.data.palette import IGNORE_INDEX
 from PIL import Image
+
+from fcnseg.quantize.data.palette import IGNORE_INDEX
 
 
 def random_scale(

@@ -13,10 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from fcnseg.quantize.data.base import check_pair, read_label, read_rgb
-from fcnseg.quantize.data.palette import CITYSCAPES_CLASSES, IGNORE_INDEX, cityscapes_palette
 
 from fcnseg.errors import UserError
+from fcnseg.quantize.data.base import check_pair, read_label, read_rgb
+from fcnseg.quantize.data.palette import CITYSCAPES_CLASSES, IGNORE_INDEX, cityscapes_palette
 
 #: Cityscapes label id -> train id for the 19 evaluated classes (``labels.py``).
 LABEL_TO_TRAIN: dict[int, int] = {

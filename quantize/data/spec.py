@@ -7,9 +7,8 @@ cityscapes:PATH        a Cityscapes folder
 
 from __future__ import annotations
 
-from fcnseg.quantize.data.base import SegmentationDataset
-
 from fcnseg.errors import UserError
+from fcnseg.quantize.data.base import SegmentationDataset
 
 KINDS = ("synthetic", "voc", "cityscapes")
 

@@ -23,10 +23,10 @@ import math
 from functools import lru_cache
 
 import numpy as np
-from fcnseg.quantize.data.palette import voc_palette
 from PIL import Image, ImageDraw
 
 from fcnseg.errors import UserError
+from fcnseg.quantize.data.palette import voc_palette
 
 #: Class names; index = label value. Background is 0, as in VOC.
 CLASSES: tuple[str, ...] = ("background", "disc", "square", "triangle", "star", "ring", "bar")

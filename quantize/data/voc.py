@@ -14,10 +14,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from fcnseg.quantize.data.base import check_pair, read_label, read_rgb
-from fcnseg.quantize.data.palette import voc_palette
 
 from fcnseg.errors import UserError
+from fcnseg.quantize.data.base import check_pair, read_label, read_rgb
+from fcnseg.quantize.data.palette import voc_palette
 
 #: The 21 VOC classes (background + 20 objects), index = label value.
 VOC_CLASSES: tuple[str, ...] = (

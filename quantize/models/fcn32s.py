@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
 from fcnseg.quantize.models.common import FCNBase, ModelConfig, act_scale, weight_scale
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from torch import nn
+
 from fcnseg.quantize.models.common import (
     FCNBase,
     ModelConfig,
@@ -11,7 +13,6 @@ from fcnseg.quantize.models.common import (
     make_conv,
     make_fuse_quant,
 )
-from torch import nn
 
 
 class FCN8s(FCNBase):

@@ -14,13 +14,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from fcnseg.quantize.models import build_model
-from fcnseg.quantize.models.common import FCNBase, ModelConfig
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from fcnseg.errors import UserError
+from fcnseg.quantize.models import build_model
+from fcnseg.quantize.models.common import FCNBase, ModelConfig
 
 #: value of the sidecar's "format" key
 CHECKPOINT_FORMAT = "fcnseg-checkpoint/1"

@@ -30,9 +30,8 @@ def quick_ctx(tmp_path_factory: pytest.TempPathFactory):
 def tiny_checkpoints(quick_ctx) -> Path:
     """A tiny quantized checkpoint and its float twin in ``quick_ctx.model_dir``."""
     pytest.importorskip("torch")
-    from fcnseg.quantize.models.io import save_checkpoint
-
     from fcnseg.benchmarks.subjects import TINY_TILE, random_net, tiny_config
+    from fcnseg.quantize.models.io import save_checkpoint
 
     cfg = tiny_config()
     quick_ctx.model_dir.mkdir(parents=True, exist_ok=True)

@@ -19,14 +19,13 @@ import pytest
 
 pytest.importorskip("pynq")
 
+from fcnseg.errors import UserError  # noqa: E402
 from fcnseg.host.backends import emulated_zynq as ez  # noqa: E402
 from fcnseg.host.backends.pynq import AcceleratorTimeout, open_engine  # noqa: E402
 from fcnseg.host.images import load_image  # noqa: E402
 from fcnseg.host.package import load_package  # noqa: E402
 from fcnseg.host.segmenter import DEFAULT_PACKAGE, Segmenter, geometry_of  # noqa: E402
 from fcnseg.host.sim.engine import SimEngine  # noqa: E402
-
-from fcnseg.errors import UserError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).parent / "data"
@@ -242,6 +241,7 @@ def test_geometry_matches_sim(pkgs):
 def test_cli_segment_pynq_writes_the_same_masks_as_sim(pkgs, tmp_path):
     """``fcnseg segment --backend pynq`` (in-process, emulated board) == ``--backend sim``."""
     from click.testing import CliRunner
+
     from fcnseg.host.cli import segment
 
     package, board = pkgs

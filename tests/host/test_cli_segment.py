@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fcnseg.host import segmenter as segmenter_module
-from fcnseg.host.cli import collect_inputs
-from fcnseg.host.segmenter import Segmenter
 from PIL import Image
 
 from fcnseg.cli import main
+from fcnseg.host import segmenter as segmenter_module
+from fcnseg.host.cli import collect_inputs
+from fcnseg.host.segmenter import Segmenter
 from tests.host.test_segmenter import tiny_package
 from tests.host.test_tiling import image
 

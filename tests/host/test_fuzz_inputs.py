@@ -16,14 +16,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fcnseg.host.images import load_image, open_rows
-from fcnseg.host.package import JSON_NAME, NPZ_NAME, load_package, sha256_file
-from fcnseg.host.segmenter import Segmenter
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
 from fcnseg.errors import UserError
+from fcnseg.host.images import load_image, open_rows
+from fcnseg.host.package import JSON_NAME, NPZ_NAME, load_package, sha256_file
+from fcnseg.host.segmenter import Segmenter
 from tests.host.test_segmenter import tiny_package
 from tests.host.test_tiling import image
 

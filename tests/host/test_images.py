@@ -7,6 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
+
+from fcnseg.errors import UserError
 from fcnseg.host.images import (
     as_rgb_array,
     atomic_open,
@@ -17,9 +20,6 @@ from fcnseg.host.images import (
     save_overlay,
     voc_palette,
 )
-from PIL import Image
-
-from fcnseg.errors import UserError
 
 RNG = np.random.default_rng(0)
 RGB = RNG.integers(0, 256, size=(12, 20, 3), dtype=np.uint8)

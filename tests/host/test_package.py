@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from fcnseg.errors import UserError
 from fcnseg.host.package import (
     FORMAT_VERSION,
     HW_GRAPH_NAME,
@@ -24,8 +26,6 @@ from fcnseg.host.package import (
     write_package,
 )
 from fcnseg.host.sim.engine import SimEngine
-
-from fcnseg.errors import UserError
 
 RNG = np.random.default_rng(7)
 C1, NC = 4, 3

@@ -17,11 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fcnseg.host.images import load_image
-from fcnseg.host.segmenter import Segmenter
 from PIL import Image
 
 from fcnseg.cli import main
+from fcnseg.host.images import load_image
+from fcnseg.host.segmenter import Segmenter
 from tests.host.test_segmenter import tiny_package
 from tests.host.test_tiling import image
 

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
+
 from fcnseg.host.images import open_rows
 from fcnseg.host.package import write_package
 from fcnseg.host.segmenter import Segmenter
-from PIL import Image
-
 from tests.host.test_package import CARD, IO, _layers
 from tests.host.test_tiling import image
 
@@ -116,9 +116,8 @@ def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_strips_equal_whole_image(package: Path, tmp_path: Path, monkeypatch) -> None:
     """The strip path (forced on a mid-size image) writes the same mask and scores."""
-    from fcnseg.host import cli as host_cli
-
     from fcnseg.cli import main
+    from fcnseg.host import cli as host_cli
 
     path = tmp_path / "scene.ppm"
     write_ppm(path, 700, 610, band=100)
@@ -205,7 +204,6 @@ def test_size_of_a_huge_png_is_read_from_its_header(tmp_path: Path) -> None:
     import tracemalloc
 
     from fcnseg.host.images import image_size
-
     from tests.host.test_reliability_corpus import bomb_png
 
     path = tmp_path / "huge.png"

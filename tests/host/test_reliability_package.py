@@ -14,10 +14,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-from fcnseg.host.package import JSON_NAME, NPZ_NAME, load_package, write_package
 from PIL import Image
 
 from fcnseg.cli import main
+from fcnseg.host.package import JSON_NAME, NPZ_NAME, load_package, write_package
 from tests.host.test_segmenter import tiny_package
 from tests.host.test_tiling import image
 

@@ -8,21 +8,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
+
+from fcnseg.errors import UserError
 from fcnseg.host import segmenter as segmenter_module
 from fcnseg.host.backends import BACKENDS, get_backend
 from fcnseg.host.segmenter import Segmenter
 from fcnseg.host.tiling import make_canvas
 from fcnseg.host.upsample import upsample_argmax_naive
-from PIL import Image
-
-from fcnseg.errors import UserError
 from tests.host.test_tiling import ToyEngine, image
 
 
 def tiny_package(folder: Path) -> Path:
     """A real, hand-made deployment package (H4's test layers: 3x3 conv, pool, 1x1 score)."""
     from fcnseg.host.package import write_package
-
     from tests.host.test_package import CARD, IO, _layers
 
     return write_package(

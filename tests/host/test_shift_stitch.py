@@ -21,9 +21,9 @@ import math
 
 import numpy as np
 import pytest
+
 from fcnseg.host.shift_stitch import plan_shifts, shift_stitch, shifted
 from fcnseg.host.tiling import make_canvas, plan_tiles, run_tiled
-
 from tests.host.test_tiling import ToyEngine, _act, _conv, image
 
 

@@ -132,12 +132,13 @@ def build(arch, wbits, abits, width, classes, seed, out: Path, standalone: bool 
     tail = pytest.importorskip("fcnseg.hw.steps.tail")
     convert = pytest.importorskip("fcnseg.hw.steps.convert")
     from brevitas.export import export_qonnx
-    from fcnseg.hw.compat import prepare_finn
-    from fcnseg.hw.to_package import build_package
     from qonnx.core.datatype import DataType
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.transformation.infer_datatypes import InferDataTypes
     from qonnx.transformation.infer_shapes import InferShapes
+
+    from fcnseg.hw.compat import prepare_finn
+    from fcnseg.hw.to_package import build_package
 
     prepare_finn(out / "finn_build")
     from finn.builder.build_dataflow_config import DataflowBuildConfig
@@ -312,10 +313,10 @@ def test_package_of_real_graph(built):
 
 def test_build_package_refuses_non_hw_nodes(built, tmp_path):
     """A float node between HW layers cannot run on the host: one-line UserError."""
-    from fcnseg.hw.to_package import build_package
     from onnx import helper
 
     from fcnseg.errors import UserError
+    from fcnseg.hw.to_package import build_package
 
     _, model, _ = built("fcn32s")
     model = model.transform(_Identity())  # a deep copy
@@ -351,11 +352,12 @@ class _Identity:
 def test_package_from_partitioned_or_specialized_graph(built, tmp_path, form):
     """build_package follows a dataflow partition into its child graph, and reads specialized
     (``*_hls``/``*_rtl``) layers as their HW op: the same integers either way."""
-    from fcnseg.hw.to_package import build_package
     from finn.transformation.fpgadataflow.create_dataflow_partition import (
         CreateDataflowPartition,
     )
     from finn.transformation.fpgadataflow.specialize_layers import SpecializeLayers
+
+    from fcnseg.hw.to_package import build_package
 
     _, model, pkg_path = built("fcn8s")
     if form == "partition":

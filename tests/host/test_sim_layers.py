@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
+from fcnseg.errors import UserError
 from fcnseg.host.package import Layer, parse_dtype
 from fcnseg.host.sim.layers import OPS, MaxPoolDirect, ThresholdCounter
 from fcnseg.host.sim.ranges import gemm_dtype, matmul_range
-
-from fcnseg.errors import UserError
 
 RNG = np.random.default_rng(1234)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from fcnseg.host.tiling import Geometry, make_canvas, plan_axis, plan_tiles, run_tiled
 
 

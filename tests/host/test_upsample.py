@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from fcnseg.host.upsample import (
     analyse_cells,
     axis_weights,
     upsample_argmax,
     upsample_argmax_naive,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 
 def blobby_scores(h: int, w: int, classes: int, seed: int, noise: int = 3) -> np.ndarray:

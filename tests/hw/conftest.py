@@ -48,6 +48,7 @@ def _tiny_config(arch: str):
 def make_export(arch: str, out_dir: Path, tile: tuple[int, int] = TILE, seed: int = 0) -> Export:
     """Build a tiny net, settle its activation scales on random pixels, export it."""
     import torch
+
     from fcnseg.quantize.export import export_model
     from fcnseg.quantize.models import build_model
 

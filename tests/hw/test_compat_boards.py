@@ -7,9 +7,9 @@ import subprocess
 import sys
 
 import pytest
-from fcnseg.hw.boards import BOARDS, RESOURCES, get_board
 
 from fcnseg.errors import UserError
+from fcnseg.hw.boards import BOARDS, RESOURCES, get_board
 
 
 def _python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess:

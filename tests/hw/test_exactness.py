@@ -17,6 +17,7 @@ from tests.hw.conftest import PHOTOS, photo_tile, read_json
 
 def _brevitas_scores(export, x: np.ndarray) -> np.ndarray:
     import torch
+
     from fcnseg.quantize.export import integer_scores
 
     with torch.no_grad():
@@ -30,9 +31,10 @@ def _brevitas_scores(export, x: np.ndarray) -> np.ndarray:
 
 
 def _qonnx_scores(export, x: np.ndarray) -> np.ndarray:
-    from fcnseg.quantize.export import integer_scores
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.core.onnx_exec import execute_onnx
+
+    from fcnseg.quantize.export import integer_scores
 
     model = ModelWrapper(str(export.dir / "model.onnx"))
     out = execute_onnx(model, {model.graph.input[0].name: x})[model.graph.output[0].name]

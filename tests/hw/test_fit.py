@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
-from fcnseg.hw.boards import get_board
-from fcnseg.hw.fit import Fit, bisect_fps, check_fit, misfit_message
 
 from fcnseg.errors import UserError
+from fcnseg.hw.boards import get_board
+from fcnseg.hw.fit import Fit, bisect_fps, check_fit, misfit_message
 from tests.hw.conftest import read_json
 
 

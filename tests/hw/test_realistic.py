@@ -23,6 +23,7 @@ CONFIG = Path(__file__).resolve().parents[2] / "quantize" / "configs" / "default
 @pytest.fixture(scope="module")
 def default_build(tmp_path_factory):
     import torch
+
     from fcnseg.hw.boards import get_board
     from fcnseg.hw.build import BuildOptions, compile_export
     from fcnseg.quantize.export import export_model
@@ -56,9 +57,10 @@ def test_default_fcn8s_fits_pynq_z2_at_60_fps(default_build):
 
 def test_default_fcn8s_hw_graph_exact_at_full_tile(default_build, monkeypatch):
     import torch
-    from fcnseg.quantize.export import integer_scores
     from finn.core.onnx_exec import execute_onnx
     from qonnx.core.modelwrapper import ModelWrapper
+
+    from fcnseg.quantize.export import integer_scores
 
     model, card, result = default_build
     x = photo_tile("astronaut", (256, 256))

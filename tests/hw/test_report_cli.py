@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from fcnseg.hw.report import SUMMARY_JSON, SUMMARY_TXT, format_table, load_summary
 
 from fcnseg.cli import main
+from fcnseg.hw.report import SUMMARY_JSON, SUMMARY_TXT, format_table, load_summary
 from tests.hw.conftest import read_json
 
 

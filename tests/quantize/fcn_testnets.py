@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from fcnseg.quantize.models import ModelConfig, build_model
 from torch import nn
+
+from fcnseg.quantize.models import ModelConfig, build_model
 
 TINY = dict(num_classes=3, widths=(4, 4, 8, 8, 8), depths=(1, 1, 1, 1, 1), head_width=16)
 

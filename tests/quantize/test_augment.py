@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from fcnseg.quantize.data.augment import Augment, random_crop, random_hflip, random_scale
 
 

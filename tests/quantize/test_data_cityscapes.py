@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fcnseg.quantize.data.cityscapes import LABEL_TO_TRAIN, CityscapesSegmentation
-from fcnseg.quantize.data.spec import open_dataset
 from PIL import Image
 
 from fcnseg.errors import UserError
+from fcnseg.quantize.data.cityscapes import LABEL_TO_TRAIN, CityscapesSegmentation
+from fcnseg.quantize.data.spec import open_dataset
 
 
 def _write_cityscapes(

@@ -7,14 +7,13 @@ import pytest
 
 pytest.importorskip("skimage")  # the textures are scikit-image's bundled photos
 
+from fcnseg.errors import UserError  # noqa: E402
 from fcnseg.quantize.data.synthetic import (  # noqa: E402
     CLASSES,
     SPLIT_SEEDS,
     SyntheticScenes,
     render_scene,
 )
-
-from fcnseg.errors import UserError  # noqa: E402
 
 
 def test_same_seed_same_scene_other_seed_other_scene():

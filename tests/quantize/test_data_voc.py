@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fcnseg.quantize.data.palette import voc_palette
-from fcnseg.quantize.data.spec import open_dataset
-from fcnseg.quantize.data.voc import VOC_CLASSES, VOCSegmentation
 from PIL import Image
 
 from fcnseg.errors import UserError
+from fcnseg.quantize.data.palette import voc_palette
+from fcnseg.quantize.data.spec import open_dataset
+from fcnseg.quantize.data.voc import VOC_CLASSES, VOCSegmentation
 
 
 def _write_voc(root: Path, ids: dict[str, list[str]]) -> dict[str, np.ndarray]:

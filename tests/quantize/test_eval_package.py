@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fcnseg.host.segmenter import Segmenter
-from fcnseg.quantize.metrics import ConfusionMatrix, scores
 
 from fcnseg.cli import main
+from fcnseg.host.segmenter import Segmenter
+from fcnseg.quantize.metrics import ConfusionMatrix, scores
 
 
 class ThreeClassScenes:

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+
 from fcnseg.quantize.metrics import ConfusionMatrix, confusion_matrix, format_table, scores
 
 

@@ -11,6 +11,8 @@ pytest.importorskip("brevitas")
 
 import numpy as np  # noqa: E402
 from brevitas.nn import QuantConv2d, QuantIdentity, QuantReLU  # noqa: E402
+
+from fcnseg.errors import UserError  # noqa: E402
 from fcnseg.quantize.models import (  # noqa: E402
     ModelConfig,
     build_model,
@@ -18,8 +20,6 @@ from fcnseg.quantize.models import (  # noqa: E402
 )
 from fcnseg.quantize.models.common import ScoreQuant  # noqa: E402
 from fcnseg.quantize.models.io import load_checkpoint, save_checkpoint  # noqa: E402
-
-from fcnseg.errors import UserError  # noqa: E402
 from tests.quantize.fcn_testnets import calibrated, photos, tiny_config  # noqa: E402
 
 ARCHS = ["fcn32s", "fcn16s", "fcn8s"]

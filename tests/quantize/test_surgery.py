@@ -14,8 +14,9 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("brevitas")
 
-from fcnseg.quantize import fc_to_conv  # noqa: E402
 from torch import nn  # noqa: E402
+
+from fcnseg.quantize import fc_to_conv  # noqa: E402
 
 torch.set_num_threads(1)
 CROP, IMAGE, STRIDE = 224, 384, 32

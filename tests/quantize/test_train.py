@@ -12,14 +12,13 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("brevitas")
 pytest.importorskip("skimage")
 
+from fcnseg.cli import main  # noqa: E402
+from fcnseg.errors import UserError  # noqa: E402
 from fcnseg.quantize.evaluate import evaluate  # noqa: E402
 from fcnseg.quantize.models.io import load_checkpoint  # noqa: E402
 from fcnseg.quantize.train import learning_rate, open_datasets, plan, run_training  # noqa: E402
 from fcnseg.quantize.train_config import TrainConfig  # noqa: E402
 from fcnseg.quantize.train_state import load_optimizer, save_optimizer  # noqa: E402
-
-from fcnseg.cli import main  # noqa: E402
-from fcnseg.errors import UserError  # noqa: E402
 
 TINY = {
     "name": "tiny",

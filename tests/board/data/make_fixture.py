@@ -24,9 +24,9 @@ OUT = Path(__file__).resolve().parent / "fcn8s-tiny"
 def main() -> None:
     sys.path.insert(0, str(ROOT))
     import torch
-    from fcnseg.hw.to_package import build_package
     from qonnx.custom_op.registry import getCustomOp
 
+    from fcnseg.hw.to_package import build_package
     from tests.host.test_sim_graph import build
 
     torch.set_num_threads(1)
