@@ -20,10 +20,11 @@ matplotlib.use("Agg")  # a file, no display
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from fcnseg.host import Segmenter  # noqa: E402
-from fcnseg.host.images import load_image, overlay  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 from PIL import Image  # noqa: E402
+
+from fcnseg.host import Segmenter  # noqa: E402
+from fcnseg.host.images import load_image, overlay  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_IMAGE = ROOT / "samples" / "scene-240x700.jpg"
