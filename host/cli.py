@@ -421,10 +421,3 @@ class _Run:
             rows.close()
         self.summary.done += 1
         self.summary.pixels += height * width
-
-
-@click.command()
-@click.option("-o", "--output", default="bench", show_default=True)
-def bench(output: str) -> None:
-    """Run the benchmark suite (not in this version)."""
-    raise UserError("`fcnseg bench` is not implemented yet")

@@ -54,16 +54,16 @@ import contextlib
 import io
 import os
 import struct
-import tempfile
 import warnings
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Protocol
+from typing import Protocol
 
 import numpy as np
 from PIL import Image, ImageOps
 
+from fcnseg.atomic import atomic_open
 from fcnseg.errors import UserError
 
 #: Largest image accepted (pixels); Pillow's own guard is raised to this, not disabled.
@@ -188,31 +188,6 @@ def as_rgb_array(image: np.ndarray | Image.Image | str | os.PathLike[str]) -> np
     if array.ndim != 3 or array.shape[2] != 3:
         raise ValueError(f"image arrays must be (H, W, 3) or (H, W), got {array.shape}")
     return array
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-@contextlib.contextmanager
-def atomic_open(path: str | os.PathLike[str]) -> Iterator[IO[bytes]]:
-    """Open a temporary file next to ``path`` for writing; rename it onto ``path`` on success."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 def _palette_bytes(palette: np.ndarray) -> bytes:

@@ -70,6 +70,7 @@ from typing import Any
 
 import numpy as np
 
+from fcnseg.atomic import replace_dir
 from fcnseg.errors import UserError
 
 FORMAT_NAME = "fcnseg-accelerator"
@@ -345,13 +346,7 @@ def write_package(
         }
         _check_meta(meta, where=str(out))
         (tmp / JSON_NAME).write_text(json.dumps(meta, indent=1) + "\n")
-        if out.exists():
-            old = out.with_name(f".{out.name}.old-{os.getpid()}")
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        replace_dir(tmp, out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

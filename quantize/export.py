@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fcnseg.atomic import replace_dir
 from fcnseg.errors import UserError
 from fcnseg.quantize.models.common import FCNBase, receptive_field
 
@@ -186,7 +187,9 @@ def export_model(
             export_qcdq_file(model, tile, tmp / QCDQ_FILE)
         card["export_seconds"] = round(time.perf_counter() - started, 3)
         (tmp / CARD_FILE).write_text(json.dumps(card, indent=2) + "\n")
-        _replace_dir(tmp, out_dir)
+        if out_dir.exists() and not out_dir.is_dir():
+            raise UserError(f"output exists and is not a directory: {out_dir}")
+        replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -209,15 +212,3 @@ def integer_scores(logits: np.ndarray, card: dict[str, Any]) -> np.ndarray:
     scale = np.asarray(card["output_scale"], dtype=np.float64).reshape(1, -1, 1, 1)
     bias = np.asarray(card["output_bias"], dtype=np.float64).reshape(1, -1, 1, 1)
     return np.rint((np.asarray(logits, dtype=np.float64) - bias) / scale).astype(np.int64)
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    if not target.exists():
-        os.replace(new, target)
-        return
-    if not target.is_dir():
-        raise UserError(f"output exists and is not a directory: {target}")
-    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-    os.replace(target, old / target.name)
-    os.replace(new, target)
-    shutil.rmtree(old, ignore_errors=True)

@@ -9,14 +9,13 @@ go to ``<stem>.optim.json``. Both are written to temporary names and renamed int
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from fcnseg.atomic import atomic_path, atomic_write_text
 from fcnseg.errors import UserError
 
 
@@ -41,8 +40,9 @@ def save_optimizer(stem: Path, optimizer: torch.optim.Optimizer) -> None:
                 numbers[key] = value
     tensor_path, json_path = optimizer_paths(stem)
     text = json.dumps({"param_groups": state["param_groups"], "numbers": numbers}) + "\n"
-    _atomic(tensor_path, lambda tmp: save_file(tensors, tmp))
-    _atomic(json_path, lambda tmp: Path(tmp).write_text(text))
+    with atomic_path(tensor_path) as tmp:
+        save_file(tensors, tmp)
+    atomic_write_text(json_path, text)
 
 
 def load_optimizer(stem: Path, optimizer: torch.optim.Optimizer) -> None:
@@ -59,15 +59,3 @@ def load_optimizer(stem: Path, optimizer: torch.optim.Optimizer) -> None:
         index, name = key.split(".", 1)
         state.setdefault(int(index), {})[name] = value
     optimizer.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
-
-
-def _atomic(path: Path, write: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

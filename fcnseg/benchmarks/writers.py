@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from fcnseg.atomic import atomic_write_text
 
 INTRO = """\
 Written by `make bench` (`fcnseg bench -o bench`); regenerate with the same command. Every
@@ -23,21 +23,6 @@ the two sides differ a lot in run time (finn-plus takes seconds per call, the si
 milliseconds, and the load changes in between), so compare several runs before concluding.
 Hardware figures are finn-plus **estimates** (no bitfile is built on this machine).
 """
-
-
-def atomic_write(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (rename of a sibling temporary file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _clean(value: Any) -> Any:
@@ -163,6 +148,6 @@ def write_results(results: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
     """Write ``out_dir/results.json`` and ``out_dir/RESULTS.md``; returns both paths."""
     out_dir = Path(out_dir)
     json_path, md_path = out_dir / "results.json", out_dir / "RESULTS.md"
-    atomic_write(json_path, to_json(results))
-    atomic_write(md_path, to_markdown(_clean(results)))
+    atomic_write_text(json_path, to_json(results))
+    atomic_write_text(md_path, to_markdown(_clean(results)))
     return json_path, md_path

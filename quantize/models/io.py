@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from fcnseg.atomic import atomic_path, atomic_write_text
 from fcnseg.errors import UserError
 from fcnseg.quantize.models import build_model
 from fcnseg.quantize.models.common import FCNBase, ModelConfig
@@ -56,8 +56,9 @@ def save_checkpoint(
     text = json.dumps(sidecar, indent=2, sort_keys=False) + "\n"
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, lambda tmp: save_file(tensors, str(tmp)))
-    _atomic_write(sidecar_path(path), lambda tmp: Path(tmp).write_text(text))
+    with atomic_path(path) as tmp:
+        save_file(tensors, tmp)
+    atomic_write_text(sidecar_path(path), text)
     return path
 
 
@@ -97,14 +98,3 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[FCNBase, dict[str, An
             f"unexpected {result.unexpected_keys[:3]}"
         )
     return model.eval(), meta
-
-
-def _atomic_write(path: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
