@@ -72,11 +72,17 @@ class SimEngine:
         self._last_use = self._last_uses()
 
     @staticmethod
-    def _fuse(steps):
+    def _consumers(steps) -> dict[str, list[int]]:
+        """Tensor name -> indices of the steps that read it."""
         consumers: dict[str, list[int]] = {}
         for i, (_, ins, _) in enumerate(steps):
             for t in ins:
                 consumers.setdefault(t, []).append(i)
+        return consumers
+
+    @staticmethod
+    def _fuse(steps):
+        consumers = SimEngine._consumers(steps)
         out = []
         skip = set()
         for i, (op, ins, outs) in enumerate(steps):
@@ -99,10 +105,7 @@ class SimEngine:
     @staticmethod
     def _fuse_pools(steps):
         """A max-pool (window == stride) fed only by a ConvMVAU becomes part of it (its pool)."""
-        consumers: dict[str, list[int]] = {}
-        for i, (_, ins, _) in enumerate(steps):
-            for t in ins:
-                consumers.setdefault(t, []).append(i)
+        consumers = SimEngine._consumers(steps)
         out = []
         skip = set()
         for i, (op, ins, outs) in enumerate(steps):
