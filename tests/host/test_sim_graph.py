@@ -163,9 +163,6 @@ def build(arch, wbits, abits, width, classes, seed, out: Path, standalone: bool 
     model = step_tidy_up(step_qonnx_to_finn(model, cfg), cfg)
     model = steps.step_fcn_streamline(model, cfg)
     model, affine = tail.cut_float_tail(model)
-    name = model.graph.output[0].name
-    for vi in [v for v in model.graph.value_info if v.name == name]:
-        model.graph.value_info.remove(vi)
     model = model.transform(InferShapes()).transform(InferDataTypes())
     model = convert.step_fcn_convert_to_hw(model, cfg)
     card = {
