@@ -308,10 +308,10 @@ def plan(
         return [
             Phase("float", run_dir, {**model, "quantized": False}, float_epochs, cfg.float_lr, None)
         ]
-    if not cfg.quantized:
-        return [Phase("float", run_dir, model, main_epochs, cfg.lr, None)]
-    phases = []
     init_from = Path(cfg.init_from) if cfg.init_from else None
+    if not cfg.quantized:
+        return [Phase("float", run_dir, model, main_epochs, cfg.lr, init_from)]
+    phases = []
     if cfg.float_epochs > 0 and init_from is None:
         float_dir = run_dir / "float"
         float_model = {**model, "quantized": False}

@@ -57,7 +57,8 @@ class TrainConfig:
     warmup_steps: int = 50
     #: batches run in Brevitas calibration mode before QAT (0 = none)
     calibration_batches: int = 8
-    #: a float checkpoint to initialise the quantized net from (instead of a float phase)
+    #: a float checkpoint to initialise the main phase from: the quantized net (instead of a float
+    #: phase), or a float model (continued training, e.g. the fair float baseline for QAT)
     init_from: str | None = None
     #: cap on optimizer steps per epoch (None = the whole training split; tests use a few)
     steps_per_epoch: int | None = None

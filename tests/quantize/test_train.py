@@ -148,6 +148,10 @@ def test_plan_and_schedule():
     assert qat_phase.init_from == Path("r/float/best.safetensors")
     (only,) = plan(cfg, Path("r"), float_only=True)
     assert only.name == "float" and only.run_dir == Path("r")
+    # A float model with init_from continues training it (the fair float baseline for QAT).
+    baseline = {**TINY, "model": {**TINY["model"], "quantized": False}, "init_from": "f.st"}
+    (cont,) = plan(TrainConfig.from_dict(baseline), Path("b"))
+    assert cont.name == "float" and cont.init_from == Path("f.st") and cont.run_dir == Path("b")
     assert learning_rate(0, 100, 1.0, 10) == pytest.approx(0.1)
     assert learning_rate(10, 100, 1.0, 10) == pytest.approx(1.0)
     assert learning_rate(100, 100, 1.0, 10) == pytest.approx(0.0)
