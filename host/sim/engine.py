@@ -82,42 +82,25 @@ class SimEngine:
 
     @staticmethod
     def _fuse(steps):
-        consumers = SimEngine._consumers(steps)
-        out = []
-        skip = set()
-        for i, (op, ins, outs) in enumerate(steps):
-            if i in skip:
-                continue
-            if isinstance(op, ConvolutionInputGenerator) and len(consumers.get(outs[0], [])) == 1:
-                j = consumers[outs[0]][0]
-                nxt = steps[j][0]
-                if isinstance(nxt, MVAU):
-                    out.append((ConvMVAU(op, nxt), ins, steps[j][2]))
-                    skip.add(j)
-                    continue
-                if isinstance(nxt, Pool) and nxt.fn == "MaxPool":
-                    out.append((MaxPoolDirect(op, nxt), ins, steps[j][2]))
-                    skip.add(j)
-                    continue
-            out.append((op, ins, outs))
-        return SimEngine._fuse_pools(out)
+        """Fuse sliding windows into their MVAU / max-pool, then max-pools into those convs."""
+        return SimEngine._fuse_pairs(SimEngine._fuse_pairs(steps, _fuse_window), _fuse_pool)
 
     @staticmethod
-    def _fuse_pools(steps):
-        """A max-pool (window == stride) fed only by a ConvMVAU becomes part of it (its pool)."""
+    def _fuse_pairs(steps, combine):
+        """Replace a step and the one step reading its output by ``combine(op, consumer)``."""
         consumers = SimEngine._consumers(steps)
         out = []
         skip = set()
         for i, (op, ins, outs) in enumerate(steps):
             if i in skip:
                 continue
-            users = consumers.get(outs[0], []) if isinstance(op, ConvMVAU) else []
-            if len(users) == 1 and isinstance(steps[users[0]][0], MaxPoolDirect):
-                pool = steps[users[0]][0].swg
-                if pool.k == pool.s and pool.d == (1, 1):
-                    op.pool = pool.k
-                    outs = steps[users[0]][2]
+            users = consumers.get(outs[0], [])
+            if len(users) == 1:
+                fused = combine(op, steps[users[0]][0])
+                if fused is not None:
+                    out.append((fused, ins, steps[users[0]][2]))
                     skip.add(users[0])
+                    continue
             out.append((op, ins, outs))
         return out
 
@@ -165,3 +148,25 @@ def _blas_limiter(threads: int | None) -> Callable[[], contextlib.AbstractContex
         return contextlib.nullcontext
     controller = ThreadpoolController()
     return lambda: controller.limit(limits=int(threads), user_api="blas")
+
+
+def _fuse_window(op, consumer):
+    """A sliding window read only by an MVAU or a max-pool becomes one op with it."""
+    if not isinstance(op, ConvolutionInputGenerator):
+        return None
+    if isinstance(consumer, MVAU):
+        return ConvMVAU(op, consumer)
+    if isinstance(consumer, Pool) and consumer.fn == "MaxPool":
+        return MaxPoolDirect(op, consumer)
+    return None
+
+
+def _fuse_pool(op, consumer):
+    """A max-pool (window == stride) fed only by a ConvMVAU becomes part of it (its pool)."""
+    if not (isinstance(op, ConvMVAU) and isinstance(consumer, MaxPoolDirect)):
+        return None
+    pool = consumer.swg
+    if pool.k != pool.s or pool.d != (1, 1):
+        return None
+    op.pool = pool.k
+    return op
