@@ -13,21 +13,31 @@ VENV := .venv
 BOARD_VENV := .venv-board
 BOARD ?= pynq-z2
 PYTEST_ARGS ?=
-# Default training/export/compile locations (the shipped default model lives in models/).
+# Default training/export/compile locations: a user's runs go under runs/ and build/ (both
+# untracked), never into the git-tracked models/ or host/packages/. Only `make rebuild-shipped`
+# writes there, from the committed checkpoints.
 CONFIG ?= quantize/configs/default-fcn8s.json
 RUN ?= runs/default-fcn8s
-EXPORT ?= models/default-fcn8s/export
-BUILD ?= build/default-fcn8s-$(BOARD)
+NAME ?= $(notdir $(RUN))
+EXPORT ?= build/$(NAME)/export
+BUILD ?= build/$(NAME)-$(BOARD)
+TILE ?= 256 256
+# The shipped artifacts: checkpoints models/<model>/, exports models/<model>/export/, deployment
+# packages host/packages/fcn8s-<board>/ (compiled from the FCN-8s export).
+SHIPPED_MODELS := default-fcn8s default-fcn32s
+SHIPPED_BOARDS := pynq-z2 zcu104
 
-.PHONY: setup demo test test-venv test-board train export hw bench lint lock clean help
+.PHONY: setup demo test test-venv test-board train export hw rebuild-shipped bench lint lock clean help
 
 help:
 	@echo "make demo     set up, then segment the bundled sample images on the simulator (out/)"
 	@echo "make test     set up, then run the whole test suite in both environments"
 	@echo "make setup    create .venv and .venv-board from requirements/*.lock (idempotent)"
-	@echo "make train    train the default FCN-8s on synthetic scenes (CONFIG=..., RUN=...)"
-	@echo "make export   export the trained checkpoint to QONNX (RUN=..., EXPORT=...)"
-	@echo "make hw       compile the export with finn-plus (BOARD=pynq-z2|zcu104|kv260)"
+	@echo "make train    train the default FCN-8s on synthetic scenes -> runs/default-fcn8s (CONFIG=..., RUN=...)"
+	@echo "make export   export RUN's best checkpoint to QONNX -> build/<run>/export (EXPORT=..., TILE=...)"
+	@echo "make hw       compile the export with finn-plus -> build/<run>-<board> (BOARD=pynq-z2|zcu104|kv260)"
+	@echo "make rebuild-shipped  re-export models/*/export and recompile host/packages/ from the"
+	@echo "              committed checkpoints (overwrites the git-tracked shipped artifacts)"
 	@echo "make bench    run the benchmarks, write bench/results.json and bench/RESULTS.md"
 	@echo "make lint     ruff"
 
@@ -66,10 +76,25 @@ train: $(VENV)/.installed
 	$(VENV)/bin/fcnseg train --config $(CONFIG) -o $(RUN)
 
 export: $(VENV)/.installed
-	$(VENV)/bin/fcnseg export $(RUN)/best.safetensors -o $(EXPORT)
+	$(VENV)/bin/fcnseg export $(RUN)/best.safetensors --tile $(TILE) -o $(EXPORT)
 
 hw: $(VENV)/.installed
 	$(VENV)/bin/fcnseg compile $(EXPORT) --board $(BOARD) -o $(BUILD)
+
+# The only target that writes the git-tracked shipped artifacts (models/README.md says how they are
+# made): each shipped checkpoint is re-exported in place, the FCN-8s export is compiled per board
+# under build/shipped-*, and each package replaces host/packages/fcn8s-<board>. Review `git diff`.
+rebuild-shipped: $(foreach m,$(SHIPPED_MODELS),shipped-export-$(m)) $(foreach b,$(SHIPPED_BOARDS),shipped-package-$(b))
+
+shipped-export-%: $(VENV)/.installed
+	$(VENV)/bin/fcnseg export models/$*/checkpoint.safetensors --tile 256 256 -o models/$*/export
+
+shipped-package-%: shipped-export-default-fcn8s
+	$(VENV)/bin/fcnseg compile models/default-fcn8s/export --board $* -o build/shipped-fcn8s-$*
+	rm -rf host/packages/fcn8s-$*.new
+	cp -R build/shipped-fcn8s-$*/package host/packages/fcn8s-$*.new
+	rm -rf host/packages/fcn8s-$*
+	mv host/packages/fcn8s-$*.new host/packages/fcn8s-$*
 
 bench: setup
 	$(VENV)/bin/fcnseg bench -o bench
