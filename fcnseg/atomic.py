@@ -4,6 +4,14 @@ A reader (or a re-run after a crash, Ctrl-C or SIGKILL) sees either the old comp
 the new complete output, never a half-written one: everything is written next to its target
 under a hidden temporary name and renamed onto it with :func:`os.replace`, which is atomic on one
 file system. Failed writes remove their temporary file.
+
+Thread safety: writers run in several threads at once (``fcnseg segment --workers N``), so this
+module never changes process-wide state: the only portable way to read the umask is to set it
+(``os.umask``), and two threads doing that at once can leave it at 0 (later files
+world-writable). So it is read once per process, under a lock (:func:`process_umask`; on Linux
+from ``/proc/self/status``, without setting it at all), and each new file gets its mode with
+:func:`os.chmod`. A program that changes its umask after its first atomic write keeps the old
+one for these files.
 """
 
 from __future__ import annotations
@@ -12,15 +20,40 @@ import contextlib
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+_UMASK_LOCK = threading.Lock()
+_umask: int | None = None
 
-def _umask() -> int:
-    mask = os.umask(0)
+
+def _read_umask() -> int:
+    """The current umask: from ``/proc/self/status`` (Linux >= 4.7, nothing changed), else by
+    setting and restoring it (the caller holds :data:`_UMASK_LOCK`)."""
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    mask = os.umask(0o077)  # briefly restrictive, never permissive, if another thread creates
     os.umask(mask)
     return mask
+
+
+def process_umask() -> int:
+    """The process umask, read once (thread-safe) and remembered (module docstring)."""
+    global _umask
+    with _UMASK_LOCK:
+        if _umask is None:
+            _umask = _read_umask()
+        return _umask
+
+
+def file_mode() -> int:
+    """The mode a new regular file gets from ``open``: ``0o666 & ~umask``."""
+    return 0o666 & ~process_umask()
 
 
 @contextlib.contextmanager
@@ -36,7 +69,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[str]:
     os.close(fd)
     try:
         yield tmp
-        os.chmod(tmp, 0o666 & ~_umask())
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
