@@ -27,41 +27,128 @@ from fcnseg.errors import UserError
     "run_dir",
     required=True,
     type=click.Path(file_okay=False, path_type=Path),
-    help="Run directory: checkpoints, metrics.jsonl, config.json.",
+    help="Run directory: checkpoints, metrics.jsonl, config.json, train.log.",
 )
-@click.option("--epochs", type=click.IntRange(min=0), help="Override the main phase's epochs.")
+@click.option(
+    "--epochs",
+    type=click.IntRange(min=0),
+    help="The main phase's epochs: QAT, or the float phase with --float or a float model.",
+)
+@click.option(
+    "--float-epochs",
+    type=click.IntRange(min=0),
+    help="Epochs of the float-twin phase before QAT (0 = none: QAT from scratch).",
+)
+@click.option(
+    "--steps-per-epoch",
+    type=click.IntRange(min=1),
+    help="Cap on optimizer steps per epoch, every phase (default: the whole training split).",
+)
+@click.option(
+    "--val-images",
+    type=click.IntRange(min=1),
+    help="Cap on validation images per epoch (default: the whole validation split).",
+)
 @click.option("--resume", is_flag=True, help="Continue the run in RUN_DIR from its last epoch.")
 @click.option(
     "--float", "float_only", is_flag=True, help="Train only the float twin (no quantization)."
 )
 @click.option("--seed", type=int, help="Override the config's seed.")
 @click.option("--threads", type=click.IntRange(min=1), help="Override torch's thread count.")
-@click.option("--no-progress", is_flag=True, help="No progress bar (epoch lines only).")
+@click.option(
+    "--no-progress",
+    is_flag=True,
+    help="No progress bar (bars show only when stderr is a terminal anyway).",
+)
 def train(
     config_path: Path,
     run_dir: Path,
     epochs: int | None,
+    float_epochs: int | None,
+    steps_per_epoch: int | None,
+    val_images: int | None,
     resume: bool,
     float_only: bool,
     seed: int | None,
     threads: int | None,
     no_progress: bool,
 ) -> None:
-    """Train an FCN (QAT, after an optional float-twin phase; or float only with --float)."""
-    from fcnseg.quantize.train import run_training
-    from fcnseg.quantize.train_config import TrainConfig
+    """Train an FCN (QAT, after an optional float-twin phase; or float only with --float).
 
-    cfg = TrainConfig.load(config_path)
-    overrides = {k: v for k, v in {"seed": seed, "threads": threads}.items() if v is not None}
-    cfg = cfg.replace(**overrides)
-    summaries = run_training(
-        cfg, run_dir, resume=resume, float_only=float_only, epochs=epochs, progress=not no_progress
-    )
+    Epoch lines go to stdout and RUN_DIR/train.log. After Ctrl-C the epochs finished so far are
+    kept (each epoch's checkpoints are written as one step) and the command to go on is printed.
+    """
+    from fcnseg.quantize.console import quiet_warnings
+
+    log_path = run_dir / "train.log"
+    with quiet_warnings(log_path):
+        from fcnseg.quantize.train import plan, run_status, run_training
+        from fcnseg.quantize.train_config import TrainConfig
+
+        overrides = {
+            "seed": seed,
+            "threads": threads,
+            "float_epochs": float_epochs,
+            "steps_per_epoch": steps_per_epoch,
+            "val_images": val_images,
+        }
+        cfg = TrainConfig.load(config_path)
+        cfg = cfg.replace(**{k: v for k, v in overrides.items() if v is not None})
+        phases = plan(cfg, run_dir, float_only, epochs)
+        try:
+            summaries = run_training(
+                cfg,
+                run_dir,
+                resume=resume,
+                float_only=float_only,
+                epochs=epochs,
+                log=_run_log(log_path),
+                progress=not no_progress,
+            )
+        except KeyboardInterrupt:
+            click.echo(f"fcnseg: training interrupted; {run_dir} holds:", err=True)
+            for line in run_status(phases):
+                click.echo(f"  {line}", err=True)
+            command = _resume_command(click.get_current_context())
+            click.echo(f"go on with: {command}", err=True)
+            raise SystemExit(130) from None
     for summary in summaries:
         click.echo(
             f"{summary['phase']}: best val mean IU {100 * summary['best_mean_iu']:.2f} "
             f"-> {summary['best']}"
         )
+
+
+def _run_log(path: Path):
+    """A log function: each line to stdout (above any progress bar) and appended to ``path``."""
+    from tqdm import tqdm
+
+    def log(line: str) -> None:
+        tqdm.write(line)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as handle:
+            handle.write(line + "\n")
+
+    return log
+
+
+def _resume_command(ctx: click.Context) -> str:
+    """The ``fcnseg train`` command line that continues this run: same options, plus --resume."""
+    import shlex
+
+    words = ["fcnseg", "train"]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if not isinstance(param, click.Option) or value is None or value is False:
+            continue
+        flag = max(param.opts, key=len)
+        if param.is_flag:
+            words.append(flag)
+        else:
+            words += [flag, str(value)]
+    if not ctx.params.get("resume"):
+        words.append("--resume")
+    return shlex.join(words)
 
 
 @click.command("eval")

@@ -15,14 +15,21 @@ batches the uninterrupted run would have seen.
 
 Quantized phases start by copying the float twin's weights (``init_from`` or the run's own float
 phase) and calibrating the activation scales on a few training batches (:mod:`.calibrate`).
+
+Interruptions: the end-of-epoch writes (metrics line, both checkpoints, optimizer state) run with
+SIGINT deferred, so Ctrl-C never leaves a ``last`` checkpoint whose optimizer state belongs to
+another epoch; :func:`run_status` then says what each phase left behind, for ``--resume``.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +41,7 @@ from torch import nn
 
 from fcnseg.errors import UserError
 from fcnseg.quantize.calibrate import calibrate, init_from_float
+from fcnseg.quantize.console import progress_wanted
 from fcnseg.quantize.data.augment import Augment
 from fcnseg.quantize.data.base import SegmentationDataset
 from fcnseg.quantize.data.palette import IGNORE_INDEX
@@ -164,6 +172,133 @@ def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
         file.write(json.dumps(jsonable(record)) + "\n")
 
 
+@contextmanager
+def deferred_interrupt() -> Iterator[None]:
+    """Hold back SIGINT (Ctrl-C) until the block is done, then raise ``KeyboardInterrupt``.
+
+    Only the main thread can handle signals; elsewhere the block runs unprotected.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
+
+
+@dataclass
+class PhaseRun:
+    """The mutable state of a phase being trained: model, optimizer and counters."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    epoch: int = 0
+    step: int = 0
+    best: float = -math.inf
+
+
+def _start_phase(cfg: TrainConfig, phase: Phase, mcfg, train_set, resume: bool, log: Log):
+    """A :class:`PhaseRun` resumed from ``phase.run_dir/last`` or freshly initialised."""
+    from fcnseg.quantize.models import build_model
+    from fcnseg.quantize.models.io import load_checkpoint
+
+    last = phase.run_dir / "last.safetensors"
+    if resume and last.is_file():
+        model, meta = load_checkpoint(last)
+        if meta["model_config"] != mcfg.to_dict():
+            raise UserError(
+                f"cannot resume {phase.run_dir}: its model config differs from the config"
+            )
+        optimizer = make_optimizer(model, cfg, phase.lr)
+        load_optimizer(last.with_suffix(""), optimizer)
+        state = PhaseRun(model, optimizer, int(meta["epoch"]), int(meta["step"]))
+        state.best = meta.get("best_mean_iu") or -math.inf
+        log(f"[{phase.name}] resuming {phase.run_dir} at epoch {state.epoch}, step {state.step}")
+        return state
+    if last.is_file():
+        raise UserError(f"{phase.run_dir} already holds a run; pass --resume or choose another -o")
+    torch.manual_seed(cfg.seed)
+    model = build_model(mcfg)
+    if phase.init_from is not None:
+        init_from_float(model, phase.init_from)
+        log(f"[{phase.name}] initialised from float twin {phase.init_from}")
+    if mcfg.quantized and cfg.calibration_batches:
+        torch.manual_seed(cfg.seed)
+        calibration = (
+            x for x, _ in batches(train_set, cfg, CALIBRATION_EPOCH, cfg.calibration_batches)
+        )
+        count = calibrate(model, calibration)
+        log(f"[{phase.name}] calibrated activation scales on {count} batches")
+    phase.run_dir.mkdir(parents=True, exist_ok=True)
+    return PhaseRun(model, make_optimizer(model, cfg, phase.lr))
+
+
+def _train_epoch(
+    cfg: TrainConfig, phase: Phase, state: PhaseRun, train_set, steps: int, progress: bool
+) -> tuple[list[float], float]:
+    """One epoch of optimizer steps; returns the batch losses and the last learning rate."""
+    from tqdm import tqdm
+
+    torch.manual_seed(cfg.seed * 100_003 + state.epoch)
+    state.model.train()
+    losses: list[float] = []
+    lr = phase.lr
+    bar = tqdm(
+        batches(train_set, cfg, state.epoch, steps),
+        total=steps,
+        desc=f"{phase.name} {state.epoch + 1}/{phase.epochs}",
+        unit="batch",
+        disable=not progress_wanted(progress),
+        leave=False,
+    )
+    for x, y in bar:
+        lr = learning_rate(state.step, steps * phase.epochs, phase.lr, cfg.warmup_steps)
+        for group in state.optimizer.param_groups:
+            group["lr"] = lr
+        loss = segmentation_loss(state.model(x), y)
+        state.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        state.optimizer.step()
+        state.step += 1
+        losses.append(loss.item())
+        bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{lr:.2g}")
+    return losses, lr
+
+
+def _save_epoch(
+    phase: Phase, state: PhaseRun, mcfg, record: dict, meta: dict
+) -> tuple[bool, dict[str, Any]]:
+    """Count the epoch, append its metrics record and write its checkpoints.
+
+    Returns whether it is the best epoch so far and the record as written.
+
+    Runs with SIGINT deferred: the metrics line, ``best``, ``last`` and the optimizer state always
+    describe the same epoch.
+    """
+    from fcnseg.quantize.models.io import save_checkpoint
+
+    run_dir = phase.run_dir
+    with deferred_interrupt():
+        state.epoch += 1
+        record = {"phase": phase.name, "epoch": state.epoch, "step": state.step, **record}
+        _append_jsonl(run_dir / "metrics.jsonl", record)
+        mean_iu = record["val"]["mean_iu"]
+        improved = mean_iu > state.best
+        state.best = max(state.best, mean_iu)
+        meta = {**meta, "epoch": state.epoch, "step": state.step, "best_mean_iu": state.best}
+        if improved:
+            save_checkpoint(run_dir / "best.safetensors", state.model, mcfg, jsonable(meta))
+        last = run_dir / "last.safetensors"
+        save_checkpoint(last, state.model, mcfg, jsonable(meta))
+        save_optimizer(last.with_suffix(""), state.optimizer)
+    return improved, record
+
+
 def train_phase(
     cfg: TrainConfig,
     phase: Phase,
@@ -175,53 +310,17 @@ def train_phase(
     """Train one phase into ``phase.run_dir``; return its summary (best metrics, paths, times).
 
     ``datasets`` (train, val) default to :func:`open_datasets`; a multi-phase run passes the same
-    pair to every phase.
+    pair to every phase. Progress bars show only when ``progress`` and stderr is a terminal.
     """
-    from tqdm import tqdm
-
-    from fcnseg.quantize.models import build_model
-    from fcnseg.quantize.models.io import load_checkpoint, save_checkpoint
-
     torch.set_num_threads(cfg.threads)
     run_dir = phase.run_dir
-    last = run_dir / "last.safetensors"
     train_set, val_set = open_datasets(cfg) if datasets is None else datasets
     mcfg = model_config(cfg, phase.model, len(train_set.classes))
     steps = steps_per_epoch(cfg, train_set)
-    total_steps = steps * phase.epochs
-
-    epoch = step = 0
-    best = -math.inf
-    if resume and last.is_file():
-        model, meta = load_checkpoint(last)
-        if meta["model_config"] != mcfg.to_dict():
-            raise UserError(f"cannot resume {run_dir}: its model config differs from the config")
-        optimizer = make_optimizer(model, cfg, phase.lr)
-        load_optimizer(last.with_suffix(""), optimizer)
-        epoch, step = int(meta["epoch"]), int(meta["step"])
-        best = meta.get("best_mean_iu") or -math.inf
-        log(f"[{phase.name}] resuming {run_dir} at epoch {epoch}, step {step}")
-    else:
-        if last.is_file():
-            raise UserError(f"{run_dir} already holds a run; pass --resume or choose another -o")
-        torch.manual_seed(cfg.seed)
-        model = build_model(mcfg)
-        if phase.init_from is not None:
-            init_from_float(model, phase.init_from)
-            log(f"[{phase.name}] initialised from float twin {phase.init_from}")
-        if mcfg.quantized and cfg.calibration_batches:
-            torch.manual_seed(cfg.seed)
-            calibration = (
-                x for x, _ in batches(train_set, cfg, CALIBRATION_EPOCH, cfg.calibration_batches)
-            )
-            count = calibrate(model, calibration)
-            log(f"[{phase.name}] calibrated activation scales on {count} batches")
-        optimizer = make_optimizer(model, cfg, phase.lr)
-        run_dir.mkdir(parents=True, exist_ok=True)
+    state = _start_phase(cfg, phase, mcfg, train_set, resume, log)
     cfg.replace(model=mcfg.to_dict(), epochs=phase.epochs, lr=phase.lr).save(
         run_dir / "config.json"
     )
-
     meta_base = {
         "classes": list(train_set.classes),
         "palette": np.asarray(train_set.palette).tolist(),
@@ -230,38 +329,13 @@ def train_phase(
         "dataset": cfg.dataset,
     }
     summary: dict[str, Any] = {"phase": phase.name, "run_dir": str(run_dir), "epochs": []}
-    while epoch < phase.epochs:
-        torch.manual_seed(cfg.seed * 100_003 + epoch)
-        model.train()
+    while state.epoch < phase.epochs:
         started = time.monotonic()
-        losses = []
-        bar = tqdm(
-            batches(train_set, cfg, epoch, steps),
-            total=steps,
-            desc=f"{phase.name} {epoch + 1}/{phase.epochs}",
-            unit="batch",
-            disable=not progress,
-            leave=False,
-        )
-        for x, y in bar:
-            lr = learning_rate(step, total_steps, phase.lr, cfg.warmup_steps)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            loss = segmentation_loss(model(x), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-            losses.append(loss.item())
-            bar.set_postfix(loss=f"{losses[-1]:.3f}", lr=f"{lr:.2g}")
+        losses, lr = _train_epoch(cfg, phase, state, train_set, steps, progress)
         train_time = time.monotonic() - started
-        val = evaluate(model, val_set, limit=cfg.val_images)
-        epoch += 1
+        val = evaluate(state.model, val_set, limit=cfg.val_images)
         val_summary = {k: val[k] for k in ("pixel_acc", "mean_acc", "mean_iu", "fw_iu")}
         record = {
-            "phase": phase.name,
-            "epoch": epoch,
-            "step": step,
             "loss": float(np.mean(losses)),
             "first_loss": losses[0],
             "last_loss": losses[-1],
@@ -270,27 +344,18 @@ def train_phase(
             "val_seconds": round(time.monotonic() - started - train_time, 2),
             "val": {**val_summary, "class_iu": val["class_iu"]},
         }
-        _append_jsonl(run_dir / "metrics.jsonl", record)
-        summary["epochs"].append(record)
-        improved = val["mean_iu"] > best
-        best = max(best, val["mean_iu"])
         meta = {
             **meta_base,
-            "epoch": epoch,
-            "step": step,
-            "best_mean_iu": best,
             "metrics": {"split": cfg.val_split, "images": val["images"], **val_summary},
         }
-        if improved:
-            save_checkpoint(run_dir / "best.safetensors", model, mcfg, jsonable(meta))
-        save_checkpoint(last, model, mcfg, jsonable(meta))
-        save_optimizer(last.with_suffix(""), optimizer)
+        improved, record = _save_epoch(phase, state, mcfg, record, meta)
+        summary["epochs"].append(record)
         log(
-            f"[{phase.name}] epoch {epoch}/{phase.epochs} step {step} loss {record['loss']:.4f} "
-            f"val mIoU {100 * val['mean_iu']:.2f} pixel acc {100 * val['pixel_acc']:.2f} "
-            f"({train_time:.0f}s){' *best*' if improved else ''}"
+            f"[{phase.name}] epoch {state.epoch}/{phase.epochs} step {state.step} loss "
+            f"{record['loss']:.4f} val mIoU {100 * val['mean_iu']:.2f} pixel acc "
+            f"{100 * val['pixel_acc']:.2f} ({train_time:.0f}s){' *best*' if improved else ''}"
         )
-    summary["best_mean_iu"] = best
+    summary["best_mean_iu"] = state.best
     summary["best"] = str(run_dir / "best.safetensors")
     return summary
 
@@ -341,3 +406,38 @@ def run_training(
     for phase in plan(cfg, run_dir, float_only, epochs):
         summaries.append(train_phase(cfg, phase, resume, log, progress, datasets))
     return summaries
+
+
+def _sidecar(path: Path) -> dict[str, Any] | None:
+    """A checkpoint's JSON sidecar, or None if it is absent or unreadable."""
+    try:
+        data = json.loads(path.with_suffix(".json").read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and path.is_file() else None
+
+
+def run_status(phases: list[Phase]) -> list[str]:
+    """What each phase of a run has left in its folder, one line per phase.
+
+    Read from the checkpoints' JSON sidecars only (no torch): the epochs finished (``last``) and
+    the best checkpoint with its validation mean IU, or that the phase has not finished an epoch.
+    """
+    lines = []
+    for phase in phases:
+        last = _sidecar(phase.run_dir / "last.safetensors")
+        best_path = phase.run_dir / "best.safetensors"
+        best = _sidecar(best_path)
+        if last is None or best is None:
+            lines.append(f"{phase.name}: no epoch finished yet ({phase.run_dir})")
+            continue
+        done = int(last.get("epoch", 0))
+        state = "done" if done >= phase.epochs else "interrupted"
+        iu = best.get("best_mean_iu")
+        iu_text = f"val mean IU {100 * iu:.2f}" if isinstance(iu, (int, float)) else "no score"
+        lines.append(
+            f"{phase.name}: {done} of {phase.epochs} epochs ({state}); last "
+            f"{phase.run_dir / 'last.safetensors'}; best {best_path} "
+            f"(epoch {best.get('epoch', '?')}, {iu_text})"
+        )
+    return lines
