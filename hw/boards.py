@@ -31,8 +31,11 @@ class Board:
     dsp: int
     dma_port_width: int
     platform: str = "zynq-iodma"
-    #: FPS that ``fcnseg compile`` aims at when given neither --target-fps nor --folding.
+    #: tiles/s that ``fcnseg compile`` aims at when given neither --target-fps nor --folding.
     default_target_fps: int = 60
+    #: folder under finn's ``FINN_DEPS/board_files`` that Vivado's board project needs (fetched
+    #: by ``finn deps update``); None for boards whose files ship with Vivado (ZCU104).
+    board_files: str | None = None
 
     def budget(self) -> dict[str, int]:
         """Resource budget keyed like finn's ``estimate_layer_resources.json``."""
@@ -55,6 +58,7 @@ BOARDS: dict[str, Board] = {
         dsp=220,
         dma_port_width=64,
         default_target_fps=60,
+        board_files="pynq-z2",
     ),
     "zcu104": Board(
         name="zcu104",
@@ -81,13 +85,22 @@ BOARDS: dict[str, Board] = {
         dsp=1_248,
         dma_port_width=128,
         default_target_fps=150,
+        board_files="kv260_som",
     ),
 }
 
 
+def board_list() -> str:
+    """The presets as one line: ``pynq-z2 (xc7z020clg400-1), zcu104 (...), ...``."""
+    return ", ".join(f"{b.name} ({b.part})" for b in BOARDS.values())
+
+
 def get_board(name: str) -> Board:
-    """The preset called ``name`` (case-insensitive), or a one-line :class:`UserError`."""
-    try:
-        return BOARDS[name.lower()]
-    except KeyError:
-        raise UserError(f"unknown board {name!r}; choose one of {', '.join(BOARDS)}") from None
+    """The preset called ``name`` (case-insensitive; ``Pynq-Z2``/``pynq_z2`` too, finn's and
+    PYNQ's spellings), or a one-line :class:`UserError` listing the boards."""
+    key = name.strip().lower().replace("_", "-")
+    by_finn_name = {b.finn_board.lower().replace("_", "-"): b for b in BOARDS.values()}
+    board = BOARDS.get(key) or by_finn_name.get(key)
+    if board is None:
+        raise UserError(f"unknown board {name!r}; choose one of {board_list()}")
+    return board

@@ -81,12 +81,25 @@ def compile_(
 
 @click.command("info")
 @click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--frame",
+    nargs=2,
+    type=int,
+    default=(512, 1024),
+    show_default=True,
+    metavar="H W",
+    help="Frame size (px) to give frames/s for, from the exact tiling of one frame.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def info(path: Path, as_json: bool) -> None:
-    """Print the reports of a build folder or a deployment package again."""
+def info(path: Path, frame: tuple[int, int], as_json: bool) -> None:
+    """Print what a deployment package or a build folder holds and its estimates.
+
+    The accelerator's classes, tile, strides, receptive field, exact overlap and bitfile; the
+    per-layer cycles per tile and resources; tiles/s, the board fit, and frames/s for --frame.
+    """
     import json
 
-    from fcnseg.hw.report import format_table, load_summary
+    from fcnseg.hw.info import describe, format_info, info_summary
 
-    summary = load_summary(path)
-    click.echo(json.dumps(summary, indent=2) if as_json else format_table(summary))
+    summary = info_summary(describe(path), (int(frame[0]), int(frame[1])))
+    click.echo(json.dumps(summary, indent=2) if as_json else format_info(summary))

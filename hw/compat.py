@@ -21,6 +21,15 @@ but four things stop it from being reached here (measured, see ../shared/DESIGN.
 
 Everything is applied once, idempotently, by :func:`prepare_finn`, and nothing is patched when
 Vivado is present. Keep this module in sync with finn-plus when its version changes.
+
+Two environment checks live here too, because finn turns both into late tracebacks:
+
+- :func:`check_vivado_install`: a set ``XILINX_VIVADO`` must be a Vivado install (a folder with
+  ``bin/vivado``). finn trusts any value, skips nothing and fails minutes later in a subprocess;
+  ``prepare_finn`` checks it before finn is imported.
+- :func:`check_finn_deps`: the HLS/IP and bitfile steps read finn-hlslib and board files from
+  finn's ``FINN_DEPS`` folder, which ``finn deps update`` fills with the commits finn-plus pins
+  (``finn/interface/external_dependencies.yaml``). Checked before a build that will need them.
 """
 
 from __future__ import annotations
@@ -30,8 +39,12 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fcnseg.errors import UserError
+
+if TYPE_CHECKING:
+    from fcnseg.hw.boards import Board
 
 #: finn-plus version this module was written and measured against.
 FINN_PLUS_VERSION = "1.6.1"
@@ -56,6 +69,56 @@ def check_dependencies() -> None:
         )
 
 
+def check_vivado_install() -> None:
+    """Fail with one line if ``XILINX_VIVADO`` is set but is not a Vivado install."""
+    root = os.environ.get("XILINX_VIVADO")
+    if not root:
+        return
+    fix = (
+        "point it at the Vivado install folder (the one holding bin/vivado, e.g. "
+        "/tools/Xilinx/Vivado/2024.2) or unset it for an estimate-only build"
+    )
+    if not Path(root).is_dir():
+        raise UserError(f"XILINX_VIVADO={root} is no folder: {fix}")
+    if not (Path(root) / "bin" / "vivado").is_file():
+        raise UserError(f"XILINX_VIVADO={root} has no bin/vivado: {fix}")
+
+
+#: a file whose presence shows a ``finn deps update`` dependency is in place (its main header).
+_FINN_HLSLIB_MARKER = Path("finn-hlslib") / "bnn-library.h"
+
+
+def finn_deps_dir() -> Path:
+    """The ``FINN_DEPS`` folder finn-plus will read (its settings: environment, settings file,
+    default ``<finn>/finn_deps``). Needs :func:`prepare_finn` first (finn's settings need it)."""
+    from finn.util.settings import get_settings
+
+    return Path(get_settings().finn_deps)
+
+
+def missing_finn_deps(board: Board, deps: Path) -> list[str]:
+    """What the Vivado steps for ``board`` need from ``deps`` and is not there."""
+    missing = []
+    if not (deps / _FINN_HLSLIB_MARKER).is_file():
+        missing.append(f"finn-hlslib ({deps / _FINN_HLSLIB_MARKER.parent})")
+    if board.board_files and not (deps / "board_files" / board.board_files).is_dir():
+        missing.append(f"the {board.name} board files ({deps / 'board_files' / board.board_files})")
+    return missing
+
+
+def check_finn_deps(board: Board) -> None:
+    """Fail with one line, before any step runs, if the HLS/IP/bitfile steps would miss a
+    dependency that ``finn deps update`` fetches."""
+    deps = finn_deps_dir()
+    missing = missing_finn_deps(board, deps)
+    if missing:
+        raise UserError(
+            f"the Vivado steps need {' and '.join(missing)}: run `finn deps update` (fetches the "
+            f"commits finn-plus {FINN_PLUS_VERSION} pins into FINN_DEPS={deps}), or set FINN_DEPS "
+            "to a folder that holds them; --no-vivado builds without them"
+        )
+
+
 class _NoSimEngine:
     """Stands in for ``finn.xsi.SimEngine`` without Vivado: RTL simulation is unavailable."""
 
@@ -71,6 +134,7 @@ def prepare_finn(finn_build_dir: Path | None = None) -> None:
     """
     global _PREPARED
     check_dependencies()
+    check_vivado_install()
     if not os.environ.get("FINN_BUILD_DIR"):
         build_dir = finn_build_dir or Path(tempfile.mkdtemp(prefix="fcnseg-finn-"))
         build_dir.mkdir(parents=True, exist_ok=True)

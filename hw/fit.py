@@ -4,9 +4,13 @@ finn-plus reports estimates but never compares them with the device: a 99k-LUT d
 for a 53k-LUT Pynq-Z2. Here the budget is the preset's totals times ``1 - margin`` (the margin
 leaves room for the shell: DMAs, interconnect, FIFOs that the estimates do not include).
 
-Folding is monotone enough in practice (fewer cycles per frame -> more PE/SIMD -> more LUT and
-BRAM) that a bisection over the target FPS finds the fastest folding that fits in a few cheap
-re-foldings of the specialised model, without re-running the streamlining.
+Rates are the accelerator's: tiles/s, one tile being its fixed input (finn calls the same number
+FPS and its target ``target_fps``; a frame of any other size takes several tiles, see
+:mod:`fcnseg.host.tiling`). Folding is monotone enough in practice (fewer cycles per tile -> more
+PE/SIMD -> more LUT and BRAM) that a bisection over the target rate finds the fastest folding that
+fits in a few cheap re-foldings (0.5 s each for the shipped FCN-8s) of the specialised model,
+without re-running the streamlining. The same bisection, started above the built rate, tells a
+user whose design fits with room to spare how much faster a fold still fits (:func:`find_headroom`).
 """
 
 from __future__ import annotations
@@ -97,9 +101,10 @@ def bisect_fps(
     rel_tol: float = 0.05,
     max_probes: int = 12,
 ) -> tuple[Probe | None, list[Probe]]:
-    """Highest target FPS in ``[low_fps, high_fps]`` whose folding fits; bisection in log space.
+    """Highest target rate (tiles/s) in ``[low_fps, high_fps]`` whose folding fits; bisection in
+    log space.
 
-    ``estimate(target_fps) -> (estimated_fps, Fit)`` re-folds and estimates. Returns the best
+    ``estimate(target_fps) -> (estimated tiles/s, Fit)`` re-folds and estimates. Returns the best
     fitting probe (None if even ``low_fps`` does not fit) and all probes made, for the report.
     """
     probes: list[Probe] = []
@@ -122,3 +127,64 @@ def bisect_fps(
         else:
             hi = math.log(mid.target_fps)
     return best, probes
+
+
+@dataclass
+class Headroom:
+    """A faster folding than the built one that still fits the board (finn-plus estimates)."""
+
+    #: the built folding's estimated tiles/s
+    current_tiles_per_s: float
+    #: the fastest fitting folding found: its estimated tiles/s, target and fit
+    tiles_per_s: float
+    target_fps: float
+    fit: Fit
+    #: re-foldings tried to find it
+    probes: int
+
+    def suggested_target(self) -> int:
+        """A ``--target-fps`` to type: the rate found, rounded down to two significant digits.
+
+        Any target up to the rate found folds to that folding or a smaller one (SetFolding raises
+        each layer's parallelism until it meets the target, so a lower target stops no later),
+        and smaller foldings use fewer resources: the suggestion fits too.
+        """
+        rate = self.tiles_per_s
+        step = 10 ** max(0, math.floor(math.log10(rate)) - 1)
+        return max(1, int(rate // step * step))
+
+    def to_json(self) -> dict:
+        return {
+            "current_tiles_per_s": self.current_tiles_per_s,
+            "tiles_per_s": self.tiles_per_s,
+            "target_fps": self.target_fps,
+            "suggested_target_fps": self.suggested_target(),
+            "utilisation": self.fit.utilisation(),
+            "probes": self.probes,
+            "method": "re-folded and estimated by finn-plus (not synthesised)",
+        }
+
+
+def find_headroom(
+    estimate: Callable[[float], tuple[float, Fit]],
+    current_tiles_per_s: float,
+    *,
+    min_gain: float = 1.2,
+    max_speedup: float = 64.0,
+    max_probes: int = 10,
+) -> Headroom | None:
+    """The fastest folding that fits, if it is at least ``min_gain`` times the built one.
+
+    ``estimate`` is the re-folding estimator of :func:`bisect_fps`. The first probe asks for
+    ``min_gain`` times the current rate: if that does not fit there is no headroom worth a
+    message (one cheap probe); otherwise a bisection up to ``max_speedup`` times the current
+    rate finds the limit within 5 %. A full-parallel design that fits everywhere ends at the
+    rate the folding saturates at.
+    """
+    if current_tiles_per_s <= 0:
+        return None
+    low, high = current_tiles_per_s * min_gain, current_tiles_per_s * max_speedup
+    best, probes = bisect_fps(estimate, high_fps=high, low_fps=low, max_probes=max_probes)
+    if best is None or best.fps < current_tiles_per_s * min_gain:
+        return None
+    return Headroom(current_tiles_per_s, best.fps, best.target_fps, best.fit, len(probes))

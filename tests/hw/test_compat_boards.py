@@ -79,5 +79,11 @@ def test_presets_agree_with_finn_part_map():
 
 
 def test_unknown_board():
-    with pytest.raises(UserError, match="choose one of pynq-z2, zcu104, kv260"):
+    with pytest.raises(UserError, match=r"choose one of pynq-z2 \(xc7z020clg400-1\), zcu104"):
         get_board("ultra96")
+
+
+def test_board_names_in_finn_and_pynq_spelling():
+    for spelling in ("Pynq-Z2", "pynq_z2", "PYNQ-Z2"):
+        assert get_board(spelling).name == "pynq-z2"
+    assert get_board("KV260_SOM").name == "kv260" and get_board(" ZCU104 ").name == "zcu104"

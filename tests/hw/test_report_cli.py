@@ -52,7 +52,8 @@ def test_table_marks_the_bottleneck(build_fcn8s):
     table = format_table(build_fcn8s.summary)
     bottleneck = build_fcn8s.summary["bottleneck"]
     assert any(line.startswith(bottleneck) and "bottleneck" in line for line in table.splitlines())
-    assert "FPS" in table and "fits" in table
+    assert "tiles/s" in table and "cycles per tile" in table and "fits" in table
+    assert "FPS" not in table  # the accelerator's rate counts tiles; frames only with a size
 
 
 def test_info_reprints_build_and_package(build_fcn8s, capsys):
@@ -60,9 +61,14 @@ def test_info_reprints_build_and_package(build_fcn8s, capsys):
     for target in (out, out / "package"):
         assert main(["info", str(target)]) == 0
         text = capsys.readouterr().out
-        assert text.strip() == format_table(build_fcn8s.summary).strip()
+        assert format_table(build_fcn8s.summary).strip() in text  # 512x1024 frames by default
+        assert f"package  {out / 'package'} (built for pynq-z2); no bitfile" in text
+        assert "4 classes" in text and "tile     64x64 px; net stride 32, output stride 8" in text
     assert main(["info", "--json", str(out / "package")]) == 0
-    assert json.loads(capsys.readouterr().out)["bottleneck"] == build_fcn8s.summary["bottleneck"]
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["bottleneck"] == build_fcn8s.summary["bottleneck"]
+    assert printed["units"]["estimated_fps"] == "tiles/s"
+    assert printed["accelerator"]["tile"] == [64, 64] and printed["accelerator"]["bitfile"] is None
     assert load_summary(out / "package")["estimated_fps"] == build_fcn8s.summary["estimated_fps"]
 
 

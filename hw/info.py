@@ -1,0 +1,152 @@
+"""What ``fcnseg info`` says about a deployment package or a build folder.
+
+The estimate table comes from :mod:`fcnseg.hw.report`; this module adds what a user deciding how
+to run the accelerator needs beside it: the classes, the tile, the net and output strides, the
+receptive field and the overlap that makes the stitch exact, whether the package carries a
+bitfile (fabric) or is estimate-only (simulator), and frames/s for any frame size from the
+host's exact tiling plan (:func:`fcnseg.host.tiling.plan_tiles`), since the accelerator's own
+rate counts tiles.
+
+numpy-only (the package loader and the tiling plan): ``fcnseg info`` runs on a board, where
+finn, onnx and torch are absent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fcnseg.errors import UserError
+from fcnseg.hw import report
+
+if TYPE_CHECKING:
+    from fcnseg.host.package import Package
+    from fcnseg.host.tiling import Geometry
+
+#: frame size ``fcnseg info`` gives frames/s for by default (Cityscapes at half resolution).
+DEFAULT_FRAME = (512, 1024)
+
+
+@dataclass(frozen=True)
+class Described:
+    """A package or build folder: its summary, and its package when there is one."""
+
+    path: Path
+    summary: dict[str, Any]
+    package: Package | None
+
+
+def find_package_dir(path: Path) -> Path | None:
+    """The package folder of ``path``: itself if it is one, ``path/package`` for a build."""
+    for candidate in (path, path / "package"):
+        if (candidate / "accelerator.json").is_file():
+            return candidate
+    return None
+
+
+def describe(path: Path) -> Described:
+    """Load the summary of ``path`` (build folder or package) and, if present, its package."""
+    from fcnseg.host.package import load_package
+
+    summary = report.load_summary(path)
+    package_dir = find_package_dir(Path(path))
+    package = load_package(package_dir) if package_dir is not None else None
+    return Described(Path(path), summary, package)
+
+
+def frames(geometry: Geometry, frame: tuple[int, int], tiles_per_s: float) -> dict[str, Any]:
+    """Frames/s for ``frame``-sized images: the tiles of the host's exact tiling of one frame
+    (default overlap from the receptive field), at the accelerator's ``tiles_per_s``."""
+    from fcnseg.host.tiling import plan_tiles
+
+    height, width = frame
+    if height < 1 or width < 1:
+        raise UserError(f"--frame must be positive, got {height} {width}")
+    plan = plan_tiles(geometry, geometry.canvas_shape(height, width))
+    tiles = len(plan.tiles)
+    computed = tiles * geometry.tile[0] * geometry.tile[1]
+    return {
+        "frame": [height, width],
+        "tile": list(geometry.tile),
+        "overlap": plan.overlap,
+        "exact": plan.exact,
+        "tiles_per_frame": tiles,
+        "kept_share": height * width / computed,
+        "frames_per_s": tiles_per_s / tiles,
+    }
+
+
+def bitfile_of(package: Package) -> str | None:
+    """The package's bitstream (relative path) if it has one with its driver settings."""
+    files = package.meta.get("files") or {}
+    bits = sorted(rel for rel in files if rel.startswith("bitfile/") and rel.endswith(".bit"))
+    if bits and "driver/settings.json" in files:
+        return bits[0]
+    return None
+
+
+def accelerator_facts(package: Package) -> dict[str, Any]:
+    """Classes, tile, strides, receptive field, exact overlap, board and bitfile, as data."""
+    geometry = package.geometry
+    card = package.card
+    return {
+        "package": str(package.path),
+        "board": package.board,
+        "bitfile": bitfile_of(package),
+        "arch": card.arch,
+        "classes": list(card.classes),
+        "tile": list(geometry.tile),
+        "net_stride": geometry.net_stride,
+        "output_stride": geometry.output_stride,
+        "receptive_field": geometry.receptive_field,
+        "exact_overlap": geometry.default_overlap if geometry.receptive_field else None,
+    }
+
+
+def facts_lines(facts: dict[str, Any]) -> list[str]:
+    """``accelerator_facts`` as a few aligned lines of text."""
+    tile = f"{facts['tile'][0]}x{facts['tile'][1]} px"
+    field = facts["receptive_field"]
+    if field is None:
+        tiling = "receptive field unknown: the stitch cannot be proved exact"
+    else:
+        tiling = (
+            f"receptive field {field} px; exact overlap {facts['exact_overlap']} px "
+            f"(tiles {facts['tile'][0] - facts['exact_overlap']} px apart at most)"
+        )
+    if facts["bitfile"]:
+        runs = f"bitfile {facts['bitfile']}: runs on the fabric (--backend pynq)"
+    else:
+        runs = "no bitfile (estimate-only build): runs on the simulator; rebuild with Vivado"
+    classes = facts["classes"]
+    return [
+        f"package  {facts['package']} (built for {facts['board']}); {runs}",
+        f"model    {facts['arch']}, {len(classes)} classes: {', '.join(classes)}",
+        f"tile     {tile}; net stride {facts['net_stride']}, output stride "
+        f"{facts['output_stride']} (one score per {facts['output_stride']} px)",
+        f"tiling   {tiling}",
+    ]
+
+
+def info_summary(described: Described, frame: tuple[int, int]) -> dict[str, Any]:
+    """The summary with ``frames`` for ``frame`` and, with a package, its ``accelerator`` facts."""
+    summary = dict(described.summary)
+    if described.package is not None:
+        geometry = described.package.geometry
+        summary["frames"] = frames(geometry, frame, float(summary["estimated_fps"]))
+        summary["accelerator"] = accelerator_facts(described.package)
+    elif (summary.get("frames") or {}).get("frame") != list(frame):
+        raise UserError(
+            f"{described.path} has no package/: frames/s for {frame[0]}x{frame[1]} need the "
+            "package's model card (the build recorded only "
+            f"{'x'.join(map(str, (summary.get('frames') or {}).get('frame', ['?'])))})"
+        )
+    return summary
+
+
+def format_info(summary: dict[str, Any]) -> str:
+    """What ``fcnseg info`` prints: the accelerator facts, then the estimate table."""
+    facts = summary.get("accelerator")
+    head = [*facts_lines(facts), ""] if facts else []
+    return "\n".join([*head, report.format_table(summary)])
