@@ -26,7 +26,7 @@ import logging
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,8 +34,8 @@ from typing import TYPE_CHECKING, Any
 from fcnseg.errors import UserError
 from fcnseg.hw import report as reports
 from fcnseg.hw.boards import Board
-from fcnseg.hw.compat import has_vivado, prepare_finn, restore_stdio
-from fcnseg.hw.fit import Fit, bisect_fps, check_fit, misfit_message
+from fcnseg.hw.compat import check_finn_deps, has_vivado, prepare_finn, restore_stdio
+from fcnseg.hw.fit import Fit, bisect_fps, check_fit, find_headroom, misfit_message
 from fcnseg.hw.steps import ESTIMATE_STEPS, HW_GRAPH_STEP, REFOLD_FROM_STEP, VIVADO_STEPS
 
 if TYPE_CHECKING:
@@ -306,6 +306,24 @@ def annotate_folding(hw_graph: ModelWrapper, folded: ModelWrapper) -> dict[str, 
     return folding
 
 
+@contextlib.contextmanager
+def _finn_log_into(log_path: Path) -> Iterator[None]:
+    """Send finn's logger (``finn_logger``: SetFolding's per-layer warnings) to ``log_path``
+    instead of the terminal while in the block."""
+    finn_log = logging.getLogger("finn_logger")
+    handler = logging.FileHandler(log_path)
+    handler.setFormatter(logging.Formatter("[%(asctime)s] finn: %(message)s"))
+    saved = finn_log.propagate
+    finn_log.addHandler(handler)
+    finn_log.propagate = False
+    try:
+        yield
+    finally:
+        finn_log.removeHandler(handler)
+        finn_log.propagate = saved
+        handler.close()
+
+
 def _estimator(
     spec_path: Path, opts: BuildOptions, scratch: Path
 ) -> Callable[[float], tuple[float, Fit]]:
@@ -326,7 +344,8 @@ def _estimator(
     def estimate(target_fps: float) -> tuple[float, Fit]:
         cfg = make_config(replace(opts, out_dir=scratch), [], target_fps=target_fps)
         (scratch / "report").mkdir(parents=True, exist_ok=True)
-        with contextlib.redirect_stdout(io.StringIO()):  # SetFolding prints per unknown op
+        # SetFolding prints per unknown op and logs per missed target: into the build log
+        with contextlib.redirect_stdout(io.StringIO()), _finn_log_into(opts.out_dir / LOG_NAME):
             model = step_target_fps_parallelization(base, cfg)
             model = step_minimize_bit_width(model, cfg)
         totals = aggregate_dict_keys(
@@ -337,6 +356,21 @@ def _estimator(
         return 1e9 / clock_ns / max_cycles, check_fit(totals, opts.board, opts.margin)
 
     return estimate
+
+
+def _headroom(opts: BuildOptions, tiles_per_s: float, runner: _Runner) -> dict[str, Any] | None:
+    """A faster folding that still fits the board (:func:`fcnseg.hw.fit.find_headroom`: a few
+    in-process re-foldings of the specialised model, 0.5 s each), noted and reported."""
+    with tempfile.TemporaryDirectory(dir=opts.out_dir) as scratch:
+        spec = _intermediate(opts.out_dir, REFOLD_FROM_STEP)
+        room = find_headroom(_estimator(spec, opts, Path(scratch)), tiles_per_s)
+    if room is None:
+        return None
+    runner.note(
+        f"a faster fold fits {opts.board.name}: {room.tiles_per_s:.1f} tiles/s (estimated by "
+        f"re-folding; try --target-fps {room.suggested_target()})"
+    )
+    return room.to_json()
 
 
 # --------------------------------------------------------------------------- the flow
@@ -367,6 +401,8 @@ def compile_export(opts: BuildOptions, progress: Progress = _stderr) -> BuildRes
     vivado = has_vivado() if opts.vivado is None else opts.vivado
     if vivado and not has_vivado():
         raise UserError("Vivado steps requested but XILINX_VIVADO is not set")
+    if vivado:
+        check_finn_deps(opts.board)
     target = opts.target_fps
     if target is None and opts.folding_file is None:
         target = float(opts.board.default_target_fps)
@@ -376,7 +412,7 @@ def compile_export(opts: BuildOptions, progress: Progress = _stderr) -> BuildRes
     runner.note(
         f"compiling {model_path} for {opts.board.name} ({opts.board.part}) at "
         f"{1e3 / opts.resolved_clock_ns():.0f} MHz, "
-        + (f"target {target:g} FPS" if target else f"folding {opts.folding_file}")
+        + (f"target {target:g} tiles/s" if target else f"folding {opts.folding_file}")
     )
     estimate_cfg = make_config(opts, steps, target_fps=target)
     estimate_cfg = replace(estimate_cfg, stop_step=ESTIMATE_STEPS[-1].rsplit(".", 1)[-1])
@@ -388,13 +424,13 @@ def compile_export(opts: BuildOptions, progress: Progress = _stderr) -> BuildRes
     if not fit.fits:
         if target is None:
             raise UserError(misfit_message(fit, resources, opts.board))
-        runner.note(f"estimate does not fit {opts.board.name}: re-folding at lower target FPS")
+        runner.note(f"estimate does not fit {opts.board.name}: re-folding at a lower target rate")
         with tempfile.TemporaryDirectory(dir=out_dir) as scratch:
             estimate = _estimator(_intermediate(out_dir, REFOLD_FROM_STEP), opts, Path(scratch))
             best, probes = bisect_fps(estimate, high_fps=target)
         for p in probes:
             verdict = "fits" if p.fit.fits else "over " + ",".join(p.fit.over)
-            runner.note(f"  target {p.target_fps:8.1f} FPS -> {p.fps:8.1f} FPS, {verdict}")
+            runner.note(f"  target {p.target_fps:8.1f} -> {p.fps:8.1f} tiles/s, {verdict}")
         if best is None:
             raise UserError(misfit_message(probes[0].fit, resources, opts.board))
         refold = {
@@ -418,6 +454,8 @@ def compile_export(opts: BuildOptions, progress: Progress = _stderr) -> BuildRes
 
     folded = ModelWrapper(str(_intermediate(out_dir, ESTIMATE_STEPS[-1])))
     summary = _summary(opts, card, fit, folding_of(folded), target, refold)
+    if refold is None and fit.fits:
+        summary["headroom"] = _headroom(opts, summary["estimated_fps"], runner)
     if summary["output_affine"].get("matches_model_card") is False:
         runner.note(
             "warning: the output scale/bias of the HW graph differ from model.json's; the "
