@@ -17,6 +17,7 @@ one for these files.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import shutil
 import tempfile
@@ -56,6 +57,9 @@ def file_mode() -> int:
     return 0o666 & ~process_umask()
 
 
+_TEMP_SUFFIX = ".tmp"  # temporaries are ``.NAME.<random>.tmp`` next to ``NAME``
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[str]:
     """Yield a temporary path next to ``path``; on success it is renamed onto ``path``.
@@ -65,7 +69,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[str]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TEMP_SUFFIX, dir=path.parent)
     os.close(fd)
     try:
         yield tmp
@@ -110,3 +114,17 @@ def replace_dir(new: str | os.PathLike[str], target: str | os.PathLike[str]) -> 
     os.replace(target, aside / target.name)
     os.replace(new, target)
     shutil.rmtree(aside, ignore_errors=True)
+
+
+def remove_stale_temps(path: str | os.PathLike[str]) -> int:
+    """Delete the temporaries a killed writer (SIGKILL, power loss) left next to ``path``;
+    return how many. Safe only while nobody is writing ``path``."""
+    path = Path(path)
+    removed = 0
+    if path.parent.is_dir():
+        pattern = f".{glob.escape(path.name)}.*{_TEMP_SUFFIX}"
+        for tmp in path.parent.glob(pattern):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+                removed += 1
+    return removed

@@ -29,17 +29,25 @@ package anywhere, so without ``board=`` it checks nothing.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fcnseg.errors import UserError
+from fcnseg.errors import ParameterError, UserError
 from fcnseg.host.images import as_rgb_array, voc_palette
 from fcnseg.host.shift_stitch import ShiftPlan, plan_shifts, shift_stitch
-from fcnseg.host.tiling import Geometry, TilePlan, make_canvas, plan_tiles, run_tiled
+from fcnseg.host.tiling import (
+    Geometry,
+    RunFn,
+    TilePlan,
+    make_canvas,
+    plan_tiles,
+    run_rows,
+    run_tiled,
+)
 from fcnseg.host.upsample import upsample_argmax
 
 if TYPE_CHECKING:
@@ -72,10 +80,15 @@ def check_board(package: Package, backend: str, board: str | None = None) -> Non
     expected = board or running_board(backend)
     if not built_for or not expected or board_key(built_for) == board_key(expected):
         return
-    where = "--board" if board else "this board (BOARD environment variable of the PYNQ image)"
+    if board:
+        raise ParameterError(
+            f"package {package.path} is built for {built_for}, not {expected} ({{board}}); "
+            f"use a package compiled for {expected}",
+            board=board,
+        )
     raise UserError(
-        f"package {package.path} is built for {built_for}, not {expected} ({where}); "
-        f"use a package compiled for {expected}"
+        f"package {package.path} is built for {built_for}, not {expected} (this board: BOARD "
+        f"environment variable of the PYNQ image); use a package compiled for {expected}"
     )
 
 
@@ -100,7 +113,7 @@ def resolve_package(package: Package | str | os.PathLike[str] | None) -> Package
             raise UserError(
                 f"the default package {DEFAULT_PACKAGE.name} is missing (expected in "
                 f"{DEFAULT_PACKAGE}); build it with `make train export hw` and copy the build's "
-                "package there, or pass --package DIR"
+                "package there, or name another package folder"
             )
         package = DEFAULT_PACKAGE
     return load_package(package)
@@ -139,12 +152,15 @@ class Segmenter:
         batch: int = 4,
     ) -> None:
         if shift_stitch not in SHIFT_FACTORS or geometry.output_stride % shift_stitch:
-            raise UserError(
-                f"--shift-stitch {shift_stitch} must be one of {SHIFT_FACTORS} and divide the "
-                f"output stride {geometry.output_stride}"
+            raise ParameterError(
+                f"{{shift_stitch}} must be one of {SHIFT_FACTORS} and divide the output stride "
+                f"{geometry.output_stride}",
+                shift_stitch=shift_stitch,
             )
         if overlap is not None and overlap < 0:
-            raise UserError(f"--overlap must be >= 0, got {overlap}")
+            raise ParameterError("{overlap} must be >= 0", overlap=overlap)
+        if batch < 1:
+            raise ParameterError("{batch} must be >= 1 (tiles per engine call)", batch=batch)
         self.engine = engine
         self.geometry = geometry
         self.output_scale = np.asarray(output_scale, dtype=np.float64)
@@ -213,30 +229,46 @@ class Segmenter:
         canvas = self.geometry.canvas_shape(height, width)
         return plan_tiles(self.geometry, canvas, self.overlap)
 
-    def scores(self, image: Any) -> np.ndarray:
-        """Integer scores ``(Hc/d, Wc/d, C)`` over the canvas of ``image`` (module docstring)."""
+    def scores(self, image: Any, run: RunFn | None = None) -> np.ndarray:
+        """Integer scores ``(Hc/d, Wc/d, C)`` over the canvas of ``image`` (module docstring).
+
+        ``run`` replaces the engine's ``run`` for this call (the pipeline passes one that times
+        it), so callers never swap :attr:`engine` under another thread's feet.
+        """
         rgb = as_rgb_array(image)
         canvas = make_canvas(rgb, self.geometry)
         plan = self.plan(*rgb.shape[:2])
+        engine_run = run or self.engine.run
 
-        def run(c: np.ndarray) -> np.ndarray:
-            return run_tiled(plan, self.engine.run, c, self.batch)
+        def tiled(c: np.ndarray) -> np.ndarray:
+            return run_tiled(plan, engine_run, c, self.batch)
 
-        return shift_stitch(self.shifts, run, canvas)
+        return shift_stitch(self.shifts, tiled, canvas)
+
+    def labels(self, scores: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+        """``(H, W)`` class indices of integer ``scores`` whose cell 0 is at pixel 0.
+
+        Dequantize, bilinear upsample, argmax, crop to ``shape``
+        (:func:`~fcnseg.host.upsample.upsample_argmax`): the one place where scores become
+        labels, for :meth:`finish` (whole images, the pipeline) and :meth:`stream` (strips).
+        """
+        return upsample_argmax(
+            scores,
+            self.output_scale,
+            self.output_bias,
+            shape,
+            self.shifts.stride,
+            self.shifts.field,
+        )
+
+    def finish(self, scores: np.ndarray, shape: tuple[int, int]) -> Segmentation:
+        """The :class:`Segmentation` of an image of ``shape`` from its canvas ``scores``."""
+        return Segmentation(self.labels(scores, shape), scores, self.stride, self.shifts.field)
 
     def segment(self, image: Any) -> Segmentation:
         """Labels and scores of one image (array, Pillow image or path)."""
         rgb = as_rgb_array(image)
-        scores = self.scores(rgb)
-        labels = upsample_argmax(
-            scores,
-            self.output_scale,
-            self.output_bias,
-            rgb.shape[:2],
-            self.shifts.stride,
-            self.shifts.field,
-        )
-        return Segmentation(labels, scores, self.shifts.stride, self.shifts.field)
+        return self.finish(self.scores(rgb), rgb.shape[:2])
 
     def stream(
         self,
@@ -252,67 +284,79 @@ class Segmenter:
         Shift-and-stitch (``f > 1``) is not streamed.
         """
         if self.shifts.factor != 1:
-            raise UserError("--shift-stitch is not available for images segmented in strips")
-        height, width = rows.height, rows.width
-        plan = self.plan(height, width)
-        hc, wc = plan.canvas
-        th, tw = self.geometry.tile
-        s = self.geometry.output_stride
-        n_cells = hc // s
-        band = np.zeros((th, wc, 3), dtype=np.uint8)
-        pending: list[np.ndarray] = []  # score rows [lo, hi) not yet needed by later labels
-        lo = hi = 0
-        next_row = 0  # first image row whose labels are not out yet
-        for i, y in enumerate(plan.rows.starts):
-            band[:] = 0
-            if y < height:
-                band[: min(th, height - y), :width] = rows.read(y, min(y + th, height))
-            r0, r1 = plan.rows.keep[i]
-            block: np.ndarray | None = None
-            cols = list(enumerate(plan.cols.starts))
-            for first in range(0, len(cols), max(1, self.batch)):
-                group = cols[first : first + self.batch]
-                x = np.stack([band[:, x0 : x0 + tw] for _, x0 in group])
-                y_scores = np.asarray(self.engine.run(x))
-                if y_scores.shape[:3] != (len(group), th // s, tw // s):
-                    raise ValueError(f"engine returned {y_scores.shape} for tiles {x.shape}")
-                if block is None:
-                    block = np.empty((r1 - r0, wc // s, y_scores.shape[3]), y_scores.dtype)
-                for (j, x0), tile_scores in zip(group, y_scores, strict=True):
-                    c0, c1 = plan.cols.keep[j]
-                    oy, ox = y // s, x0 // s
-                    block[:, c0:c1] = tile_scores[r0 - oy : r1 - oy, c0 - ox : c1 - ox]
-            assert block is not None and r0 == hi
+            raise ParameterError(
+                "{shift_stitch} is not available for images segmented in strips (only 1 is)",
+                shift_stitch=self.shifts.factor,
+            )
+        plan = self.plan(rows.height, rows.width)
+        bands = _LabelBands(self.labels, plan, rows.height, rows.width)
+        for block in run_rows(plan, self.engine.run, _tile_rows(rows, plan), self.batch):
             if on_scores is not None:
                 on_scores(block)
-            pending.append(block)
-            hi = r1
-            # Labels of rows whose bilinear corners are all final: y <= (hi - 1) * s - 1.
-            end = height if hi == n_cells else min(height, (hi - 1) * s)
-            if end > next_row:
-                scores = np.concatenate(pending) if len(pending) > 1 else pending[0]
-                # in chunks of rows: the upsampler's working memory is ~30 bytes a pixel
-                step = max(64, 16 * s)
-                for a in range(next_row, end, step):
-                    b = min(end, a + step)
-                    c0 = max(lo, a // s - 1)  # the corner rows pixels [a, b) read
-                    c1 = min(hi, (b - 1) // s + 2)
-                    labels = upsample_argmax(
-                        scores[c0 - lo : c1 - lo],
-                        self.output_scale,
-                        self.output_bias,
-                        (b - c0 * s, width),
-                        s,
-                        s,
-                    )
-                    on_labels(a, labels[a - c0 * s :])
-                next_row = end
-                # keep one score row of halo above the next band
-                keep_from = max(lo, next_row // s - 1)
-                pending = [scores[keep_from - lo :]]
-                lo = keep_from
-        return hc, wc
+            for y0, labels in bands.push(block):
+                on_labels(y0, labels)
+        return plan.canvas
 
     def __call__(self, image: Any) -> np.ndarray:
         """``(H, W)`` class indices of ``image``."""
         return self.segment(image).labels
+
+
+def _tile_rows(rows: RowReader, plan: TilePlan) -> Iterator[np.ndarray]:
+    """The canvas band of each tile row of ``plan`` (image rows, zeros below and right), read
+    from ``rows`` into one reused ``(Th, Wc, 3)`` buffer."""
+    th = plan.geometry.tile[0]
+    height, width = rows.height, rows.width
+    band = np.zeros((th, plan.canvas[1], 3), dtype=np.uint8)
+    for y in plan.rows.starts:
+        band[:] = 0
+        if y < height:
+            band[: min(th, height - y), :width] = rows.read(y, min(y + th, height))
+        yield band
+
+
+class _LabelBands:
+    """Labels of a streamed image, handed out as soon as the score rows they need are in.
+
+    Score rows arrive top down (:func:`~fcnseg.host.tiling.run_rows`). Pixel row ``y`` reads the
+    bilinear corners ``floor(y / s)`` and the row below, so with rows ``[0, hi)`` in, the labels
+    of pixel rows ``y <= (hi - 1) s - 1`` are final (all of them after the last row). Each push
+    upsamples those in chunks of rows (the upsampler's working memory is ~30 bytes a pixel) and
+    keeps one score row of halo above the next band; bilinear weights do not depend on where a
+    chunk starts, so the bands equal the whole image's labels.
+    """
+
+    def __init__(
+        self,
+        labels: Callable[[np.ndarray, tuple[int, int]], np.ndarray],
+        plan: TilePlan,
+        height: int,
+        width: int,
+    ) -> None:
+        self.labels = labels
+        self.s = plan.geometry.output_stride
+        self.height, self.width = height, width
+        self.n_cells = plan.canvas[0] // self.s
+        self.pending: list[np.ndarray] = []  # score rows [lo, hi) later labels still need
+        self.lo = self.hi = 0
+        self.next_row = 0  # the first image row whose labels are not out yet
+
+    def push(self, block: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+        """Take the next score rows; yield ``(y0, labels)`` for the image rows now final."""
+        s, lo = self.s, self.lo
+        self.pending.append(block)
+        self.hi = hi = self.hi + len(block)
+        end = self.height if hi == self.n_cells else min(self.height, (hi - 1) * s)
+        if end <= self.next_row:
+            return
+        scores = np.concatenate(self.pending) if len(self.pending) > 1 else self.pending[0]
+        first, self.next_row = self.next_row, end
+        keep_from = max(lo, end // s - 1)
+        self.pending, self.lo = [scores[keep_from - lo :]], keep_from
+        step = max(64, 16 * s)
+        for a in range(first, end, step):
+            b = min(end, a + step)
+            c0 = max(lo, a // s - 1)  # the corner rows pixels [a, b) read
+            c1 = min(hi, (b - 1) // s + 2)
+            labels = self.labels(scores[c0 - lo : c1 - lo], (b - c0 * s, self.width))
+            yield a, labels[a - c0 * s :]

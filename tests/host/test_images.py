@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,7 @@ from fcnseg.errors import UserError
 from fcnseg.host.images import (
     as_rgb_array,
     atomic_open,
+    image_size,
     load_image,
     overlay,
     save_array,
@@ -105,6 +108,54 @@ def test_decompression_bomb_guard(tmp_path: Path) -> None:
     old = Image.MAX_IMAGE_PIXELS
     load_image(tmp_path / "big.png", max_pixels=240)
     assert Image.MAX_IMAGE_PIXELS == old
+
+
+def test_guard_is_per_call_and_leaves_pillows_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Our limit decides, Pillow's process-wide one is neither used nor changed: with Pillow's
+    set far below the image (its own open would refuse it), a higher limit still decodes."""
+    Image.fromarray(RGB).save(tmp_path / "x.png")  # 240 pixels
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 50)
+    np.testing.assert_array_equal(load_image(tmp_path / "x.png", max_pixels=1000), RGB)
+    assert image_size(tmp_path / "x.png") == (12, 20)
+    with pytest.raises(UserError, match="20x12 pixels is above the limit of 239"):
+        load_image(tmp_path / "x.png", max_pixels=239)
+    assert Image.MAX_IMAGE_PIXELS == 50
+
+
+def test_threads_decode_with_their_own_limits(tmp_path: Path) -> None:
+    """8 threads decode one 240-pixel image at once, half with a limit below it, half above:
+    each call gets its own outcome, and Pillow's global setting is what it was."""
+    Image.fromarray(RGB).save(tmp_path / "x.png")
+    before = Image.MAX_IMAGE_PIXELS
+    outcomes: list[tuple[int, str]] = []
+
+    def work(thread: int) -> None:
+        for i in range(40):
+            limit = 239 if (thread + i) % 2 else 240
+            try:
+                load_image(tmp_path / "x.png", max_pixels=limit)
+                outcomes.append((limit, "ok"))
+            except UserError as error:
+                outcomes.append((limit, "refused" if "above the limit" in str(error) else "?"))
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads often: interleave the calls finely
+    try:
+        threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert len(outcomes) == 320
+    assert {limit: {o for lim, o in outcomes if lim == limit} for limit in (239, 240)} == {
+        239: {"refused"},
+        240: {"ok"},
+    }
+    assert Image.MAX_IMAGE_PIXELS == before
 
 
 def test_as_rgb_array() -> None:

@@ -1,0 +1,125 @@
+"""Decoding a whole image file to upright RGB: open, guard, decode, apply EXIF orientation.
+
+:func:`load_image` is the entry point; :func:`decode` gives the upright Pillow image (the row
+reader of formats that cannot be streamed uses it); :func:`image_size` reads the upright size
+from the header alone (to route huge images to the strip path without decoding them).
+
+- EXIF orientation is applied first (a phone photo is segmented the way it is displayed).
+- The size is checked against ``max_pixels`` (:mod:`fcnseg.host.images.guard`) before anything
+  is decoded; each call has its own limit.
+- Pixel modes become RGB by the rules of :mod:`fcnseg.host.images.modes`.
+- Any failure is one line (:mod:`fcnseg.host.images.messages`); Pillow's warnings about odd
+  files (TIFF tags past the end, ...) are silenced, the outcome is what the user sees.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from fcnseg.errors import UserError
+from fcnseg.host.images.guard import MAX_PIXELS, check_pixels, open_unguarded
+from fcnseg.host.images.messages import image_error, os_error, reason
+from fcnseg.host.images.modes import to_rgb
+
+_ORIENTATION = 0x0112  # EXIF tag
+_TRANSPOSED = (5, 6, 7, 8)  # orientations that swap width and height
+
+
+def _load_upright(path: Path, max_pixels: int) -> Image.Image:
+    """Open, guard and decode ``path``; the upright image. Pillow's exceptions pass through."""
+    image = open_unguarded(path)
+    try:
+        check_pixels(path, *image.size, max_pixels)
+        image.load()
+        # exif_transpose copies even an upright image: only call it to rotate
+        if image.getexif().get(_ORIENTATION, 1) in (None, 1):
+            return image
+        upright = ImageOps.exif_transpose(image)
+    except BaseException:
+        image.close()
+        raise
+    if upright is None or upright is image:
+        return image
+    image.close()
+    return upright
+
+
+def decode(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """The upright, fully decoded Pillow image of ``path``; any failure is a :class:`UserError`."""
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return _load_upright(path, max_pixels)
+    except UserError:
+        raise
+    except Image.UnidentifiedImageError:
+        raise image_error(path, "unidentified") from None
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as error:
+        raise os_error(path, error) from None
+    except Image.DecompressionBombError as error:  # Pillow's own guard, while decoding frames
+        raise image_error(path, "pillow_bomb", reason=error) from None
+    except MemoryError:
+        raise image_error(path, "memory") from None
+    except Exception as error:  # Pillow's plugins raise many kinds on malformed data
+        raise image_error(path, "undecodable", reason=reason(error)) from None
+
+
+def load_image(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Decode ``path`` to ``(H, W, 3) uint8`` RGB, upright; a bad file raises :class:`UserError`."""
+    image = decode(path, max_pixels)
+    try:
+        return to_rgb(image)
+    except Exception as error:  # a mode to_rgb cannot convert
+        raise image_error(path, "unconvertible", reason=reason(error)) from None
+    finally:
+        image.close()
+
+
+def as_rgb_array(image: np.ndarray | Image.Image | str | os.PathLike[str]) -> np.ndarray:
+    """Accept a uint8 array ``(H, W, 3)`` or ``(H, W)``, a Pillow image or a path; return RGB."""
+    if isinstance(image, (str, os.PathLike)):
+        return load_image(image)
+    if isinstance(image, Image.Image):
+        return to_rgb(ImageOps.exif_transpose(image) or image)
+    array = np.asarray(image)
+    if array.dtype != np.uint8:
+        raise ValueError(f"image arrays must be uint8, got {array.dtype}")
+    if array.ndim == 2:
+        array = np.repeat(array[..., None], 3, axis=2)
+    if array.ndim != 3 or array.shape[2] != 3:
+        raise ValueError(f"image arrays must be (H, W, 3) or (H, W), got {array.shape}")
+    return array
+
+
+def _orientation(image: Image.Image) -> int:
+    """The EXIF orientation from the header. PNG keeps EXIF in an ``eXIf`` chunk that Pillow
+    finds only by decoding, so for PNG only an ``eXIf`` before the pixels is seen (where the
+    PNG spec wants it)."""
+    if image.format != "PNG":
+        return image.getexif().get(_ORIENTATION, 1)
+    raw = image.info.get("exif")
+    if not raw:
+        return 1
+    exif = Image.Exif()
+    exif.load(raw)
+    return exif.get(_ORIENTATION, 1)
+
+
+def image_size(path: str | os.PathLike[str]) -> tuple[int, int] | None:
+    """``(height, width)`` of the upright image from its header only (nothing decoded), or
+    None if unreadable (the decoding path then reports why)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with open_unguarded(Path(path)) as image:
+                width, height = image.size
+                orientation = _orientation(image)
+    except Exception:
+        return None
+    return (width, height) if orientation in _TRANSPOSED else (height, width)

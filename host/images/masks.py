@@ -1,0 +1,88 @@
+"""Masks as palette PNGs: pixel value = class index, the class colours in the palette and the
+class names in an ``iTXt`` chunk (:mod:`fcnseg.host.images.classes`).
+
+:func:`save_mask` writes a whole label image through Pillow; :func:`png_mask_writer` writes the
+same file row by row (for images segmented in strips), encoding the PNG itself: every row with
+filter type None, deflated incrementally, so memory is bounded by the rows handed to it. Both
+write atomically (:mod:`fcnseg.atomic`): a reader never sees half a mask.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import zlib
+from collections.abc import Callable, Iterator
+
+import numpy as np
+from PIL import Image, PngImagePlugin
+
+from fcnseg.atomic import atomic_open
+from fcnseg.host.images import png
+from fcnseg.host.images.classes import TEXT_KEY, ClassTable
+
+_ZLIB_LEVEL = 6
+
+
+def _check_labels(labels: np.ndarray, width: int | None = None) -> None:
+    if labels.ndim != 2 or (width is not None and labels.shape[1] != width):
+        raise ValueError(f"masks are (H, W) labels, got rows of shape {labels.shape}")
+    if labels.max(initial=0) > 255:
+        raise ValueError(f"mask labels must be < 256, got {labels.max()}")
+
+
+def save_mask(
+    path: str | os.PathLike[str],
+    labels: np.ndarray,
+    palette: np.ndarray,
+    classes: ClassTable | None = None,
+) -> None:
+    """Write ``labels (H, W)`` (< 256 classes) as a palette PNG: pixel value = class index;
+    with ``classes``, their names go into the text chunk :data:`TEXT_KEY`."""
+    _check_labels(labels)
+    image = Image.fromarray(labels.astype(np.uint8))  # mode L; putpalette makes it P
+    image.putpalette(png.palette_bytes(palette))
+    info = PngImagePlugin.PngInfo()
+    if classes is not None:
+        info.add_itxt(TEXT_KEY, classes.names_text())
+    with atomic_open(path) as handle:
+        image.save(handle, format="PNG", pnginfo=info)
+
+
+@contextlib.contextmanager
+def png_mask_writer(
+    path: str | os.PathLike[str],
+    height: int,
+    width: int,
+    palette: np.ndarray,
+    classes: ClassTable | None = None,
+) -> Iterator[Callable[[np.ndarray], None]]:
+    """Write a palette PNG (as :func:`save_mask`) row by row: yields ``write(rows (n, W))``.
+
+    Atomic like every output; exactly ``height`` rows must be written, or nothing is.
+    """
+    written = 0
+    with atomic_open(path) as handle:
+        handle.write(png.SIGNATURE)
+        handle.write(png.chunk(b"IHDR", png.ihdr(width, height, png.PALETTE_COLOUR_TYPE)))
+        handle.write(png.chunk(b"PLTE", png.palette_bytes(palette)))
+        if classes is not None:
+            handle.write(png.itxt(TEXT_KEY, classes.names_text()))
+        packer = zlib.compressobj(_ZLIB_LEVEL)
+
+        def write(rows: np.ndarray) -> None:
+            nonlocal written
+            rows = np.asarray(rows)
+            _check_labels(rows, width)
+            lines = np.zeros((rows.shape[0], width + 1), dtype=np.uint8)  # filter byte 0: None
+            lines[:, 1:] = rows
+            data = packer.compress(lines.tobytes())
+            if data:
+                handle.write(png.chunk(b"IDAT", data))
+            written += rows.shape[0]
+
+        yield write
+        if written != height:
+            raise ValueError(f"{path}: wrote {written} mask rows of {height}")
+        handle.write(png.chunk(b"IDAT", packer.flush()))
+        handle.write(png.chunk(b"IEND", b""))
