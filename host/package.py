@@ -440,6 +440,8 @@ def load_package(path: str | os.PathLike) -> Package:
         raise UserError(f"{root}: no such package folder")
     jpath = root / JSON_NAME
     if not jpath.is_file():
+        if (root / "package" / JSON_NAME).is_file():  # `fcnseg compile -o DIR` writes DIR/package
+            raise UserError(f"{root} is a build folder; its package is {root / 'package'}")
         raise UserError(f"{root}: not a deployment package (no {JSON_NAME})")
     try:
         meta = json.loads(jpath.read_text())
