@@ -10,17 +10,29 @@ from pathlib import Path
 
 import click
 
-from fcnseg.hw.boards import BOARDS
+from fcnseg.hw.boards import BOARDS, Board, get_board
+
+
+def _board(ctx: click.Context, param: click.Parameter, value: str) -> Board:
+    """``--board``: a preset by name (any spelling), or a one-line error listing the boards."""
+    return get_board(value)
 
 
 @click.command("compile")
-@click.argument("export_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--board", type=click.Choice(sorted(BOARDS)), default="pynq-z2", show_default=True)
+@click.argument("export_dir", type=click.Path(exists=True, path_type=Path), metavar="EXPORT")
+@click.option(
+    "--board",
+    default="pynq-z2",
+    show_default=True,
+    callback=_board,
+    metavar="[" + "|".join(BOARDS) + "]",
+    help="Board preset (part, clock, resource budget).",
+)
 @click.option(
     "--target-fps",
     type=float,
     default=None,
-    help="Fold for this many tiles/s [default: the board's: "
+    help="Fold for this many tiles/s (finn's target_fps counts tiles) [default: the board's: "
     + ", ".join(f"{b.name} {b.default_target_fps}" for b in BOARDS.values())
     + "].",
 )
@@ -40,10 +52,18 @@ from fcnseg.hw.boards import BOARDS
     default=None,
     help="Run the IP/bitfile steps [default: iff XILINX_VIVADO is set].",
 )
-@click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path), required=True)
+@click.option(
+    "-o",
+    "--output",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    required=True,
+    metavar="BUILD_DIR",
+    help="Build folder: reports, log, intermediate models and package/.",
+)
 def compile_(
     export_dir: Path,
-    board: str,
+    board: Board,
     target_fps: float | None,
     folding_file: Path | None,
     clock_ns: float | None,
@@ -51,21 +71,28 @@ def compile_(
     vivado: bool | None,
     out_dir: Path,
 ) -> None:
-    """Compile EXPORT_DIR (from `fcnseg export`) with finn-plus into BUILD_DIR (-o).
+    """Compile EXPORT (the folder `fcnseg export` wrote, or its model.onnx) with finn-plus into
+    BUILD_DIR (-o).
 
     Streamlines, converts to HW layers, folds to --target-fps (or --folding), estimates, checks
-    the board budget (re-folding lower until it fits) and writes reports and BUILD_DIR/package/.
-    Without Vivado it stops after the estimates.
+    the board budget (re-folding lower until it fits; with room to spare, says how fast a fold
+    still fits) and writes reports and BUILD_DIR/package/. Without Vivado it stops after the
+    estimates.
     """
-    from fcnseg.hw.boards import get_board
+    from fcnseg.hw.compat import check_dependencies, check_vivado_install
+
+    check_dependencies()  # before anything imports onnx or finn
+    check_vivado_install()
     from fcnseg.hw.build import BuildOptions, compile_export
+    from fcnseg.hw.preflight import resolve_export
     from fcnseg.hw.report import format_table
 
+    export_dir = resolve_export(export_dir)
     result = compile_export(
         BuildOptions(
             export_dir=export_dir,
             out_dir=out_dir,
-            board=get_board(board),
+            board=board,
             target_fps=target_fps,
             folding_file=folding_file,
             clock_ns=clock_ns,

@@ -60,7 +60,9 @@ def has_vivado() -> bool:
 def check_dependencies() -> None:
     """Fail with one line if the ``compile`` extra (finn-plus and what it imports) is missing."""
     missing = [
-        name for name in ("finn", "qonnx", "psutil") if importlib.util.find_spec(name) is None
+        name
+        for name in ("finn", "qonnx", "onnx", "psutil")
+        if importlib.util.find_spec(name) is None
     ]
     if missing:
         raise UserError(
