@@ -10,6 +10,9 @@ in one list. Names without a dot are finn-plus 1.6.1 built-ins; dotted names are
   integer op and records the per-class ``scale``/``bias`` (report/output_affine.json).
 - ``convert.step_fcn_convert_to_hw``: ``Resize`` -> ``UpsampleNearestNeighbour``, then finn's
   conversion (MVAU, ConvolutionInputGenerator, FMPadding, Pool, DuplicateStreams, ElementwiseAdd).
+- ``exact_thresholds.step_fcn_exact_thresholds``: every threshold replaced by the exact integer
+  solved from the export's exact record (finn's float32 folding misplaces some);
+  ``exact_thresholds.step_fcn_check_thresholds`` refuses a graph whose thresholds drifted since.
 """
 
 from __future__ import annotations
@@ -23,12 +26,14 @@ ESTIMATE_STEPS: list[str] = [
     f"{_OURS}.streamline.step_fcn_streamline",
     f"{_OURS}.tail.step_cut_float_tail",
     f"{_OURS}.convert.step_fcn_convert_to_hw",
+    f"{_OURS}.exact_thresholds.step_fcn_exact_thresholds",
     "step_minimize_bit_width_initial",
     "step_create_dataflow_partition",
     "step_specialize_layers",
     "step_target_fps_parallelization",
     "step_apply_folding_config",
     "step_minimize_bit_width",
+    f"{_OURS}.exact_thresholds.step_fcn_check_thresholds",
     "step_generate_estimate_reports",
 ]
 
