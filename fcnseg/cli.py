@@ -27,6 +27,36 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("fcnseg.benchmarks.cli:bench", "Run the benchmark suite."),
 }
 
+#: the extra each stage's commands need beyond the base install (the host runtime)
+COMMAND_EXTRAS: dict[str, str] = {
+    "train": "train",
+    "export": "train",
+    "eval": "train",
+    "compile": "compile",
+}
+
+#: top-level module -> (extras that provide it, the distribution to name); modules a command
+#: may miss on a host-only install (tests/test_cli_extras.py checks them against pyproject)
+MODULE_EXTRAS: dict[str, tuple[tuple[str, ...], str]] = {
+    "torch": (("train",), "torch"),
+    "brevitas": (("train",), "brevitas"),
+    "onnx": (("train",), "onnx"),
+    "onnxoptimizer": (("train",), "onnxoptimizer"),
+    "onnxruntime": (("train",), "onnxruntime"),
+    "safetensors": (("train",), "safetensors"),
+    "skimage": (("train",), "scikit-image"),
+    "qonnx": (("train", "compile"), "qonnx"),
+    "finn": (("compile",), "finn-plus"),
+    "pynq": (("board",), "pynq"),
+}
+
+#: what to add to the install line, per extra
+EXTRA_NOTES: dict[str, str] = {
+    "train": " (it pins torch==2.13.0; an unpinned torch pulls a multi-GB CUDA build)",
+    "compile": " and pip install --no-deps finn-plus==1.6.1 (finn-plus pins an older brevitas)",
+    "board": " (pynq==4.0.0 needs numpy<2)",
+}
+
 
 class LazyGroup(click.Group):
     """A click group whose subcommands are imported on first use."""
@@ -53,13 +83,39 @@ class LazyGroup(click.Group):
             formatter.write_dl([(name, short) for name, (_, short) in COMMANDS.items()])
 
 
+def missing_extra_message(command: str | None, error: ImportError) -> str | None:
+    """One line saying which extra to install for a missing third-party module, or None.
+
+    None for modules fcnseg knows nothing about and for fcnseg's own modules (a broken install
+    or a bug, which the traceback of ``--debug`` explains better).
+    """
+    module = (getattr(error, "name", None) or "").split(".")[0]
+    if not module or module == "fcnseg" or module not in MODULE_EXTRAS:
+        return None
+    extras, distribution = MODULE_EXTRAS[module]
+    wanted = COMMAND_EXTRAS.get(command or "")
+    extra = wanted if wanted in extras else extras[0]
+    what = f"`fcnseg {command}`" if command else "this command"
+    return (
+        f"{what} needs {distribution}, which this environment lacks: "
+        f"pip install 'fcnseg[{extra}]'{EXTRA_NOTES.get(extra, '')}"
+    )
+
+
 def _unavailable(name: str, short_help: str, error: Exception) -> click.Command:
     @click.command(name, short_help=short_help, context_settings={"ignore_unknown_options": True})
     @click.argument("args", nargs=-1, type=click.UNPROCESSED)
     def command(args: tuple[str, ...]) -> None:
+        if isinstance(error, ImportError) and (hint := missing_extra_message(name, error)):
+            raise UserError(hint)
         raise UserError(f"`fcnseg {name}` is not available in this environment ({error})")
 
     return command
+
+
+def _subcommand(argv: list[str]) -> str | None:
+    """The subcommand named on a command line (the first word that is one), if any."""
+    return next((word for word in argv if word in COMMANDS), None)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -74,13 +130,22 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the CLI, turning :class:`UserError` into one line on stderr and exit 2."""
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    words = argv if argv is not None else sys.argv[1:]
+    debug = "--debug" in words
     try:
         cli.main(args=argv, prog_name="fcnseg", standalone_mode=False)
     except UserError as error:
         if debug:
             raise
         click.echo(f"fcnseg: error: {error}", err=True)
+        return 2
+    except ImportError as error:
+        # A stage's command imports its heavy libraries when it runs: on an install without
+        # that stage's extra, say which extra to install instead of printing a traceback.
+        hint = missing_extra_message(_subcommand(words), error)
+        if debug or hint is None:
+            raise
+        click.echo(f"fcnseg: error: {hint}", err=True)
         return 2
     except click.exceptions.Abort:
         click.echo("fcnseg: aborted", err=True)

@@ -151,16 +151,24 @@ def _resume_command(ctx: click.Context) -> str:
     return shlex.join(words)
 
 
+#: the split ``fcnseg eval`` scores by default: the labelled held-out split each dataset
+#: publishes (VOC and Cityscapes release no labels for ``test``; the synthetic scenes have one)
+DEFAULT_EVAL_SPLIT = {"synthetic": "test", "voc": "val", "cityscapes": "val"}
+
+#: the host's tiling options as the eval CLI spells them (Segmenter parameter -> flag)
+PACKAGE_FLAGS = {"shift_stitch": "--shift-stitch", "overlap": "--overlap"}
+
+
 @click.command("eval")
 @click.option(
     "--checkpoint",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="A .safetensors checkpoint (with its .json sidecar).",
+    help="A .safetensors checkpoint (with its .json sidecar); needs the 'train' extra.",
 )
 @click.option(
     "--package",
     type=click.Path(file_okay=False, path_type=Path),
-    help="A deployment package folder (runs on the host runtime, no torch needed).",
+    help="A deployment package folder (host runtime, no torch) [default: the shipped package].",
 )
 @click.option(
     "--data",
@@ -168,7 +176,10 @@ def _resume_command(ctx: click.Context) -> str:
     show_default=True,
     help="synthetic | voc:PATH | cityscapes:PATH",
 )
-@click.option("--split", default="test", show_default=True, help="Dataset split.")
+@click.option(
+    "--split",
+    help="Dataset split [default: test for synthetic, val for VOC and Cityscapes].",
+)
 @click.option("--limit", type=click.IntRange(min=1), help="Evaluate only the first N images.")
 @click.option(
     "--size",
@@ -179,6 +190,16 @@ def _resume_command(ctx: click.Context) -> str:
     help="Synthetic scene size H W.",
 )
 @click.option("--length", type=click.IntRange(min=1), help="Synthetic split length.")
+@click.option(
+    "--shift-stitch",
+    type=click.Choice(["1", "2", "4"]),
+    help="Package only: shift-and-stitch factor (2, 4: finer score maps at 4x, 16x the tiles).",
+)
+@click.option(
+    "--overlap",
+    type=click.IntRange(min=0),
+    help="Package only: tile overlap in px [default: the exact overlap; less is faster].",
+)
 @click.option("--classes", "per_class", is_flag=True, help="Also print per-class acc. and IU.")
 @click.option(
     "--json",
@@ -198,40 +219,86 @@ def evaluate(
     checkpoint: Path | None,
     package: Path | None,
     data: str,
-    split: str,
+    split: str | None,
     limit: int | None,
     size: tuple[int, int],
     length: int | None,
+    shift_stitch: str | None,
+    overlap: int | None,
     per_class: bool,
     json_path: Path | None,
     backend: str,
     threads: int,
 ) -> None:
-    """Print the FCN metrics (pixel acc., mean acc., mean IU, f.w. IU) of a model on a dataset."""
-    import json
+    """Print the FCN metrics (pixel acc., mean acc., mean IU, f.w. IU) of a model on a dataset.
 
-    from fcnseg.quantize.data.spec import open_dataset
-    from fcnseg.quantize.metrics import format_table, jsonable
+    Without --checkpoint or --package it scores the shipped deployment package, as `fcnseg
+    segment` uses it. --shift-stitch and --overlap measure what the host's options cost or buy.
+    """
+    from fcnseg.quantize.console import quiet_warnings
 
-    if (checkpoint is None) == (package is None):
-        raise UserError("give exactly one of --checkpoint and --package")
-    dataset = open_dataset(data, split, size=tuple(size), length=length)
-    if checkpoint is not None:
-        result, source = _evaluate_checkpoint(checkpoint, dataset, limit, threads)
-    else:
-        result, source = _evaluate_package(package, dataset, limit, backend)
+    if checkpoint is not None and package is not None:
+        raise UserError("give one of --checkpoint and --package, not both")
+    if checkpoint is not None and (shift_stitch is not None or overlap is not None):
+        raise UserError(
+            "--shift-stitch and --overlap are options of the host's tiling: they apply to "
+            "--package (a checkpoint runs each whole image in one pass)"
+        )
+    with quiet_warnings():
+        dataset, split = _open_eval_dataset(data, split, tuple(size), length)
+        if checkpoint is not None:
+            result, source = _evaluate_checkpoint(checkpoint, dataset, limit, threads)
+            options: dict = {}
+        else:
+            options = {"shift_stitch": int(shift_stitch or 1), "overlap": overlap}
+            result, source = _evaluate_package(package, dataset, limit, backend, options)
     click.echo(
         f"{source} on {data} [{split}], {result['images']} images, {result['pixels']} pixels"
     )
+    _print_and_save(result, dataset, per_class, json_path, source, data, split, options)
+
+
+def _open_eval_dataset(data: str, split: str | None, size: tuple[int, int], length: int | None):
+    """The dataset to score and the split used (the dataset's labelled held-out one by default).
+
+    The synthetic scenes take their textures from scikit-image, which a board does not have:
+    that is one line up front, pointing at the real-data folders that work there.
+    """
+    import importlib.util
+
+    from fcnseg.quantize.data import spec
+    from fcnseg.quantize.data.synthetic import SyntheticScenes
+
+    if split is None:
+        split = DEFAULT_EVAL_SPLIT.get(data.partition(":")[0], "val")
+    dataset = spec.open_dataset(data, split, size=size, length=length)
+    if isinstance(dataset, SyntheticScenes) and importlib.util.find_spec("skimage") is None:
+        raise UserError(
+            "the synthetic scenes need scikit-image, which this environment lacks (pip install "
+            "scikit-image, or fcnseg[train]); on a board evaluate a dataset folder: "
+            "--data voc:PATH or --data cityscapes:PATH"
+        )
+    return dataset, split
+
+
+def _print_and_save(result, dataset, per_class, json_path, source, data, split, options) -> None:
+    """Print the metrics table; with ``json_path`` also write them (atomically) as JSON."""
+    import json
+
+    from fcnseg.atomic import atomic_write_text
+    from fcnseg.quantize.metrics import format_table, jsonable
+
     click.echo(format_table(result, dataset.classes if per_class else None))
     if json_path is not None:
-        record = {"source": source, "data": data, "split": split, **result}
-        json_path.write_text(json.dumps(jsonable(record), indent=2) + "\n")
+        record = {"source": source, "data": data, "split": split, **options, **result}
+        atomic_write_text(json_path, json.dumps(jsonable(record), indent=2) + "\n")
 
 
 def _evaluate_checkpoint(checkpoint: Path, dataset, limit: int | None, threads: int):
+    """Score a checkpoint with torch (the 'train' extra), as training validation does."""
     import torch
 
+    from fcnseg.quantize.console import progress_wanted
     from fcnseg.quantize.evaluate import evaluate as evaluate_model
     from fcnseg.quantize.models.io import load_checkpoint
 
@@ -243,33 +310,45 @@ def _evaluate_checkpoint(checkpoint: Path, dataset, limit: int | None, threads: 
             f"{len(dataset.classes)}"
         )
     kind = f"{model.cfg.weight_bits}-bit" if model.cfg.quantized else "float"
-    result = evaluate_model(model, dataset, limit=limit, progress=True)
+    result = evaluate_model(model, dataset, limit=limit, progress=progress_wanted())
     return result, f"{checkpoint} ({model.cfg.arch}, {kind})"
 
 
-def _evaluate_package(package: Path, dataset, limit: int | None, backend: str):
-    """Score a deployment package through the host runtime (numpy only with the sim backend)."""
-    try:
-        from fcnseg.host import Segmenter
-    except ImportError as error:  # pragma: no cover - the host stage ships with fcnseg
-        raise UserError(f"package evaluation needs fcnseg.host.Segmenter ({error})") from error
+def _evaluate_package(package: Path | None, dataset, limit: int | None, backend: str, options):
+    """Score a deployment package through the host runtime (numpy only with the sim backend).
+
+    ``package`` None is the shipped default package; ``options`` are Segmenter tiling options.
+    """
+    from tqdm import tqdm
+
+    from fcnseg.errors import ParameterError
+    from fcnseg.host import Segmenter
+    from fcnseg.quantize.console import progress_wanted
     from fcnseg.quantize.metrics import ConfusionMatrix
 
-    segmenter = Segmenter.load(package, backend=backend)
+    try:
+        segmenter = Segmenter.load(package, backend=backend, **options)
+    except ParameterError as error:
+        raise UserError(error.spelled(PACKAGE_FLAGS)) from error
+    name = str(package) if package is not None else f"{segmenter.package.path} (shipped default)"
     classes = segmenter.classes
     if classes is not None and len(classes) != len(dataset.classes):
         raise UserError(
-            f"{package} predicts {len(classes)} classes, the dataset has {len(dataset.classes)}"
+            f"{name} predicts {len(classes)} classes, the dataset has {len(dataset.classes)}"
         )
     count = len(dataset) if limit is None else min(limit, len(dataset))
     matrix = ConfusionMatrix(len(dataset.classes))
-    for index in range(count):
+    bar = tqdm(range(count), desc="eval", unit="img", leave=False, disable=not progress_wanted())
+    for index in bar:
         image, label = dataset[index]
         matrix.update(label, segmenter(image))
     result = matrix.scores()
     result["images"] = count
     result["pixels"] = int(matrix.matrix.sum())
-    return result, f"{package} (package, {backend} backend)"
+    tiling = ", ".join(
+        f"{PACKAGE_FLAGS[k]} {v}" for k, v in options.items() if v is not None and v != 1
+    )
+    return result, f"{name} (package, {backend} backend{', ' + tiling if tiling else ''})"
 
 
 @click.command("export")
@@ -299,19 +378,29 @@ def _evaluate_package(package: Path, dataset, limit: int | None, backend: str):
     help="torch threads (tracing gains nothing from more; shared cores lose a lot).",
 )
 def export(checkpoint: Path, tile: tuple[int, int], out_dir: Path, threads: int) -> None:
-    """Export CHECKPOINT (.safetensors + .json) to QONNX at a fixed tile size, with a model card."""
-    import torch
+    """Export CHECKPOINT (.safetensors + .json) to QONNX at a fixed tile size, with a model card.
 
-    from fcnseg.quantize.export import check_tile, export_checkpoint
+    Prints what was exported and the time taken: the export itself and the whole command
+    (which includes loading torch and Brevitas).
+    """
+    import time
 
-    torch.set_num_threads(threads)
-    tile = check_tile(tile)
-    if not checkpoint.is_file():
-        raise UserError(f"checkpoint not found: {checkpoint}")
-    card = export_checkpoint(checkpoint, tile, out_dir)
+    from fcnseg.quantize.console import quiet_warnings
+
+    started = time.perf_counter()
+    with quiet_warnings():
+        import torch
+
+        from fcnseg.quantize.export import check_tile, export_checkpoint
+
+        torch.set_num_threads(threads)
+        tile = check_tile(tile)
+        if not checkpoint.is_file():
+            raise UserError(f"checkpoint not found: {checkpoint}")
+        card = export_checkpoint(checkpoint, tile, out_dir)
     click.echo(
         f"{out_dir}: {card['arch']} {'quantized' if card['quantized'] else 'float'}, tile "
         f"{tile[0]}x{tile[1]} -> scores {card['output']['shape'][2:]} at stride "
-        f"{card['output_stride']}, receptive field {card['receptive_field']} px, "
-        f"{card['export_seconds']:.1f} s"
+        f"{card['output_stride']}, receptive field {card['receptive_field']} px; export "
+        f"{card['export_seconds']:.1f} s, wall time {time.perf_counter() - started:.1f} s"
     )

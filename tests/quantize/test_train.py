@@ -175,4 +175,6 @@ def test_eval_cli_prints_the_fcn_metrics(cli_run, capsys, tmp_path):
     for word in ("pixel acc.", "mean acc.", "mean IU", "f.w. IU", "4-bit", "star"):
         assert word in text
     assert json.loads(out_json.read_text())["images"] == 2
-    assert main(["eval", "--split", "test"]) == 2  # neither --checkpoint nor --package
+    both = ["eval", "--checkpoint", str(cli_run / "best.safetensors"), "--package", str(tmp_path)]
+    assert main(both) == 2
+    assert "not both" in capsys.readouterr().err
