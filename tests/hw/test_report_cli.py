@@ -1,12 +1,18 @@
-"""Reports (JSON + table), `fcnseg info`, the progress display and the Vivado stop message."""
+"""Reports (JSON + table) in tiles/s, `fcnseg info`, headroom, the progress display and the Vivado
+stop message."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from fcnseg.cli import main
+from fcnseg.hw.boards import get_board
+from fcnseg.hw.fit import Fit, check_fit, find_headroom
 from fcnseg.hw.report import SUMMARY_JSON, SUMMARY_TXT, format_table, load_summary
 from tests.hw.conftest import read_json
 
@@ -100,3 +106,77 @@ def test_compile_rejects_bad_input(exports, tmp_path, capsys):
     (tmp_path / "f.json").write_text("{}")
     assert main([*argv, str(tmp_path / "f.json"), "-o", str(tmp_path / "o")]) == 2
     assert "either --target-fps or --folding" in capsys.readouterr().err
+
+
+SHIPPED = Path(__file__).resolve().parents[2] / "host" / "packages"
+
+
+def test_info_on_the_shipped_package_speaks_tiles_and_frames(capsys):
+    """The shipped packages predate UNITS and headroom: they load and print in tiles/s."""
+    assert main(["info", str(SHIPPED / "fcn8s-pynq-z2")]) == 0
+    text = capsys.readouterr().out
+    assert "model    fcn8s, 7 classes: background, disc, square" in text
+    assert "tile     256x256 px; net stride 32, output stride 8" in text
+    assert "receptive field 182 px; exact overlap 192 px" in text
+    assert "no bitfile (estimate-only build): runs on the simulator" in text
+    assert "estimated 63.6 tiles/s of 256x256 px" in text and "1572864 cycles per tile" in text
+    assert "512x1024 frames: 65 tiles of 256x256 (overlap 192 px, exact, keeps 12.3%" in text
+    assert "-> 0.98 frames/s" in text and "FPS" not in text
+    assert main(["info", str(SHIPPED / "fcn8s-pynq-z2"), "--frame", "480", "640", "--json"]) == 0
+    frames = json.loads(capsys.readouterr().out)["frames"]
+    assert frames["frame"] == [480, 640] and frames["tiles_per_frame"] == 5 * 7 and frames["exact"]
+    assert frames["frames_per_s"] == pytest.approx(63.578287760416664 / 35)
+
+
+def test_info_frame_must_be_positive(capsys):
+    assert main(["info", str(SHIPPED / "fcn8s-zcu104"), "--frame", "0", "640"]) == 2
+    assert "--frame must be positive" in capsys.readouterr().err
+
+
+def test_info_imports_neither_finn_nor_onnx_nor_torch():
+    """What a board has: `fcnseg info` on a package needs numpy (loader, tiling plan) only."""
+    code = (
+        "import sys; from fcnseg.cli import main; "
+        f"rc = main(['info', {str(SHIPPED / 'fcn8s-pynq-z2')!r}]); "
+        "heavy = [m for m in ('finn', 'qonnx', 'onnx', 'torch', 'brevitas') if m in sys.modules]; "
+        "print(rc, heavy, file=sys.stderr)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stderr.strip().splitlines()[-1] == "0 []", result.stderr[-2000:]
+
+
+def _refold_model(lut_per_tile_s: float, fixed: float, saturate: float = 1e9):
+    """Fake re-folding: tiles/s = target (up to ``saturate``), LUT grows with the rate."""
+    board = get_board("pynq-z2")
+
+    def estimate(target: float) -> tuple[float, Fit]:
+        rate = min(target, saturate)
+        return rate, check_fit({"LUT": fixed + lut_per_tile_s * rate}, board, 0.1)
+
+    return estimate
+
+
+def test_headroom_finds_a_faster_fold_and_suggests_a_target_that_fits():
+    estimate = _refold_model(150.0, 5_000.0)  # fits up to (47880 - 5000) / 150 = 285.9 tiles/s
+    room = find_headroom(estimate, current_tiles_per_s=63.6)
+    assert room is not None and room.fit.fits
+    assert 285.9 / 1.06 <= room.tiles_per_s <= 285.9
+    suggested = room.suggested_target()
+    assert suggested <= room.tiles_per_s and estimate(suggested)[1].fits
+    assert suggested == int(room.tiles_per_s // 10 * 10) and room.probes <= 10
+    # no room: the first probe (1.2x) already does not fit
+    assert find_headroom(_refold_model(700.0, 5_000.0), current_tiles_per_s=60.0) is None
+    # saturating folding that fits everywhere: the rate it saturates at
+    room = find_headroom(_refold_model(1.0, 5_000.0, saturate=1502.3), 63.6)
+    assert room is not None and room.tiles_per_s == pytest.approx(1502.3)
+    assert room.suggested_target() == 1500
+
+
+def test_headroom_line_in_the_report():
+    summary = load_summary(SHIPPED / "fcn8s-pynq-z2")
+    room = find_headroom(_refold_model(150.0, 5_000.0), summary["estimated_fps"])
+    text = format_table({**summary, "headroom": room.to_json()})
+    line = [t for t in text.splitlines() if "faster fold" in t]
+    assert len(line) == 1 and line[0].startswith("LUT 40%, BRAM_18K 27%: a faster fold fits")
+    assert "(estimated, " in line[0] and f"try --target-fps {room.suggested_target()}" in line[0]
+    assert "headroom" not in format_table(summary) and "faster fold" not in format_table(summary)
