@@ -44,15 +44,15 @@ def test_folder_file_and_glob(package_dir: Path, inputs: Path, tmp_path: Path, c
     for stem in ("a", "sub/b", "c"):
         assert (out / f"{stem}.png").is_file()
         assert (out / f"{stem}_overlay.jpg").is_file()
-        assert (out / f"{stem}_scores.npy").is_file()
+        assert (out / f"{stem}_scores.npz").is_file()
     seg = Segmenter.load(package_dir)
     with Image.open(inputs / "a.jpg") as img:
         expect = seg(img)
     with Image.open(out / "a.png") as mask:
         assert mask.mode == "P" and mask.size == (41, 30)
         np.testing.assert_array_equal(np.asarray(mask), expect)
-    scores = np.load(out / "a_scores.npy", allow_pickle=False)
-    assert scores.dtype == np.int32 and scores.shape[2] == 3
+    with np.load(out / "a_scores.npz", allow_pickle=False) as npz:
+        assert npz["scores"].dtype == np.int32 and npz["scores"].shape[2] == 3
     # a glob and a plain file
     out2 = tmp_path / "out2"
     code = main(
@@ -60,7 +60,7 @@ def test_folder_file_and_glob(package_dir: Path, inputs: Path, tmp_path: Path, c
         + ["--package", str(package_dir), "-o", str(out2)]
     )
     assert code == 0
-    assert sorted(p.name for p in out2.iterdir()) == ["a.png", "c.png"]
+    assert sorted(p.name for p in out2.iterdir()) == ["a.png", "c.png", "classes.json"]
 
 
 def test_bad_inputs_fail_one_line_each(
@@ -100,8 +100,9 @@ def test_shift_stitch_and_overlap_options(package_dir: Path, inputs: Path, tmp_p
     out = tmp_path / "out"
     base = ["segment", str(inputs / "a.jpg"), "--package", str(package_dir), "-o", str(out)]
     assert main([*base, "--shift-stitch", "2", "--overlap", "0", "--scores"]) == 0
-    scores = np.load(out / "a_scores.npy", allow_pickle=False)
-    assert scores.shape[:2] == (30, 42)  # canvas 30x42 at stride 1
+    with np.load(out / "a_scores.npz", allow_pickle=False) as npz:
+        # the 30x41 image at stride 1 (of the 30x42 canvas: its last column is padding only)
+        assert npz["scores"].shape[:2] == (30, 41) and npz["stride"] == 1
     assert main([*base, "--shift-stitch", "3"]) == 2  # click rejects it
 
 
@@ -119,16 +120,24 @@ def test_missing_default_package_is_one_line(
 def test_unknown_backend(package_dir: Path, inputs: Path, tmp_path: Path, capsys) -> None:
     args = ["segment", str(inputs), "--package", str(package_dir), "--backend", "gpu"]
     assert main([*args, "-o", str(tmp_path / "o")]) == 2
-    assert "unknown backend 'gpu'" in capsys.readouterr().err
+    assert "error: --backend gpu is not one of sim, pynq" in capsys.readouterr().err
 
 
 def test_output_name_collisions(tmp_path: Path) -> None:
-    (tmp_path / "x").mkdir()
-    (tmp_path / "y").mkdir()
-    for folder in ("x", "y"):
+    """Same-stem inputs from two folders: the first keeps the stem, the next its file name,
+    the next that name with -2; the same file twice is one job."""
+    for folder in ("x", "y", "z"):
+        (tmp_path / folder).mkdir()
         Image.fromarray(image(8, 8)).save(tmp_path / folder / "same.png")
-    jobs, errors = collect_inputs((str(tmp_path / "x" / "same.png"), str(tmp_path / "y/*.png")))
-    assert len(jobs) == 1 and len(errors) == 1 and "would overwrite" in errors[0]
+    given = ("x/same.png", "y/*.png", "z/same.png", "x/same.png")
+    jobs, errors = collect_inputs(tuple(str(tmp_path / g) for g in given))
+    assert errors == []
+    assert [(j.source.parent.name, str(j.stem)) for j in jobs] == [
+        ("x", "same"),
+        ("y", "same.png"),
+        ("z", "same.png-2"),
+    ]
+    assert jobs[1].renamed_for == tmp_path / "x" / "same.png"
 
 
 def test_output_folder_inside_input_folder_is_not_read(

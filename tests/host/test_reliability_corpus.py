@@ -247,7 +247,7 @@ def test_unreadable_file_via_open_error(package_dir, tmp_path, capsys, monkeypat
 
 
 def test_debug_shows_the_traceback_of_a_bug(package_dir, tmp_path, capsys, monkeypatch) -> None:
-    from fcnseg.host import cli as host_cli
+    from fcnseg.host.batch import Batch
 
     good = tmp_path / "good.png"
     Image.fromarray(image(20, 20)).save(good)
@@ -255,7 +255,7 @@ def test_debug_shows_the_traceback_of_a_bug(package_dir, tmp_path, capsys, monke
     def broken(*args, **kwargs):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(host_cli._Run, "write", broken)
+    monkeypatch.setattr(Batch, "write", broken)
     monkeypatch.chdir(tmp_path)
     args = ["segment", str(good), "--package", str(package_dir)]
     assert main(args) == 1

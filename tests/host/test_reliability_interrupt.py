@@ -67,8 +67,11 @@ def _wait_for_masks(out: Path, proc: subprocess.Popen, n: int, timeout: float = 
 
 
 def _check_complete(out: Path, reference: dict[str, np.ndarray]) -> int:
-    """Every visible output is a complete, correct mask; returns how many there are."""
-    visible = sorted(p for p in out.iterdir() if not p.name.startswith("."))
+    """Every visible output is a complete, correct mask; returns how many there are
+    (``classes.json``, written before any mask, is not one)."""
+    visible = sorted(
+        p for p in out.iterdir() if not p.name.startswith(".") and p.name != "classes.json"
+    )
     for path in visible:
         assert path.suffix == ".png" and path.stem in reference, path
         with Image.open(path) as mask:

@@ -117,14 +117,14 @@ def package(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_strips_equal_whole_image(package: Path, tmp_path: Path, monkeypatch) -> None:
     """The strip path (forced on a mid-size image) writes the same mask and scores."""
     from fcnseg.cli import main
-    from fcnseg.host import cli as host_cli
+    from fcnseg.host import batch
 
     path = tmp_path / "scene.ppm"
     write_ppm(path, 700, 610, band=100)
     seg = Segmenter.load(package)
     with Image.open(path) as img:
         ref = seg.segment(img)
-    monkeypatch.setattr(host_cli, "STREAM_PIXELS", 0)
+    monkeypatch.setattr(batch, "STREAM_PIXELS", 0)
     png = tmp_path / "photo.png"
     rgb = image(300, 530, seed=3)
     Image.fromarray(rgb).save(png)
@@ -150,8 +150,11 @@ def test_strips_equal_whole_image(package: Path, tmp_path: Path, monkeypatch) ->
         np.testing.assert_array_equal(np.asarray(mask), ref.labels)
     with Image.open(out / "photo.png") as mask:
         np.testing.assert_array_equal(np.asarray(mask), seg(rgb))
-    scores = np.load(out / "scene_scores.npy", allow_pickle=False)
-    np.testing.assert_array_equal(scores, ref.scores.astype(np.int32))
+    with np.load(out / "scene_scores.npz", allow_pickle=False) as npz:
+        scores = npz["scores"]
+    h, w = scores.shape[:2]  # cropped to the image's cells: here the whole 700x610 canvas
+    assert (h, w) == (350, 305)
+    np.testing.assert_array_equal(scores, ref.scores[:h, :w].astype(np.int32))
 
 
 def test_netpbm_rows_are_checked(tmp_path: Path) -> None:

@@ -1,0 +1,298 @@
+"""One ``fcnseg segment`` batch: route each image to the pipeline or the strip path, write its
+outputs, keep its record.
+
+For a job of stem ``S`` (:mod:`fcnseg.host.inputs`) in ``OUT``:
+
+- ``OUT/S.png``: the mask, a palette PNG whose pixel value is the class index, its palette the
+  class colours and its ``iTXt`` chunk ``fcnseg:classes`` the class names;
+- ``OUT/S_overlay.jpg`` (``overlay``): the colours blended over the image, with ``legend`` a
+  strip naming the classes below it;
+- ``OUT/S_scores.npz`` (``scores``): the integer scores cropped to the image with their scale,
+  bias, classes, stride and footprint (:mod:`fcnseg.host.images.scores`);
+- ``classes.json`` in every folder that receives masks (:mod:`fcnseg.host.images.classes`).
+
+Images above :data:`STREAM_PIXELS` (and any binary PPM/PGM) are segmented in strips
+(:meth:`~fcnseg.host.segmenter.Segmenter.stream`: mask and scores written row by row, memory
+bounded by a row of tiles) unless the overlay or shift-and-stitch needs the whole image; the
+others go through :class:`~fcnseg.host.pipeline.Pipeline`. Every file is written atomically and
+the mask last, so an existing mask means a finished image.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fcnseg.errors import UserError, for_flags
+from fcnseg.host.inputs import Job
+from fcnseg.host.summary import BatchSummary, ImageRecord
+
+#: Images above this many pixels are segmented in strips (:meth:`Segmenter.stream`), with
+#: memory bounded by a row of tiles instead of the image (when the options allow).
+STREAM_PIXELS = 4096 * 4096
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """The output files of one job (the mask first; the others only when asked for)."""
+
+    mask: Path
+    overlay: Path | None
+    scores: Path | None
+
+    @classmethod
+    def of(cls, out_dir: Path, job: Job, overlay: bool, scores: bool) -> Outputs:
+        folder, name = out_dir / job.stem.parent, job.stem.name
+        return cls(
+            folder / f"{name}.png",
+            folder / f"{name}_overlay.jpg" if overlay else None,
+            folder / f"{name}_scores.npz" if scores else None,
+        )
+
+    def files(self) -> list[Path]:
+        return [p for p in (self.mask, self.overlay, self.scores) if p is not None]
+
+    def to_json(self) -> dict[str, str]:
+        named = {"mask": self.mask, "overlay": self.overlay, "scores": self.scores}
+        return {k: str(v) for k, v in named.items() if v is not None}
+
+
+@dataclass
+class Batch:
+    """A batch of jobs with one segmenter and one set of output options."""
+
+    seg: Any
+    out_dir: Path
+    overlay: bool = False
+    legend: bool = False
+    alpha: float = 0.5
+    scores: bool = False
+    max_pixels: int = 0
+    debug: bool = False
+    flags: dict[str, str] = field(default_factory=dict)  #: parameter -> option, for messages
+    summary: BatchSummary = field(default_factory=BatchSummary)
+    warned: set[tuple[int, int]] = field(default_factory=set)
+    bar: Any = None
+
+    def __post_init__(self) -> None:
+        from fcnseg.host.images import ClassTable
+
+        n = len(self.seg.output_scale)
+        try:
+            self.table = ClassTable.of(n, self.seg.classes, self.seg.palette)
+        except ValueError as error:
+            raise UserError(f"the package's classes and palette disagree: {error}") from None
+        self.summary.classes = self.table.names
+        # A "background" class (VOC's, the synthetic scenes') is left clear in overlays.
+        self.clear = tuple(i for i, name in enumerate(self.table.names) if name == "background")
+
+    # --- reporting ---------------------------------------------------------------------------
+
+    def say(self, line: str) -> None:
+        """One line on stderr, above the progress bar."""
+        from tqdm import tqdm
+
+        tqdm.write(line, file=sys.stderr)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def outputs(self, job: Job) -> Outputs:
+        return Outputs.of(self.out_dir, job, self.overlay, self.scores)
+
+    def note_plan(self, height: int, width: int) -> None:
+        plan = self.seg.plan(height, width)
+        if not plan.exact and plan.canvas not in self.warned:
+            self.warned.add(plan.canvas)
+            self.say(
+                f"fcnseg: note: overlap {plan.overlap} px leaves {plan.guard} px of context, "
+                f"the receptive field needs {self.seg.geometry.margin}: tiles are not exact"
+            )
+
+    def fail(self, job: Job, record: ImageRecord, error: BaseException) -> None:
+        """Record and print one failed image as one line (a bug re-raised under --debug)."""
+        if isinstance(error, UserError):
+            line = for_flags(error, self.flags)
+            line = line if str(job.source) in line else f"{job.source}: {line}"
+        else:
+            if self.debug:
+                raise error
+            line = f"{job.source}: {type(error).__name__}: {error} (--debug: traceback)"
+        record.status, record.message = "error", line
+        self.say(f"fcnseg: {line}")
+
+    # --- routing -----------------------------------------------------------------------------
+
+    def streamed(self, job: Job) -> bool:
+        """Segment ``job`` in strips? (large, and no option needs the whole image)."""
+        from fcnseg.host.images import image_size, is_netpbm
+
+        if self.overlay or self.seg.shifts.factor != 1:
+            return False
+        if is_netpbm(job.source):
+            return True
+        size = image_size(job.source)
+        return size is not None and size[0] * size[1] > STREAM_PIXELS
+
+    def write_classes(self, jobs: list[Job]) -> None:
+        """``classes.json`` in each folder that receives masks, before any mask is written."""
+        from fcnseg.host.images import write_classes_json
+
+        package = getattr(self.seg.package, "path", None)
+        for folder in sorted({self.outputs(job).mask.parent for job in jobs}):
+            write_classes_json(folder, self.table, package=str(package) if package else None)
+
+    def all(self, jobs: list[Job], *, overwrite: bool, workers: int) -> None:
+        """Run ``jobs``: skip finished ones (unless ``overwrite``), pipeline or stream the rest."""
+        from tqdm import tqdm
+
+        from fcnseg.host.images import remove_stale_temps
+
+        start = time.perf_counter()
+        self.bar = tqdm(total=len(jobs), unit="img", desc="segment", file=sys.stderr, disable=None)
+        todo: list[tuple[Job, ImageRecord]] = []
+        big: list[tuple[Job, ImageRecord]] = []
+        try:
+            self.write_classes(jobs)
+            for job in jobs:
+                outputs = self.outputs(job)
+                record = self.summary.add(ImageRecord(str(job.source), outputs=outputs.to_json()))
+                if job.renamed_for is not None:
+                    self.say(
+                        f"fcnseg: note: {job.source}: outputs named {job.stem.name}.* "
+                        f"({job.renamed_for} has the same stem)"
+                    )
+                if outputs.mask.exists() and not overwrite:
+                    record.status = "skipped"
+                    record.message = f"{outputs.mask} exists (use --overwrite)"
+                    self.say(f"fcnseg: {job.source}: {outputs.mask} exists, skipped")
+                    self.bar.update()
+                    continue
+                for path in outputs.files():  # what a killed run may have left
+                    remove_stale_temps(path)
+                (big if self.streamed(job) else todo).append((job, record))
+            self.pipelined(todo, workers)
+            for job, record in big:
+                self.strips(job, record)
+                self.bar.update()
+        finally:
+            self.summary.seconds = time.perf_counter() - start
+
+    # --- whole images, pipelined -------------------------------------------------------------
+
+    def pipelined(self, jobs: list[tuple[Job, ImageRecord]], workers: int) -> None:
+        """Decode, accelerate and finish + write, overlapped (:mod:`fcnseg.host.pipeline`)."""
+        from fcnseg.host.images import load_image
+        from fcnseg.host.pipeline import Pipeline
+
+        images: dict[int, Any] = {}  # decoded images kept for the overlay until it is written
+        records = {id(job): record for job, record in jobs}
+
+        def decode(job: Job) -> Any:
+            image = load_image(job.source, self.max_pixels)
+            self.note_plan(*image.shape[:2])
+            if self.overlay:
+                images[id(job)] = image
+            return image
+
+        def write(result: Any) -> None:
+            job = result.source
+            self.write(job, records[id(job)], result, images.pop(id(job), None))
+
+        pipe = Pipeline(self.seg, decode=decode, write=write, finish_workers=workers)
+        for result in pipe.run([job for job, _ in jobs]):
+            images.pop(id(result.source), None)
+            record = records[id(result.source)]
+            record.seconds = sum(result.times.get(s, 0.0) for s in ("decode", "accelerate"))
+            record.seconds += result.times.get("finish", 0.0)
+            if not result.ok:
+                record.histogram = None
+                self.fail(result.source, record, result.exception or UserError(result.error))
+            self.bar.update()
+
+    def write(self, job: Job, record: ImageRecord, result: Any, image: Any) -> None:
+        """Write one pipelined image's outputs (in a finish worker); the mask last, so its
+        presence means the image is done."""
+        from fcnseg.host.images import save_mask, save_overlay, save_scores
+
+        seg, outputs = result.segmentation, self.outputs(job)
+        record.size = tuple(seg.labels.shape)
+        if outputs.scores is not None:
+            save_scores(outputs.scores, seg.scores.astype(np.int32), **self.score_fields(seg))
+        if outputs.overlay is not None:
+            legend = self.table if self.legend else None
+            save_overlay(
+                outputs.overlay, image, seg.labels, self.seg.palette, self.alpha, self.clear, legend
+            )
+        save_mask(outputs.mask, seg.labels, self.seg.palette, self.table)
+        record.count(seg.labels, len(self.table.names))
+
+    def score_fields(self, seg: Any) -> dict[str, Any]:
+        """What ``NAME_scores.npz`` says about its scores, but the image size."""
+        return {
+            "image_size": tuple(seg.labels.shape),
+            "stride": seg.stride,
+            "field": seg.field,
+            "scale": self.seg.output_scale,
+            "bias": self.seg.output_bias,
+            "classes": self.table.names,
+        }
+
+    # --- large images, in strips -------------------------------------------------------------
+
+    def strips(self, job: Job, record: ImageRecord) -> None:
+        """Segment one large image band by band, writing the mask (and scores) as it goes."""
+        from fcnseg.host.images import open_rows
+
+        start = time.perf_counter()
+        try:
+            rows = open_rows(job.source, self.max_pixels)
+        except Exception as error:
+            self.fail(job, record, error)
+            return
+        try:
+            record.size = (rows.height, rows.width)
+            self.note_plan(rows.height, rows.width)
+            self.stream(rows, self.outputs(job), record)
+        except Exception as error:
+            record.histogram = None
+            self.fail(job, record, error)
+        finally:
+            rows.close()
+            record.seconds = time.perf_counter() - start
+
+    def stream(self, rows: Any, outputs: Outputs, record: ImageRecord) -> None:
+        """Run :meth:`Segmenter.stream` over ``rows`` into the row writers of ``outputs``."""
+        from fcnseg.host.images import png_mask_writer, scores_writer
+
+        height, width = rows.height, rows.width
+        hc, wc = self.seg.plan(height, width).canvas
+        s, n = self.seg.geometry.output_stride, len(self.table.names)
+        with contextlib.ExitStack() as stack:  # exits in reverse: the mask is renamed last
+            mask = stack.enter_context(
+                png_mask_writer(outputs.mask, height, width, self.seg.palette, self.table)
+            )
+            on_scores = None
+            if outputs.scores is not None:
+                fields = {"image_size": (height, width), "stride": s, "field": s}
+                fields.update(
+                    scale=self.seg.output_scale,
+                    bias=self.seg.output_bias,
+                    classes=self.table.names,
+                )
+                writer = scores_writer(outputs.scores, canvas_cells=(hc // s, wc // s, n), **fields)
+                on_scores = stack.enter_context(writer)
+
+            def on_labels(_y: int, labels: np.ndarray) -> None:
+                mask(labels)
+                record.count(labels, n)
+
+            self.seg.stream(rows, on_labels, on_scores)
