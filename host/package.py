@@ -16,10 +16,12 @@ accelerator.json (``FORMAT_VERSION`` 1)::
 
     format          "fcnseg-accelerator"
     format_version  1                  a loader refuses any other version (newer: upgrade fcnseg)
-    model_card      {name, arch, classes [str], palette [[r,g,b]], normalisation {...},
-                     tile [H, W], output_stride, receptive_field, ...}   (from the export's
-                     model.json; extra keys are kept; ``classes`` (one per output channel) and
-                     ``output_stride`` are required, the loader checks them)
+    model_card      the export's model.json without output_scale/output_bias (those are in
+                     io.output): {classes [str], output_stride, tile [H, W], receptive_field,
+                     palette [[r,g,b]], arch, model_config, ...}; keys, types and the rules for
+                     missing ones are :class:`fcnseg.host.card.ModelCard`'s (parsed once, at
+                     load: :attr:`Package.card`); ``classes`` has one name per output channel
+                     and ``tile`` equals the input shape (the writer fills it in if absent)
     io
       input         {name, dtype "UINT8", shape [1,H,W,3], layout "NHWC"}
       output        {name, dtype "INT16", shape [1,H/s,W/s,C], layout "NHWC",
@@ -66,12 +68,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fcnseg.atomic import replace_dir
 from fcnseg.errors import UserError
+from fcnseg.host.card import ModelCard
+
+if TYPE_CHECKING:
+    from fcnseg.host.tiling import Geometry
 
 FORMAT_NAME = "fcnseg-accelerator"
 FORMAT_VERSION = 1
@@ -121,13 +127,19 @@ def parse_dtype(name: str) -> tuple[int, int]:
     return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
 
 
-def smallest_int_dtype(lo: int, hi: int) -> np.dtype:
-    """The smallest numpy integer dtype holding every value in ``[lo, hi]``."""
-    for dt in (np.uint8, np.int8, np.uint16, np.int16, np.int32, np.int64):
-        info = np.iinfo(dt)
-        if info.min <= lo and hi <= info.max:
-            return np.dtype(dt)
-    raise UserError(f"integer range [{lo}, {hi}] does not fit in int64")
+def dtype_bits(name: str) -> tuple[int, bool]:
+    """``(bit width, signed)`` of an integer qonnx datatype name, as qonnx's
+    ``DataType.bitwidth()`` and ``signed()`` give them: the width of one value on the stream.
+
+    ``UINT8`` -> (8, False), ``INT4`` -> (4, True), ``BINARY`` -> (1, False); ``BIPOLAR``
+    (-1/+1) travels as one bit 0/1, so (1, False); ``TERNARY`` (-1/0/+1) takes two signed bits.
+    """
+    if name == "BIPOLAR":
+        return 1, False
+    if name == "TERNARY":
+        return 2, True
+    lo, hi = parse_dtype(name)
+    return int(hi - lo).bit_length(), lo < 0
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -179,9 +191,11 @@ class Package:
     path: Path
     meta: dict[str, Any]
     layers: tuple[Layer, ...]
+    card: ModelCard  #: the model card, parsed and validated once by :func:`load_package`
 
     @property
     def model_card(self) -> dict[str, Any]:
+        """The model card as stored (JSON); :attr:`card` is the typed, validated view."""
         return self.meta["model_card"]
 
     @property
@@ -207,7 +221,7 @@ class Package:
 
     @property
     def output_stride(self) -> int:
-        return int(self.model_card["output_stride"])
+        return self.card.output_stride
 
     @property
     def tile(self) -> tuple[int, int]:
@@ -227,6 +241,12 @@ class Package:
         """The input multiple the layers need: the largest downsampling factor inside the graph
         (32 for a net with five 2x2 pools, also for FCN-8s whose output stride is 8)."""
         return layer_strides(self.layers, self.input["name"], self.output["name"])[0]
+
+    @property
+    def geometry(self) -> Geometry:
+        """The tiling geometry: the card's (:meth:`ModelCard.geometry`) with the layers' net
+        stride, which is what the simulator and the fabric actually need."""
+        return self.card.geometry(net_stride=self.net_stride)
 
     def file(self, relpath: str) -> Path:
         """Absolute path of one of the package's (verified) files."""
@@ -281,7 +301,7 @@ def _jsonable(obj: Any) -> Any:
 def write_package(
     out_dir: str | os.PathLike,
     *,
-    model_card: Mapping[str, Any],
+    model_card: ModelCard | Mapping[str, Any],
     io: Mapping[str, Any],
     layers: list[Layer],
     estimates: Mapping[str, Any] | None = None,
@@ -296,6 +316,7 @@ def write_package(
     crash never leaves a half-written package behind. ``hw_graph`` is the serialized ONNX of the
     HW graph; ``extra_files`` maps package-relative paths (``bitfile/top.bit``,
     ``driver/settings.json``) to files to copy in. Integer arrays keep their dtype in the npz.
+    ``model_card`` (a :class:`ModelCard` or its JSON) gets the tile of ``io`` if it has none.
     """
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -337,7 +358,7 @@ def write_package(
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
             "created_by": f"fcnseg {__version__}",
-            "model_card": _jsonable(dict(model_card)),
+            "model_card": _card_json(model_card, io),
             "io": _jsonable(dict(io)),
             "layers": entries,
             "estimates": _jsonable(dict(estimates or {})),
@@ -353,12 +374,23 @@ def write_package(
     return out
 
 
+def _card_json(card: ModelCard | Mapping[str, Any], io: Mapping[str, Any]) -> dict[str, Any]:
+    """The card as the package stores it: its JSON, with the tile of the input if absent."""
+    data = card.to_json() if isinstance(card, ModelCard) else _jsonable(dict(card))
+    shape = (io.get("input") or {}).get("shape")
+    if "tile" not in data and isinstance(shape, list | tuple) and len(shape) == 4:
+        data = {**data, "tile": _jsonable(list(shape[1:3]))}
+    return data
+
+
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name)
 
 
-def _check_meta(meta: Mapping[str, Any], where: str) -> None:
-    """Structural checks shared by writer and loader; raise a one-line UserError."""
+def _check_meta(meta: Mapping[str, Any], where: str) -> ModelCard:
+    """Structural checks shared by writer and loader; raise a one-line UserError.
+
+    Returns the parsed model card (the only place a package's card is parsed)."""
     try:
         if meta.get("format") != FORMAT_NAME:
             raise UserError(f"{where}: not an fcnseg deployment package ({JSON_NAME} format)")
@@ -378,10 +410,7 @@ def _check_meta(meta: Mapping[str, Any], where: str) -> None:
         for key in ("model_card", "io", "layers", "files"):
             if key not in meta:
                 raise UserError(f"{where}: {JSON_NAME} lacks {key!r}")
-        card = meta["model_card"]
-        for key in ("classes", "output_stride"):
-            if key not in card:
-                raise UserError(f"{where}: model_card lacks {key!r}")
+        card = ModelCard.from_json(meta["model_card"], where=where)
         names = set()
         for port in ("input", "output"):
             spec = meta["io"][port]
@@ -395,12 +424,17 @@ def _check_meta(meta: Mapping[str, Any], where: str) -> None:
         nc = int(out["shape"][-1])
         if len(out["scale"]) != nc or len(out["bias"]) != nc:
             raise UserError(f"{where}: output scale/bias need {nc} entries (one per class)")
-        if len(card["classes"]) != nc:
+        if card.num_classes != nc:
             raise UserError(
-                f"{where}: model_card has {len(card['classes'])} classes, output has {nc} channels"
+                f"{where}: model_card has {card.num_classes} classes, output has {nc} channels"
             )
-        if meta["io"]["input"]["shape"][-1] != 3:
+        in_shape = meta["io"]["input"]["shape"]
+        if in_shape[-1] != 3:
             raise UserError(f"{where}: input must have 3 channels (RGB)")
+        if card.tile is None or list(card.tile) != list(in_shape[1:3]):
+            raise UserError(
+                f"{where}: model_card tile {card.tile} is not the input's {list(in_shape[1:3])}"
+            )
         produced = {meta["io"]["input"]["name"]}
         if not meta["layers"]:
             raise UserError(f"{where}: package has no layers")
@@ -424,6 +458,7 @@ def _check_meta(meta: Mapping[str, Any], where: str) -> None:
                     raise UserError(f"{where}: layer {entry['name']!r} lacks array {role!r}")
         if out["name"] not in produced:
             raise UserError(f"{where}: no layer produces the output {out['name']!r}")
+        return card
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise UserError(f"{where}: malformed {JSON_NAME} ({type(e).__name__}: {e})") from None
 
@@ -449,7 +484,7 @@ def load_package(path: str | os.PathLike) -> Package:
         raise UserError(f"{jpath}: unreadable ({type(e).__name__})") from None
     if not isinstance(meta, dict):
         raise UserError(f"{jpath}: not a JSON object")
-    _check_meta(meta, where=str(root))
+    card = _check_meta(meta, where=str(root))
     files = meta["files"]
     if not isinstance(files, dict) or not all(isinstance(k, str) for k in files):
         raise UserError(f"{root}: {JSON_NAME} 'files' is not a map of paths to sha256")
@@ -474,7 +509,7 @@ def load_package(path: str | os.PathLike) -> Package:
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         # _check_meta checks structure; a layer entry lacking a field still gets here (fuzzed)
         raise UserError(f"{root}: malformed {JSON_NAME} layer ({type(e).__name__}: {e})") from None
-    return Package(path=root, meta=meta, layers=tuple(layers))
+    return Package(path=root, meta=meta, layers=tuple(layers), card=card)
 
 
 def _layers_of(

@@ -16,7 +16,6 @@ finn/qonnx/onnx are imported inside functions.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fcnseg.errors import UserError
+from fcnseg.host.card import ModelCard
 from fcnseg.host.package import LAYER_KINDS, Layer, parse_dtype, write_package
 from fcnseg.host.sim.ranges import matmul_range, storage_dtype
 
@@ -58,7 +58,23 @@ ATTRS: dict[str, tuple[str, ...]] = {
 }
 for _k in ("ElementwiseAdd", "ElementwiseSub", "ElementwiseMul", "ElementwiseMax"):
     ATTRS[_k] = ("lhs_shape", "rhs_shape", "out_shape", "lhs_style", "rhs_style")
-FOLDING_ATTRS = ("PE", "SIMD", "parallel_window", "ram_style", "resType")
+#: the folding attributes of a HW layer: what a finn folding JSON sets per node, carried from
+#: the folded model onto hw_graph.onnx (``fcnseg.hw.build``), into the reports and into each
+#: package layer's ``folding`` record, which can therefore be written back as a ``--folding``
+#: file. ``mem_mode`` (where MVAU weights live) is a folding decision in finn, hence here.
+FOLDING_ATTRS = ("PE", "SIMD", "parallel_window", "ram_style", "resType", "mem_mode")
+#: the op-type suffixes of specialised layers (SpecializeLayers: ``MVAU`` -> ``MVAU_hls``)
+SPECIALISED_SUFFIXES = ("_hls", "_rtl")
+
+
+def base_kind(op_type: str) -> str:
+    """The HW op a (possibly specialised) op type implements: ``MVAU_hls`` -> ``MVAU``.
+
+    A specialised layer has the same semantics and attributes as its HW op."""
+    for suffix in SPECIALISED_SUFFIXES:
+        if op_type.endswith(suffix):
+            return op_type[: -len(suffix)]
+    return op_type
 
 
 def _hw_graph(model: ModelWrapper) -> ModelWrapper:
@@ -104,9 +120,7 @@ def node_to_layer(model: ModelWrapper, node, ranges: dict[str, tuple[int, int]])
     """
     from qonnx.custom_op.registry import getCustomOp
 
-    kind = node.op_type
-    if node.domain.endswith((".hls", ".rtl")) and kind.endswith(("_hls", "_rtl")):
-        kind = kind[:-4]  # a specialized layer: same semantics and attributes as its HW op
+    kind = base_kind(node.op_type)
     if kind not in LAYER_KINDS:
         raise UserError(f"layer {node.name}: HW layer kind {kind} is not supported by fcnseg")
     inst = getCustomOp(node)
@@ -214,7 +228,7 @@ def build_package(
     hw_model: ModelWrapper | str | os.PathLike,
     out_dir: str | os.PathLike,
     *,
-    model_card: Mapping[str, Any] | str | os.PathLike,
+    model_card: ModelCard | Mapping[str, Any] | str | os.PathLike,
     estimates: Mapping[str, Any] | None = None,
     board: str | None = None,
     folding: Mapping[str, Mapping[str, Any]] | None = None,
@@ -224,7 +238,8 @@ def build_package(
 ) -> Path:
     """Write the deployment package of a HW-layer graph; return its folder.
 
-    ``model_card``: the export's model.json (dict or path). Its ``output_scale``/``output_bias``
+    ``model_card``: the export's model.json (a :class:`ModelCard`, its JSON, or the path of
+    the file; validated here either way). Its ``output_scale``/``output_bias``
     (per class) become the package's output scale/bias unless given explicitly (when the HW
     graph's integer output is scaled differently from the export's). ``folding``: the folding
     config (node name -> {PE, SIMD, ...}), merged into each layer's ``folding`` record (the node
@@ -235,9 +250,12 @@ def build_package(
 
     if not isinstance(hw_model, ModelWrapper):
         hw_model = ModelWrapper(str(hw_model))
-    if not isinstance(model_card, Mapping):
-        model_card = json.loads(Path(model_card).read_text())
-    card = dict(model_card)
+    if isinstance(model_card, ModelCard):
+        card = model_card
+    elif isinstance(model_card, Mapping):
+        card = ModelCard.from_json(model_card)
+    else:
+        card = ModelCard.load(model_card)
     layers, io = layers_from_model(hw_model)
     if folding:
         merged = []
@@ -246,18 +264,16 @@ def build_package(
             merged.append(Layer(**{**vars(layer), "folding": fold}))
         layers = merged
     nc = io["output"]["shape"][-1]
-    scale = output_scale if output_scale is not None else card.get("output_scale")
-    bias = output_bias if output_bias is not None else card.get("output_bias")
+    scale = output_scale if output_scale is not None else card.output_scale
+    bias = output_bias if output_bias is not None else card.output_bias
     if scale is None:
         raise UserError("model card has no output_scale; pass output_scale")
     scale = [float(v) for v in np.broadcast_to(np.asarray(scale, dtype=np.float64), (nc,))]
     bias = [float(v) for v in np.broadcast_to(np.asarray(bias or 0.0, dtype=np.float64), (nc,))]
     io["output"].update(scale=scale, bias=bias)
-    card.setdefault("tile", io["input"]["shape"][1:3])
-    card = {k: v for k, v in card.items() if k not in ("output_scale", "output_bias")}
     return write_package(
         out_dir,
-        model_card=card,
+        model_card=card.without_output_affine(),  # write_package fills in the tile if absent
         io=io,
         layers=layers,
         estimates=estimates,

@@ -1,7 +1,8 @@
 """The training config: one strict dataclass, read from JSON, saved with every run.
 
 Like finn's ``DataflowBuildConfig``: unknown keys are an error (a typo must not silently fall back
-to a default), every field is documented here, and the resolved config is written to
+to a default; the strict round-trip shared with ``ModelConfig`` and ``BuildOptions`` is
+:mod:`fcnseg.config`), every field is documented here, and the resolved config is written to
 ``RUN_DIR/config.json`` so a run can be reproduced from its own outputs.
 
 A run has one or two phases. With ``float_epochs > 0`` and a quantized model, the float twin is
@@ -13,12 +14,15 @@ phases' best checkpoints are then at hand, which is how the float-vs-4-bit compa
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fcnseg import config as config_io
 from fcnseg.errors import UserError
+
+#: how errors name this config
+CONFIG_NAME = "training config"
 
 
 @dataclass(frozen=True)
@@ -93,37 +97,22 @@ class TrainConfig:
         return bool(self.model.get("quantized", True))
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
-            for f in dataclasses.fields(self)
-        }
+        """JSON-ready dict of every field (the project's one round-trip, :mod:`fcnseg.config`)."""
+        return config_io.to_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        extra = sorted(set(data) - known)
-        if extra:
-            raise UserError(f"unknown training config keys: {extra}")
-        try:
-            return cls(**data)
-        except TypeError as error:
-            raise UserError(f"bad training config: {error}") from error
+        """Inverse of :meth:`to_dict` (unknown keys: :class:`~fcnseg.config.UnknownConfigKeys`)."""
+        return config_io.from_dict(cls, data, CONFIG_NAME)
 
     @classmethod
     def load(cls, path: str | Path) -> TrainConfig:
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError as error:
-            raise UserError(f"training config not found: {path}") from error
-        except json.JSONDecodeError as error:
-            raise UserError(f"training config {path} is not valid JSON: {error}") from error
-        if not isinstance(data, dict):
-            raise UserError(f"training config {path} must hold a JSON object")
-        return cls.from_dict(data)
+        """Read a JSON training config; one-line :class:`~fcnseg.config.ConfigError` if bad."""
+        return config_io.load(cls, path, CONFIG_NAME)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        """Write the config as JSON (atomically), e.g. ``RUN_DIR/config.json``."""
+        config_io.save(self, path)
 
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from fcnseg.errors import UserError
-from fcnseg.host.package import Layer, parse_dtype
+from fcnseg.host.package import Layer, dtype_bits, parse_dtype
 
 from .ranges import FLOAT_EXACT, Range, gemm_dtype, matmul_range, storage_dtype
 
@@ -508,8 +508,8 @@ class Pool(Op):
         elif self.fn == "AccPool":
             self.out_ranges = [(lo * self.k2, hi * self.k2)]
         elif self.fn == "QuantAvgPool":
-            ibits = _bitwidth(layer.input_dtypes[0])
-            obits = _bitwidth(layer.output_dtypes[0])
+            ibits = dtype_bits(layer.input_dtypes[0])[0]
+            obits = dtype_bits(layer.output_dtypes[0])[0]
             maxbits = int((2**ibits - 1) * self.k2).bit_length()
             self.shift = max(maxbits - obits, 0)
             self.out_ranges = [(lo * self.k2 >> self.shift, hi * self.k2 >> self.shift)]
@@ -655,11 +655,6 @@ class UpsampleNearestNeighbour(Op):
         fh, fw = self.f
         v = np.broadcast_to(x[:, :, None, :, None, :], (n, h, fh, w, fw, c))
         return [v.reshape(n, h * fh, w * fw, c)]
-
-
-def _bitwidth(dt: str) -> int:
-    lo, hi = parse_dtype(dt)
-    return max(int(hi).bit_length(), int(-lo - 1).bit_length() + 1 if lo < 0 else 0)
 
 
 #: package layer kind -> simulator class

@@ -1,11 +1,11 @@
-"""Shared parts of the FCN family: config, quantizers, layer factories, VGG-style backbone, head.
+"""Shared parts of the FCN family: quantizers, layer factories, VGG-style backbone, head.
 
 Every net is ``input quantizer -> 5 VGG stages (3x3 same convs + BN + ReLU, 2x2/2 max-pool) ->
 head`` where the head is the classifier's FC layers written as convolutions (the FCN paper's
 ``fc6``/``fc7``/``score_fr``). With ``quantized=False`` the same topology is built from plain torch
 layers (the float twin), with the same parameter names, so a float checkpoint can initialise QAT.
 
-The quantized nets are written for finn-plus (see ``shared/DESIGN.md``):
+The quantized nets are written for finn-plus (see ``docs/finn-notes.md``):
 
 - the input is raw pixels 0..255; the net multiplies by 1/255 into an 8-bit unsigned quantizer with
   a *constant* scale 1/255, so the integer the accelerator receives is the pixel itself;
@@ -17,9 +17,7 @@ The quantized nets are written for finn-plus (see ``shared/DESIGN.md``):
 
 from __future__ import annotations
 
-import dataclasses
 from collections import OrderedDict
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -30,94 +28,14 @@ from brevitas.nn import QuantConv2d, QuantIdentity, QuantReLU
 from brevitas.quant import Int8ActPerTensorFloat, Int8WeightPerChannelFloat, Uint8ActPerTensorFloat
 from torch import nn
 
-#: architecture name -> output stride of its score map.
-OUTPUT_STRIDES: dict[str, int] = {"fcn32s": 32, "fcn16s": 16, "fcn8s": 8}
-
-#: number of backbone stages; each ends in a 2x2/2 max-pool, so the backbone's stride is 2**5 = 32.
-NUM_STAGES = 5
+# ModelConfig is plain data read without torch (hw, benchmarks): defined in fcnseg.quantize.config,
+# re-exported here for the model modules and older imports.
+from fcnseg.quantize.config import NUM_STAGES as NUM_STAGES
+from fcnseg.quantize.config import OUTPUT_STRIDES as OUTPUT_STRIDES
+from fcnseg.quantize.config import ModelConfig as ModelConfig
 
 #: the accelerator's input is UINT8 pixels; the net maps them to [0, 1] with this fixed factor.
 PIXEL_SCALE = 1.0 / 255.0
-
-
-# --------------------------------------------------------------------------------------------
-# Config
-# --------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class ModelConfig:
-    """Everything needed to rebuild a net (saved next to every checkpoint and in model.json).
-
-    ``widths[i]``/``depths[i]`` are the channel count and number of 3x3 convs of stage ``i + 1``.
-    The head is ``fc6`` (``head_kernel`` x ``head_kernel`` same-padded conv to ``head_width``,
-    the paper's 7x7 FC-as-conv made tile-appropriate so the score map is exactly input/32),
-    ``fc7`` (1x1, ``head_width``) and ``score_fr`` (1x1, ``num_classes``).
-    """
-
-    #: "fcn32s" | "fcn16s" | "fcn8s"
-    arch: str = "fcn8s"
-    #: number of output classes (including background)
-    num_classes: int = 21
-    #: channels per backbone stage (5 stages)
-    widths: tuple[int, ...] = (16, 32, 64, 64, 128)
-    #: 3x3 convs per backbone stage (5 stages)
-    depths: tuple[int, ...] = (1, 1, 2, 2, 2)
-    #: channels of fc6 and fc7
-    head_width: int = 256
-    #: fc6 kernel size (odd, same-padded)
-    head_kernel: int = 3
-    #: weight bits of the inner layers
-    weight_bits: int = 4
-    #: activation (QuantReLU) bits
-    act_bits: int = 4
-    #: bits of the input quantizer, first conv and score conv weights, and the fuse quantizer
-    io_bits: int = 8
-    #: False = the float twin (same topology, plain torch layers)
-    quantized: bool = True
-    #: dropout after fc6 and fc7 (0 = none)
-    dropout: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.arch not in OUTPUT_STRIDES:
-            raise ValueError(f"arch must be one of {sorted(OUTPUT_STRIDES)}, got {self.arch!r}")
-        object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
-        object.__setattr__(self, "depths", tuple(int(d) for d in self.depths))
-        if len(self.widths) != NUM_STAGES or len(self.depths) != NUM_STAGES:
-            raise ValueError(f"widths and depths need {NUM_STAGES} entries (one per stage)")
-        if min(self.widths) < 1 or min(self.depths) < 1 or self.head_width < 1:
-            raise ValueError("widths, depths and head_width must be positive")
-        if self.num_classes < 1:
-            raise ValueError("num_classes must be positive")
-        if self.head_kernel < 1 or self.head_kernel % 2 == 0:
-            raise ValueError("head_kernel must be odd (same padding keeps the map at input/32)")
-        if min(self.weight_bits, self.act_bits, self.io_bits) < 2:
-            raise ValueError("bit widths must be >= 2")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError("dropout must be in [0, 1)")
-
-    @property
-    def output_stride(self) -> int:
-        """Input pixels per score-map cell (32, 16 or 8)."""
-        return OUTPUT_STRIDES[self.arch]
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (tuples as lists)."""
-        return {
-            f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
-            for f in dataclasses.fields(self)
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an error (like finn's config)."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        extra = sorted(set(data) - known)
-        if extra:
-            raise ValueError(f"unknown ModelConfig keys: {extra}")
-        return cls(**data)
-
-    def replace(self, **changes: Any) -> ModelConfig:
-        """A copy with some fields changed (e.g. ``cfg.replace(quantized=False)``)."""
-        return dataclasses.replace(self, **changes)
 
 
 # --------------------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ PHOTOS = ("astronaut", "chelsea", "coffee")
 
 
 def make_fcn(arch: str, wbits: int, abits: int, width: int, classes: int, seed: int):
-    """A small VGG-style FCN following the model conventions (CONTRACTS.md), random weights."""
+    """A small VGG-style FCN following the model conventions (docs/contracts.md), random weights."""
     import brevitas.nn as qnn
     from torch import nn
 
@@ -172,7 +172,6 @@ def build(arch, wbits, abits, width, classes, seed, out: Path, standalone: bool 
         "palette": [[i, i, i] for i in range(classes)],
         "tile": list(TILE),
         "output_stride": 32 if arch == "fcn32s" else 8,
-        "receptive_field": 0,
     }
     (out / "model.json").write_text(json.dumps(card))
     pkg = build_package(
