@@ -82,13 +82,3 @@ CITYSCAPES_COLORS: tuple[tuple[int, int, int], ...] = (
 def cityscapes_palette() -> np.ndarray:
     """Return the 19 Cityscapes training-class colours as ``(19, 3) uint8``."""
     return np.array(CITYSCAPES_COLORS, dtype=np.uint8)
-
-
-def colorize(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
-    """Map an integer label map ``(H, W)`` to RGB ``(H, W, 3) uint8`` with ``palette``.
-
-    Labels past the palette's end (e.g. ``IGNORE_INDEX`` with a short palette) are drawn black.
-    """
-    full = np.zeros((256, 3), dtype=np.uint8)
-    full[: len(palette)] = palette[:256]
-    return full[np.clip(labels, 0, 255).astype(np.intp)]
