@@ -121,10 +121,13 @@ def train(
 
 def _run_log(path: Path):
     """A log function: each line to stdout (above any progress bar) and appended to ``path``."""
+    import sys
+
     from tqdm import tqdm
 
     def log(line: str) -> None:
         tqdm.write(line)
+        sys.stdout.flush()  # a piped stdout (`| tee`) gets each line when it is written
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a") as handle:
             handle.write(line + "\n")
