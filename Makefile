@@ -96,12 +96,14 @@ shipped-package-%: shipped-export-default-fcn8s
 	rm -rf host/packages/fcn8s-$*
 	mv host/packages/fcn8s-$*.new host/packages/fcn8s-$*
 
+# The shipped package is found through the installed fcnseg; the checkpoint and photos are named.
 bench: setup
-	$(VENV)/bin/fcnseg bench -o bench
+	$(VENV)/bin/fcnseg bench -o bench --samples samples \
+		--checkpoint models/default-fcn8s/checkpoint.safetensors
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check fcnseg quantize hw host tests
+	$(VENV)/bin/ruff format --check fcnseg quantize hw host benchmarks testing tests
 
 # Re-resolve the lock files from the extras (needs the package registry). Review the diff.
 lock:

@@ -1,5 +1,11 @@
 """``fcnseg bench``: the benchmark suite (issue 8), one module per benchmark.
 
+The top floor of the house: it uses every stage, so it lives in its own top-level folder
+(``benchmarks/``, imported as ``fcnseg.benchmarks``), not in the base package. Its subjects come
+from ``--package``/``--checkpoint``/``--samples`` or from the installed host runtime's shipped
+packages (:mod:`.subjects`, :mod:`.inputs`); the results it writes go where ``-o`` says
+(``make bench``: ``bench/results.json`` and ``bench/RESULTS.md``).
+
 Every benchmark is a function ``run(ctx: Context) -> dict`` (see :mod:`.runner` for the result
 schema) registered here by name, imported only when it runs, so a benchmark whose dependencies are
 missing in the current environment (torch in ``.venv-board``) is reported as skipped instead of
@@ -12,7 +18,7 @@ assert is exactness (bit-exact simulator, identical labels), as checks stored wi
 - ``seed_claim``: one pass of a converted FCN vs its classifier on 36 crops (:mod:`.seed_claim`).
 - ``postprocess``: dequant -> bilinear -> argmax, fast vs naive vs torch (:mod:`.postprocess`).
 - ``tiling``: shift-and-stitch factors and tile overlaps (:mod:`.tiling`).
-- ``end_to_end``: ``fcnseg segment`` on ``samples/`` and the pipeline's stages (:mod:`.end_to_end`).
+- ``end_to_end``: ``fcnseg segment`` on sample images, the pipeline's stages (:mod:`.end_to_end`).
 - ``estimates``: finn-plus estimates per board preset (:mod:`.estimates`).
 - ``accuracy``: float vs 4-bit mIoU on the held-out synthetic split (:mod:`.accuracy`).
 """

@@ -2,9 +2,10 @@
 
 Measured here with the quantize stage's evaluation code (:func:`fcnseg.quantize.evaluate.evaluate`,
 the same code behind ``fcnseg eval``) on the ``test`` split of the synthetic scenes (seeds from
-2,000,000, never used for training or validation), 256x256: the quantized checkpoint of
-``models/default-fcn8s/`` and its float twin (``*float*.safetensors`` there, or ``float/`` of the
-training run). When the shipped package is the subject, the deployed path is measured too: the
+2,000,000, never used for training or validation), 256x256: the quantized checkpoint given with
+``--checkpoint FILE`` (``make bench``: ``models/default-fcn8s/checkpoint.safetensors``) and its
+float twin (``*float*.safetensors`` beside it, or ``float/`` of the training run). When the
+subject package was made from that checkpoint, the deployed path is measured too: the
 :class:`~fcnseg.host.segmenter.Segmenter` on the simulator over the same scenes (integer
 scores, host upsampling), which should equal the Brevitas figure. What training recorded in the
 checkpoints' JSON (validation split) and in ``eval-test-<checkpoint>.json`` (``fcnseg eval`` on the
@@ -17,8 +18,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from fcnseg.benchmarks.runner import REPO, Context, Skipped, headline, ratio
-from fcnseg.benchmarks.subjects import float_checkpoint, quantized_checkpoint
+from fcnseg.benchmarks.runner import Context, Skipped, headline, ratio
+from fcnseg.benchmarks.subjects import checkpoint_matches, display_path, float_checkpoint
 
 SCENE = (256, 256)
 FULL_SCENES = 200  # the test split's default length, as models/README.md's table
@@ -60,13 +61,10 @@ def run(ctx: Context) -> dict[str, Any]:
     from fcnseg.quantize.models.io import load_checkpoint
 
     torch.set_num_threads(1)
-    quant = quantized_checkpoint(ctx.model_dir)
-    if quant is None:
-        raise Skipped(f"no quantized checkpoint in {ctx.model_dir} (the default model)")
-    floats = float_checkpoint(ctx.model_dir)
-    if floats is None and ctx.model_dir == REPO / "models" / "default-fcn8s":
-        candidate = REPO / "runs" / "default-fcn8s" / "float" / "best.safetensors"
-        floats = candidate if candidate.is_file() else None
+    if ctx.checkpoint is None:
+        raise Skipped("no quantized checkpoint to score: pass --checkpoint FILE")
+    quant = Path(ctx.checkpoint)
+    floats = float_checkpoint(quant)
     count = QUICK_SCENES if ctx.quick else FULL_SCENES
     dataset = SyntheticScenes("test", size=SCENE, length=count)
     rows = []
@@ -80,9 +78,7 @@ def run(ctx: Context) -> dict[str, Any]:
         rows.append(
             {
                 "model": label,
-                "checkpoint": str(path.relative_to(REPO))
-                if path.is_relative_to(REPO)
-                else str(path),
+                "checkpoint": display_path(path),
                 "mIoU_%": round(100 * metrics["mean_iu"], 2),
                 "pixel_acc_%": round(100 * metrics["pixel_acc"], 2),
                 "recorded_val_mIoU_%": _pct(_recorded(path.with_suffix(".json"))),
@@ -93,15 +89,13 @@ def run(ctx: Context) -> dict[str, Any]:
             }
         )
     subject = ctx.cache.get("subject")
-    if subject is not None and subject.source == "shipped":
+    if subject is not None and checkpoint_matches(subject.package_dir, quant):
         value = _sim_miou(subject.package_dir, dataset, count, ctx.backend)
         results["4-bit (package, sim)"] = value
         rows.append(
             {
                 "model": "4-bit (deployment package on the simulator)",
-                "checkpoint": str(subject.package_dir.relative_to(REPO))
-                if subject.package_dir.is_relative_to(REPO)
-                else str(subject.package_dir),
+                "checkpoint": display_path(subject.package_dir),
                 "mIoU_%": round(100 * value, 2),
                 "pixel_acc_%": None,
                 "recorded_val_mIoU_%": None,

@@ -1,4 +1,7 @@
-"""Benchmark 5: ``fcnseg segment`` end to end on ``samples/``, and where the time goes.
+"""Benchmark 5: ``fcnseg segment`` end to end on sample images, and where the time goes.
+
+The images are those of ``--samples DIR`` (``make bench``: the repository's ``samples/``; two
+of them with ``--quick``), or synthetic photos of 0.26-0.38 Mpx where no folder is given.
 
 - The command itself, in this process (``fcnseg.cli.main(["segment", SAMPLES, "-o", TMP,
   "--overwrite", "--package", PKG, "--backend", B])``, so interpreter start-up is excluded):
@@ -12,18 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import io
-import shutil
 from typing import Any
 
+from fcnseg.benchmarks import inputs
 from fcnseg.benchmarks.runner import Context, headline, ratio, timed
 from fcnseg.benchmarks.subjects import default_subject
-
-
-def sample_paths(ctx: Context) -> list:
-    from fcnseg.host.cli import IMAGE_SUFFIXES
-
-    paths = sorted(p for p in ctx.samples_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    return paths[:2] if ctx.quick else paths
 
 
 def run(ctx: Context) -> dict[str, Any]:
@@ -33,20 +29,12 @@ def run(ctx: Context) -> dict[str, Any]:
     from fcnseg.host.segmenter import Segmenter
 
     subject = default_subject(ctx)
-    paths = sample_paths(ctx)
-    if not paths:
-        from fcnseg.benchmarks.runner import Skipped
-
-        raise Skipped(f"no sample images in {ctx.samples_dir}")
-    inputs = ctx.work_dir / "e2e-in"
-    shutil.rmtree(inputs, ignore_errors=True)
-    inputs.mkdir(parents=True)
-    for p in paths:
-        shutil.copy(p, inputs / p.name)
+    inputs_dir = ctx.work_dir / "e2e-in"
+    paths = inputs.sample_files(ctx.samples_dir, inputs_dir, 2 if ctx.quick else None)
     out = ctx.work_dir / "e2e-out"
     argv = [
         "segment",
-        str(inputs),
+        str(inputs_dir),
         "-o",
         str(out),
         "--overwrite",
@@ -63,6 +51,7 @@ def run(ctx: Context) -> dict[str, Any]:
             raise RuntimeError(f"fcnseg {' '.join(argv)} exited {code}")
 
     t = timed(command, ctx.reps_for("slow"))
+    kind = "synthetic" if paths[0].name.startswith("synthetic-") else "sample"
     images = [load_image(p) for p in paths]
     mpx = sum(im.shape[0] * im.shape[1] for im in images) / 1e6
     seg = Segmenter.load(subject.package_dir, ctx.backend)
@@ -92,7 +81,7 @@ def run(ctx: Context) -> dict[str, Any]:
     total = sum(stages.values()) or 1.0
     split = ", ".join(f"{k} {v:.1f} ms ({100 * v / total:.0f}%)" for k, v in stages.items())
     return {
-        "title": f"End to end: {len(paths)} sample images ({mpx:.2f} Mpx), "
+        "title": f"End to end: {len(paths)} {kind} images ({mpx:.2f} Mpx), "
         f"{subject.source} FCN-8s on the {ctx.backend} backend",
         "method": __doc__.split("\n\n", 1)[1].strip() if __doc__ else "",
         "rows": rows,

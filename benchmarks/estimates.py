@@ -1,11 +1,13 @@
 """Benchmark 6: hardware ESTIMATES per board preset (finn-plus estimate reports, not measured).
 
-For each preset in :data:`fcnseg.hw.boards.BOARDS`: the default package for that board
-(``host/packages/fcn8s-<board>``; when missing and ``ctx.compile_missing``, compiled here from the
-subject's export with ``fcnseg compile``'s code, estimate-only). From its ``accelerator.json``
-estimates: FPS on tiles and latency (finn's cycle estimates at the preset's clock), resources
-as % of the board's totals; frames/s on 512x1024 frames = tile FPS / tiles per frame, the tile
-count from the host's exact tiling plan (:func:`fcnseg.host.tiling.plan_tiles`, default overlap
+For each preset in :data:`fcnseg.hw.boards.BOARDS`: the subject's package when it is for that
+board, else the shipped ``fcn8s-<board>`` installed with fcnseg; when neither exists and
+``ctx.compile_missing``, one compiled here from the subject's export with ``fcnseg compile``'s
+code, estimate-only. Reading the estimates needs no finn-plus: this runs on a board too.
+From its ``accelerator.json`` estimates: FPS on tiles and latency (finn's cycle estimates at
+the preset's clock), resources as % of the board's totals; frames/s on 512x1024 frames = tile
+FPS / tiles per frame, the tile count from the host's exact tiling plan
+(:func:`fcnseg.host.tiling.plan_tiles`, default overlap
 counted). Without Vivado no bitfile exists here: these are estimates, not measurements.
 """
 
@@ -20,14 +22,14 @@ FRAME = (512, 1024)
 
 
 def _package_for(ctx: Context, board: str) -> tuple[Any, str] | None:
-    subject = default_subject(ctx)
-    if subject.source != "shipped" and subject.package_dir.exists():
-        from fcnseg.host.package import load_package
+    """The package measured for ``board``: the subject's when it is for that board, else the
+    shipped one, else (full runs) one compiled here from the subject's export."""
+    from fcnseg.host.package import load_package
 
-        pkg = load_package(subject.package_dir)
-        if pkg.board == board:
-            return subject.package_dir, f"built here ({subject.source})"
-    path = None if ctx.quick else shipped_package(ctx, board)
+    subject = default_subject(ctx)
+    if subject.package_dir.exists() and load_package(subject.package_dir).board == board:
+        return subject.package_dir, subject.source
+    path = shipped_package(ctx, board)
     if path is not None:
         return path, "shipped"
     if ctx.compile_missing and not ctx.quick and subject.export_dir is not None:
@@ -42,7 +44,6 @@ def _package_for(ctx: Context, board: str) -> tuple[Any, str] | None:
 
 def run(ctx: Context) -> dict[str, Any]:
     from fcnseg.host.package import load_package
-    from fcnseg.host.segmenter import geometry_of
     from fcnseg.host.tiling import plan_tiles
     from fcnseg.hw.boards import BOARDS
 
@@ -59,7 +60,7 @@ def run(ctx: Context) -> dict[str, Any]:
         if "estimated_fps" not in est:
             notes.append(f"{name}: package {path} has no estimates")
             continue
-        geometry = geometry_of(pkg)
+        geometry = pkg.geometry
         plan = plan_tiles(geometry, geometry.canvas_shape(*FRAME))
         tiles = len(plan.tiles)
         no_overlap = len(plan_tiles(geometry, geometry.canvas_shape(*FRAME), 0).tiles)

@@ -35,9 +35,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-#: repository root (fcnseg/benchmarks/runner.py -> ../..).
-REPO = Path(__file__).resolve().parents[2]
-
 #: distributions whose versions the results record.
 VERSIONED = ("numpy", "torch", "brevitas", "qonnx", "finn-plus", "onnxruntime", "pynq")
 
@@ -46,18 +43,42 @@ class Skipped(Exception):
     """Raised by a benchmark that cannot run here; the message is the reason."""
 
 
+def shipped_packages_dir() -> Path | None:
+    """The deployment packages installed with the host runtime (``fcnseg.host`` package data).
+
+    Found through :mod:`importlib.resources`, so an editable checkout and a wheel on a board
+    resolve alike; None when the installed runtime ships none.
+    """
+    from importlib.resources import files
+
+    root = files("fcnseg.host").joinpath("packages")
+    return Path(str(root)) if root.is_dir() else None
+
+
 @dataclass
 class Context:
-    """What every benchmark gets: options, a scratch folder and a cache shared between them."""
+    """What every benchmark gets: options, a scratch folder and a cache shared between them.
+
+    The subjects come from the options (``fcnseg bench --package/--checkpoint/--samples``) or
+    from the installed package, never from paths relative to this file: the suite runs from a
+    wheel as well as from a checkout.
+    """
 
     reps: int = 5
     quick: bool = False
     backend: str = "sim"
     work_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="fcnseg-bench-")))
-    #: where shipped artifacts are looked up (tests point these at their own folders).
-    packages_dir: Path = REPO / "host" / "packages"
-    model_dir: Path = REPO / "models" / "default-fcn8s"
-    samples_dir: Path = REPO / "samples"
+    #: the deployment package to measure (``--package``); None: the shipped default.
+    package: Path | None = None
+    #: the quantized checkpoint the package was made from (``--checkpoint``): Brevitas reference,
+    #: its QCDQ export (``export/`` beside it) and accuracy; its float twin is looked up beside it.
+    checkpoint: Path | None = None
+    #: a folder of sample photos (``--samples``); None: synthetic stand-ins (:mod:`.inputs`).
+    samples_dir: Path | None = None
+    #: where the shipped packages are looked up (tests point it at an empty folder).
+    packages_dir: Path | None = field(default_factory=shipped_packages_dir)
+    #: extra tile sizes the simulator benchmark times (``--tile H W``; random weights).
+    tiles: tuple[tuple[int, int], ...] = ()
     #: compile a board's package when it is missing (full runs only; ~1 min per board here).
     compile_missing: bool = True
     cache: dict[str, Any] = field(default_factory=dict)
@@ -144,17 +165,28 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15 minute load averages (None where the OS does not report them)."""
+    try:
+        return [round(value, 2) for value in os.getloadavg()]
+    except (AttributeError, OSError):
+        return None
+
+
 def machine_info() -> dict[str, Any]:
-    """Date, host, cores, CPU model, Python and library versions."""
+    """The machine, not who shares it: date, cores, CPU model, load average, Python, versions.
+
+    The load average at the start (and, from :func:`run_benchmarks`, at the end) says how busy
+    the machine was without naming the processes or users that made it so.
+    """
     return {
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "cores": os.cpu_count(),
         "cpu_model": cpu_model(),
         "machine": platform.machine(),
         "python": platform.python_version(),
+        "load_average_start": load_average(),
         "versions": {dist: _version(dist) for dist in VERSIONED},
-        "note": "shared machine (about 6 agents on 2 cores): absolute times are noisy, "
-        "ratios measured in the same run are what matter",
     }
 
 
@@ -197,6 +229,7 @@ def run_benchmarks(names: Iterable[str], ctx: Context) -> dict[str, Any]:
         from fcnseg.errors import UserError
 
         raise UserError(f"unknown benchmark(s) {unknown}; choose from {', '.join(BENCHMARKS)}")
+    machine = machine_info()
     started = time.perf_counter()
     results: dict[str, Any] = {}
     for name, target in BENCHMARKS.items():
@@ -206,9 +239,10 @@ def run_benchmarks(names: Iterable[str], ctx: Context) -> dict[str, Any]:
         results[name] = run_one(name, target, ctx)
         r = results[name]
         ctx.log(f"bench: {name}: {r['status']} in {r['seconds']} s {r.get('reason', '')}".rstrip())
+    machine["load_average_end"] = load_average()
     return {
         "format": "fcnseg-bench/1",
-        "machine": machine_info(),
+        "machine": machine,
         "options": {"reps": ctx.reps, "quick": ctx.quick, "backend": ctx.backend},
         "subject": ctx.cache.get("subject_info"),
         "seconds": round(time.perf_counter() - started, 1),

@@ -3,27 +3,36 @@
 Same tile, same subject (:mod:`.subjects`), one process:
 
 - ``sim``: :class:`~fcnseg.host.sim.SimEngine` on the package, one tile per call (1 BLAS thread,
-  its default), and per tile in a batch of 4;
+  its default), and per tile in a batch of 4 (how the host's sim backend runs it);
 - ``finn``: finn-plus ``execute_onnx`` on the package's ``hw_graph.onnx`` (the HW-layer graph
   the package was made from), as shipped and with ``SANITIZE_QUANT_TENSORS=0``; few repetitions;
 - ``ort``: onnxruntime on the QCDQ export, 1 intra-op thread (as the simulator) and 2 threads; a
   speed reference only: it is not bit-exact on FCN-8s skip variants (its mismatches are reported);
 - ``brevitas``: the Brevitas module's forward (torch, 1 thread).
 
-Checks on the same inputs (a real photo crop and random pixels): sim == finn (integers), and
-sim == Brevitas's integer scores ``rint((logits - bias) / scale)``. The graph building is the
-hw flow's (:mod:`.subjects`; ``fcnseg.host.sim.bench`` builds the same way for its script).
+Only the simulator needs nothing but numpy: on a board (no torch, no finn) the references are
+left out, each with a note saying why, and the sim figures are still measured.
+
+Checks on the same inputs (a photo crop and random pixels): sim == finn (integers), and
+sim == Brevitas's integer scores ``rint((logits - bias) / scale)``.
+
+``fcnseg bench --tile H W`` (repeatable) adds the simulator at other tile sizes: the subject's
+topology with random weights, exported and compiled at that tile (torch and finn-plus needed),
+timed the same way and checked against finn-plus on random pixels; speed does not depend on the
+weights, and the time per pixel shows what a larger or smaller accelerator tile costs the host.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from fcnseg.benchmarks import inputs
 from fcnseg.benchmarks.runner import Context, Skipped, check, headline, interleaved, ratio
-from fcnseg.benchmarks.subjects import default_subject
+from fcnseg.benchmarks.subjects import built_subject, default_subject, tiny_config
 
 METHOD = (
     "Median seconds per tile. The sim reference is the engine as `fcnseg segment` runs it (the "
@@ -31,108 +40,164 @@ METHOD = (
     "Sim, onnxruntime and Brevitas timed in turns ({reps} reps after a "
     "warm-up); finn-plus execute_onnx (both settings) in turns with the sim ({slow} reps), its "
     "ratios against that group's sim median. All single-threaded except 'ort 2 threads'. "
-    "Inputs: a crop of samples/astronaut.jpg and uniform random pixels."
+    "Inputs: a crop of {photo} and uniform random pixels."
 )
+
+LABELS = {
+    "sim_batch4": "fcnseg sim (4 tiles per call, batch=4, as the host runs it; per tile)",
+    "sim": "fcnseg sim (1 tile per call)",
+    "finn": "finn-plus execute_onnx (as shipped)",
+    "finn_nosanitize": "finn-plus execute_onnx, SANITIZE_QUANT_TENSORS=0",
+    "ort_1t": "onnxruntime QCDQ, 1 thread",
+    "ort_2t": "onnxruntime QCDQ, 2 threads",
+    "brevitas": "Brevitas forward (torch, 1 thread)",
+}
 
 
 def photo_tile(tile: tuple[int, int], samples: Any) -> np.ndarray:
-    """A ``(1, H, W, 3)`` uint8 crop of the astronaut photo (random pixels if it is missing)."""
-    from PIL import Image
-
-    path = samples / "astronaut.jpg"
-    if not path.is_file():
-        return np.random.default_rng(3).integers(0, 256, (1, *tile, 3), dtype=np.uint8)
-    image = Image.open(path).convert("RGB").resize((max(tile[1], 512), max(tile[0], 512)))
-    return np.asarray(image)[None, : tile[0], : tile[1]].copy()
+    """A ``(1, H, W, 3)`` uint8 crop of the sample photo (:func:`.inputs.photo`)."""
+    image = inputs.photo(samples, max(tile[0], 512), max(tile[1], 512))
+    return image[None, : tile[0], : tile[1]].copy()
 
 
-def run(ctx: Context) -> dict[str, Any]:
+def time_engine(package: Any, reps: int) -> dict[str, dict[str, float]]:
+    """Timings per tile of the simulator on ``package``'s tile of random pixels (numpy only):
+    ``sim`` one tile per call, ``sim_batch4`` four tiles per call on a batch=4 engine."""
+    from fcnseg.host.sim import SimEngine
+
+    rng = np.random.default_rng(0)
+    one = rng.integers(0, 256, (1, *package.tile, 3), dtype=np.uint8)
+    four = rng.integers(0, 256, (4, *package.tile, 3), dtype=np.uint8)
+    engine, engine4 = SimEngine(package), SimEngine(package, batch=4)
+    times = interleaved(
+        {"sim": lambda: engine.run(one), "sim_batch4": lambda: engine4.run(four)}, reps
+    )
+    return {"sim": times["sim"], "sim_batch4": _per_tile(times["sim_batch4"], 4)}
+
+
+def _per_tile(t: dict[str, float], tiles: int) -> dict[str, float]:
+    return {k: v / tiles if k != "reps" else v for k, v in t.items()}
+
+
+class _Set:
+    """Everything one run measures, gathered by the reference functions below."""
+
+    def __init__(self, ctx: Context) -> None:
+        from fcnseg.host.package import load_package
+        from fcnseg.host.sim import SimEngine
+
+        self.subject = default_subject(ctx)
+        self.pkg = load_package(self.subject.package_dir)
+        self.tile = self.pkg.tile
+        self.engine = SimEngine(self.pkg)
+        # The host's sim backend opens the engine with batch=4 and hands it 4 tiles per call.
+        self.engine4 = SimEngine(self.pkg, batch=4)
+        self.photo = photo_tile(self.tile, ctx.samples_dir)
+        self.noise = np.random.default_rng(1).integers(0, 256, (1, *self.tile, 3), dtype=np.uint8)
+        self.four = np.concatenate(
+            [self.photo, self.noise, self.photo[:, ::-1], self.noise[:, :, ::-1]]
+        )
+        self.fns: dict[str, Callable[[], object]] = {
+            "sim": lambda: self.engine.run(self.photo),
+            "sim_batch4": lambda: self.engine4.run(self.four),
+        }
+        self.times: dict[str, dict[str, float]] = {}
+        self.checks: list[dict] = []
+        self.notes: list[str] = []
+        self.finn_sim: float | None = None
+
+    def integer(self, logits_nchw: np.ndarray) -> np.ndarray:
+        """Logits NCHW -> integer scores NHWC, ``rint((logits - bias) / scale)``."""
+        scale = self.pkg.output_scale.reshape(1, -1, 1, 1)
+        bias = self.pkg.output_bias.reshape(1, -1, 1, 1)
+        q = np.rint((logits_nchw.astype(np.float64) - bias) / scale)
+        return q.astype(np.int64).transpose(0, 2, 3, 1)
+
+
+def _optional(what: str, measured: _Set, fn: Callable[[], None]) -> None:
+    """Run one reference; a missing dependency or checkpoint becomes a note, not a failure."""
+    from fcnseg.errors import UserError
+
+    try:
+        fn()
+    except ModuleNotFoundError as error:
+        measured.notes.append(f"{what} not measured: needs {error.name!r}, not installed here")
+    except (Skipped, UserError) as reason:
+        measured.notes.append(f"{what} not measured: {reason}")
+
+
+def _brevitas(m: _Set) -> None:
     import torch
 
-    from fcnseg.host.package import load_package
-    from fcnseg.host.sim import SimEngine
+    net = m.subject.brevitas()
+
+    def forward(x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return net(torch.from_numpy(x.transpose(0, 3, 1, 2).astype(np.float32))).numpy()
+
+    for label, x in (("photo", m.photo), ("random", m.noise)):
+        ints, got = m.integer(forward(x)), m.engine.run(x)
+        off = int((got != ints).sum()) if ints.shape == got.shape else -1
+        m.checks.append(
+            check(
+                f"sim == Brevitas integer scores ({label})",
+                np.array_equal(got, ints),
+                f"{off} differ",
+            )
+        )
+    m.fns["brevitas"] = lambda: forward(m.photo)
+
+
+def _ort(m: _Set) -> None:
+    export = m.subject.export_dir
+    if export is None or not (export / "model_qcdq.onnx").is_file():
+        raise Skipped("no QCDQ export (model_qcdq.onnx) for the subject; pass --checkpoint FILE")
+    import onnxruntime as ort
+
+    x = m.photo.transpose(0, 3, 1, 2).astype(np.float32)
+    for threads in (1, 2):
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        sess = ort.InferenceSession(
+            str(export / "model_qcdq.onnx"), opts, providers=["CPUExecutionProvider"]
+        )
+        name = sess.get_inputs()[0].name
+        m.fns[f"ort_{threads}t"] = lambda sess=sess, name=name: sess.run(None, {name: x})
+    diff = np.abs(m.integer(m.fns["ort_1t"]()[0]) - m.engine.run(m.photo))
+    m.notes.append(
+        f"onnxruntime (QCDQ) vs sim on the photo tile: {100 * float((diff > 0).mean()):.1f}% "
+        f"of integer scores differ, max {int(diff.max())} LSB (a speed reference, not an oracle)"
+    )
+
+
+def _finn_execute(ctx: Context, package_dir: Any) -> tuple[Any, Callable[[np.ndarray], Any]]:
+    """``(hw graph, run(x uint8 NHWC) -> int64 NHWC)`` with finn-plus ``execute_onnx``."""
     from fcnseg.hw.compat import prepare_finn
 
     prepare_finn(ctx.work_dir / "finn")
     from finn.core.onnx_exec import execute_onnx
     from qonnx.core.modelwrapper import ModelWrapper
 
-    torch.set_num_threads(1)
-    subject = default_subject(ctx)
-    pkg = load_package(subject.package_dir)
-    tile = pkg.tile
-    engine = SimEngine(pkg)
-    scale, bias = pkg.output_scale, pkg.output_bias
-    photo = photo_tile(tile, ctx.samples_dir)
-    noise = np.random.default_rng(1).integers(0, 256, (1, *tile, 3), dtype=np.uint8)
-    four = np.concatenate([photo, noise, photo[:, ::-1], noise[:, :, ::-1]])
-
-    hw = ModelWrapper(str(subject.package_dir / "hw_graph.onnx"))
+    hw = ModelWrapper(str(package_dir / "hw_graph.onnx"))
     iname, oname = hw.graph.input[0].name, hw.graph.output[0].name
-
     nchw = list(hw.get_tensor_shape(iname))[1] == 3  # the HW graph may start in NHWC
 
-    def feed(x: np.ndarray) -> dict[str, np.ndarray]:
-        return {iname: (x.transpose(0, 3, 1, 2) if nchw else x).astype(np.float32)}
+    def execute(x: np.ndarray) -> np.ndarray:
+        feed = {iname: (x.transpose(0, 3, 1, 2) if nchw else x).astype(np.float32)}
+        return execute_onnx(hw, feed)[oname].astype(np.int64)
 
-    checks = []
-    for label, x in (("photo", photo), ("random", noise)):
-        ref = execute_onnx(hw, feed(x))[oname]
-        got = engine.run(x)
-        same = got.shape == ref.shape and np.array_equal(got, ref.astype(np.int64))
-        checks.append(check(f"sim == finn execute_onnx ({label})", same, f"shape {got.shape}"))
+    return hw, execute
 
-    notes = []
-    try:
-        net = subject.brevitas()
-    except Skipped as reason:
-        net = None
-        notes.append(f"Brevitas not measured: {reason}")
 
-    def brevitas(x: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return net(torch.from_numpy(x.transpose(0, 3, 1, 2).astype(np.float32))).numpy()
-
-    for label, x in (("photo", photo), ("random", noise)) if net is not None else ():
-        logits = brevitas(x).astype(np.float64)
-        q = np.rint((logits - bias.reshape(1, -1, 1, 1)) / scale.reshape(1, -1, 1, 1))
-        ints = q.astype(np.int64).transpose(0, 2, 3, 1)
-        got = engine.run(x)
-        same = np.array_equal(got, ints)
-        off = int((got != ints).sum()) if ints.shape == got.shape else -1
-        checks.append(check(f"sim == Brevitas integer scores ({label})", same, f"{off} differ"))
-
-    times: dict[str, dict[str, float]] = {}
-    sessions: dict[str, Any] = {}
-    if subject.export_dir is not None and (subject.export_dir / "model_qcdq.onnx").is_file():
-        import onnxruntime as ort
-
-        for threads in (1, 2):
-            opts = ort.SessionOptions()
-            opts.intra_op_num_threads = threads
-            sessions[f"ort_{threads}t"] = ort.InferenceSession(
-                str(subject.export_dir / "model_qcdq.onnx"),
-                opts,
-                providers=["CPUExecutionProvider"],
-            )
-    ort_in = photo.transpose(0, 3, 1, 2).astype(np.float32)
-    # The host's sim backend opens the engine with batch=4 and hands it 4 tiles per call.
-    engine4 = SimEngine(pkg, batch=4)
-    fns = {
-        "sim": lambda: engine.run(photo),
-        "sim_batch4": lambda: engine4.run(four),
-    }
-    if net is not None:
-        fns["brevitas"] = lambda: brevitas(photo)
-    for key, sess in sessions.items():
-        name = sess.get_inputs()[0].name
-        fns[key] = lambda sess=sess, name=name: sess.run(None, {name: ort_in})
-    times.update(interleaved(fns, ctx.reps_for()))
-    times["sim_batch4"] = {k: v / 4 if k != "reps" else v for k, v in times["sim_batch4"].items()}
+def _finn(ctx: Context, m: _Set) -> None:
+    _, execute = _finn_execute(ctx, m.subject.package_dir)
+    for label, x in (("photo", m.photo), ("random", m.noise)):
+        ref, got = execute(x), m.engine.run(x)
+        same = got.shape == ref.shape and np.array_equal(got, ref)
+        m.checks.append(check(f"sim == finn execute_onnx ({label})", same, f"shape {got.shape}"))
 
     # finn-plus in turns with the simulator too, so each finn figure has a sim median measured
     # under the same load (finn runs take seconds; the machine's load changes meanwhile).
-    slow = ctx.reps_for("slow")
     old = os.environ.get("SANITIZE_QUANT_TENSORS")
 
     def finn(sanitize: bool) -> object:
@@ -140,16 +205,16 @@ def run(ctx: Context) -> dict[str, Any]:
             os.environ.pop("SANITIZE_QUANT_TENSORS", None)
         else:
             os.environ["SANITIZE_QUANT_TENSORS"] = "0"
-        return execute_onnx(hw, feed(photo))
+        return execute(m.photo)
 
     try:
         group = interleaved(
             {
-                "sim_batch4": lambda: engine4.run(four),
+                "sim_batch4": lambda: m.engine4.run(m.four),
                 "finn": lambda: finn(True),
                 "finn_nosanitize": lambda: finn(False),
             },
-            slow,
+            ctx.reps_for("slow"),
             warmup=False,
         )
     finally:
@@ -157,73 +222,106 @@ def run(ctx: Context) -> dict[str, Any]:
             os.environ.pop("SANITIZE_QUANT_TENSORS", None)
         else:
             os.environ["SANITIZE_QUANT_TENSORS"] = old
-    finn_sim = group["sim_batch4"]["median_s"] / 4
-    times["finn"], times["finn_nosanitize"] = group["finn"], group["finn_nosanitize"]
+    m.finn_sim = group["sim_batch4"]["median_s"] / 4
+    m.times["finn"], m.times["finn_nosanitize"] = group["finn"], group["finn_nosanitize"]
 
-    if "ort_1t" in sessions:
-        sess = sessions["ort_1t"]
-        out = sess.run(None, {sess.get_inputs()[0].name: ort_in})[0].astype(np.float64)
-        q = np.rint((out - bias.reshape(1, -1, 1, 1)) / scale.reshape(1, -1, 1, 1))
-        diff = np.abs(q.transpose(0, 2, 3, 1) - engine.run(photo))
-        notes.append(
-            f"onnxruntime (QCDQ) vs sim on the photo tile: {100 * float((diff > 0).mean()):.1f}% "
-            f"of integer scores differ, max {int(diff.max())} LSB (a speed reference, not an "
-            "oracle)"
-        )
-    else:
-        notes.append("onnxruntime not measured: no QCDQ export (model_qcdq.onnx) for the subject")
 
-    sim = times["sim_batch4"]["median_s"]
-    labels = {
-        "sim_batch4": "fcnseg sim (4 tiles per call, batch=4, as the host runs it; per tile)",
-        "sim": "fcnseg sim (1 tile per call)",
-        "finn": "finn-plus execute_onnx (as shipped)",
-        "finn_nosanitize": "finn-plus execute_onnx, SANITIZE_QUANT_TENSORS=0",
-        "ort_1t": "onnxruntime QCDQ, 1 thread",
-        "ort_2t": "onnxruntime QCDQ, 2 threads",
-        "brevitas": "Brevitas forward (torch, 1 thread)",
-    }
-    rows = [
-        {
-            "engine": labels[key],
-            "ms_per_tile": round(1e3 * times[key]["median_s"], 2),
-            "min_ms": round(1e3 * times[key]["min_s"], 2),
-            "reps": times[key]["reps"],
-            "time_vs_sim": ratio(times[key]["median_s"], finn_sim if "finn" in key else sim),
-        }
-        for key in labels
-        if key in times
-    ]
-    ort1 = times.get("ort_1t", {}).get("median_s")
+def _row(engine: str, tile: tuple[int, int], t: dict[str, float], ref: float | None) -> dict:
     return {
-        "title": f"Simulator per {tile[0]}x{tile[1]} tile ({subject.source} FCN-8s)",
-        "method": METHOD.format(reps=ctx.reps_for(), slow=slow),
-        "rows": rows,
-        "headline": [
-            headline(
-                "sim speed-up vs finn-plus execute_onnx",
-                ratio(times["finn"]["median_s"], finn_sim, 1),
-                "x",
-                ">= 100",
-            ),
-            headline(
-                "sim speed-up vs finn-plus, SANITIZE_QUANT_TENSORS=0",
-                ratio(times["finn_nosanitize"]["median_s"], finn_sim, 1),
-                "x",
-                ">= 20",
-            ),
-            headline("sim time / onnxruntime time (1 thread)", ratio(sim, ort1), "x", "<= 1.5"),
-            headline(
-                "sim speed-up vs Brevitas forward",
-                ratio(times.get("brevitas", {}).get("median_s"), sim, 1),
-                "x",
-            ),
-            headline(
-                "sim 1 tile per call: time / onnxruntime time (1 thread)",
-                ratio(times["sim"]["median_s"], ort1),
-                "x",
-            ),
-        ],
-        "checks": checks,
-        "notes": notes,
+        "engine": engine,
+        "tile": f"{tile[0]}x{tile[1]}",
+        "ms_per_tile": round(1e3 * t["median_s"], 2),
+        "min_ms": round(1e3 * t["min_s"], 2),
+        "ns_per_pixel": round(1e9 * t["median_s"] / (tile[0] * tile[1]), 1),
+        "reps": t["reps"],
+        "time_vs_sim": ratio(t["median_s"], ref),
     }
+
+
+def _other_tiles(ctx: Context, m: _Set) -> list[dict]:
+    """Rows of the simulator at ``ctx.tiles`` (random weights, the subject's topology)."""
+    from fcnseg.host.package import load_package
+    from fcnseg.host.sim import SimEngine
+    from fcnseg.quantize.models import ModelConfig
+
+    config = m.pkg.model_card.get("model_config")
+    cfg = ModelConfig.from_dict(config) if config else tiny_config()
+    rows = []
+    for tile in ctx.tiles:
+        built = built_subject(ctx, f"random weights {tile[0]}x{tile[1]}", cfg, tuple(tile))
+        package = load_package(built.package_dir)
+        engine = SimEngine(package)
+        times = time_engine(package, ctx.reps_for())
+        _, execute = _finn_execute(ctx, built.package_dir)
+        x = np.random.default_rng(2).integers(0, 256, (1, *tile, 3), dtype=np.uint8)
+        same = np.array_equal(engine.run(x), execute(x))
+        m.checks.append(
+            check(f"sim == finn execute_onnx (random weights, {tile[0]}x{tile[1]})", same)
+        )
+        ref = m.times["sim_batch4"]["median_s"]
+        for key in ("sim_batch4", "sim"):
+            label = f"{LABELS[key]}, random weights"
+            rows.append(_row(label, tuple(tile), times[key], ref))
+    return rows
+
+
+def run(ctx: Context) -> dict[str, Any]:
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ModuleNotFoundError:
+        pass
+    m = _Set(ctx)
+    _optional("Brevitas", m, lambda: _brevitas(m))
+    _optional("onnxruntime", m, lambda: _ort(m))
+    m.times.update(interleaved(m.fns, ctx.reps_for()))
+    m.times["sim_batch4"] = _per_tile(m.times["sim_batch4"], 4)
+    _optional("finn-plus execute_onnx", m, lambda: _finn(ctx, m))
+    sim = m.times["sim_batch4"]["median_s"]
+    rows = [
+        _row(LABELS[key], m.tile, m.times[key], m.finn_sim if "finn" in key else sim)
+        for key in LABELS
+        if key in m.times
+    ]
+    if ctx.tiles:
+        _optional("the simulator at other tiles", m, lambda: rows.extend(_other_tiles(ctx, m)))
+    return {
+        "title": f"Simulator per {m.tile[0]}x{m.tile[1]} tile ({m.subject.source} FCN-8s)",
+        "method": METHOD.format(
+            reps=ctx.reps_for(), slow=ctx.reps_for("slow"), photo=inputs.describe(ctx.samples_dir)
+        ),
+        "rows": rows,
+        "headline": _headlines(m),
+        "checks": m.checks,
+        "notes": m.notes,
+    }
+
+
+def _headlines(m: _Set) -> list[dict]:
+    def median(key: str) -> float | None:
+        return m.times.get(key, {}).get("median_s")
+
+    sim, ort1 = median("sim_batch4"), median("ort_1t")
+    return [
+        headline(
+            "sim speed-up vs finn-plus execute_onnx",
+            ratio(median("finn"), m.finn_sim, 1),
+            "x",
+            ">= 100",
+        ),
+        headline(
+            "sim speed-up vs finn-plus, SANITIZE_QUANT_TENSORS=0",
+            ratio(median("finn_nosanitize"), m.finn_sim, 1),
+            "x",
+            ">= 20",
+        ),
+        headline("sim time / onnxruntime time (1 thread)", ratio(sim, ort1), "x", "<= 1.5"),
+        headline("sim speed-up vs Brevitas forward", ratio(median("brevitas"), sim, 1), "x"),
+        headline(
+            "sim 1 tile per call: time / onnxruntime time (1 thread)",
+            ratio(median("sim"), ort1),
+            "x",
+        ),
+        headline("sim ms per tile (4 tiles per call)", round(1e3 * sim, 2), "ms"),
+    ]

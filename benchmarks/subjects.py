@@ -1,42 +1,45 @@
-"""What the benchmarks measure: the default FCN-8s, shipped or stood in for.
+"""What the benchmarks measure: a deployment package, given, shipped or built here.
 
 The subject is, in order of preference:
 
-1. ``shipped``: the deployment package ``host/packages/fcn8s-pynq-z2`` with the default model's
-   checkpoint and export in ``models/default-fcn8s/`` (weights, QCDQ export and package agree);
-   (when that export is missing, the checkpoint is exported here at the package's tile, if the
-   package's model card names it by sha256);
-2. ``random weights``: the default config (``quantize/configs/default-fcn8s.json``) with random
-   weights (speed does not depend on them; accuracy is not measured on it), exported at 256x256
-   and compiled for the Pynq-Z2 with ``fcnseg compile``'s own code (estimate-only, ~1 min here);
-3. ``tiny`` (``--quick``): a tiny FCN-8s at 64x64 tiles, same code path, for smoke runs and tests.
+1. ``package``: the package given with ``fcnseg bench --package DIR``;
+2. ``shipped``: the default deployment package installed with the host runtime
+   (``fcn8s-pynq-z2`` in ``fcnseg.host``'s package data, found through
+   :func:`~fcnseg.benchmarks.runner.shipped_packages_dir`);
+3. ``random weights``: the shipped package's topology (its model card's ``model_config``) with
+   random weights (speed does not depend on them; accuracy is not measured on it), exported at
+   256x256 and compiled for the Pynq-Z2 with ``fcnseg compile``'s own code (~1 min here);
+4. ``tiny`` (``--quick`` without ``--package``): a tiny FCN-8s at 64x64 tiles, same code path,
+   for smoke runs and tests.
 
-Built subjects live in the run's scratch folder; the subject is resolved once per run
-(``ctx.cache``) and described in the results (``subject``).
+The quantized checkpoint (``--checkpoint FILE``) is the Brevitas reference of a package whose
+model card names it by sha256; its QCDQ export is ``export/`` beside it, or exported here at the
+package's tile. Built subjects live in the run's scratch folder; the subject is resolved once per
+run (``ctx.cache``) and described in the results (``subject``).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fcnseg.benchmarks.runner import REPO, Context, Skipped
+from fcnseg.benchmarks.runner import Context, Skipped
 
 #: the board of the package the host benchmarks run (the one ``fcnseg segment`` uses by default).
 DEFAULT_BOARD = "pynq-z2"
 DEFAULT_TILE = (256, 256)
 TINY_TILE = (64, 64)
-DEFAULT_CONFIG = REPO / "quantize" / "configs" / "default-fcn8s.json"
 
 
 @dataclass
 class Subject:
-    source: str  #: "shipped" | "random weights" | "tiny"
+    """One deployment package and, when known, the checkpoint and export it was made from."""
+
+    source: str  #: "package" | "shipped" | "random weights" | "tiny"
     package_dir: Path
     export_dir: Path | None  #: model.onnx, model_qcdq.onnx, model.json (None if not available)
-    checkpoint: Path | None  #: the quantized checkpoint (shipped only)
+    checkpoint: Path | None  #: the quantized checkpoint (``--checkpoint``)
     net: Any = None  #: the Brevitas module, when built here (else loaded from ``checkpoint``)
 
     def describe(self) -> dict[str, Any]:
@@ -46,8 +49,8 @@ class Subject:
         card = pkg.model_card
         return {
             "source": self.source,
-            "package": _rel(self.package_dir),
-            "checkpoint": _rel(self.checkpoint) if self.checkpoint else None,
+            "package": display_path(self.package_dir),
+            "checkpoint": display_path(self.checkpoint) if self.checkpoint else None,
             "checkpoint_matches_package": self.net is not None
             or checkpoint_matches(self.package_dir, self.checkpoint),
             "tile": list(pkg.tile),
@@ -61,42 +64,38 @@ class Subject:
         """The quantized torch module (needs torch)."""
         if self.net is None:
             if not checkpoint_matches(self.package_dir, self.checkpoint):
-                raise Skipped("no checkpoint whose sha256 the package's model card names")
+                raise Skipped(
+                    "no checkpoint whose sha256 the package's model card names (pass "
+                    "--checkpoint FILE, the checkpoint the package was exported from)"
+                )
             from fcnseg.quantize.models.io import load_checkpoint
 
             self.net, _ = load_checkpoint(self.checkpoint)
         return self.net.eval()
 
 
-def _rel(path: Path) -> str:
+def display_path(path: Path) -> str:
+    """``path`` relative to the working directory when inside it (results stay portable)."""
     try:
-        return str(Path(path).resolve().relative_to(REPO))
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
     except ValueError:
         return str(path)
 
 
 def shipped_package(ctx: Context, board: str = DEFAULT_BOARD) -> Path | None:
-    """``host/packages/fcn8s-<board>`` if it holds a package."""
-    path = ctx.packages_dir / f"fcn8s-{board}"
+    """The installed ``fcn8s-<board>`` package (``ctx.packages_dir``), if it holds one."""
+    if ctx.packages_dir is None:
+        return None
+    path = Path(ctx.packages_dir) / f"fcn8s-{board}"
     return path if (path / "accelerator.json").is_file() else None
 
 
-def quantized_checkpoint(model_dir: Path) -> Path | None:
-    """The default model's quantized checkpoint in ``model_dir`` (not a float twin)."""
-    found = sorted(
-        p
-        for p in Path(model_dir).glob("*.safetensors")
-        if "float" not in p.name and not p.name.endswith(".optim.safetensors")
-    )
-    return found[0] if found else None
-
-
-def float_checkpoint(model_dir: Path) -> Path | None:
-    """The float twin: ``*float*.safetensors`` in ``model_dir`` or its ``float/`` folder."""
-    found = sorted(Path(model_dir).glob("*float*.safetensors")) + sorted(
-        Path(model_dir).glob("float/*.safetensors")
-    )
-    found = [p for p in found if not p.name.endswith(".optim.safetensors")]
+def float_checkpoint(checkpoint: Path) -> Path | None:
+    """The float twin of ``checkpoint``: ``*float*.safetensors`` beside it or in ``float/``
+    beside it (a training run's layout), ``best`` preferred."""
+    folder = Path(checkpoint).parent
+    found = sorted(folder.glob("*float*.safetensors")) + sorted(folder.glob("float/*.safetensors"))
+    found = [p for p in found if not p.name.endswith(".optim.safetensors") and p != checkpoint]
     best = [p for p in found if "best" in p.name]
     return (best or found or [None])[0]
 
@@ -114,10 +113,19 @@ def tiny_config() -> Any:
     )
 
 
-def default_config() -> Any:
+def default_config(ctx: Context) -> Any:
+    """The default model's topology: the shipped package's model card ``model_config``."""
+    from fcnseg.host.package import load_package
     from fcnseg.quantize.models import ModelConfig
 
-    return ModelConfig.from_dict(json.loads(DEFAULT_CONFIG.read_text())["model"])
+    package = shipped_package(ctx)
+    card = load_package(package).model_card if package is not None else {}
+    if not card.get("model_config"):
+        raise Skipped(
+            "no deployment package to measure: pass --package DIR (none is installed with the "
+            "host runtime to take a topology from)"
+        )
+    return ModelConfig.from_dict(card["model_config"])
 
 
 def random_net(cfg: Any, tile: tuple[int, int], seed: int = 0) -> Any:
@@ -156,7 +164,9 @@ def build_package_for(
     return result.package_dir
 
 
-def _built(ctx: Context, source: str, cfg: Any, tile: tuple[int, int]) -> Subject:
+def built_subject(ctx: Context, source: str, cfg: Any, tile: tuple[int, int]) -> Subject:
+    """``cfg`` with random weights, exported at ``tile`` and compiled for the default board
+    (estimate-only) in the scratch folder: a subject when no package is given or shipped."""
     from fcnseg.quantize.export import export_model
 
     root = ctx.work_dir / f"subject-{source.replace(' ', '-')}"
@@ -178,43 +188,57 @@ def checkpoint_matches(package_dir: Path, checkpoint: Path | None) -> bool:
     return source.get("sha256") == sha256_file(checkpoint)
 
 
-def _export_shipped(ctx: Context, package: Path, checkpoint: Path | None) -> Path | None:
-    """Export the shipped checkpoint at the package's tile (QONNX + QCDQ) into the scratch
-    folder, when ``models/default-fcn8s/export`` is not there (None if it cannot be made)."""
+def export_for(ctx: Context, package: Path, checkpoint: Path | None) -> Path | None:
+    """The QONNX + QCDQ export of ``checkpoint``: ``export/`` beside it when it holds
+    ``model_qcdq.onnx``, else exported here at the package's tile (None when the checkpoint
+    is not the package's source, or torch is missing)."""
     if checkpoint is None or not checkpoint_matches(package, checkpoint):
         return None
+    beside = Path(checkpoint).parent / "export"
+    if (beside / "model_qcdq.onnx").is_file():
+        return beside
     try:
         from fcnseg.host.package import load_package
         from fcnseg.quantize.export import export_checkpoint
     except ModuleNotFoundError:
         return None
-    out = ctx.work_dir / "shipped-export"
+    out = ctx.work_dir / "subject-export"
     export_checkpoint(checkpoint, load_package(package).tile, out)
     return out
 
 
-def default_subject(ctx: Context) -> Subject:
-    """The subject of this run (see the module docstring), resolved once."""
-    if "subject" in ctx.cache:
-        return ctx.cache["subject"]
-    if ctx.quick:
-        subject = _built(ctx, "tiny", tiny_config(), TINY_TILE)
+def _resolve(ctx: Context) -> Subject:
+    """Pick the subject (see the module docstring); builds one when nothing is given."""
+    if ctx.package is not None:
+        package = Path(ctx.package)
+        if not (package / "accelerator.json").is_file():
+            from fcnseg.errors import UserError
+
+            raise UserError(f"--package {package}: no accelerator.json there (not a package)")
+        shipped = shipped_package(ctx)
+        same = shipped is not None and shipped.resolve() == package.resolve()
+        source = "shipped" if same else "package"
+    elif ctx.quick:
+        return built_subject(ctx, "tiny", tiny_config(), TINY_TILE)
     else:
         package = shipped_package(ctx)
-        checkpoint = quantized_checkpoint(ctx.model_dir)
-        export_dir = ctx.model_dir / "export"
-        if package is not None:
-            if not (export_dir / "model_qcdq.onnx").is_file():
-                export_dir = _export_shipped(ctx, package, checkpoint)
-            subject = Subject("shipped", package, export_dir, checkpoint)
-        else:
+        source = "shipped"
+        if package is None:
             try:
-                subject = _built(ctx, "random weights", default_config(), DEFAULT_TILE)
+                return built_subject(ctx, "random weights", default_config(ctx), DEFAULT_TILE)
             except ModuleNotFoundError as error:
                 raise Skipped(
-                    f"no shipped package in {_rel(ctx.packages_dir)} and {error.name!r} (needed "
-                    "to build one) is not installed here"
+                    f"no deployment package (pass --package DIR) and {error.name!r}, needed "
+                    "to build one, is not installed here"
                 ) from error
-    ctx.cache["subject"] = subject
-    ctx.cache["subject_info"] = subject.describe()
-    return subject
+    checkpoint = Path(ctx.checkpoint) if ctx.checkpoint is not None else None
+    return Subject(source, package, export_for(ctx, package, checkpoint), checkpoint)
+
+
+def default_subject(ctx: Context) -> Subject:
+    """The subject of this run (see the module docstring), resolved once."""
+    if "subject" not in ctx.cache:
+        subject = _resolve(ctx)
+        ctx.cache["subject"] = subject
+        ctx.cache["subject_info"] = subject.describe()
+    return ctx.cache["subject"]

@@ -1,6 +1,7 @@
 """Benchmark 4: what tiling and shift-and-stitch cost, and what cheaper settings change.
 
-One photo (``samples/astronaut.jpg``, 512x512; a 160x224 crop with ``--quick``) through the
+One photo (``astronaut.jpg`` of ``--samples DIR`` or a synthetic stand-in, 512x512; a 160x224
+crop with ``--quick``) through the
 :class:`~fcnseg.host.segmenter.Segmenter` on the subject's package and the chosen backend:
 
 - shift-and-stitch factor 1, 2, 4 (f*f passes, output stride / f) at the exact default overlap;
@@ -18,18 +19,14 @@ from typing import Any
 
 import numpy as np
 
+from fcnseg.benchmarks import inputs
 from fcnseg.benchmarks.runner import Context, check, headline, ratio, timed
 from fcnseg.benchmarks.subjects import default_subject
 
 
 def sample_image(ctx: Context) -> np.ndarray:
-    from fcnseg.host.images import load_image
-
-    path = ctx.samples_dir / "astronaut.jpg"
-    if path.is_file():
-        image = load_image(path)
-    else:
-        image = np.random.default_rng(0).integers(0, 256, (512, 512, 3), dtype=np.uint8)
+    """The 512x512 photo (:func:`.inputs.photo`); a 160x224 crop of it with ``--quick``."""
+    image = inputs.photo(ctx.samples_dir, 512, 512)
     return image[:160, :224].copy() if ctx.quick else image
 
 
@@ -102,7 +99,8 @@ def run(ctx: Context) -> dict[str, Any]:
         f"({subject.source} FCN-8s, {ctx.backend}, tile {ref.geometry.tile[0]}x"
         f"{ref.geometry.tile[1]})",
         "method": "Median wall time of Segmenter(image) (tiles, engine, stitch, upsample, argmax) "
-        "per setting; label agreement with factor 1 at the default overlap.",
+        "per setting; label agreement with factor 1 at the default overlap. Input: "
+        f"{inputs.describe(ctx.samples_dir)}.",
         "rows": rows,
         "headline": [
             headline(

@@ -15,13 +15,13 @@ from typing import Any
 from fcnseg.atomic import atomic_write_text
 
 INTRO = """\
-Written by `make bench` (`fcnseg bench -o bench`); regenerate with the same command. Every
+Written by `make bench` (`fcnseg bench -o bench ...`); regenerate with the same command. Every
 figure is the median of several repetitions and is compared with a reference measured in the
-same run (ratios). The machine is shared with other jobs (about six agents on two cores), so
-absolute times are noisy; ratios are what carry over. Even ratios swing between runs when
-the two sides differ a lot in run time (finn-plus takes seconds per call, the simulator
-milliseconds, and the load changes in between), so compare several runs before concluding.
-Hardware figures are finn-plus **estimates** (no bitfile is built on this machine).
+same run (ratios). When the load average below is near or above the number of cores, other work
+competed for them and absolute times are noisy; ratios are what carry over. Even ratios swing
+between runs when the two sides differ a lot in run time (finn-plus takes seconds per call, the
+simulator milliseconds, and the load changes in between), so compare several runs before
+concluding. Hardware figures are finn-plus **estimates** (no bitfile is built on this machine).
 """
 
 
@@ -80,6 +80,10 @@ def _table(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _load(values: Any) -> str:
+    return "–" if not values else " / ".join(f"{v:g}" for v in values)
+
+
 def _goal(h: dict[str, Any]) -> str:
     if not h.get("goal"):
         return ""
@@ -96,7 +100,8 @@ def to_markdown(results: dict[str, Any]) -> str:
         f"- Date: {m.get('date')}; run took {results.get('seconds')} s "
         f"(options: {results.get('options')})",
         f"- Machine: {m.get('cores')} cores, {m.get('cpu_model')} ({m.get('machine')}), "
-        f"Python {m.get('python')}",
+        f"Python {m.get('python')}; load average (1/5/15 min) at the start "
+        f"{_load(m.get('load_average_start'))}, at the end {_load(m.get('load_average_end'))}",
         f"- Versions: {versions}",
     ]
     subject = results.get("subject")

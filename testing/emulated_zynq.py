@@ -1,6 +1,7 @@
 """An emulated Zynq UltraScale+ board for running the *real* pynq + finn-plus-driver code on a PC.
 
-Used by the board tests (``.venv-board``) and by ``fcnseg bench`` off-board. It needs pynq
+A testing aid (:mod:`fcnseg.testing`), not part of the runtime: used by the board tests
+(``.venv-board``) and for off-board throughput experiments (``docs/board.md``). It needs pynq
 (pinned to 4.0.0 with pynqmetadata 0.2.0: the device API below is pynq's undocumented
 internals), so it is imported only where pynq is installed.
 
@@ -58,7 +59,7 @@ import numpy as np
 from pynq.pl_server.device import Device
 
 from fcnseg.errors import UserError
-from fcnseg.host.package import parse_dtype
+from fcnseg.host.package import dtype_bits
 
 if TYPE_CHECKING:
     from fcnseg.host.package import Package
@@ -84,16 +85,6 @@ BITSTREAM_MAGIC = b"FCNSEG-EMULATED-BITSTREAM\n"
 # FINNDMAOverlay uses), the innermost (folded) dimension of E values of b bits becomes one
 # little-endian word with value i at bits [i*b, (i+1)*b), padded to whole bytes.
 # --------------------------------------------------------------------------------------------
-
-
-def dtype_bits(name: str) -> tuple[int, bool]:
-    """``(bit width, signed)`` of an integer qonnx datatype name as it travels on the stream."""
-    if name == "BIPOLAR":
-        return 1, False
-    lo, hi = parse_dtype(name)
-    if name == "TERNARY":
-        return 2, True
-    return int(hi - lo).bit_length(), lo < 0
 
 
 def unpack_le(packed: np.ndarray, dtype: str, count: int) -> np.ndarray:
@@ -707,10 +698,11 @@ def standin_segmenter(
     package: Package, fps: float | None = None, **segmenter: Any
 ) -> Iterator[Any]:
     """A ``Segmenter`` on the ``pynq`` backend over an emulated board whose fabric takes the
-    package's estimated FPS (:func:`standin_device`): what ``fcnseg bench --backend pynq``
-    measures off-board. Scores are zeros; the timing is the point."""
+    package's estimated FPS (:func:`standin_device`): the host's own throughput off-board, with
+    the fabric's estimated rate standing in for the fabric. Scores are zeros; the timing is the
+    point."""
     from fcnseg.host.backends.pynq import open_engine
-    from fcnseg.host.segmenter import Segmenter, geometry_of
+    from fcnseg.host.segmenter import Segmenter
 
     scratch = Path(tempfile.mkdtemp(prefix="fcnseg-standin-"))
     try:
@@ -720,8 +712,8 @@ def standin_segmenter(
         with standin_device(package, fps, ddr_bytes=256 << 20):
             engine = open_engine(board)
             seg = Segmenter(
-                engine, geometry_of(board, engine), board.output_scale, board.output_bias,
-                classes=board.model_card.get("classes"), **segmenter,
+                engine, board.geometry, board.output_scale, board.output_bias,
+                classes=list(board.card.classes), **segmenter,
             )  # fmt: skip
             seg.package = board
             yield seg

@@ -47,7 +47,7 @@ pynq API used, and where it was checked
 from PyPI via ``pip download --no-deps --no-binary=:all: pynq==3.0.1``: ``overlay.py``
 ``Overlay.__init__``/``DefaultIP.read``/``write``, ``buffer.py`` ``allocate``/``PynqBuffer``,
 ``ps.py`` ``Clocks``) and of pynq 4.0.0 (installed in ``.venv-board``, where the tests run this
-code against :mod:`fcnseg.host.backends.emulated_zynq`). Nothing newer than 3.0.1 is used.
+code against :mod:`fcnseg.testing.emulated_zynq`). Nothing newer than 3.0.1 is used.
 """
 
 from __future__ import annotations

@@ -4,9 +4,9 @@
 - :mod:`.layers`: one class per finn-plus HW layer kind (MVAU, ConvolutionInputGenerator,
   FMPadding, Pool, Thresholding, DuplicateStreams, Elementwise*, UpsampleNearestNeighbour, ...).
 - :mod:`.engine`: :class:`SimEngine` (plan once, run on any multiple of the net stride).
-- :mod:`.bench`: speed against finn-plus ``execute_onnx`` and onnxruntime (needs torch/finn).
 
-numpy only (the bench imports torch/finn inside its functions).
+numpy only. Its speed against finn-plus ``execute_onnx``, onnxruntime and Brevitas is measured
+by the benchmark suite (``fcnseg bench --only simulator``, :mod:`fcnseg.benchmarks.simulator`).
 """
 
 from fcnseg.host.sim.engine import SimEngine

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 
+SAMPLES = Path(__file__).resolve().parents[2] / "samples"
+
 
 @pytest.fixture(scope="session")
 def quick_ctx(tmp_path_factory: pytest.TempPathFactory):
-    from fcnseg.benchmarks.runner import REPO, Context
+    from fcnseg.benchmarks.runner import Context
 
     root = tmp_path_factory.mktemp("bench")
     (root / "packages").mkdir()
@@ -19,25 +21,22 @@ def quick_ctx(tmp_path_factory: pytest.TempPathFactory):
         quick=True,
         work_dir=root / "work",
         packages_dir=root / "packages",
-        model_dir=root / "models",
-        samples_dir=REPO / "samples",
+        samples_dir=SAMPLES,
         compile_missing=False,
         log=lambda msg: None,
     )
 
 
 @pytest.fixture(scope="session")
-def tiny_checkpoints(quick_ctx) -> Path:
-    """A tiny quantized checkpoint and its float twin in ``quick_ctx.model_dir``."""
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny quantized checkpoint with its float twin (``tiny-float.safetensors``) beside it."""
     pytest.importorskip("torch")
     from fcnseg.benchmarks.subjects import TINY_TILE, random_net, tiny_config
     from fcnseg.quantize.models.io import save_checkpoint
 
+    folder = tmp_path_factory.mktemp("models")
     cfg = tiny_config()
-    quick_ctx.model_dir.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(quick_ctx.model_dir / "tiny.safetensors", random_net(cfg, TINY_TILE), cfg)
+    save_checkpoint(folder / "tiny.safetensors", random_net(cfg, TINY_TILE), cfg)
     fcfg = cfg.replace(quantized=False)
-    save_checkpoint(
-        quick_ctx.model_dir / "tiny-float.safetensors", random_net(fcfg, TINY_TILE), fcfg
-    )
-    return quick_ctx.model_dir
+    save_checkpoint(folder / "tiny-float.safetensors", random_net(fcfg, TINY_TILE), fcfg)
+    return folder / "tiny.safetensors"

@@ -6,6 +6,7 @@ their shape, that the exactness checks ran and passed, and that labels agree whe
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
 
 import numpy as np
@@ -107,8 +108,8 @@ def test_estimates(quick_ctx):
     assert "ESTIMATES" in result["title"]
 
 
-def test_accuracy(quick_ctx, tiny_checkpoints):
-    result = _run("accuracy", quick_ctx)
+def test_accuracy(quick_ctx, tiny_checkpoint):
+    result = _run("accuracy", dataclasses.replace(quick_ctx, checkpoint=tiny_checkpoint))
     models = [r["model"] for r in result["rows"]]
     assert models[:2] == ["float", "4-bit (Brevitas)"]
     assert all(0 <= r["mIoU_%"] <= 100 for r in result["rows"])

@@ -21,6 +21,7 @@ from fcnseg.benchmarks.runner import (
     ratio,
     run_benchmarks,
     run_one,
+    shipped_packages_dir,
     timed,
 )
 from fcnseg.benchmarks.writers import to_markdown, write_results
@@ -145,3 +146,15 @@ def test_writers_produce_json_and_markdown(tmp_path):
 
 def test_markdown_of_a_real_document_is_stable():
     assert to_markdown(_document()) == to_markdown(_document())
+
+
+def test_time_engine_times_the_simulator_per_tile():
+    """The numpy-only timing the simulator benchmark (and a board) uses, on the shipped package."""
+    from fcnseg.benchmarks.simulator import time_engine
+    from fcnseg.host.package import load_package
+
+    package = load_package(shipped_packages_dir() / "fcn8s-pynq-z2")
+    res = time_engine(package, reps=1)
+    assert set(res) == {"sim", "sim_batch4"}
+    for t in res.values():
+        assert t["reps"] == 1 and 0 < t["min_s"] <= t["median_s"] < 10

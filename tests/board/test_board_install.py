@@ -39,7 +39,7 @@ def _hook(name, globals=None, locals=None, fromlist=(), level=0):
         top = name.partition(".")[0]
         importer = (globals or {}).get("__name__", "__main__")
         # the emulated device stands in for pynq's own device classes on a board
-        src = "pynq" if importer.startswith("fcnseg.host.backends.emulated_zynq") else (
+        src = "pynq" if importer.startswith("fcnseg.testing.emulated_zynq") else (
             importer.partition(".")[0])
         if top not in STD and not top.startswith("_") and src != top:
             EDGES.add((src, top))
@@ -49,7 +49,8 @@ builtins.__import__ = _hook
 import tempfile
 from pathlib import Path
 import numpy as np
-from fcnseg.host.backends import emulated_zynq as ez, open_engine
+from fcnseg.host.backends import open_engine
+from fcnseg.testing import emulated_zynq as ez
 from fcnseg.host.package import load_package
 
 package = load_package(sys.argv[2])

@@ -13,10 +13,10 @@ import pytest
 
 pytest.importorskip("pynq")
 
-from fcnseg.host.backends import emulated_zynq as ez  # noqa: E402
 from fcnseg.host.backends.pynq import finn_pack, finn_unpack  # noqa: E402
 from fcnseg.host.package import load_package  # noqa: E402
 from fcnseg.host.sim.engine import SimEngine  # noqa: E402
+from fcnseg.testing import emulated_zynq as ez  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
 

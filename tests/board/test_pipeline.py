@@ -12,11 +12,11 @@ import pytest
 
 pytest.importorskip("pynq")
 
-from fcnseg.host.backends import emulated_zynq as ez  # noqa: E402
 from fcnseg.host.backends.pynq import open_engine  # noqa: E402
 from fcnseg.host.package import load_package  # noqa: E402
 from fcnseg.host.pipeline import Pipeline, run_serial  # noqa: E402
-from fcnseg.host.segmenter import Segmenter, geometry_of  # noqa: E402
+from fcnseg.host.segmenter import Segmenter  # noqa: E402
+from fcnseg.testing import emulated_zynq as ez  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).parent / "data"
@@ -103,7 +103,7 @@ def test_early_stop_leaves_no_threads(package):
 
 
 def _segmenter(board, package, engine):
-    seg = Segmenter(engine, geometry_of(board, engine), package.output_scale, package.output_bias)
+    seg = Segmenter(engine, board.geometry, package.output_scale, package.output_bias)
     seg.package = board
     return seg
 

@@ -1,5 +1,5 @@
 """The ``pynq`` backend, running the real pynq 4.0.0 + finn-plus-driver 1.6.1 code against the
-emulated board (``fcnseg.host.backends.emulated_zynq``): byte-for-byte equal to the ``sim``
+emulated board (``fcnseg.testing.emulated_zynq``): byte-for-byte equal to the ``sim``
 backend on real photos, bounded waits, flush/invalidate, batching, clocks, settings checks.
 
 Packages: the checked-in tiny FCN-8s (tests/board/data/fcn8s-tiny, made by
@@ -20,12 +20,12 @@ import pytest
 pytest.importorskip("pynq")
 
 from fcnseg.errors import UserError  # noqa: E402
-from fcnseg.host.backends import emulated_zynq as ez  # noqa: E402
 from fcnseg.host.backends.pynq import AcceleratorTimeout, open_engine  # noqa: E402
 from fcnseg.host.images import load_image  # noqa: E402
 from fcnseg.host.package import load_package  # noqa: E402
-from fcnseg.host.segmenter import DEFAULT_PACKAGE, Segmenter, geometry_of  # noqa: E402
+from fcnseg.host.segmenter import DEFAULT_PACKAGE, Segmenter  # noqa: E402
 from fcnseg.host.sim.engine import SimEngine  # noqa: E402
+from fcnseg.testing import emulated_zynq as ez  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).parent / "data"
@@ -208,7 +208,7 @@ def test_settings_must_describe_the_package(pkgs, tmp_path, edit, match):
 
 def test_package_without_bitfile_says_what_to_do(pkgs):
     package, _ = pkgs
-    with pytest.raises(UserError, match="without Vivado.*--backend sim"):
+    with pytest.raises(UserError, match=r"without Vivado.*simulator \(backend='sim'\)$"):
         open_engine(package)
 
 
@@ -235,7 +235,8 @@ def test_geometry_matches_sim(pkgs):
     package, board = pkgs
     with ez.EmulatedZynq(ez.sim_accelerator(package)):
         engine = open_engine(board)
-    assert geometry_of(board, engine) == geometry_of(package, SimEngine(package))
+    assert board.geometry == package.geometry
+    assert engine.net_stride == SimEngine(package).net_stride == board.geometry.net_stride
 
 
 def test_cli_segment_pynq_writes_the_same_masks_as_sim(pkgs, tmp_path):

@@ -304,11 +304,3 @@ def test_extra_files_and_estimates(tmp_path: Path):
             layers=_layers(),
             extra_files={"../x.bit": bit},
         )
-
-
-def test_bench_times_the_engine(pkg_dir: Path):
-    from fcnseg.host.sim.bench import time_engine
-
-    res = time_engine(SimEngine(load_package(pkg_dir)), (8, 8), reps=2)
-    assert set(res) == {"sim_s", "sim_batch4_s_per_tile"}
-    assert all(0 < v < 10 for v in res.values())
