@@ -1,0 +1,257 @@
+"""`fcnseg eval` as a user types it, in both environments (numpy-only board env included).
+
+- Without --checkpoint/--package it scores the shipped package, as `fcnseg segment` does.
+- The default split is the labelled held-out split of the dataset: ``val`` for VOC and
+  Cityscapes (they publish no ``test`` labels), ``test`` for the synthetic scenes.
+- --shift-stitch and --overlap reach the host's Segmenter (package only; refused for checkpoints).
+- On a board (no scikit-image, no torch) VOC and Cityscapes folders work; synthetic is one line.
+
+The datasets are tiny folders written here in the datasets' exact layouts; the packages are small
+hand-made ones with the datasets' class counts, so the whole host path runs for real.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fcnseg.cli import main
+from fcnseg.host.package import Layer, write_package
+from fcnseg.host.segmenter import DEFAULT_PACKAGE, Segmenter
+from fcnseg.quantize.data.cityscapes import CityscapesSegmentation
+from fcnseg.quantize.data.palette import voc_palette
+from fcnseg.quantize.data.voc import VOCSegmentation
+from fcnseg.quantize.metrics import ConfusionMatrix, scores
+
+METRICS = ("pixel_acc", "mean_acc", "mean_iu", "fw_iu")
+
+
+def toy_package(folder: Path, classes: int, seed: int = 0) -> Path:
+    """A real package for an 8x8 tile: 3x3 conv + thresholds, 2x2 max-pool, 1x1 score conv."""
+    rng = np.random.default_rng(seed)
+    width = 4
+    weights = rng.integers(-8, 8, size=(27, width)).astype(np.int8)
+    thresholds = np.sort(rng.integers(-400, 400, size=(width, 15)), axis=1).astype(np.int16)
+    score = rng.integers(-8, 8, size=(width, classes)).astype(np.int8)
+    window = {"Stride": [1, 1], "Dilation": [1, 1]}
+    layers = [
+        Layer(
+            "FMPadding", "pad0", ("x",), ("p0",), {"Padding": [1, 1, 1, 1]},
+            ("UINT8",), ("UINT8",),
+        ),
+        Layer(
+            "ConvolutionInputGenerator", "swg0", ("p0",), ("c0",),
+            {"ConvKernelDim": [3, 3], **window}, ("UINT8",), ("UINT8",), folding={"SIMD": 3},
+        ),
+        Layer(
+            "MVAU", "conv1", ("c0",), ("a1",), {"MW": 27, "MH": width, "ActVal": 0},
+            ("UINT8",), ("UINT4",), folding={"PE": 2, "SIMD": 9},
+            arrays={"weights": weights, "thresholds": thresholds},
+        ),
+        Layer(
+            "ConvolutionInputGenerator", "swg1", ("a1",), ("c1",),
+            {"ConvKernelDim": [2, 2], "Stride": [2, 2], "Dilation": [1, 1], "depthwise": 1},
+            ("UINT4",), ("UINT4",),
+        ),
+        Layer(
+            "Pool", "pool1", ("c1",), ("m1",), {"Function": "MaxPool", "KernelSize": [2, 2]},
+            ("UINT4",), ("UINT4",),
+        ),
+        Layer(
+            "MVAU", "score", ("m1",), ("y",), {"MW": width, "MH": classes, "noActivation": 1},
+            ("UINT4",), ("INT16",), arrays={"weights": score},
+        ),
+    ]  # fmt: skip
+    io = {
+        "input": {"name": "x", "dtype": "UINT8", "shape": [1, 8, 8, 3], "layout": "NHWC"},
+        "output": {
+            "name": "y",
+            "dtype": "INT16",
+            "shape": [1, 4, 4, classes],
+            "layout": "NHWC",
+            "scale": [0.5] * classes,
+            "bias": np.linspace(-1, 1, classes).tolist(),
+        },
+    }
+    card = {
+        "name": f"toy{classes}",
+        "arch": "toy",
+        "classes": [f"class{i}" for i in range(classes)],
+        "palette": [[i, i, i] for i in range(classes)],
+        "tile": [8, 8],
+        "output_stride": 2,
+        "receptive_field": 6,
+        "normalisation": "x/255",
+    }
+    return write_package(folder, model_card=card, io=io, layers=layers, board="pynq-z2")
+
+
+def _image_and_label(rng, classes: int) -> tuple[np.ndarray, np.ndarray]:
+    h, w = int(rng.integers(12, 30)), int(rng.integers(12, 30))
+    label = rng.integers(0, classes, size=(h, w), dtype=np.uint8)
+    return rng.integers(0, 256, (h, w, 3), dtype=np.uint8), label
+
+
+def write_voc(root: Path, splits: dict[str, int]) -> Path:
+    """``VOCdevkit/VOC2012`` with JPEGImages/, SegmentationClass/ (palette PNGs), ImageSets/."""
+    rng = np.random.default_rng(1)
+    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    for split, count in splits.items():
+        names = [f"2008_{split}{i:04d}" for i in range(count)]
+        (root / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("\n".join(names) + "\n")
+        for name in names:
+            image, label = _image_and_label(rng, 21)
+            label[0] = 255  # VOC's void border
+            png = Image.fromarray(label, mode="P")
+            png.putpalette(voc_palette().ravel().tolist())
+            png.save(root / "SegmentationClass" / f"{name}.png")
+            Image.fromarray(image).save(root / "JPEGImages" / f"{name}.jpg")
+    return root
+
+
+def write_cityscapes(root: Path, splits: dict[str, int]) -> Path:
+    """leftImg8bit/<split>/<city>/ and gtFine/<split>/<city>/ with labelIds PNGs."""
+    rng = np.random.default_rng(2)
+    for split, count in splits.items():
+        images = root / "leftImg8bit" / split / "aachen"
+        labels = root / "gtFine" / split / "aachen"
+        images.mkdir(parents=True)
+        labels.mkdir(parents=True)
+        for i in range(count):
+            image, _ = _image_and_label(rng, 19)
+            ids = rng.integers(0, 34, size=image.shape[:2], dtype=np.uint8)  # 34 label ids
+            stem = f"aachen_{i:06d}_000019"
+            Image.fromarray(image).save(images / f"{stem}_leftImg8bit.png")
+            Image.fromarray(ids).save(labels / f"{stem}_gtFine_labelIds.png")
+    return root
+
+
+def composed(package: Path | None, dataset, **options) -> dict:
+    """The metrics computed by hand: Segmenter + ConfusionMatrix over the whole dataset."""
+    segmenter = Segmenter.load(package, backend="sim", **options)
+    matrix = ConfusionMatrix(len(dataset.classes))
+    for index in range(len(dataset)):
+        image, label = dataset[index]
+        matrix.update(label, segmenter(image))
+    return {**scores(matrix.matrix), "pixels": int(matrix.matrix.sum())}
+
+
+def _eval(tmp_path: Path, *args: str) -> dict:
+    out = tmp_path / f"eval-{len(list(tmp_path.glob('eval-*')))}.json"
+    assert main(["eval", *args, "--json", str(out)]) == 0
+    return json.loads(out.read_text())
+
+
+@pytest.fixture(scope="module")
+def voc(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("voc") / "VOCdevkit" / "VOC2012"
+    return write_voc(root, {"train": 2, "val": 3})
+
+
+@pytest.fixture(scope="module")
+def voc_package(tmp_path_factory) -> Path:
+    return toy_package(tmp_path_factory.mktemp("pkg") / "voc21-pynq-z2", 21)
+
+
+def test_voc_folder_is_scored_on_val_by_default(voc, voc_package, tmp_path, capsys):
+    record = _eval(tmp_path, "--package", str(voc_package), "--data", f"voc:{voc}")
+    assert f"on voc:{voc} [val], 3 images" in capsys.readouterr().out
+    expected = composed(voc_package, VOCSegmentation(voc, "val"))
+    assert record["split"] == "val" and record["images"] == 3
+    assert record["pixels"] == expected["pixels"]
+    for key in METRICS:
+        assert record[key] == expected[key]
+
+
+def test_cityscapes_folder_is_scored_on_val_by_default(tmp_path, capsys):
+    root = write_cityscapes(tmp_path / "cityscapes", {"train": 1, "val": 2})
+    package = toy_package(tmp_path / "city19-pynq-z2", 19, seed=3)
+    record = _eval(tmp_path, "--package", str(package), "--data", f"cityscapes:{root}")
+    assert "[val], 2 images" in capsys.readouterr().out
+    expected = composed(package, CityscapesSegmentation(root, "val"))
+    assert record["split"] == "val" and record["pixels"] == expected["pixels"]
+    for key in METRICS:
+        assert record[key] == expected[key]
+
+
+def test_a_split_without_labels_is_one_line(voc, voc_package, capsys):
+    assert main(["eval", "--package", str(voc_package), "--data", f"voc:{voc}", "--split", "test"])
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "split 'test' not found" in err and "'val'" in err
+
+
+def test_tiling_options_reach_the_segmenter(voc, voc_package, tmp_path, capsys):
+    args = ["--package", str(voc_package), "--data", f"voc:{voc}"]
+    record = _eval(tmp_path, *args, "--shift-stitch", "2", "--overlap", "0")
+    assert "--shift-stitch 2, --overlap 0" in capsys.readouterr().out
+    assert record["shift_stitch"] == 2 and record["overlap"] == 0
+    dataset = VOCSegmentation(voc, "val")
+    expected = composed(voc_package, dataset, shift_stitch=2, overlap=0)
+    for key in METRICS:
+        assert record[key] == expected[key]
+    # and the options change what is measured: a finer score map gives other labels here
+    plain = composed(voc_package, dataset)
+    assert any(plain[key] != expected[key] for key in METRICS)
+
+
+def test_bad_tiling_options_are_spelled_as_flags(voc, voc_package, capsys):
+    args = ["eval", "--package", str(voc_package), "--data", f"voc:{voc}"]
+    assert main([*args, "--shift-stitch", "4"]) == 2  # the toy's output stride is 2
+    err = capsys.readouterr().err
+    assert (
+        err.startswith("fcnseg: error: --shift-stitch 4 must be one of")
+        and "shift_stitch=" not in err
+    )
+
+
+def test_tiling_options_are_refused_for_checkpoints(tmp_path, capsys):
+    ckpt = tmp_path / "model.safetensors"
+    assert main(["eval", "--checkpoint", str(ckpt), "--overlap", "32"]) == 2
+    assert "apply to --package" in capsys.readouterr().err
+    assert main(["eval", "--checkpoint", str(ckpt), "--package", str(tmp_path)]) == 2
+    assert "not both" in capsys.readouterr().err
+
+
+def test_synthetic_without_scikit_image_is_one_line(monkeypatch, capsys):
+    if importlib.util.find_spec("skimage") is not None:  # the train env: hide it as a board would
+        real = importlib.util.find_spec
+        monkeypatch.setattr(
+            importlib.util,
+            "find_spec",
+            lambda name, *a: None if name == "skimage" else real(name, *a),
+        )
+    assert main(["eval", "--limit", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "scikit-image" in err and "--data voc:PATH" in err
+
+
+@pytest.mark.skipif(importlib.util.find_spec("skimage") is None, reason="synthetic needs skimage")
+def test_without_a_model_it_scores_the_shipped_package(tmp_path, capsys):
+    record = _eval(tmp_path, "--limit", "1")
+    out = capsys.readouterr().out
+    assert "(shipped default)" in out and "on synthetic [test], 1 images" in out
+    assert DEFAULT_PACKAGE.name in record["source"] and record["split"] == "test"
+    explicit = _eval(tmp_path, "--package", str(DEFAULT_PACKAGE), "--limit", "1")
+    for key in (*METRICS, "pixels"):
+        assert record[key] == explicit[key]
+
+
+def test_board_user_command_is_quiet(voc, voc_package):
+    """The command typed on a board, in a subprocess: metrics on stdout, nothing on stderr."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+    command = [sys.executable, "-m", "fcnseg.cli", "eval", "--package", str(voc_package)]
+    done = subprocess.run(
+        [*command, "--data", f"voc:{voc}"], capture_output=True, text=True, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    assert "mean IU" in done.stdout and "[val]" in done.stdout
+    assert done.stderr == ""  # no warnings, no progress lines off a terminal
