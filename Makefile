@@ -62,7 +62,7 @@ $(BOARD_VENV)/.installed: requirements/board.lock pyproject.toml
 	touch $@
 
 demo: setup
-	$(VENV)/bin/fcnseg segment samples -o out --overlay --overwrite
+	$(VENV)/bin/fcnseg segment samples -o out --overlay --legend --overwrite
 
 test: setup
 	@status=0; \

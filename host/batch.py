@@ -213,7 +213,9 @@ class Batch:
             record = records[id(result.source)]
             record.seconds = sum(result.times.get(s, 0.0) for s in ("decode", "accelerate"))
             record.seconds += result.times.get("finish", 0.0)
-            if not result.ok:
+            if result.ok:
+                record.status = "ok"
+            else:
                 record.histogram = None
                 self.fail(result.source, record, result.exception or UserError(result.error))
             self.bar.update()
@@ -262,6 +264,7 @@ class Batch:
             record.size = (rows.height, rows.width)
             self.note_plan(rows.height, rows.width)
             self.stream(rows, self.outputs(job), record)
+            record.status = "ok"
         except Exception as error:
             record.histogram = None
             self.fail(job, record, error)

@@ -8,8 +8,9 @@ outputs. Folders are scanned recursively for :data:`IMAGE_SUFFIXES` in sorted or
 explicitly may have any suffix Pillow reads.
 
 Same-stem inputs (``a.png`` and ``a.bmp`` in one batch, or ``x/a.png`` and ``y/a.png`` given
-by name) would write the same outputs. The first in input order (command line order, sorted
-within a folder) keeps the stem; each later one is named by its whole file name instead
+by name) would write the same outputs. The first in input order (command line order; within a
+folder sorted by name, files of one stem in the order of :data:`IMAGE_SUFFIXES`, so ``a.png``
+before ``a.bmp``) keeps the stem; each later one is named by its whole file name instead
 (``a.bmp`` -> ``a.bmp.png``, ``a.bmp_overlay.jpg``), then with ``-2``, ``-3``... if even that
 is taken. The rule depends only on the inputs and their order, so a re-run names every output
 the same way (and skips the finished ones). The same file given twice is one job.
@@ -36,14 +37,20 @@ class Job:
     renamed_for: Path | None = None
 
 
+def _scan_order(path: Path) -> tuple[str, str, int, str]:
+    """Sorted by name; files of one stem in the order of :data:`IMAGE_SUFFIXES`."""
+    return (str(path.parent), path.stem, IMAGE_SUFFIXES.index(path.suffix.lower()), path.name)
+
+
 def _scan(folder: Path, skip: Path | None) -> list[Path]:
-    return sorted(
+    found = (
         p
         for p in folder.rglob("*")
         if p.is_file()
         and p.suffix.lower() in IMAGE_SUFFIXES
         and not (skip is not None and p.resolve().is_relative_to(skip))
     )
+    return sorted(found, key=_scan_order)
 
 
 def _candidates(

@@ -1,14 +1,14 @@
 """What a ``fcnseg segment`` batch did, per image: the last line, and ``--json FILE``.
 
 Every input gets an :class:`ImageRecord` (input, outputs, size, seconds, pixels per class,
-status ``ok`` / ``error`` / ``skipped`` with the one-line message). :class:`BatchSummary`
-counts them for the closing line and writes them as one JSON document, atomically, when the
-batch ends, also when it is interrupted (``"interrupted": true``; the images not reached are
-absent). Its top-level fields (:meth:`BatchSummary.to_json`)::
+status ``ok`` / ``error`` / ``skipped`` with the one-line message, or ``pending`` for the
+images an interrupted batch did not reach). :class:`BatchSummary` counts them for the closing
+line and writes them as one JSON document, atomically, when the batch ends, also when it is
+interrupted (``"interrupted": true``). Its top-level fields (:meth:`BatchSummary.to_json`)::
 
     {"format": "fcnseg-segment-summary/1", "package": ..., "backend": ..., "output": ...,
      "classes": [names], "interrupted": false, "seconds": wall time of the batch,
-     "counts": {"ok": n, "error": n, "skipped": n}, "images": [record, ...]}
+     "counts": {"ok": n, "error": n, "skipped": n, "pending": n}, "images": [record, ...]}
 
 and a record::
 
@@ -33,6 +33,7 @@ import numpy as np
 from fcnseg.atomic import atomic_write_text
 
 FORMAT = "fcnseg-segment-summary/1"
+STATUSES = ("ok", "error", "skipped", "pending")
 
 
 @dataclass
@@ -40,7 +41,7 @@ class ImageRecord:
     """One input's outcome (module docstring)."""
 
     input: str
-    status: str = "ok"  #: ok | error | skipped
+    status: str = "pending"  #: pending (not done yet) | ok | error | skipped
     message: str | None = None
     size: tuple[int, int] | None = None  #: (H, W)
     seconds: float = 0.0
@@ -107,7 +108,7 @@ class BatchSummary:
             "classes": list(self.classes),
             "interrupted": self.interrupted,
             "seconds": round(self.seconds, 4),
-            "counts": {s: len(self.of_status(s)) for s in ("ok", "error", "skipped")},
+            "counts": {s: len(self.of_status(s)) for s in STATUSES},
             "images": [r.to_json(self.classes) for r in self.records],
         }
 

@@ -79,10 +79,17 @@ def compile_(
     still fits) and writes reports and BUILD_DIR/package/. Without Vivado it stops after the
     estimates.
     """
-    from fcnseg.hw.compat import check_dependencies, check_vivado_install
+    from fcnseg.hw.compat import (
+        check_dependencies,
+        check_finn_deps,
+        check_vivado_install,
+        has_vivado,
+    )
 
     check_dependencies()  # before anything imports onnx or finn
     check_vivado_install()
+    if (has_vivado() if vivado is None else vivado) and has_vivado():
+        check_finn_deps(board)  # the Vivado steps come after 20-70 s of estimate steps
     from fcnseg.hw.build import BuildOptions, compile_export
     from fcnseg.hw.preflight import resolve_export
     from fcnseg.hw.report import format_table

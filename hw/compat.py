@@ -91,11 +91,16 @@ _FINN_HLSLIB_MARKER = Path("finn-hlslib") / "bnn-library.h"
 
 
 def finn_deps_dir() -> Path:
-    """The ``FINN_DEPS`` folder finn-plus will read (its settings: environment, settings file,
-    default ``<finn>/finn_deps``). Needs :func:`prepare_finn` first (finn's settings need it)."""
-    from finn.util.settings import get_settings
+    """The ``FINN_DEPS`` folder finn-plus will read: its settings from the same sources
+    (settings file, environment, default ``<finn>/finn_deps``), built as a private object so
+    finn's global settings stay unset until :func:`prepare_finn` has run."""
+    from finn.interface.settings import FINNSettings
 
-    return Path(get_settings().finn_deps)
+    build_dir = Path(os.environ.get("FINN_BUILD_DIR") or tempfile.gettempdir())
+    settings = FINNSettings.init(
+        flow_config=build_dir / "dummy.yaml", auto_set_environment_vars=False
+    )
+    return Path(settings.finn_deps)
 
 
 def missing_finn_deps(board: Board, deps: Path) -> list[str]:

@@ -117,7 +117,7 @@ def test_missing_finn_deps_are_named(tmp_path):
     assert missing_finn_deps(z2, deps) == []
 
 
-def test_compile_without_finn_deps_says_what_to_run(exports, tmp_path):
+def test_compile_without_finn_deps_says_what_to_run(tmp_path):
     """With (a stand-in) Vivado set up and FINN_DEPS empty, the build stops before any step with
     one line naming `finn deps update` (fresh process: finn caches its settings)."""
     vivado = tmp_path / "Vivado"
@@ -127,7 +127,7 @@ def test_compile_without_finn_deps_says_what_to_run(exports, tmp_path):
     deps = tmp_path / "finn_deps"
     env = {k: v for k, v in os.environ.items() if k not in ("FINN_BUILD_DIR", "FINN_SETTINGS")}
     env.update(XILINX_VIVADO=str(vivado), FINN_DEPS=str(deps), HOME=str(tmp_path))
-    argv = [sys.executable, "-m", "fcnseg.cli", "compile", str(exports["fcn32s"].dir)]
+    argv = [sys.executable, "-m", "fcnseg.cli", "compile", str(SHIPPED_EXPORT)]
     argv += ["--board", "pynq-z2", "-o", str(tmp_path / "b")]
     started = time.perf_counter()
     result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
@@ -137,7 +137,13 @@ def test_compile_without_finn_deps_says_what_to_run(exports, tmp_path):
     assert len(lines) == 1 and "Traceback" not in result.stderr
     assert "finn-hlslib" in lines[0] and "pynq-z2 board files" in lines[0]
     assert "`finn deps update`" in lines[0] and f"FINN_DEPS={deps}" in lines[0]
-    assert not (tmp_path / "b" / "intermediate_models").exists() and seconds < 60
+    assert not (tmp_path / "b").exists() and seconds < 60  # before the build folder is made
+    # finn-hlslib in place, the Pynq-Z2 board files still missing: only those are named
+    (deps / "finn-hlslib").mkdir(parents=True)
+    (deps / "finn-hlslib" / "bnn-library.h").write_text("// stand-in\n")
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "finn-hlslib" not in result.stderr
+    assert "the Vivado steps need the pynq-z2 board files" in result.stderr
 
 
 def test_build_folder_given_as_package_names_its_package(tmp_path, capsys):

@@ -1,0 +1,246 @@
+"""Issue 12 B5: ``fcnseg segment``'s outputs carry their meaning, checked as a user runs it.
+
+Each test runs the command line (``fcnseg.cli.main``) on the hand-made tiny package (classes
+``a``, ``b``, ``c``; stride 2) and reads the outputs back the way a user's script would.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fcnseg.cli import main
+from fcnseg.host import batch as batch_module
+from fcnseg.host.images import TEXT_KEY, ClassTable, legend_strip, read_mask_classes
+from fcnseg.host.segmenter import Segmenter
+from fcnseg.host.upsample import upsample_argmax
+from tests.host.test_segmenter import tiny_package
+from tests.host.test_tiling import image
+
+ROOT = Path(__file__).resolve().parents[2]
+NAMES = ["a", "b", "c"]
+
+
+@pytest.fixture(scope="module")
+def package_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_package(tmp_path_factory.mktemp("pkg") / "tiny-pynq-z2")
+
+
+@pytest.fixture(scope="module")
+def seg(package_dir: Path) -> Segmenter:
+    return Segmenter.load(package_dir)
+
+
+@pytest.fixture()
+def inputs(tmp_path: Path) -> Path:
+    folder = tmp_path / "in"
+    (folder / "sub").mkdir(parents=True)
+    Image.fromarray(image(30, 41, seed=0)).save(folder / "a.jpg", quality=95)
+    Image.fromarray(image(17, 9, seed=1)).convert("L").save(folder / "sub" / "b.png")
+    return folder
+
+
+def write_ppm(path: Path, rgb: np.ndarray) -> None:
+    """A binary PPM: the strip path segments it (row by row) whatever its size."""
+    h, w, _ = rgb.shape
+    path.write_bytes(f"P6\n{w} {h}\n255\n".encode() + rgb.tobytes())
+
+
+def segment(*args: object) -> int:
+    return main(["segment", *map(str, args)])
+
+
+def mask_of(path: Path) -> tuple[np.ndarray, dict[str, str], np.ndarray]:
+    """(labels, text chunks, palette) of a mask PNG."""
+    with Image.open(path) as mask:
+        assert mask.mode == "P"
+        palette = np.frombuffer(bytes(mask.getpalette()), np.uint8).reshape(-1, 3)
+        return np.asarray(mask), dict(mask.text), palette
+
+
+def test_classes_json_beside_the_masks(package_dir: Path, inputs: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    assert segment(inputs, "--package", package_dir, "-o", out) == 0
+    for folder in (out, out / "sub"):  # every folder that holds masks has one
+        table = json.loads((folder / "classes.json").read_text())
+        assert table["format"] == "fcnseg-classes/1"
+        assert [c["name"] for c in table["classes"]] == NAMES
+        assert [c["index"] for c in table["classes"]] == [0, 1, 2]
+        assert table["package"] == str(package_dir)
+    _, _, palette = mask_of(out / "a.png")
+    assert [c["rgb"] for c in table["classes"]] == palette[:3].tolist()  # the masks' colours
+
+
+def test_class_names_in_the_mask_text_chunk(
+    package_dir: Path, inputs: Path, tmp_path: Path, seg: Segmenter
+) -> None:
+    """Whole images (Pillow's encoder) and strips (the row writer) both carry the names."""
+    rgb = image(40, 50, seed=3)
+    write_ppm(inputs / "big.ppm", rgb)
+    out = tmp_path / "out"
+    assert segment(inputs / "a.jpg", inputs / "big.ppm", "--package", package_dir, "-o", out) == 0
+    for name in ("a.png", "big.png"):
+        labels, text, _ = mask_of(out / name)
+        assert json.loads(text[TEXT_KEY]) == NAMES
+        assert read_mask_classes(text) == NAMES
+    np.testing.assert_array_equal(mask_of(out / "big.png")[0], seg(rgb))
+
+
+def test_legend_on_overlays(package_dir: Path, inputs: Path, tmp_path: Path, seg) -> None:
+    out, plain = tmp_path / "out", tmp_path / "plain"
+    assert segment(inputs / "a.jpg", "--package", package_dir, "-o", plain, "--overlay") == 0
+    assert segment(inputs / "a.jpg", "--package", package_dir, "-o", out, "--legend") == 0
+    strip = legend_strip(41, ClassTable.of(3, NAMES, seg.palette))
+    with Image.open(plain / "a_overlay.jpg") as img:
+        assert img.size == (41, 30)  # without --legend: the image's size
+    with Image.open(out / "a_overlay.jpg") as img:  # --legend implies --overlay
+        assert img.size == (41, 30 + strip.shape[0])
+        drawn = np.asarray(img.convert("RGB"))[30:].astype(int)
+    assert np.abs(drawn - strip).mean() < 8  # the strip, through JPEG
+
+
+def test_legend_strip_names_every_colour() -> None:
+    colours = np.array([[0, 0, 0], [200, 10, 10], [10, 200, 10], [10, 10, 200]], np.uint8)
+    table = ClassTable.of(4, ["background", "cat", "dog", "a long class name"], colours)
+    strip = legend_strip(120, table, skip=(0,))
+    assert strip.dtype == np.uint8 and strip.shape[1:] == (120, 3)
+    found = {tuple(c) for c in strip.reshape(-1, 3).tolist()}
+    assert {(200, 10, 10), (10, 200, 10), (10, 10, 200)} <= found  # each swatch, exact
+    assert strip.shape[0] > 2 * 12  # three entries do not fit one line of 120 px: wrapped
+    assert (strip == 255).all(axis=2).mean() > 0.5  # mostly paper
+
+
+@pytest.mark.parametrize("how", ["whole", "shift-stitch", "strips"])
+def test_scores_are_documented_and_cropped(
+    package_dir: Path, inputs: Path, tmp_path: Path, how: str
+) -> None:
+    """NAME_scores.npz holds what a user needs: upsampling its scores with its own scale, bias,
+    stride and footprint gives the mask, and it is cropped to the image."""
+    rgb = image(30, 41, seed=0)
+    source = inputs / "x.ppm"
+    write_ppm(source, rgb)
+    extra = {"whole": ["--overlay"], "shift-stitch": ["--shift-stitch", "2"], "strips": []}[how]
+    out = tmp_path / "out"
+    assert segment(source, "--package", package_dir, "-o", out, "--scores", *extra) == 0
+    with np.load(out / "x_scores.npz", allow_pickle=False) as npz:
+        got = {k: npz[k] for k in npz.files}
+    assert set(got) == {
+        "scores",
+        "scale",
+        "bias",
+        "classes",
+        "stride",
+        "field",
+        "image_size",
+        "meaning",
+    }
+    assert got["scores"].dtype == np.int32 and got["classes"].tolist() == NAMES
+    assert "logits = scores * scale + bias" in str(got["meaning"])
+    assert got["image_size"].tolist() == [30, 41]
+    stride, field = int(got["stride"]), int(got["field"])
+    assert (stride, field) == ((1, 2) if how == "shift-stitch" else (2, 2))
+    # cropped: 30x41 px at stride 2 reads 15x21 cells (the canvas has 15x22, one of padding)
+    assert got["scores"].shape[:2] == ((30, 41) if stride == 1 else (15, 21))
+    labels = upsample_argmax(got["scores"], got["scale"], got["bias"], (30, 41), stride, field)
+    np.testing.assert_array_equal(labels, mask_of(out / "x.png")[0])
+
+
+def test_json_summary(package_dir: Path, inputs: Path, tmp_path: Path, capsys) -> None:
+    (inputs / "broken.png").write_bytes(b"\x89PNG broken")
+    out, report = tmp_path / "out", tmp_path / "report" / "run.json"
+    args = [inputs, tmp_path / "nothing*.jpg", "--package", package_dir, "-o", out]
+    assert segment(*args, "--json", report) == 1
+    summary = json.loads(report.read_text())
+    assert summary["format"] == "fcnseg-segment-summary/1" and summary["interrupted"] is False
+    assert summary["classes"] == NAMES and summary["backend"] == "sim"
+    assert summary["counts"] == {"ok": 2, "error": 2, "skipped": 0, "pending": 0}
+    records = {Path(r["input"]).name: r for r in summary["images"]}
+    assert set(records) == {"nothing*.jpg", "a.jpg", "b.png", "broken.png"}
+    for name, size in (("a.jpg", [30, 41]), ("b.png", [17, 9])):
+        record = records[name]
+        assert record["status"] == "ok" and record["message"] is None
+        assert record["size"] == size and record["seconds"] > 0
+        labels = mask_of(Path(record["outputs"]["mask"]))[0]
+        counts = np.bincount(labels.ravel(), minlength=3).tolist()
+        assert list(record["pixels_per_class"].values()) == counts
+        assert list(record["pixels_per_class"]) == NAMES
+    broken = records["broken.png"]
+    assert broken["status"] == "error" and "not an image" in broken["message"]
+    assert "\n" not in broken["message"] and broken["pixels_per_class"] is None
+    assert records["nothing*.jpg"]["status"] == "error"
+    capsys.readouterr()
+    assert segment(*args, "--json", report) == 1  # again: the finished ones are skipped
+    statuses = {
+        Path(r["input"]).name: r["status"] for r in json.loads(report.read_text())["images"]
+    }
+    assert statuses["a.jpg"] == statuses["b.png"] == "skipped"
+
+
+def test_json_summary_of_an_interrupted_batch(
+    package_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(3):
+        write_ppm(folder / f"p{i}.ppm", image(20, 24, seed=i))
+    original, calls = batch_module.Batch.strips, []
+
+    def ctrl_c_on_the_second(self, job, record) -> None:
+        calls.append(job)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        original(self, job, record)
+
+    monkeypatch.setattr(batch_module.Batch, "strips", ctrl_c_on_the_second)
+    report = tmp_path / "run.json"
+    args = [folder, "--package", package_dir, "-o", tmp_path / "out", "--json", report]
+    assert segment(*args) == 130
+    assert "interrupted after 1 image(s)" in capsys.readouterr().err
+    summary = json.loads(report.read_text())
+    assert summary["interrupted"] is True
+    assert [r["status"] for r in summary["images"]] == ["ok", "pending", "pending"]
+    assert summary["counts"]["ok"] == 1 and summary["counts"]["pending"] == 2
+
+
+def test_same_stem_inputs_get_distinct_outputs(
+    package_dir: Path, tmp_path: Path, seg: Segmenter, capsys
+) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    png, bmp = image(20, 30, seed=1), image(22, 26, seed=2)
+    Image.fromarray(png).save(folder / "a.png")
+    Image.fromarray(bmp).save(folder / "a.bmp")
+    out = tmp_path / "out"
+    args = [folder, "--package", package_dir, "-o", out, "--overlay", "--scores"]
+    assert segment(*args) == 0
+    assert "a.bmp: outputs named a.bmp.*" in capsys.readouterr().err
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(
+        ["a.png", "a_overlay.jpg", "a_scores.npz", "classes.json"]
+        + ["a.bmp.png", "a.bmp_overlay.jpg", "a.bmp_scores.npz"]
+    )
+    np.testing.assert_array_equal(mask_of(out / "a.png")[0], seg(png))  # a.png keeps "a"
+    np.testing.assert_array_equal(mask_of(out / "a.bmp.png")[0], seg(bmp))
+    assert segment(*args) == 0  # the same names again: both are skipped as finished
+    assert "skipped 2" in capsys.readouterr().out
+
+
+def test_make_demo_overlays_carry_a_legend(tmp_path: Path) -> None:
+    """The Makefile's demo command, as written there, on the shipped package and samples."""
+    recipe = (ROOT / "Makefile").read_text().split("\ndemo:")[1].splitlines()[1]
+    words = shlex.split(recipe.strip())
+    assert words[0].endswith("/fcnseg") and words[1] == "segment" and "--legend" in words
+    out_at = words.index("-o") + 1
+    words[out_at] = str(tmp_path / "out")
+    samples = ROOT / words[2]
+    assert main([*words[1:2], str(samples), *words[3:]]) == 0
+    for overlay in sorted((tmp_path / "out").glob("*_overlay.jpg")):
+        stem = overlay.name.removesuffix("_overlay.jpg")
+        source = next(p for p in samples.iterdir() if p.stem == stem)
+        with Image.open(overlay) as drawn, Image.open(source) as original:
+            assert drawn.width == original.width and drawn.height > original.height
