@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fcnseg.errors import UserError
+from fcnseg.errors import ParameterError, UserError
 
 if TYPE_CHECKING:
     from fcnseg.host.segmenter import Segmentation, Segmenter
@@ -177,11 +177,15 @@ class Report:
         }
 
 
-class _TimedEngine:
-    """Forwards ``run`` to an engine, summing its busy time and tiles (one caller thread)."""
+class _MeteredRun:
+    """An engine's ``run`` that sums its busy time and tiles, in all and per calling thread.
 
-    def __init__(self, engine: Any) -> None:
-        self.engine = engine
+    Calls from several threads take turns under a lock: there is one accelerator. The pipeline
+    hands this to :meth:`Segmenter.scores` (``run=``) rather than swapping the segmenter's engine.
+    """
+
+    def __init__(self, run: Callable[[np.ndarray], np.ndarray]) -> None:
+        self.run = run
         self.busy_s = 0.0
         self.tiles = 0
         self.lock = threading.Lock()
@@ -195,13 +199,13 @@ class _TimedEngine:
         """Seconds the calling thread spent in ``run`` so far, waiting for its turn included."""
         return getattr(self._local, "wall", 0.0)
 
-    def run(self, x: np.ndarray) -> np.ndarray:
+    def __call__(self, x: np.ndarray) -> np.ndarray:
         called = time.perf_counter()
         try:
-            with self.lock:  # one accelerator: calls from several threads take turns
+            with self.lock:
                 start = time.perf_counter()
                 try:
-                    return self.engine.run(x)
+                    return self.run(x)
                 finally:
                     self.busy_s += time.perf_counter() - start
                     self.tiles += len(x)
@@ -209,14 +213,111 @@ class _TimedEngine:
         finally:
             self._local.wall = self.thread_wall() + time.perf_counter() - called
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.engine, name)
-
 
 def _message(error: BaseException) -> str:
     if isinstance(error, (UserError, ValueError, OSError)):
         return str(error) or type(error).__name__
     return f"{type(error).__name__}: {error}"
+
+
+@dataclass
+class _Item:
+    """One source on its way through the stages: what the queues carry."""
+
+    result: Result
+    rgb: np.ndarray | None = None  #: decoded image
+    scores: np.ndarray | None = None  #: stitched integer scores
+
+
+def _items(sources: Iterable[Any]) -> Iterator[_Item]:
+    """The sources as numbered items. If iterating them fails, a last, failed item carries the
+    error (``Result._raise``), so :meth:`Pipeline.run` raises it after the items before it."""
+    index = 0
+    try:
+        for source in sources:
+            yield _Item(Result(index, source))
+            index += 1
+    except Exception as e:
+        yield _Item(Result(index, None, error=_message(e), _raise=e))
+
+
+def _timed(item: _Item, stage: str, work: Callable[[_Item], None]) -> None:
+    """Run one stage on ``item``: its seconds in ``times[stage]``, a failure kept on the item
+    (per-item isolation: the batch goes on)."""
+    start = time.perf_counter()
+    try:
+        work(item)
+    except Exception as e:
+        item.result.error, item.result.exception = _message(e), e
+    finally:
+        item.result.times[stage] = time.perf_counter() - start
+
+
+class _Stages:
+    """The plumbing of one :meth:`Pipeline.run`: bounded queues, a stop flag, and the one loop
+    every worker of every stage runs (:meth:`worker`)."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.done: queue.Queue = queue.Queue()  # finished items, in completion order
+        self.live: dict[str, int] = {}  # stage -> workers still running
+        self.lock = threading.Lock()
+
+    def put(self, q: queue.Queue, obj: Any) -> bool:
+        """Put ``obj`` unless the run stops first (then False)."""
+        while not self.stop.is_set():
+            try:
+                q.put(obj, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def get(self, q: queue.Queue) -> Any:
+        """The next object of ``q``, or ``_DONE`` once the run stops."""
+        while not self.stop.is_set():
+            try:
+                return q.get(timeout=0.05)
+            except queue.Empty:
+                continue
+        return _DONE
+
+    def worker(
+        self,
+        stage: str,
+        take: Callable[[], Any],
+        work: Callable[[_Item], None],
+        outbox: queue.Queue,
+        downstream: int,
+    ) -> None:
+        """Take items until ``_DONE``, run ``work`` on those not failed yet, pass all on in
+        ``outbox``; the stage's last worker out tells the ``downstream`` workers it is over."""
+        try:
+            while (item := take()) is not _DONE:
+                if item.result.ok:
+                    _timed(item, stage, work)
+                if not self.put(outbox, item):
+                    return
+        finally:
+            with self.lock:
+                self.live[stage] -= 1
+                last = self.live[stage] == 0
+            if last:
+                for _ in range(downstream):
+                    self.put(outbox, _DONE)
+
+    def in_order(self) -> Iterator[Result]:
+        """Finished results in input order (a reorder buffer); re-raises a failed listing."""
+        pending: dict[int, Result] = {}
+        next_index = 0
+        while (item := self.done.get()) is not _DONE:
+            pending[item.result.index] = item.result
+            while next_index in pending:
+                result = pending.pop(next_index)
+                if result._raise is not None:
+                    raise result._raise
+                next_index += 1
+                yield result
 
 
 class Pipeline:
@@ -238,8 +339,14 @@ class Pipeline:
         accelerate_workers: int = 2,
         fabric_fps: float | None = None,
     ) -> None:
-        if depth < 1 or finish_workers < 1 or accelerate_workers < 1:
-            raise UserError("pipeline depth and worker counts must be >= 1")
+        counts = {
+            "depth": depth,
+            "finish_workers": finish_workers,
+            "accelerate_workers": accelerate_workers,
+        }
+        for name, value in counts.items():
+            if value < 1:
+                raise ParameterError(f"{{{name}}} must be >= 1", **{name: value})
         if decode is None:
             from fcnseg.host.images import as_rgb_array
 
@@ -255,188 +362,110 @@ class Pipeline:
         self.fabric_fps = float(fabric_fps) if fabric_fps else None
         self._report: Report | None = None
 
-    # --- stages ----------------------------------------------------------------------------------
+    # --- stages: what a worker does to one item ---------------------------------------------
 
-    def _decode(self, item: Result) -> np.ndarray | None:
-        try:
-            return np.ascontiguousarray(self.decode(item.source), dtype=np.uint8)
-        except Exception as e:  # per-item isolation
-            item.error, item.exception = _message(e), e
-            return None
+    def _decode(self, item: _Item) -> None:
+        item.rgb = np.ascontiguousarray(self.decode(item.result.source), dtype=np.uint8)
 
-    def _accelerate(self, item: Result, rgb: np.ndarray, engine: _TimedEngine) -> Any:
-        tiles, wall, start = engine.thread_tiles(), engine.thread_wall(), time.perf_counter()
+    def _accelerate(self, item: _Item, run: _MeteredRun) -> None:
+        tiles, wall, start = run.thread_tiles(), run.thread_wall(), time.perf_counter()
         try:
-            return self.segmenter.scores(rgb)
-        except Exception as e:
-            item.error, item.exception = _message(e), e
-            return None
+            item.scores = self.segmenter.scores(item.rgb, run=run)
         finally:
-            item.tiles = engine.thread_tiles() - tiles
+            item.result.tiles = run.thread_tiles() - tiles
             # the host's own share of the stage: cutting tiles and stitching
-            item.times["tiling"] = time.perf_counter() - start - (engine.thread_wall() - wall)
+            waited = run.thread_wall() - wall
+            item.result.times["tiling"] = time.perf_counter() - start - waited
 
-    def _finish(self, item: Result, rgb: np.ndarray, scores: np.ndarray) -> None:
-        from fcnseg.host.segmenter import Segmentation
-        from fcnseg.host.upsample import upsample_argmax
-
-        seg = self.segmenter
-        try:
-            labels = upsample_argmax(
-                scores,
-                seg.output_scale,
-                seg.output_bias,
-                rgb.shape[:2],
-                seg.shifts.stride,
-                seg.shifts.field,
-            )
-            item.segmentation = Segmentation(labels, scores, seg.shifts.stride, seg.shifts.field)
-            if self.write is not None:
-                item.output = self.write(item)
-        except Exception as e:
-            item.error, item.exception = _message(e), e
+    def _finish(self, item: _Item) -> None:
+        assert item.rgb is not None and item.scores is not None
+        item.result.segmentation = self.segmenter.finish(item.scores, item.rgb.shape[:2])
+        item.rgb = None  # the decoded image is not needed past here
+        if self.write is not None:
+            item.result.output = self.write(item.result)
 
     # --- running ---------------------------------------------------------------------------------
 
     def run(self, sources: Iterable[Any]) -> Iterator[Result]:
         """Yield one :class:`Result` per source, in input order, as they complete."""
-        stop = threading.Event()
-        q_decoded: queue.Queue = queue.Queue(self.depth)
-        q_scored: queue.Queue = queue.Queue(self.depth)
-        q_done: queue.Queue = queue.Queue()
-        engine = _TimedEngine(self.segmenter.engine)
-        original = self.segmenter.engine
-        timing0 = dict(getattr(original, "timing", {}) or {})
-
-        def put(q: queue.Queue, obj: Any) -> bool:
-            while not stop.is_set():
-                try:
-                    q.put(obj, timeout=0.05)
-                    return True
-                except queue.Full:
-                    continue
-            return False
-
-        def get(q: queue.Queue) -> Any:
-            while not stop.is_set():
-                try:
-                    return q.get(timeout=0.05)
-                except queue.Empty:
-                    continue
-            return _DONE
-
-        def timed(item: Result, stage: str, fn: Callable[..., Any], *args: Any) -> Any:
-            start = time.perf_counter()
-            try:
-                return fn(*args)
-            finally:
-                item.times[stage] = time.perf_counter() - start
-
-        def decoder() -> None:
-            index = 0
-            try:
-                for index, source in enumerate(sources):  # noqa: B007
-                    if stop.is_set():
-                        return
-                    item = Result(index, source)
-                    rgb = timed(item, "decode", self._decode, item)
-                    if not put(q_decoded, (item, rgb)):
-                        return
-                    index += 1
-            except Exception as e:  # the sources failed: raise it after the items before it
-                marker = Result(index, None, error=_message(e), _raise=e)
-                put(q_decoded, (marker, None))
-            finally:
-                for _ in range(self.accelerate_workers):
-                    put(q_decoded, _DONE)
-
-        def accelerator() -> None:
-            while True:
-                got = get(q_decoded)
-                if got is _DONE:
-                    break
-                item, rgb = got
-                scores = None
-                if item.ok:
-                    scores = timed(item, "accelerate", self._accelerate, item, rgb, engine)
-                if not put(q_scored, (item, rgb, scores)):
-                    return
-            with live_lock:
-                live[0] -= 1
-                last = live[0] == 0
-            if last:
-                for _ in range(self.finish_workers):
-                    put(q_scored, _DONE)
-
-        def finisher() -> None:
-            while True:
-                got = get(q_scored)
-                if got is _DONE:
-                    break
-                item, rgb, scores = got
-                if item.ok:
-                    timed(item, "finish", self._finish, item, rgb, scores)
-                q_done.put(item)
-            q_done.put(_DONE)
-
-        live, live_lock = [self.accelerate_workers], threading.Lock()
-        threads = [
-            threading.Thread(target=decoder, name="fcnseg-decode", daemon=True),
-            *(
-                threading.Thread(target=accelerator, name=f"fcnseg-accelerate{i}", daemon=True)
-                for i in range(self.accelerate_workers)
-            ),
-            *(
-                threading.Thread(target=finisher, name=f"fcnseg-finish{i}", daemon=True)
-                for i in range(self.finish_workers)
-            ),
-        ]
-        self.segmenter.engine = engine
+        stages = _Stages()
+        run = _MeteredRun(self.segmenter.engine.run)
+        timing0 = self._engine_timing()
+        threads = self._workers(stages, sources, run)
         results: list[Result] = []
         start = time.perf_counter()
         try:
             for t in threads:
                 t.start()
-            pending: dict[int, Result] = {}
-            next_index, finished = 0, 0
-            while finished < self.finish_workers:
-                got = q_done.get()
-                if got is _DONE:
-                    finished += 1
-                    continue
-                pending[got.index] = got
-                while next_index in pending:
-                    result = pending.pop(next_index)
-                    if result._raise is not None:
-                        raise result._raise
-                    results.append(result)
-                    next_index += 1
-                    yield result
+            for result in stages.in_order():
+                results.append(result)
+                yield result
         finally:
-            stop.set()
+            stages.stop.set()
             for t in threads:
                 t.join(timeout=5)
-            self.segmenter.engine = original
             wall = time.perf_counter() - start
-            busy = {s: sum(r.times.get(s, 0.0) for r in results) for s in (*STAGES, "tiling")}
-            self._report = Report(
-                images=len(results),
-                failed=sum(not r.ok for r in results),
-                wall_s=wall,
-                tiles=engine.tiles,
-                accelerator_busy_s=engine.busy_s,
-                stage_busy_s=busy,
-                workers={
-                    "decode": 1,
-                    "accelerate": self.accelerate_workers,
-                    "finish": self.finish_workers,
-                },
-                fabric_fps=self.fabric_fps,
-                engine_timing={
-                    k: v - timing0.get(k, 0.0)
-                    for k, v in (getattr(original, "timing", {}) or {}).items()
-                },
-            )
+            self._report = self._measured(results, wall, run, timing0)
+
+    def _workers(
+        self, stages: _Stages, sources: Iterable[Any], run: _MeteredRun
+    ) -> list[threading.Thread]:
+        """The threads of one run: one decoder (it iterates ``sources``), the accelerate and
+        finish workers, each stage feeding the next through a queue of ``depth`` items."""
+        items = _items(sources)
+        decoded: queue.Queue = queue.Queue(self.depth)
+        scored: queue.Queue = queue.Queue(self.depth)
+
+        def next_source() -> Any:
+            return _DONE if stages.stop.is_set() else next(items, _DONE)
+
+        def accelerate(item: _Item) -> None:
+            self._accelerate(item, run)
+
+        layout = (
+            ("decode", 1, next_source, self._decode, decoded, self.accelerate_workers),
+            ("accelerate", self.accelerate_workers, lambda: stages.get(decoded), accelerate,
+             scored, self.finish_workers),
+            ("finish", self.finish_workers, lambda: stages.get(scored), self._finish,
+             stages.done, 1),
+        )  # fmt: skip
+        threads = []
+        for stage, workers, take, work, outbox, downstream in layout:
+            stages.live[stage] = workers
+            threads += [
+                threading.Thread(
+                    target=stages.worker,
+                    args=(stage, take, work, outbox, downstream),
+                    name=f"fcnseg-{stage}{i}",
+                    daemon=True,
+                )
+                for i in range(workers)
+            ]
+        return threads
+
+    def _engine_timing(self) -> dict[str, float]:
+        """The engine's own cumulative phase timing, if it keeps one (the pynq engine does)."""
+        return dict(getattr(self.segmenter.engine, "timing", {}) or {})
+
+    def _measured(
+        self, results: list[Result], wall: float, run: _MeteredRun, timing0: dict[str, float]
+    ) -> Report:
+        busy = {s: sum(r.times.get(s, 0.0) for r in results) for s in (*STAGES, "tiling")}
+        return Report(
+            images=len(results),
+            failed=sum(not r.ok for r in results),
+            wall_s=wall,
+            tiles=run.tiles,
+            accelerator_busy_s=run.busy_s,
+            stage_busy_s=busy,
+            workers={
+                "decode": 1,
+                "accelerate": self.accelerate_workers,
+                "finish": self.finish_workers,
+            },
+            fabric_fps=self.fabric_fps,
+            engine_timing={k: v - timing0.get(k, 0.0) for k, v in self._engine_timing().items()},
+        )
 
     def report(self) -> Report:
         """The measurements of the last (fully or partly consumed) :meth:`run`."""

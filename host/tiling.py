@@ -37,15 +37,17 @@ pixels of it, and because cuts fall on ``g``-cell boundaries the default overlap
 ``2 * ceil(margin / g) * g``: each side of each cut then keeps at least ``margin`` pixels of
 context. A smaller ``overlap`` is allowed (faster, not exact; :attr:`TilePlan.exact` says which).
 
-Plans depend only on shapes, so they are cached (:func:`plan_tiles`), then executed
-(:func:`run_tiled`) for every image of that canvas size, in the way einops caches recipes.
+Plans depend only on shapes, so they are cached (:func:`plan_tiles`), then executed for every
+image of that canvas size, in the way einops caches recipes: :func:`run_rows` is the one execute
+loop (a generator over rows of tiles, for strips of a large image), :func:`run_tiled` runs it
+over a whole canvas.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -191,33 +193,87 @@ def plan_tiles(geometry: Geometry, canvas: tuple[int, int], overlap: int | None 
     return TilePlan(geometry=geometry, canvas=tuple(canvas), overlap=ov, rows=rows, cols=cols)
 
 
+class _RowAssembler:
+    """The stitched score rows of a plan, filled tile by tile and handed out top to bottom."""
+
+    def __init__(self, plan: TilePlan) -> None:
+        self.plan = plan
+        self.blocks: dict[int, np.ndarray] = {}  # tile row -> its kept cells, being filled
+        self.missing = [len(plan.cols.starts)] * len(plan.rows.starts)  # tiles not yet in
+        self.next = 0  # the next tile row to hand out
+
+    def put(self, i: int, j: int, scores: np.ndarray) -> None:
+        """Keep tile ``(i, j)``'s cells (``scores``: the engine's ``(Th/s, Tw/s, C)``)."""
+        plan, s = self.plan, self.plan.geometry.output_stride
+        (r0, r1), (c0, c1) = plan.rows.keep[i], plan.cols.keep[j]
+        block = self.blocks.get(i)
+        if block is None:
+            shape = (r1 - r0, plan.canvas[1] // s, scores.shape[2])
+            block = self.blocks[i] = np.empty(shape, dtype=scores.dtype)
+        oy, ox = plan.rows.starts[i] // s, plan.cols.starts[j] // s
+        block[:, c0:c1] = scores[r0 - oy : r1 - oy, c0 - ox : c1 - ox]
+        self.missing[i] -= 1
+
+    def ready(self) -> Iterator[np.ndarray]:
+        """The tile rows completed since the last call, in order."""
+        while self.next < len(self.missing) and self.missing[self.next] == 0:
+            yield self.blocks.pop(self.next)
+            self.next += 1
+
+
+def run_rows(
+    plan: TilePlan, run: RunFn, bands: Iterable[np.ndarray], batch: int = 4
+) -> Iterator[np.ndarray]:
+    """Execute ``plan`` a row of tiles at a time: yield each tile row's kept score rows.
+
+    ``bands`` gives, for each tile row ``i`` in order, the canvas rows ``[y_i, y_i + Th)`` as
+    ``(Th, Wc, 3)`` uint8 (views of a whole canvas, or one buffer that a reader refills: a band
+    is done with before the next is drawn). Block ``i`` is ``(r1 - r0, Wc/s, C)``, the stitched
+    cells ``[r0, r1) = plan.rows.keep[i]``, so the blocks stacked are :func:`run_tiled`'s map.
+
+    Tiles go to ``run`` row-major in groups of ``batch`` that may span two tile rows (an engine
+    sized for ``batch`` tiles a call stays full): the few tiles left at the end of a row are
+    copied out of its band and wait for the next row's, so a block comes out once its last tile
+    has run, at most one band later. This is the one execute loop of the host: whole images
+    (:func:`run_tiled`) and strips (:meth:`fcnseg.host.segmenter.Segmenter.stream`) run it.
+    """
+    th, tw = plan.geometry.tile
+    step = max(1, int(batch))
+    rows = _RowAssembler(plan)
+    waiting: list[tuple[int, int, np.ndarray]] = []  # (i, j, pixels) not yet run
+    for i, band in zip(range(len(plan.rows.starts)), bands, strict=True):
+        if band.shape[:2] != (th, plan.canvas[1]):
+            raise ValueError(f"band {band.shape[:2]} of tile row {i} is not {(th, plan.canvas[1])}")
+        waiting += [(i, j, band[:, x : x + tw]) for j, x in enumerate(plan.cols.starts)]
+        while len(waiting) >= step:
+            _run_group(plan, run, waiting[:step], rows)
+            del waiting[:step]
+        # the band may be refilled next: copy what of it still waits
+        waiting = [(a, b, np.array(p) if a == i else p) for a, b, p in waiting]
+        yield from rows.ready()
+    if waiting:
+        _run_group(plan, run, waiting, rows)
+    yield from rows.ready()
+
+
+def _run_group(
+    plan: TilePlan, run: RunFn, group: list[tuple[int, int, np.ndarray]], rows: _RowAssembler
+) -> None:
+    """One engine call on ``group``'s tiles, its output checked and kept."""
+    s = plan.geometry.output_stride
+    th, tw = plan.geometry.tile
+    x = np.stack([pixels for _, _, pixels in group])
+    y = np.asarray(run(x))
+    if y.shape[:3] != (len(group), th // s, tw // s) or y.ndim != 4:
+        raise ValueError(f"engine returned {y.shape} for tiles {x.shape}, stride {s}")
+    for (i, j, _), scores in zip(group, y, strict=True):
+        rows.put(i, j, scores)
+
+
 def run_tiled(plan: TilePlan, run: RunFn, canvas: np.ndarray, batch: int = 4) -> np.ndarray:
     """Execute ``plan`` on ``canvas`` ``(Hc, Wc, 3)``: the stitched ``(Hc/s, Wc/s, C)`` scores."""
     if canvas.shape[:2] != plan.canvas:
         raise ValueError(f"canvas {canvas.shape[:2]} does not match the plan's {plan.canvas}")
-    th, tw = plan.geometry.tile
-    s = plan.geometry.output_stride
-    out: np.ndarray | None = None
-    tiles = plan.tiles
-    for first in range(0, len(tiles), max(1, batch)):
-        group = tiles[first : first + batch]
-        x = np.stack(
-            [
-                canvas[
-                    plan.rows.starts[i] : plan.rows.starts[i] + th,
-                    plan.cols.starts[j] : plan.cols.starts[j] + tw,
-                ]
-                for i, j in group
-            ]
-        )
-        y = np.asarray(run(x))
-        if y.shape[:3] != (len(group), th // s, tw // s):
-            raise ValueError(f"engine returned {y.shape} for tiles {x.shape}, stride {s}")
-        if out is None:
-            out = np.empty((plan.canvas[0] // s, plan.canvas[1] // s, y.shape[3]), dtype=y.dtype)
-        for (i, j), scores in zip(group, y, strict=False):
-            (r0, r1), (c0, c1) = plan.rows.keep[i], plan.cols.keep[j]
-            oy, ox = plan.rows.starts[i] // s, plan.cols.starts[j] // s
-            out[r0:r1, c0:c1] = scores[r0 - oy : r1 - oy, c0 - ox : c1 - ox]
-    assert out is not None  # a plan has at least one tile
-    return out
+    th = plan.geometry.tile[0]
+    blocks = list(run_rows(plan, run, (canvas[y : y + th] for y in plan.rows.starts), batch))
+    return blocks[0] if len(blocks) == 1 else np.concatenate(blocks)

@@ -6,8 +6,9 @@ is imported only when it is chosen, so ``fcnseg segment --backend sim`` never im
 
     open_engine(package: Package, **options) -> Engine
 
-where an *Engine* has ``run(x: uint8 (N, H, W, 3)) -> int64 (N, H/s, W/s, C)`` (CONTRACTS.md) and,
-when it knows it, ``net_stride`` (the multiple every input size must be).
+where an *Engine* has ``run(x: uint8 (N, H, W, 3)) -> int64 (N, H/s, W/s, C)`` and, when it
+knows it, ``net_stride`` (the multiple every input size must be): the interface of
+``docs/contracts.md``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from fcnseg.errors import UserError
+from fcnseg.errors import ParameterError
 
 if TYPE_CHECKING:
     from fcnseg.host.package import Package
@@ -41,13 +42,17 @@ class Engine(Protocol):
 def get_backend(name: str) -> ModuleType:
     """Import and return the backend module registered as ``name``."""
     if name not in BACKENDS:
-        raise UserError(f"unknown backend {name!r} (choose from {', '.join(BACKENDS)})")
+        raise ParameterError(f"{{backend}} is not one of {', '.join(BACKENDS)}", backend=name)
     try:
         return importlib.import_module(BACKENDS[name])
     except ModuleNotFoundError as error:
         if error.name == BACKENDS[name]:
-            raise UserError(f"backend {name!r} is not implemented in this version") from None
-        raise UserError(f"backend {name!r} needs {error.name!r}, not installed here") from None
+            raise ParameterError(
+                "{backend} is not implemented in this version", backend=name
+            ) from None
+        raise ParameterError(
+            f"{{backend}} needs {error.name!r}, not installed here", backend=name
+        ) from None
 
 
 def open_engine(name: str, package: Package, **options: Any) -> Engine:

@@ -61,7 +61,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fcnseg.errors import UserError
+from fcnseg.errors import ParameterError, UserError
 
 if TYPE_CHECKING:
     from fcnseg.host.package import Package
@@ -180,9 +180,11 @@ def _driver_files(package: Package) -> tuple[Path, dict[str, Any]]:
     settings_path = package.file("driver/settings.json")
     bits = sorted(package.file("bitfile").glob("*.bit")) if package.file("bitfile").is_dir() else []
     if not settings_path.is_file() or not bits:
-        raise UserError(
+        raise ParameterError(
             f"package {package.path} has no bitfile/*.bit and driver/settings.json: it was built "
-            "without Vivado; build it on a machine with XILINX_VIVADO, or use --backend sim"
+            "without Vivado; build it on a machine with XILINX_VIVADO, or run it on the "
+            "simulator ({backend})",
+            backend="sim",
         )
     if len(bits) > 1:
         raise UserError(f"package {package.path} has {len(bits)} bitfiles; expected one")
@@ -232,7 +234,9 @@ class PynqEngine:
         from fcnseg.host.sim.engine import SimEngine
 
         if transport not in TRANSPORTS:
-            raise UserError(f"unknown transport {transport!r} (choose from {TRANSPORTS})")
+            raise ParameterError(
+                f"{{transport}} is not one of {', '.join(TRANSPORTS)}", transport=transport
+            )
         self.package = package
         self.bitfile, info = _driver_files(package)
         if info.get("platform") != "zynq-iodma":
@@ -253,9 +257,10 @@ class PynqEngine:
         per_tile = int(np.prod(self.ipacked)) + int(np.prod(self.opacked))
         self.batch = min(int(max_batch), int(buffer_limit) // per_tile)
         if self.batch < 1:
-            raise UserError(
-                f"one tile needs {per_tile} bytes of DMA buffers, more than the buffer limit "
-                f"{buffer_limit}; raise it"
+            raise ParameterError(
+                f"{{buffer_limit}} is below the {per_tile} bytes of DMA buffers one tile needs: "
+                "raise the buffer limit",
+                buffer_limit=buffer_limit,
             )
         fps = float(package.estimates.get("estimated_fps") or 0)
         #: the fabric's own rate, tiles/s (the package's finn-plus estimate; None if unknown)
@@ -267,21 +272,26 @@ class PynqEngine:
         self.requested_mhz = float(info.get("fclk_mhz", 100.0))
         self.broken: str | None = None
         self.timing: dict[str, float] = dict.fromkeys((*TIMING, "calls", "tiles"), 0.0)
+        self._open(transport, info, device)
+        self.clock = self._set_clock()
+
+    # --- opening ------------------------------------------------------------------------------
+
+    def _open(self, transport: str, info: dict[str, Any], device: Any) -> None:
+        """Open the overlay through ``transport`` (``auto``: finn-plus-driver if importable)."""
         self.transport = transport
         if transport == "auto":
             self.transport = "finn" if _finn_driver_importable() else "builtin"
         if self.transport == "finn":
             self._open_finn(info, device)
         elif info.get("runtime_weights") or info.get("external_weights"):
-            raise UserError(
+            raise ParameterError(
                 "the accelerator has runtime-writable or external weights: only finn-plus-driver "
-                "loads them (transport 'finn', see docs/board.md)"
+                "loads them ({transport}, see docs/board.md)",
+                transport="finn",
             )
         else:
             self._open_builtin(device)
-        self.clock = self._set_clock()
-
-    # --- opening ------------------------------------------------------------------------------
 
     def _open_finn(self, info: dict[str, Any], device: Any) -> None:
         from finn_plus_driver import get_driver_class

@@ -68,10 +68,60 @@ def test_shift_stitch_scores_shape_and_labels() -> None:
 
 
 def test_bad_options_are_user_errors() -> None:
-    with pytest.raises(UserError, match="shift-stitch 3"):
+    with pytest.raises(UserError, match=r"^shift_stitch=3 must be one of"):
         toy_segmenter(shift_stitch=3)
-    with pytest.raises(UserError, match="overlap"):
+    with pytest.raises(UserError, match=r"^overlap=-32 must be >= 0"):
         toy_segmenter(overlap=-32)
+
+
+class ArrayRows:
+    """A row reader over an array that records which rows were asked for."""
+
+    def __init__(self, rgb: np.ndarray) -> None:
+        self.rgb = rgb
+        self.height, self.width = rgb.shape[:2]
+        self.reads: list[tuple[int, int]] = []
+
+    def read(self, y0: int, y1: int) -> np.ndarray:
+        self.reads.append((y0, y1))
+        return self.rgb[y0:y1]
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("arch,size,batch", [("fcn8s", (333, 490), 3), ("fcn32s", (700, 64), 1)])
+def test_stream_equals_segment(arch: str, size: tuple[int, int], batch: int) -> None:
+    """Strips (one tile row at a time, labels in bands) == the whole image, labels and scores."""
+    seg, _ = toy_segmenter(arch, batch=batch)
+    img = image(*size, seed=4)
+    whole = seg.segment(img)
+    bands: list[tuple[int, np.ndarray]] = []
+    blocks: list[np.ndarray] = []
+    rows = ArrayRows(img)
+    canvas = seg.stream(rows, lambda y0, labels: bands.append((y0, labels.copy())), blocks.append)
+    assert canvas == seg.plan(*size).canvas
+    assert [y0 for y0, _ in bands] == list(np.cumsum([0] + [len(b) for _, b in bands[:-1]]))
+    np.testing.assert_array_equal(np.concatenate([b for _, b in bands]), whole.labels)
+    np.testing.assert_array_equal(np.concatenate(blocks), whole.scores)
+    assert len(bands) > 1 and all(y1 - y0 <= 128 for y0, y1 in rows.reads)
+
+
+def test_errors_name_parameters_not_flags() -> None:
+    """The library speaks its own terms; :meth:`ParameterError.spelled` gives the CLI's."""
+    from fcnseg.errors import ParameterError
+
+    with pytest.raises(ParameterError) as caught:
+        toy_segmenter(shift_stitch=3)
+    assert "--" not in str(caught.value) and caught.value.parameters == {"shift_stitch": 3}
+    assert caught.value.spelled({"shift_stitch": "--shift-stitch"}).startswith("--shift-stitch 3 ")
+    with pytest.raises(ParameterError, match=r"^batch=0 must be >= 1"):
+        toy_segmenter(batch=0)
+    seg, _ = toy_segmenter("fcn32s", shift_stitch=2)
+    with pytest.raises(ParameterError, match=r"^shift_stitch=2 is not available .* strips"):
+        seg.stream(ArrayRows(image(40, 50)), lambda y0, labels: None)
+    with pytest.raises(ParameterError, match=r"^backend='gpu' is not one of sim, pynq"):
+        get_backend("gpu")
 
 
 def test_load_package_on_sim(package_dir: Path, tmp_path: Path) -> None:
@@ -117,7 +167,7 @@ def test_damaged_package_is_refused(package_dir: Path, tmp_path: Path) -> None:
 def test_backend_registry() -> None:
     assert set(BACKENDS) >= {"sim", "pynq"}
     assert hasattr(get_backend("sim"), "open_engine")
-    with pytest.raises(UserError, match="unknown backend 'gpu'"):
+    with pytest.raises(UserError, match="backend='gpu' is not one of"):
         get_backend("gpu")
     try:
         get_backend("pynq")

@@ -14,7 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fcnseg.host.tiling import Geometry, make_canvas, plan_axis, plan_tiles, run_tiled
+from fcnseg.host.tiling import (
+    Geometry,
+    make_canvas,
+    plan_axis,
+    plan_tiles,
+    run_rows,
+    run_tiled,
+)
 
 
 def _conv(x: np.ndarray, w: np.ndarray, dilation: int = 1) -> np.ndarray:
@@ -202,6 +209,61 @@ def test_run_tiled_checks_the_engine_output() -> None:
     plan = plan_tiles(geometry, (64, 64))
     with pytest.raises(ValueError, match="engine returned"):
         run_tiled(plan, lambda x: np.zeros((len(x), 4, 4, 2)), np.zeros((64, 64, 3), np.uint8))
+
+
+@pytest.mark.parametrize("batch", [1, 2, 3, 7, 100])
+def test_run_rows_blocks_stack_to_the_map_with_full_engine_calls(batch: int) -> None:
+    """The one execute loop: per tile row, the kept cells, from a refilled band buffer; engine
+    calls stay ``batch`` tiles (spanning tile rows) except the last."""
+    toy = ToyEngine("fcn8s")
+    geometry = toy.geometry()
+    canvas = make_canvas(image(333, 490, seed=5), geometry)
+    plan = plan_tiles(geometry, canvas.shape[:2])
+    n_rows, n_cols = len(plan.rows.starts), len(plan.cols.starts)
+    assert n_rows > 1 and n_cols > 1 and n_cols % 2  # odd: groups of 2 straddle rows
+
+    def bands():  # one buffer, overwritten for every row (what a row reader does)
+        band = np.empty((128, canvas.shape[1], 3), np.uint8)
+        for y in plan.rows.starts:
+            band[:] = canvas[y : y + 128]
+            yield band
+            band[:] = 255  # anything kept by reference would now be garbage
+
+    toy.calls.clear()
+    blocks = list(run_rows(plan, toy.run, bands(), batch))
+    assert [len(b) for b in blocks] == [hi - lo for lo, hi in plan.rows.keep]
+    np.testing.assert_array_equal(np.concatenate(blocks), toy.run(canvas[None])[0])
+    sizes = [shape[0] for shape in toy.calls[:-1]]
+    total = n_rows * n_cols
+    assert sizes[:-1] == [min(batch, total)] * (len(sizes) - 1)
+    assert sum(sizes) == total and len(sizes) == -(-total // batch)
+
+
+def test_run_rows_hands_out_a_row_once_its_tiles_have_run() -> None:
+    """A block is out no later than one band after its own: strips stay memory-bounded."""
+    toy = ToyEngine("fcn32s")
+    geometry = toy.geometry()
+    canvas = make_canvas(image(400, 300, seed=2), geometry)
+    plan = plan_tiles(geometry, canvas.shape[:2])
+    drawn: list[int] = []
+
+    def bands():
+        for i, y in enumerate(plan.rows.starts):
+            drawn.append(i)
+            yield canvas[y : y + 128]
+
+    for i, _ in enumerate(run_rows(plan, toy.run, bands(), batch=4)):
+        assert drawn[-1] <= i + 1
+
+
+def test_run_rows_checks_its_bands() -> None:
+    geometry = Geometry((64, 64), 8, 32, 94)
+    plan = plan_tiles(geometry, (128, 64))
+    run = ToyEngine().run
+    with pytest.raises(ValueError, match="band"):
+        list(run_rows(plan, run, [np.zeros((32, 64, 3), np.uint8)] * 2))
+    with pytest.raises(ValueError):  # one band short
+        list(run_rows(plan, run, [np.zeros((64, 64, 3), np.uint8)]))
 
 
 # --- the real simulator on real packages -----------------------------------------------------
