@@ -238,6 +238,8 @@ def evaluate(
     Without --checkpoint or --package it scores the shipped deployment package, as `fcnseg
     segment` uses it. --shift-stitch and --overlap measure what the host's options cost or buy.
     """
+    import importlib
+
     from fcnseg.quantize.console import quiet_warnings
 
     if checkpoint is not None and package is not None:
@@ -248,6 +250,8 @@ def evaluate(
             "--package (a checkpoint runs each whole image in one pass)"
         )
     with quiet_warnings():
+        if checkpoint is not None:  # needs torch: a missing extra is said before data is read
+            importlib.import_module("fcnseg.quantize.evaluate")
         dataset, split = _open_eval_dataset(data, split, tuple(size), length)
         if checkpoint is not None:
             result, source = _evaluate_checkpoint(checkpoint, dataset, limit, threads)
