@@ -19,7 +19,8 @@ place all of them import from, and it holds only standard-library code (like ``f
 mashumaro (finn's choice) would do the same job but is not on a PYNQ image; this is ~150 lines
 of ``dataclasses`` + ``typing`` introspection covering exactly the field types the configs use:
 ``int``, ``float``, ``bool``, ``str``, ``Path``, ``tuple[...]``, ``dict[str, ...]``, ``X | None``,
-``Any`` and nested dataclasses.
+``Any`` and nested dataclasses. Annotations are resolved with ``typing.get_type_hints``, so a
+config class must be defined at module level.
 """
 
 from __future__ import annotations
