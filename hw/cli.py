@@ -1,7 +1,10 @@
 """``fcnseg compile`` and ``fcnseg info``: the hw stage's commands.
 
-Heavy imports (finn, qonnx, onnx) happen inside :func:`fcnseg.hw.build.compile_export`, so this
-module and ``fcnseg info`` import nothing beyond click and the standard library.
+Heavy imports (finn, qonnx, onnx) happen inside the ``compile`` command, after its up-front
+checks (:mod:`fcnseg.hw.compat`, :mod:`fcnseg.hw.preflight`) have turned a missing extra, a
+malformed ``XILINX_VIVADO``, absent finn deps or a wrong ``.onnx`` into one line. This module
+imports click and the standard library only; ``fcnseg info`` adds numpy (the package loader and
+the tiling plan), so it runs on a board.
 """
 
 from __future__ import annotations
