@@ -18,7 +18,9 @@ allow_pickle=False)``; member ``meaning`` says the same in words):
 Integers, not floats: they are what the fabric computed, exactly, and half the size of float64
 logits. The scores are streamed into the archive (a ``zipfile`` member written row block by
 row block), so an image segmented in strips never holds its whole score map; every file is
-written atomically (:mod:`fcnseg.atomic`).
+written atomically (:mod:`fcnseg.atomic`). Not through ``np.lib.format.open_memmap``: a zip
+member cannot be mapped, and a mapped ``.npy`` keeps the pages written so far resident in the
+process (as a mapped input does, :mod:`fcnseg.host.images.netpbm`), where a file write does not.
 """
 
 from __future__ import annotations
