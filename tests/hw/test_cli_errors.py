@@ -156,3 +156,18 @@ def test_build_folder_given_as_package_names_its_package(tmp_path, capsys):
     assert code == 2 and f"{build} is a build folder; its package is {build / 'package'}" in line
     assert main(["info", str(build)]) == 0  # info takes either
     assert "package  " + str(build / "package") in capsys.readouterr().out
+
+
+def test_compile_export_api_refuses_a_qcdq_model_onnx(tmp_path):
+    """The API checks the model too, before the build folder or finn."""
+    from fcnseg.errors import UserError
+    from fcnseg.hw.build import BuildOptions, compile_export
+
+    folder = tmp_path / "export"
+    folder.mkdir()
+    shutil.copy(SHIPPED_EXPORT / "model.json", folder / "model.json")
+    shutil.copy(SHIPPED_EXPORT / "model_qcdq.onnx", folder / "model.onnx")
+    opts = BuildOptions(export_dir=folder, out_dir=tmp_path / "b", board=get_board("kv260"))
+    with pytest.raises(UserError, match="is a QCDQ export"):
+        compile_export(opts, progress=lambda message: None)
+    assert not (tmp_path / "b").exists()
