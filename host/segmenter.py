@@ -119,22 +119,6 @@ def resolve_package(package: Package | str | os.PathLike[str] | None) -> Package
     return load_package(package)
 
 
-def geometry_of(package: Package, engine: Any = None) -> Geometry:
-    """The tiling geometry of a package (its net stride from the engine when it knows it)."""
-    card = package.model_card
-    net_stride = getattr(engine, "net_stride", None) or card.get("net_stride")
-    if net_stride is None:
-        depths = card.get("model_config", {}).get("depths")
-        net_stride = 2 ** len(depths) if depths else max(32, package.output_stride)
-    field = card.get("receptive_field")
-    return Geometry(
-        tile=package.tile,
-        output_stride=package.output_stride,
-        net_stride=int(net_stride),
-        receptive_field=int(field) if field is not None else None,
-    )
-
-
 class Segmenter:
     """Segment images of any size with a fixed-tile accelerator (see the module docstring)."""
 
@@ -201,16 +185,14 @@ class Segmenter:
             backend_options.setdefault("batch", batch)
         engine = open_engine(backend, pkg, **backend_options)
         batch = int(batch or getattr(engine, "batch", None) or 4)
-        card = pkg.model_card
-        palette = card.get("palette")
-        if palette is not None:
-            palette = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)
+        card = pkg.card
+        palette = None if card.palette is None else np.asarray(card.palette, dtype=np.uint8)
         seg = cls(
             engine,
-            geometry_of(pkg, engine),
+            pkg.geometry,
             pkg.output_scale,
             pkg.output_bias,
-            classes=card.get("classes"),
+            classes=list(card.classes),
             palette=palette,
             shift_stitch=shift_stitch,
             overlap=overlap,

@@ -62,6 +62,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fcnseg.errors import ParameterError, UserError
+from fcnseg.host.package import dtype_bits
 
 if TYPE_CHECKING:
     from fcnseg.host.package import Package
@@ -89,21 +90,10 @@ class AcceleratorTimeout(UserError):
 # --------------------------------------------------------------------------------------------
 
 
-def _bits(dtype: str) -> tuple[int, bool]:
-    from fcnseg.host.package import parse_dtype
-
-    if dtype == "BIPOLAR":
-        return 1, False
-    lo, hi = parse_dtype(dtype)
-    if dtype == "TERNARY":
-        return 2, True
-    return int(hi - lo).bit_length(), lo < 0
-
-
 def finn_pack(values: np.ndarray, dtype: str) -> np.ndarray:
     """``finnpy_to_packed_bytearray(values, dtype, reverse_inner=True, reverse_endian=True)``
     for integer dtypes: ``(..., E)`` -> ``uint8 (..., ceil(E * bits / 8))``."""
-    bits, _ = _bits(dtype)
+    bits, _ = dtype_bits(dtype)
     values = np.asarray(values)
     if bits % 8 == 0 and values.dtype.kind in "iu" and values.dtype.itemsize == bits // 8:
         # finn's whole-byte fast path: both reverses cancel to the native little-endian bytes
@@ -124,7 +114,7 @@ def finn_pack(values: np.ndarray, dtype: str) -> np.ndarray:
 def finn_unpack(packed: np.ndarray, dtype: str, count: int) -> np.ndarray:
     """Inverse of :func:`finn_pack` (``packed_bytearray_to_finnpy`` with both reverses), to
     int64 (finn-plus-driver returns float32, exact only below 2**24)."""
-    bits, signed = _bits(dtype)
+    bits, signed = dtype_bits(dtype)
     packed = np.ascontiguousarray(packed, dtype=np.uint8)
     if bits in (8, 16, 32, 64) and packed.shape[-1] * 8 == bits * count:
         kind = "i" if signed else "u"
@@ -355,7 +345,7 @@ class PynqEngine:
     def unpack(self, packed: np.ndarray) -> np.ndarray:
         """Packed output bytes ``(n, *oshape_packed)`` -> int64 scores ``(n, h, w, C)``."""
         n = len(packed)
-        if self.transport == "finn" and _bits(self.odt)[0] in (8, 16):
+        if self.transport == "finn" and dtype_bits(self.odt)[0] in (8, 16):
             from finn_plus_driver.packing import packed_bytearray_to_finnpy
             from qonnx.core.datatype import DataType
 
