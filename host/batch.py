@@ -172,8 +172,8 @@ class Batch:
                     )
                 if outputs.mask.exists() and not overwrite:
                     record.status = "skipped"
-                    record.message = f"{outputs.mask} exists (use --overwrite)"
-                    self.say(f"fcnseg: {job.source}: {outputs.mask} exists, skipped")
+                    record.message = f"{outputs.mask} exists, skipped (use --overwrite)"
+                    self.say(f"fcnseg: {job.source}: {record.message}")
                     self.bar.update()
                     continue
                 for path in outputs.files():  # what a killed run may have left
