@@ -33,7 +33,8 @@ class Described:
     """A package or build folder: its summary, and its package when there is one."""
 
     path: Path
-    summary: dict[str, Any]
+    #: finn's estimates (None: a package written without them, e.g. by the API)
+    summary: dict[str, Any] | None
     package: Package | None
 
 
@@ -49,9 +50,14 @@ def describe(path: Path) -> Described:
     """Load the summary of ``path`` (build folder or package) and, if present, its package."""
     from fcnseg.host.package import load_package
 
-    summary = report.load_summary(path)
     package_dir = find_package_dir(Path(path))
     package = load_package(package_dir) if package_dir is not None else None
+    try:
+        summary = report.load_summary(path)
+    except UserError:
+        if package is None:
+            raise
+        summary = None  # the package still says what it is
     return Described(Path(path), summary, package)
 
 
@@ -131,10 +137,11 @@ def facts_lines(facts: dict[str, Any]) -> list[str]:
 
 def info_summary(described: Described, frame: tuple[int, int]) -> dict[str, Any]:
     """The summary with ``frames`` for ``frame`` and, with a package, its ``accelerator`` facts."""
-    summary = dict(described.summary)
+    summary = dict(described.summary or {})
     if described.package is not None:
         geometry = described.package.geometry
-        summary["frames"] = frames(geometry, frame, float(summary["estimated_fps"]))
+        if described.summary is not None:
+            summary["frames"] = frames(geometry, frame, float(summary["estimated_fps"]))
         summary["accelerator"] = accelerator_facts(described.package)
     elif (summary.get("frames") or {}).get("frame") != list(frame):
         raise UserError(
@@ -149,4 +156,6 @@ def format_info(summary: dict[str, Any]) -> str:
     """What ``fcnseg info`` prints: the accelerator facts, then the estimate table."""
     facts = summary.get("accelerator")
     head = [*facts_lines(facts), ""] if facts else []
+    if "layers" not in summary:
+        return "\n".join([*head, "no finn estimates in this package: cycles, rates unknown"])
     return "\n".join([*head, report.format_table(summary)])

@@ -14,7 +14,7 @@ from fcnseg.cli import main
 from fcnseg.hw.boards import get_board
 from fcnseg.hw.fit import Fit, check_fit, find_headroom
 from fcnseg.hw.report import SUMMARY_JSON, SUMMARY_TXT, format_table, load_summary
-from tests.hw.conftest import read_json
+from tests.helpers.files import read_json
 
 
 def test_summary_agrees_with_finn_reports(build_fcn8s):
@@ -180,3 +180,17 @@ def test_headroom_line_in_the_report():
     assert len(line) == 1 and line[0].startswith("LUT 40%, BRAM_18K 27%: a faster fold fits")
     assert "(estimated, " in line[0] and f"try --target-fps {room.suggested_target()}" in line[0]
     assert "headroom" not in format_table(summary) and "faster fold" not in format_table(summary)
+
+
+def test_info_on_a_package_without_estimates_still_says_what_it_is(tmp_path, capsys):
+    import shutil
+
+    package = tmp_path / "noest"
+    shutil.copytree(SHIPPED / "fcn8s-zcu104", package)
+    meta = json.loads((package / "accelerator.json").read_text())
+    del meta["estimates"]
+    (package / "accelerator.json").write_text(json.dumps(meta))
+    assert main(["info", str(package)]) == 0
+    text = capsys.readouterr().out
+    assert "built for zcu104" in text and "exact overlap 192 px" in text
+    assert "no finn estimates in this package" in text
