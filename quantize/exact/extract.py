@@ -7,7 +7,8 @@ Brevitas 0.13.4, exactly:
 - weights: per-output-channel scale ``max|w| / (2^(b-1) - 1)`` (``Int8WeightPerChannelFloat``:
   abs-max statistics, narrow range), integers ``clamp(round_half_even(w / scale))``;
 - activations: scale ``|value| / t`` with ``t = 2^b - 1`` unsigned, ``2^(b-1)`` signed
-  (``IntScaling``), ``value`` the learned parameter; the input quantizer has the constant scale
+  (``IntScaling``), ``value`` the learned parameter (or, while Brevitas is still collecting
+  statistics, their running average, as its eval mode does); the input quantizer has the constant scale
   ``1/255`` and passes the pixels through unchanged;
 - batch norm: the running statistics, ``gamma``, ``beta`` and ``eps`` of the module.
 
@@ -96,6 +97,8 @@ def act_quantizer(name: str, module: nn.Module) -> Quantizer:
     value = getattr(scaling, "value", None)
     if value is None:
         raise UnsupportedQuantizer(f"{name}: no learned scale parameter")
+    if int(getattr(scaling, "counter", 1)) <= int(getattr(scaling, "collect_stats_steps", 0)):
+        value = scaling.buffer  # still collecting statistics: eval mode reads their average
     scale = abs(Fraction(float(value.detach().double().reshape(-1)[0]))) / divisor
     _check_scale(scale, proxy.scale(), name)
     return Quantizer(name, scale, lo, hi)

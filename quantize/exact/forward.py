@@ -10,11 +10,11 @@ simulator, the hardware) must reproduce.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from fcnseg.quantize.exact.levels import thresholds
+from fcnseg.quantize.exact.levels import natural_signs, thresholds
 from fcnseg.quantize.exact.record import ExactNet, Step
 
 Range = tuple[int, int]
@@ -30,12 +30,23 @@ def conv_range(step: Step, x: Range) -> Range:
     return int(lo.min()), int(hi.max())
 
 
+def oriented(step: Step) -> Step:
+    """A conv step whose weights are turned so that every channel's level grows with its
+    accumulator (negative batch-norm factors flip a channel, as finn does); other steps as is."""
+    if step.op != "conv" or step.quant is None:
+        return step
+    signs = natural_signs(step)
+    if np.all(signs == 1):
+        return step
+    return replace(step, weight=step.weight * signs.reshape(-1, 1, 1, 1))
+
+
 def tensor_ranges(net: ExactNet, pixels: Range = (0, 255)) -> dict[str, Range]:
-    """Integer range of every tensor (and of every conv's accumulator, keyed ``name.acc``)."""
+    """Integer range of every tensor (and of every conv's oriented accumulator, ``name.acc``)."""
     r: dict[str, Range] = {net.input: pixels}
     for s in net.steps:
         if s.op == "conv":
-            r[f"{s.name}.acc"] = conv_range(s, r[s.src])
+            r[f"{s.name}.acc"] = conv_range(oriented(s), r[s.src])
             r[s.dst] = (s.quant.lo, s.quant.hi) if s.quant else r[f"{s.name}.acc"]
         elif s.op == "requant":
             r[f"{s.name}.acc"] = r[s.src]
@@ -82,12 +93,15 @@ class ExactForward:
 
     net: ExactNet
     ranges: dict[str, Range] = field(init=False)
+    steps: list[Step] = field(init=False)
     thresholds: dict[str, np.ndarray] = field(init=False)
 
     def __post_init__(self) -> None:
         self.ranges = tensor_ranges(self.net)
+        self.steps = [oriented(s) for s in self.net.steps]
         self.thresholds = {
-            s.name: thresholds(s, self.ranges[f"{s.name}.acc"]) for s in self.net.thresholded()
+            s.name: thresholds(s, self.ranges[f"{s.name}.acc"], natural_signs(s))
+            for s in self.net.thresholded()
         }
 
     def run(self, pixels: np.ndarray, keep: bool = False) -> np.ndarray | dict[str, np.ndarray]:
@@ -99,7 +113,7 @@ class ExactForward:
         if x.ndim == 3:
             x = x[None]
         t: dict[str, np.ndarray] = {self.net.input: x.astype(np.int64)}
-        for s in self.net.steps:
+        for s in self.steps:
             src = t[s.src]
             if s.op == "conv":
                 lo, hi = self.ranges[s.src]

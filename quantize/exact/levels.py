@@ -134,6 +134,12 @@ def channels(step: Step) -> list[Channel]:
     return out
 
 
+def natural_signs(step: Step) -> np.ndarray:
+    """Per channel +1 where the level grows with the accumulator (or is constant), else -1:
+    the orientation in which every channel's thresholds count upwards (what finn builds)."""
+    return np.array([-1 if ch.increasing() < 0 else 1 for ch in channels(step)], dtype=np.int64)
+
+
 def _least_reaching(ch: Channel, k: int, sign: int, lo: int, hi: int) -> int:
     """Least ``x`` in ``[lo, hi + 1]`` with ``q(sign * x) >= k`` (``hi + 1`` if none in range)."""
 
