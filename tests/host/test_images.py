@@ -116,11 +116,14 @@ def test_guard_is_per_call_and_leaves_pillows_alone(
     """Our limit decides, Pillow's process-wide one is neither used nor changed: with Pillow's
     set far below the image (its own open would refuse it), a higher limit still decodes."""
     Image.fromarray(RGB).save(tmp_path / "x.png")  # 240 pixels
+    Image.fromarray(RGB).save(tmp_path / "x.jpg", quality=95)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 50)
     np.testing.assert_array_equal(load_image(tmp_path / "x.png", max_pixels=1000), RGB)
-    assert image_size(tmp_path / "x.png") == (12, 20)
-    with pytest.raises(UserError, match="20x12 pixels is above the limit of 239"):
-        load_image(tmp_path / "x.png", max_pixels=239)
+    assert load_image(tmp_path / "x.jpg", max_pixels=1000).shape == RGB.shape
+    for name in ("x.png", "x.jpg"):
+        assert image_size(tmp_path / name) == (12, 20)
+        with pytest.raises(UserError, match="20x12 pixels is above the limit of 239"):
+            load_image(tmp_path / name, max_pixels=239)
     assert Image.MAX_IMAGE_PIXELS == 50
 
 
