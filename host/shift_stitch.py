@@ -55,9 +55,7 @@ class ShiftPlan:
 def plan_shifts(output_stride: int, factor: int) -> ShiftPlan:
     """Plan ``factor**2`` passes; ``factor`` must divide ``output_stride``."""
     if factor < 1 or output_stride % factor:
-        raise ValueError(
-            f"shift-stitch factor {factor} must divide the output stride {output_stride}"
-        )
+        raise ValueError(f"factor={factor} must divide the output stride {output_stride}")
     d = output_stride // factor
     phases = tuple((i, j) for i in range(factor) for j in range(factor))
     shifts = tuple((i * d, j * d) for i, j in phases)

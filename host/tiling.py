@@ -130,7 +130,7 @@ def plan_axis(
     if length < tile or length % g or tile % g:
         raise ValueError(f"axis {length} must be >= the tile {tile}, both multiples of {g}")
     if not 0 <= overlap <= tile - g or overlap % g:
-        raise ValueError(f"overlap {overlap} must be a multiple of {g} in [0, {tile - g}]")
+        raise ValueError(f"overlap={overlap} must be a multiple of {g} in [0, {tile - g}]")
     stride = tile - overlap
     n = -(-(length - tile) // stride) + 1
     span = (length - tile) // g  # in units of g
@@ -184,7 +184,7 @@ def plan_tiles(geometry: Geometry, canvas: tuple[int, int], overlap: int | None 
     g = geometry.net_stride
     wanted = geometry.default_overlap if overlap is None else int(overlap)
     if wanted < 0:
-        raise ValueError(f"overlap must be >= 0, got {wanted}")
+        raise ValueError(f"overlap={wanted} must be >= 0")
     ov = min(-(-wanted // g) * g, geometry.max_overlap)
     th, tw = geometry.tile
     s = geometry.output_stride

@@ -55,6 +55,39 @@ def test_results_in_order_equal_serial(package, accelerate, finish):
     assert not _threads()
 
 
+def test_the_engine_is_metered_not_swapped(package):
+    """The run meters engine calls through ``Segmenter.scores(run=)``: the segmenter's engine
+    stays the same object throughout, and a caller using it meanwhile is not counted."""
+    from fcnseg.host.images import as_rgb_array
+
+    seg = Segmenter.load(package, backend="sim")
+    engine = seg.engine
+    same = []
+
+    def decode(source):
+        same.append(seg.engine is engine)
+        return as_rgb_array(source)
+
+    pipe = Pipeline(seg, decode=decode)
+    results = []
+    for result in pipe.run(PHOTOS[:3]):
+        results.append(result)
+        seg.scores(as_rgb_array(PHOTOS[0]))  # the main thread, in the middle of the run
+    assert all(r.ok for r in results) and same == [True] * 3
+    assert pipe.report().tiles == sum(r.tiles for r in results) > 0
+
+
+def test_bad_counts_name_their_parameters(package):
+    from fcnseg.errors import ParameterError
+
+    seg = Segmenter.load(package, backend="sim")
+    with pytest.raises(ParameterError, match=r"^depth=0 must be >= 1$"):
+        Pipeline(seg, depth=0)
+    with pytest.raises(ParameterError) as caught:
+        Pipeline(seg, finish_workers=0)
+    assert caught.value.spelled({"finish_workers": "--workers"}) == "--workers 0 must be >= 1"
+
+
 def test_errors_are_per_item(package, tmp_path):
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not a jpeg")
