@@ -13,11 +13,15 @@ from PIL import Image
 
 from fcnseg.errors import UserError
 from fcnseg.host.images import (
+    ClassTable,
     as_rgb_array,
     atomic_open,
+    cells_read,
     image_size,
     load_image,
     overlay,
+    png_mask_writer,
+    read_mask_classes,
     save_array,
     save_mask,
     save_overlay,
@@ -216,3 +220,39 @@ def test_atomic_write_keeps_old_file_and_leaves_no_temp(tmp_path: Path) -> None:
     assert (tmp_path / "sub" / "y.bin").read_bytes() == b"new"
     (tmp_path / "plain").write_bytes(b"")  # same permissions as any new file
     assert (tmp_path / "sub" / "y.bin").stat().st_mode == (tmp_path / "plain").stat().st_mode
+
+
+def test_class_table_and_mask_text_chunk(tmp_path: Path) -> None:
+    table = ClassTable.of(3, ["sky", "road", "car"], voc_palette())
+    assert table.colours.tolist() == voc_palette(3).tolist()
+    assert ClassTable.of(2, None, voc_palette()).names == ("class 0", "class 1")
+    with pytest.raises(ValueError, match="2 class names for 3 classes"):
+        ClassTable.of(3, ["a", "b"], voc_palette())
+    with pytest.raises(ValueError, match="a palette of 2 colours for 3 classes"):
+        ClassTable.of(3, None, voc_palette(2))
+    labels = RNG.integers(0, 3, size=(12, 20)).astype(np.uint8)
+    save_mask(tmp_path / "whole.png", labels, voc_palette(), table)
+    with png_mask_writer(tmp_path / "rows.png", 12, 20, voc_palette(), table) as write:
+        write(labels[:5])
+        write(labels[5:])
+    for name in ("whole.png", "rows.png"):
+        with Image.open(tmp_path / name) as img:
+            assert read_mask_classes(img.text) == ["sky", "road", "car"]
+            np.testing.assert_array_equal(np.asarray(img), labels)
+
+
+@pytest.mark.parametrize(("stride", "field"), [(2, 2), (8, 8), (4, 8), (1, 2)])
+def test_cells_read_are_all_the_upsampling_needs(stride: int, field: int) -> None:
+    """Labels from the cropped scores equal those from the whole canvas's scores."""
+    from fcnseg.host.upsample import upsample_argmax
+
+    scale, bias = np.array([1.0, 0.5, 2.0]), np.array([0.0, 3.0, -1.0])
+    for height, width in [(1, 1), (17, 9), (30, 41), (64, 64)]:
+        cells = (height + field) // stride + 2, (width + field) // stride + 2
+        scores = RNG.integers(-50, 50, size=(*cells, 3))
+        rows = cells_read(height, stride, field, cells[0])
+        cols = cells_read(width, stride, field, cells[1])
+        full = upsample_argmax(scores, scale, bias, (height, width), stride, field)
+        cropped = upsample_argmax(scores[:rows, :cols], scale, bias, (height, width), stride, field)
+        np.testing.assert_array_equal(cropped, full, err_msg=f"{height}x{width}")
+        assert rows < cells[0] and cols < cells[1]  # the padding's cells are dropped
