@@ -16,17 +16,9 @@ from fcnseg.host.backends import BACKENDS, get_backend
 from fcnseg.host.segmenter import Segmenter
 from fcnseg.host.tiling import make_canvas
 from fcnseg.host.upsample import upsample_argmax_naive
-from tests.host.test_tiling import ToyEngine, image
-
-
-def tiny_package(folder: Path) -> Path:
-    """A real, hand-made deployment package (H4's test layers: 3x3 conv, pool, 1x1 score)."""
-    from fcnseg.host.package import write_package
-    from tests.host.test_package import CARD, IO, _layers
-
-    return write_package(
-        folder, model_card=CARD, io=IO, layers=_layers(), board="pynq-z2", hw_graph=b"-"
-    )
+from tests.helpers.images import image
+from tests.helpers.packages import tiny_package
+from tests.helpers.toy_engine import ToyEngine
 
 
 @pytest.fixture(scope="module")
@@ -195,3 +187,46 @@ def test_backend_options_reach_the_engine(package_dir: Path) -> None:
     assert seg.batch == seg.engine.batch == 4
     with pytest.raises(TypeError):
         Segmenter.load(package_dir, no_such_option=1)
+
+
+LIBRARY_MODULES = (
+    "segmenter.py",
+    "tiling.py",
+    "shift_stitch.py",
+    "pipeline.py",
+    "upsample.py",
+    "backends/__init__.py",
+    "backends/sim.py",
+    "backends/pynq.py",
+    "sim/engine.py",
+    "sim/layers.py",
+)
+
+
+@pytest.mark.parametrize("module", LIBRARY_MODULES)
+def test_library_texts_name_no_cli_flags(module: str) -> None:
+    """No text of the library's code (docstrings aside) spells a CLI flag (``--shift-stitch``):
+    its errors name the parameter (``shift_stitch=``) and the CLI translates
+    (:class:`fcnseg.errors.ParameterError`)."""
+    import ast
+    import re
+
+    import fcnseg.host
+
+    tree = ast.parse((Path(fcnseg.host.__file__).parent / module).read_text())
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+    }
+    texts = [
+        node.value
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str)
+        if id(node) not in docstrings
+    ]
+    assert texts or module == "backends/sim.py"  # the adapter has no texts of its own
+    flags = [text for text in texts if re.search(r"(?<![\w-])--[a-z]", text)]
+    assert not flags, f"{module} spells CLI flags: {flags}"
