@@ -230,3 +230,21 @@ def test_library_texts_name_no_cli_flags(module: str) -> None:
     assert texts or module == "backends/sim.py"  # the adapter has no texts of its own
     flags = [text for text in texts if re.search(r"(?<![\w-])--[a-z]", text)]
     assert not flags, f"{module} spells CLI flags: {flags}"
+
+
+def test_the_cli_spells_parameters_as_its_flags(
+    package_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Both sides of one error: ``board='zcu104'`` from the library, ``--board zcu104`` from
+    ``fcnseg segment``."""
+    from fcnseg.cli import main
+    from fcnseg.errors import ParameterError
+
+    with pytest.raises(ParameterError, match=r"pynq-z2, not zcu104 \(board='zcu104'\)"):
+        Segmenter.load(package_dir, board="zcu104")
+    Image.fromarray(image(20, 20)).save(tmp_path / "a.png")
+    args = ["segment", str(tmp_path / "a.png"), "--package", str(package_dir)]
+    assert main([*args, "-o", str(tmp_path / "o"), "--board", "zcu104"]) == 2
+    err = capsys.readouterr().err
+    assert "not zcu104 (--board zcu104)" in err and "board=" not in err
+    assert not (tmp_path / "o").exists()
