@@ -211,8 +211,9 @@ class Batch:
         for result in pipe.run([job for job, _ in jobs]):
             images.pop(id(result.source), None)
             record = records[id(result.source)]
-            record.seconds = sum(result.times.get(s, 0.0) for s in ("decode", "accelerate"))
-            record.seconds += result.times.get("finish", 0.0)
+            record.seconds = sum(
+                result.times.get(s, 0.0) for s in ("decode", "accelerate", "finish")
+            )
             if result.ok:
                 record.status = "ok"
             else:
