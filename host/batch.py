@@ -87,7 +87,7 @@ class Batch:
         try:
             self.table = ClassTable.of(n, self.seg.classes, self.seg.palette)
         except ValueError as error:
-            raise UserError(f"the package's classes and palette disagree: {error}") from None
+            raise UserError(f"the package's class table is unusable: {error}") from None
         self.summary.classes = self.table.names
         # A "background" class (VOC's, the synthetic scenes') is left clear in overlays.
         self.clear = tuple(i for i, name in enumerate(self.table.names) if name == "background")

@@ -60,6 +60,9 @@ class ClassTable:
         if len(colours) < count:
             raise ValueError(f"a palette of {len(colours)} colours for {count} classes")
         shown = tuple(names) if names is not None else tuple(f"class {i}" for i in range(count))
+        if len(set(shown)) != len(shown):  # names key the per-class figures of a summary
+            twice = sorted({n for n in shown if shown.count(n) > 1})
+            raise ValueError(f"class names must differ, {', '.join(twice)} appear twice")
         return cls(shown, colours[:count].copy())
 
     def names_text(self) -> str:

@@ -230,6 +230,8 @@ def test_class_table_and_mask_text_chunk(tmp_path: Path) -> None:
         ClassTable.of(3, ["a", "b"], voc_palette())
     with pytest.raises(ValueError, match="a palette of 2 colours for 3 classes"):
         ClassTable.of(3, None, voc_palette(2))
+    with pytest.raises(ValueError, match="car appear twice"):
+        ClassTable.of(3, ["car", "road", "car"], voc_palette())
     labels = RNG.integers(0, 3, size=(12, 20)).astype(np.uint8)
     save_mask(tmp_path / "whole.png", labels, voc_palette(), table)
     with png_mask_writer(tmp_path / "rows.png", 12, 20, voc_palette(), table) as write:
