@@ -5,8 +5,9 @@ The pipeline for one image of ``H x W`` pixels::
     canvas (image at the top-left of zeros, tiling.Geometry.canvas_shape)
       -> f*f shifted copies (shift_stitch; one copy when f = 1)
       -> tiles of the accelerator's size (tiling.plan_tiles, cached per canvas shape)
-      -> engine.run (a backend) -> stitched integer scores (Hc/d, Wc/d, C), d = s / f
-      -> dequantize + bilinear upsample to H x W + argmax (upsample.upsample_argmax)
+      -> engine.run (a backend), a row of tiles at a time (tiling.run_rows, the one loop)
+      -> stitched integer scores (Hc/d, Wc/d, C), d = s / f
+      -> dequantize + bilinear upsample to H x W + argmax (Segmenter.labels, the one finish)
 
 >>> seg = Segmenter.load("host/packages/fcn8s-pynq-z2")        # doctest: +SKIP
 >>> labels = seg(image)            # (H, W) uint8 class indices  # doctest: +SKIP
@@ -14,10 +15,10 @@ The pipeline for one image of ``H x W`` pixels::
 
 Large images go through :meth:`Segmenter.stream` instead: the same tile plan executed one row
 of tiles at a time, scores upsampled and handed out in bands of rows as soon as they are final,
-so the working memory is a band of ``tile height x canvas width`` pixels, not the image. The
-labels equal :meth:`Segmenter.segment`'s exactly (same tiles, same cells, same upsampling
-weights: a band reads one score row of halo above and below, and bilinear weights do not depend
-on where the band starts).
+so the working memory is a band of ``tile height x canvas width`` pixels (and fewer than a batch
+of tiles waiting for the next band), not the image. The labels equal :meth:`Segmenter.segment`'s
+exactly (same tiles, same cells, same upsampling weights: a band reads one score row of halo
+above and below, and bilinear weights do not depend on where the band starts).
 
 Boards: a package records the board it was built for. :meth:`Segmenter.load` refuses it,
 before opening any backend, when ``board=`` names another board, or when the ``pynq`` backend
