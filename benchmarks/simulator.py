@@ -242,10 +242,10 @@ def _other_tiles(ctx: Context, m: _Set) -> list[dict]:
     """Rows of the simulator at ``ctx.tiles`` (random weights, the subject's topology)."""
     from fcnseg.host.package import load_package
     from fcnseg.host.sim import SimEngine
-    from fcnseg.quantize.models import ModelConfig
+    from fcnseg.quantize.config import ModelConfig
 
-    config = m.pkg.model_card.get("model_config")
-    cfg = ModelConfig.from_dict(config) if config else tiny_config()
+    config = m.pkg.card.model_config
+    cfg = ModelConfig.from_dict(dict(config)) if config else tiny_config()
     rows = []
     for tile in ctx.tiles:
         built = built_subject(ctx, f"random weights {tile[0]}x{tile[1]}", cfg, tuple(tile))

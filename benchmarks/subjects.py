@@ -46,7 +46,7 @@ class Subject:
         from fcnseg.host.package import load_package
 
         pkg = load_package(self.package_dir)
-        card = pkg.model_card
+        config = pkg.card.model_config
         return {
             "source": self.source,
             "package": display_path(self.package_dir),
@@ -57,7 +57,7 @@ class Subject:
             "output_stride": pkg.output_stride,
             "classes": len(pkg.output_scale),
             "board": pkg.board,
-            "model_config": card.get("model_config"),
+            "model_config": dict(config) if config is not None else None,
         }
 
     def brevitas(self) -> Any:
@@ -101,7 +101,7 @@ def float_checkpoint(checkpoint: Path) -> Path | None:
 
 
 def tiny_config() -> Any:
-    from fcnseg.quantize.models import ModelConfig
+    from fcnseg.quantize.config import ModelConfig
 
     return ModelConfig(
         arch="fcn8s",
@@ -116,16 +116,16 @@ def tiny_config() -> Any:
 def default_config(ctx: Context) -> Any:
     """The default model's topology: the shipped package's model card ``model_config``."""
     from fcnseg.host.package import load_package
-    from fcnseg.quantize.models import ModelConfig
+    from fcnseg.quantize.config import ModelConfig
 
     package = shipped_package(ctx)
-    card = load_package(package).model_card if package is not None else {}
-    if not card.get("model_config"):
+    config = load_package(package).card.model_config if package is not None else None
+    if not config:
         raise Skipped(
             "no deployment package to measure: pass --package DIR (none is installed with the "
             "host runtime to take a topology from)"
         )
-    return ModelConfig.from_dict(card["model_config"])
+    return ModelConfig.from_dict(dict(config))
 
 
 def random_net(cfg: Any, tile: tuple[int, int], seed: int = 0) -> Any:
@@ -184,8 +184,7 @@ def checkpoint_matches(package_dir: Path, checkpoint: Path | None) -> bool:
 
     if checkpoint is None:
         return False
-    source = load_package(package_dir).model_card.get("source_checkpoint") or {}
-    return source.get("sha256") == sha256_file(checkpoint)
+    return load_package(package_dir).card.source_sha256 == sha256_file(checkpoint)
 
 
 def export_for(ctx: Context, package: Path, checkpoint: Path | None) -> Path | None:
