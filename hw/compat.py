@@ -3,7 +3,7 @@
 finn-plus expects to be started by its ``finn`` CLI (``run_finn.py``), which boots global settings,
 checks Vivado and builds the XSI simulator before anything else. The estimate-only part of the
 flow (streamline -> HW layers -> partition -> fold -> estimates) is pure Python and runs on any CPU,
-but four things stop it from being reached here (measured, see ../shared/DESIGN.md):
+but four things stop it from being reached here (measured, see docs/finn-notes.md):
 
 1. ``finn.util.settings.get_settings()`` raises unless ``FINN_BUILD_DIR`` (or a booted settings
    object) exists. We point it at a directory of our own (``<build>/finn_tmp`` or a temp dir) when

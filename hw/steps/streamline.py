@@ -3,7 +3,7 @@
 finn's default ``step_streamline`` handles a chain (FCN-32s) but leaves float ``Mul``/``Transpose``
 nodes stranded at the forks and joins of FCN-16s/8s skips, and keeps ``Resize`` in NCHW, so the
 dataflow partition later fails ("unsupported layers in between FINN operators"). The fix measured
-on finn-plus 1.6.1 (../shared/DESIGN.md): move linear ops and transposes past forks and past the
+on finn-plus 1.6.1 (docs/finn-notes.md): move linear ops and transposes past forks and past the
 skip ``Add`` joins, streamline again, and repeat until the graph stops changing.
 """
 
