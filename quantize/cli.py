@@ -6,11 +6,16 @@ Heavy libraries (torch, brevitas, onnx) are imported inside the command function
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from fcnseg.errors import UserError
+
+if TYPE_CHECKING:
+    from fcnseg.quantize.data.base import SegmentationDataset
 
 
 @click.command("train")
@@ -119,7 +124,7 @@ def train(
         )
 
 
-def _run_log(path: Path):
+def _run_log(path: Path) -> Callable[[str], None]:
     """A log function: each line to stdout (above any progress bar) and appended to ``path``."""
     import sys
 
@@ -255,7 +260,7 @@ def evaluate(
         dataset, split = _open_eval_dataset(data, split, tuple(size), length)
         if checkpoint is not None:
             result, source = _evaluate_checkpoint(checkpoint, dataset, limit, threads)
-            options: dict = {}
+            options: dict[str, Any] = {}
         else:
             options = {"shift_stitch": int(shift_stitch or 1), "overlap": overlap}
             result, source = _evaluate_package(package, dataset, limit, backend, options)
@@ -265,7 +270,9 @@ def evaluate(
     _print_and_save(result, dataset, per_class, json_path, source, data, split, options)
 
 
-def _open_eval_dataset(data: str, split: str | None, size: tuple[int, int], length: int | None):
+def _open_eval_dataset(
+    data: str, split: str | None, size: tuple[int, int], length: int | None
+) -> tuple[SegmentationDataset, str]:
     """The dataset to score and the split used (the dataset's labelled held-out one by default).
 
     The synthetic scenes take their textures from scikit-image, which a board does not have:
@@ -288,7 +295,16 @@ def _open_eval_dataset(data: str, split: str | None, size: tuple[int, int], leng
     return dataset, split
 
 
-def _print_and_save(result, dataset, per_class, json_path, source, data, split, options) -> None:
+def _print_and_save(
+    result: dict[str, Any],
+    dataset: SegmentationDataset,
+    per_class: bool,
+    json_path: Path | None,
+    source: str,
+    data: str,
+    split: str,
+    options: dict[str, Any],
+) -> None:
     """Print the metrics table; with ``json_path`` also write them (atomically) as JSON."""
     import json
 
@@ -301,7 +317,9 @@ def _print_and_save(result, dataset, per_class, json_path, source, data, split, 
         atomic_write_text(json_path, json.dumps(jsonable(record), indent=2) + "\n")
 
 
-def _evaluate_checkpoint(checkpoint: Path, dataset, limit: int | None, threads: int):
+def _evaluate_checkpoint(
+    checkpoint: Path, dataset: SegmentationDataset, limit: int | None, threads: int
+) -> tuple[dict[str, Any], str]:
     """Score a checkpoint with torch (the 'train' extra), as training validation does."""
     import torch
 
@@ -321,7 +339,13 @@ def _evaluate_checkpoint(checkpoint: Path, dataset, limit: int | None, threads: 
     return result, f"{checkpoint} ({model.cfg.arch}, {kind})"
 
 
-def _evaluate_package(package: Path | None, dataset, limit: int | None, backend: str, options):
+def _evaluate_package(
+    package: Path | None,
+    dataset: SegmentationDataset,
+    limit: int | None,
+    backend: str,
+    options: dict[str, Any],
+) -> tuple[dict[str, Any], str]:
     """Score a deployment package through the host runtime (numpy only with the sim backend).
 
     ``package`` None is the shipped default package; ``options`` are Segmenter tiling options.

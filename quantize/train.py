@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -50,6 +50,9 @@ from fcnseg.quantize.evaluate import evaluate, to_tensor, upsample_logits
 from fcnseg.quantize.metrics import jsonable
 from fcnseg.quantize.train_config import TrainConfig
 from fcnseg.quantize.train_state import load_optimizer, save_optimizer
+
+if TYPE_CHECKING:
+    from fcnseg.quantize.models import ModelConfig
 
 Log = Callable[[str], None]
 
@@ -202,7 +205,14 @@ class PhaseRun:
     best: float = -math.inf
 
 
-def _start_phase(cfg: TrainConfig, phase: Phase, mcfg, train_set, resume: bool, log: Log):
+def _start_phase(
+    cfg: TrainConfig,
+    phase: Phase,
+    mcfg: ModelConfig,
+    train_set: SegmentationDataset,
+    resume: bool,
+    log: Log,
+) -> PhaseRun:
     """A :class:`PhaseRun` resumed from ``phase.run_dir/last`` or freshly initialised."""
     from fcnseg.quantize.models import build_model
     from fcnseg.quantize.models.io import load_checkpoint
@@ -239,7 +249,12 @@ def _start_phase(cfg: TrainConfig, phase: Phase, mcfg, train_set, resume: bool, 
 
 
 def _train_epoch(
-    cfg: TrainConfig, phase: Phase, state: PhaseRun, train_set, steps: int, progress: bool
+    cfg: TrainConfig,
+    phase: Phase,
+    state: PhaseRun,
+    train_set: SegmentationDataset,
+    steps: int,
+    progress: bool,
 ) -> tuple[list[float], float]:
     """One epoch of optimizer steps; returns the batch losses and the last learning rate."""
     from tqdm import tqdm
@@ -271,7 +286,7 @@ def _train_epoch(
 
 
 def _save_epoch(
-    phase: Phase, state: PhaseRun, mcfg, record: dict, meta: dict
+    phase: Phase, state: PhaseRun, mcfg: ModelConfig, record: dict[str, Any], meta: dict[str, Any]
 ) -> tuple[bool, dict[str, Any]]:
     """Count the epoch, append its metrics record and write its checkpoints.
 
