@@ -3,12 +3,15 @@
 The Pascal VOC palette is the dataset's own convention (its ``SegmentationClass`` PNGs are
 palette images using it), so a synthetic-scene label PNG opens in any VOC tool with sensible
 colours. Cityscapes colours follow the dataset's ``labels.py`` for its 19 training classes.
-numpy only: the host draws overlays with these on a board.
+numpy only. The VOC rule itself lives in the host runtime (it colours masks on a board, and the
+host may not import this stage), so this module reuses it rather than repeating it.
 """
 
 from __future__ import annotations
 
 import numpy as np
+
+from fcnseg.host.images import voc_palette as host_voc_palette
 
 #: The label value every loader and metric treats as "no label" (VOC's object borders, unmapped
 #: Cityscapes classes, the padding of a crop).
@@ -16,20 +19,15 @@ IGNORE_INDEX = 255
 
 
 def voc_palette(n: int = 256) -> np.ndarray:
-    """Return the Pascal VOC palette, ``(n, 3) uint8``: class ``i`` gets its bits spread over RGB.
+    """Return the Pascal VOC palette, ``(n, 3) uint8`` (the host's
+    :func:`fcnseg.host.images.voc_palette`, the one implementation, with ``n`` checked).
 
     VOC's rule: bit ``3k + c`` of the class index sets bit ``7 - k`` of channel ``c``.
     Entry 255 (``IGNORE_INDEX``) is ``(224, 224, 192)``, the cream of VOC's object borders.
     """
     if not 0 < n <= 256:
         raise ValueError(f"palette size must be in 1..256, got {n}")
-    index = np.arange(n)
-    palette = np.zeros((n, 3), dtype=np.uint8)
-    for k in range(8):
-        for c in range(3):
-            bit = (index >> (3 * k + c)) & 1
-            palette[:, c] |= (bit << (7 - k)).astype(np.uint8)
-    return palette
+    return host_voc_palette(n)
 
 
 #: Cityscapes' 19 training classes, in train-id order.
