@@ -14,7 +14,12 @@ GIL: numpy's array kernels, Pillow's codecs, and the accelerator wait (a DMA pol
 :mod:`fcnseg.host.backends.pynq`; a simulator is numpy). The accelerator is one resource:
 ``accelerate_workers`` threads (default 2) take turns on it under a lock, so one cuts tiles
 and stitches while the other's tiles are in the fabric; ``finish_workers`` threads share the
-finishing, and a reorder buffer yields results in input order.
+finishing, and a reorder buffer yields results in input order. Every worker of every stage runs
+one loop (``_Stages.worker``: take an item, do the stage's work unless the item failed, pass it
+on; the stage's last worker out tells the next stage), and the segmenter is only read: the
+accelerate stage meters its engine calls by handing ``Segmenter.scores`` a timed ``run``, so
+nothing is swapped under a caller that shares the segmenter, and finishing is
+:meth:`Segmenter.finish`, the same step as :meth:`Segmenter.segment`'s.
 
 Failures are per item: an image that cannot be decoded or segmented becomes a :class:`Result`
 with ``error`` set and the batch goes on (an accelerator timeout makes the engine refuse further
