@@ -194,6 +194,30 @@ def deferred_interrupt() -> Iterator[None]:
         raise KeyboardInterrupt
 
 
+#: config fields a resumed phase may change: they do not alter what is computed
+RESUME_MAY_CHANGE = frozenset({"threads"})
+
+
+def check_resumable(saved_path: Path, resolved: TrainConfig) -> None:
+    """Refuse to resume a phase whose saved ``config.json`` differs from the config given now.
+
+    Different epochs, steps per epoch, data or learning rates would continue another run's
+    schedule silently; the message names each differing field with both values.
+    """
+    if not saved_path.is_file():
+        return
+    saved = TrainConfig.load(saved_path).to_dict()
+    given = resolved.to_dict()
+    differ = sorted(k for k in saved.keys() | given.keys() if saved.get(k) != given.get(k))
+    differ = [k for k in differ if k not in RESUME_MAY_CHANGE]
+    if differ:
+        changes = ", ".join(f"{k} {saved.get(k)!r} -> {given.get(k)!r}" for k in differ)
+        raise UserError(
+            f"cannot resume {saved_path.parent}: its config differs ({changes}); resume with "
+            "the options of the interrupted run"
+        )
+
+
 @dataclass
 class PhaseRun:
     """The mutable state of a phase being trained: model, optimizer and counters."""
@@ -332,10 +356,11 @@ def train_phase(
     train_set, val_set = open_datasets(cfg) if datasets is None else datasets
     mcfg = model_config(cfg, phase.model, len(train_set.classes))
     steps = steps_per_epoch(cfg, train_set)
+    resolved = cfg.replace(model=mcfg.to_dict(), epochs=phase.epochs, lr=phase.lr)
+    if resume and (run_dir / "last.safetensors").is_file():
+        check_resumable(run_dir / "config.json", resolved)
     state = _start_phase(cfg, phase, mcfg, train_set, resume, log)
-    cfg.replace(model=mcfg.to_dict(), epochs=phase.epochs, lr=phase.lr).save(
-        run_dir / "config.json"
-    )
+    resolved.save(run_dir / "config.json")
     meta_base = {
         "classes": list(train_set.classes),
         "palette": np.asarray(train_set.palette).tolist(),

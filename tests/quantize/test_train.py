@@ -178,3 +178,15 @@ def test_eval_cli_prints_the_fcn_metrics(cli_run, capsys, tmp_path):
     both = ["eval", "--checkpoint", str(cli_run / "best.safetensors"), "--package", str(tmp_path)]
     assert main(both) == 2
     assert "not both" in capsys.readouterr().err
+
+
+def test_resume_refuses_a_changed_schedule(tmp_path):
+    cfg = TrainConfig.from_dict({**TINY, "float_epochs": 0, "epochs": 1})
+    run_training(cfg, tmp_path, log=_quiet, progress=False)
+    with pytest.raises(UserError, match=r"steps_per_epoch None -> 1.*options of the interrupted"):
+        run_training(cfg.replace(steps_per_epoch=1), tmp_path, resume=True, log=_quiet)
+    with pytest.raises(UserError, match=r"epochs 1 -> 2"):
+        run_training(cfg, tmp_path, resume=True, epochs=2, log=_quiet, progress=False)
+    # the thread count does not change what is computed
+    (summary,) = run_training(cfg.replace(threads=2), tmp_path, resume=True, log=_quiet)
+    assert summary["epochs"] == []  # nothing left to train
