@@ -222,7 +222,13 @@ PACKAGE_FLAGS = {"shift_stitch": "--shift-stitch", "overlap": "--overlap"}
     show_default=True,
     help="Host backend for --package.",
 )
-@click.option("--threads", type=click.IntRange(min=1), default=2, show_default=True)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="torch threads for --checkpoint.",
+)
 def evaluate(
     checkpoint: Path | None,
     package: Path | None,
