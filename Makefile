@@ -22,6 +22,8 @@ NAME ?= $(notdir $(RUN))
 EXPORT ?= build/$(NAME)/export
 BUILD ?= build/$(NAME)-$(BOARD)
 TILE ?= 256 256
+# More `fcnseg train` options, e.g. TRAIN_ARGS="--resume" or "--float-epochs 1 --epochs 1 --steps-per-epoch 5"
+TRAIN_ARGS ?=
 # The shipped artifacts: checkpoints models/<model>/, exports models/<model>/export/, deployment
 # packages host/packages/fcn8s-<board>/ (compiled from the FCN-8s export).
 SHIPPED_MODELS := default-fcn8s default-fcn32s
@@ -33,7 +35,7 @@ help:
 	@echo "make demo     set up, then segment the bundled sample images on the simulator (out/)"
 	@echo "make test     set up, then run the whole test suite in both environments"
 	@echo "make setup    create .venv and .venv-board from requirements/*.lock (idempotent)"
-	@echo "make train    train the default FCN-8s on synthetic scenes -> runs/default-fcn8s (CONFIG=..., RUN=...)"
+	@echo "make train    train the default FCN-8s on synthetic scenes -> runs/default-fcn8s (CONFIG=..., RUN=..., TRAIN_ARGS=--resume)"
 	@echo "make export   export RUN's best checkpoint to QONNX -> build/<run>/export (EXPORT=..., TILE=...)"
 	@echo "make hw       compile the export with finn-plus -> build/<run>-<board> (BOARD=pynq-z2|zcu104|kv260)"
 	@echo "make rebuild-shipped  re-export models/*/export and recompile host/packages/ from the"
@@ -73,7 +75,7 @@ test: setup
 	exit $$status
 
 train: $(VENV)/.installed
-	$(VENV)/bin/fcnseg train --config $(CONFIG) -o $(RUN)
+	$(VENV)/bin/fcnseg train --config $(CONFIG) -o $(RUN) $(TRAIN_ARGS)
 
 export: $(VENV)/.installed
 	$(VENV)/bin/fcnseg export $(RUN)/best.safetensors --tile $(TILE) -o $(EXPORT)

@@ -100,6 +100,7 @@ def test_the_parser_sees_what_a_line_writes():
         ("train", "export", "hw", "BOARD=kv260"),
         ("train", "CONFIG=quantize/configs/default-fcn32s.json", "RUN=runs/default-fcn32s"),
         ("export", "RUN=runs/default-fcn32s"),
+        ("train", "TRAIN_ARGS=--resume --steps-per-epoch 5"),
     ],
 )
 def test_default_targets_never_write_the_shipped_artifacts(args):
