@@ -36,6 +36,7 @@ from fcnseg.hw import report as reports
 from fcnseg.hw.boards import Board
 from fcnseg.hw.compat import check_finn_deps, has_vivado, prepare_finn, restore_stdio
 from fcnseg.hw.fit import Fit, bisect_fps, check_fit, find_headroom, misfit_message
+from fcnseg.hw.preflight import check_qonnx
 from fcnseg.hw.steps import ESTIMATE_STEPS, HW_GRAPH_STEP, REFOLD_FROM_STEP, VIVADO_STEPS
 
 if TYPE_CHECKING:
@@ -381,6 +382,7 @@ def _read_card(export_dir: Path) -> tuple[Path, dict[str, Any]]:
     for path in (model_path, card_path):
         if not path.exists():
             raise UserError(f"{path} not found: give the folder written by `fcnseg export`")
+    check_qonnx(model_path)  # a QCDQ, float or junk file: one line now, not a finn traceback later
     return model_path, json.loads(card_path.read_text())
 
 
