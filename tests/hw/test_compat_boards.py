@@ -48,7 +48,8 @@ def test_placeholder_sim_engine_refuses_to_run():
 
 def test_cli_module_imports_no_heavy_library():
     code = (
-        "import sys, fcnseg.hw.cli, fcnseg.hw.report, fcnseg.hw.fit, fcnseg.hw.boards; "
+        "import sys, fcnseg.hw.cli, fcnseg.hw.report, fcnseg.hw.fit, fcnseg.hw.boards, "
+        "fcnseg.hw.info, fcnseg.hw.preflight, fcnseg.hw.compat; "
         "heavy = [m for m in ('finn', 'qonnx', 'onnx', 'torch', 'brevitas') if m in sys.modules]; "
         "print(heavy)"
     )
