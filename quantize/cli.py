@@ -367,7 +367,8 @@ def _evaluate_package(
         segmenter = Segmenter.load(package, backend=backend, **options)
     except ParameterError as error:
         raise UserError(error.spelled(PACKAGE_FLAGS)) from error
-    name = str(package) if package is not None else f"{segmenter.package.path} (shipped default)"
+    name = str(package) if package is not None else str(segmenter.package.path)
+    kind = "package" if package is not None else "shipped default package"
     classes = segmenter.classes
     if classes is not None and len(classes) != len(dataset.classes):
         raise UserError(
@@ -385,7 +386,7 @@ def _evaluate_package(
     tiling = ", ".join(
         f"{PACKAGE_FLAGS[k]} {v}" for k, v in options.items() if v is not None and v != 1
     )
-    return result, f"{name} (package, {backend} backend{', ' + tiling if tiling else ''})"
+    return result, f"{name} ({kind}, {backend} backend{', ' + tiling if tiling else ''})"
 
 
 @click.command("export")

@@ -238,7 +238,8 @@ def test_synthetic_without_scikit_image_is_one_line(monkeypatch, capsys):
 def test_without_a_model_it_scores_the_shipped_package(tmp_path, capsys):
     record = _eval(tmp_path, "--limit", "1")
     out = capsys.readouterr().out
-    assert "(shipped default)" in out and "on synthetic [test], 1 images" in out
+    assert "(shipped default package, sim backend)" in out
+    assert "on synthetic [test], 1 images" in out
     assert DEFAULT_PACKAGE.name in record["source"] and record["split"] == "test"
     explicit = _eval(tmp_path, "--package", str(DEFAULT_PACKAGE), "--limit", "1")
     for key in (*METRICS, "pixels"):
