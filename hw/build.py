@@ -31,21 +31,27 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fcnseg import config as config_io
 from fcnseg.errors import UserError
+from fcnseg.host.card import CARD_FILE, ModelCard
 from fcnseg.hw import report as reports
 from fcnseg.hw.boards import Board
 from fcnseg.hw.compat import check_finn_deps, has_vivado, prepare_finn, restore_stdio
 from fcnseg.hw.fit import Fit, bisect_fps, check_fit, find_headroom, misfit_message
 from fcnseg.hw.preflight import check_qonnx
 from fcnseg.hw.steps import ESTIMATE_STEPS, HW_GRAPH_STEP, REFOLD_FROM_STEP, VIVADO_STEPS
+from fcnseg.hw.steps.exact_thresholds import EXACT_DIR, check_model
+from fcnseg.hw.steps.exact_thresholds import REPORT_FILE as EXACT_REPORT
+from fcnseg.hw.to_package import FOLDING_ATTRS, base_kind
+from fcnseg.quantize.exact.record import copy_net, load_net
 
 if TYPE_CHECKING:
     from finn.builder.build_dataflow_config import DataflowBuildConfig
     from qonnx.core.modelwrapper import ModelWrapper
 
 LOG_NAME = "fcnseg_build.log"
-#: folding attributes carried from the folded model into reports and hw_graph.onnx.
-FOLDING_ATTRS = ("PE", "SIMD", "parallel_window", "ram_style", "resType", "mem_mode")
+#: the build's options as given, beside its outputs (``BuildOptions.load`` reads it back)
+OPTIONS_NAME = "fcnseg_build.json"
 #: frame size whose frames/s the report computes from the tiling overlap (Cityscapes, half-res).
 DEFAULT_FRAME = (512, 1024)
 
@@ -58,7 +64,11 @@ def _stderr(message: str) -> None:
 
 @dataclass
 class BuildOptions:
-    """Everything ``fcnseg compile`` was asked to do (saved as ``BUILD_DIR/fcnseg_build.json``)."""
+    """Everything ``fcnseg compile`` was asked to do (saved as ``BUILD_DIR/fcnseg_build.json``).
+
+    Saved and read back with the project's strict round-trip (:mod:`fcnseg.config`): the board
+    as its full preset record, paths as strings, unknown keys an error.
+    """
 
     export_dir: Path
     out_dir: Path
@@ -74,23 +84,29 @@ class BuildOptions:
     #: widest weight stream (bits) SetFolding may give one MVAU PE. finn's default of 36 caps
     #: the 8-bit first and score layers at SIMD*PE ~ 4, the bottleneck of a 256x256 FCN.
     mvau_wwidth_max: int = 256
+    #: thresholds in their own Thresholding layers instead of fused into the MVAUs (finn's
+    #: ``standalone_thresholds``; the runtime-writable-weights flow needs them apart).
+    standalone_thresholds: bool = False
 
     def resolved_clock_ns(self) -> float:
         return float(self.clock_ns if self.clock_ns is not None else self.board.clock_ns)
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "export_dir": str(self.export_dir),
-            "out_dir": str(self.out_dir),
-            "board": self.board.to_json(),
-            "target_fps": self.target_fps,
-            "folding_file": str(self.folding_file) if self.folding_file else None,
-            "clock_ns": self.resolved_clock_ns(),
-            "margin": self.margin,
-            "vivado": self.vivado,
-            "frame": list(self.frame),
-            "mvau_wwidth_max": self.mvau_wwidth_max,
-        }
+    def to_dict(self) -> dict[str, Any]:
+        """Every field as given, JSON-ready (``clock_ns`` None = the board's clock)."""
+        return config_io.to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BuildOptions:
+        """Inverse of :meth:`to_dict` (unknown keys: :class:`~fcnseg.config.UnknownConfigKeys`)."""
+        return config_io.from_dict(cls, data, "build options")
+
+    @classmethod
+    def load(cls, path: str | Path) -> BuildOptions:
+        """Read a build's saved options (``BUILD_DIR/fcnseg_build.json``)."""
+        return config_io.load(cls, path, "build options")
+
+    def save(self, path: str | Path) -> None:
+        config_io.save(self, path)
 
 
 @dataclass
@@ -154,7 +170,7 @@ def make_config(
         auto_fifo_depths=True,
         # finn's MVAU+threshold fusion keeps the accelerator small; the host simulator reads
         # the thresholds from either form.
-        standalone_thresholds=False,
+        standalone_thresholds=opts.standalone_thresholds,
     )
 
 
@@ -266,13 +282,6 @@ def folding_of(model: ModelWrapper) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _base_kind(op_type: str) -> str:
-    for suffix in ("_hls", "_rtl"):
-        if op_type.endswith(suffix):
-            return op_type[: -len(suffix)]
-    return op_type
-
-
 def annotate_folding(hw_graph: ModelWrapper, folded: ModelWrapper) -> dict[str, dict[str, Any]]:
     """Copy the folding of ``folded`` (after SpecializeLayers) onto ``hw_graph`` (before it).
 
@@ -284,7 +293,7 @@ def annotate_folding(hw_graph: ModelWrapper, folded: ModelWrapper) -> dict[str, 
 
     after: dict[str, list] = {}
     for node in folded.graph.node:
-        after.setdefault(_base_kind(node.op_type), []).append(node)
+        after.setdefault(base_kind(node.op_type), []).append(node)
     seen: dict[str, int] = {}
     folding: dict[str, dict[str, Any]] = {}
     for node in hw_graph.graph.node:
@@ -377,13 +386,12 @@ def _headroom(opts: BuildOptions, tiles_per_s: float, runner: _Runner) -> dict[s
 # --------------------------------------------------------------------------- the flow
 
 
-def _read_card(export_dir: Path) -> tuple[Path, dict[str, Any]]:
-    model_path, card_path = export_dir / "model.onnx", export_dir / "model.json"
-    for path in (model_path, card_path):
-        if not path.exists():
-            raise UserError(f"{path} not found: give the folder written by `fcnseg export`")
+def _read_card(export_dir: Path) -> tuple[Path, ModelCard]:
+    model_path = export_dir / "model.onnx"
+    if not model_path.exists():
+        raise UserError(f"{model_path} not found: give the folder written by `fcnseg export`")
     check_qonnx(model_path)  # a QCDQ, float or junk file: one line now, not a finn traceback later
-    return model_path, json.loads(card_path.read_text())
+    return model_path, ModelCard.load(export_dir / CARD_FILE)
 
 
 def compile_export(opts: BuildOptions, progress: Progress = _stderr) -> BuildResult:
@@ -393,11 +401,13 @@ def compile_export(opts: BuildOptions, progress: Progress = _stderr) -> BuildRes
     if opts.folding_file is not None and not Path(opts.folding_file).exists():
         raise UserError(f"folding file {opts.folding_file} not found")
     model_path, card = _read_card(Path(opts.export_dir))
+    load_net(opts.export_dir)  # the exact record: refused up front if missing or malformed
     out_dir = Path(opts.out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     opts = replace(opts, out_dir=out_dir)
+    copy_net(opts.export_dir, out_dir / EXACT_DIR)
     (out_dir / LOG_NAME).write_text("")
-    (out_dir / "fcnseg_build.json").write_text(json.dumps(opts.to_json(), indent=2))
+    opts.save(out_dir / OPTIONS_NAME)
     prepare_finn(out_dir / "finn_tmp")
     runner = _Runner(out_dir, progress)
     vivado = has_vivado() if opts.vivado is None else opts.vivado
@@ -478,6 +488,14 @@ def compile_export(opts: BuildOptions, progress: Progress = _stderr) -> BuildRes
             "stopping after the estimates: HLS/IP generation, FIFO sizing, stitched IP and the "
             "bitfile need Vivado (set XILINX_VIVADO and re-run to continue)"
         )
+    exact_report = out_dir / "report" / EXACT_REPORT
+    if exact_report.exists():
+        exact = json.loads(exact_report.read_text())
+        summary["exact_thresholds"] = {"thresholds": exact["thresholds"], "moved": exact["moved"]}
+        runner.note(
+            f"thresholds: {exact['thresholds']} recomputed exactly from the checkpoint's "
+            f"parameters, {exact['moved']} moved from finn's float32 values"
+        )
     summary["build_seconds"] = time.perf_counter() - started
     summary["step_seconds"] = dict(runner.seconds)
     reports.write_reports(summary, out_dir / "report")
@@ -497,7 +515,7 @@ def _close(a: list[float], b: list[float], rel: float = 1e-6) -> bool:
 
 def _summary(
     opts: BuildOptions,
-    card: dict[str, Any],
+    card: ModelCard,
     fit: Fit,
     folding: dict[str, dict[str, Any]],
     target: float | None,
@@ -505,10 +523,11 @@ def _summary(
 ) -> dict[str, Any]:
     affine_path = opts.out_dir / "report" / "output_affine.json"
     affine = json.loads(affine_path.read_text()) if affine_path.exists() else {}
-    if affine and "output_scale" in card:
+    if affine and card.output_scale is not None:
         # the package uses the graph's own scale/bias; the card's should be the same numbers
-        affine["matches_model_card"] = _close(affine["scale"], card["output_scale"]) and _close(
-            affine["bias"], card.get("output_bias") or [0.0] * len(affine["bias"])
+        bias = card.output_bias or (0.0,) * len(affine["bias"])
+        affine["matches_model_card"] = _close(affine["scale"], list(card.output_scale)) and _close(
+            affine["bias"], list(bias)
         )
     summary = reports.summarize(
         opts.out_dir / "report",
@@ -528,36 +547,16 @@ def _summary(
     return summary
 
 
-def frames_per_second(
-    card: dict[str, Any], frame: tuple[int, int], tile_fps: float
-) -> dict[str, Any] | None:
+def frames_per_second(card: ModelCard, frame: tuple[int, int], tile_fps: float) -> dict[str, Any]:
     """Frames/s on ``frame``-sized images, counting the tiles the host's exact tiling plan runs
-    (default overlap from the model card's receptive field, :mod:`fcnseg.host.tiling`)."""
-    from fcnseg.host.tiling import Geometry, plan_tiles
+    (:func:`fcnseg.hw.info.frames`, the one computation ``fcnseg info --frame`` uses too)."""
+    from fcnseg.hw.info import frames
 
-    tile, stride = card.get("tile"), card.get("output_stride")
-    if not tile or not stride:
-        return None
-    geometry = Geometry(
-        tile=(int(tile[0]), int(tile[1])),
-        output_stride=int(stride),
-        net_stride=int(card.get("net_stride", 32)),
-        receptive_field=card.get("receptive_field"),
-    )
-    plan = plan_tiles(geometry, geometry.canvas_shape(*frame))
-    tiles = len(plan.tiles)
-    return {
-        "frame": list(frame),
-        "tile": list(geometry.tile),
-        "overlap": plan.overlap,
-        "exact": plan.exact,
-        "tiles_per_frame": tiles,
-        "frames_per_s": tile_fps / tiles,
-    }
+    return frames(card.geometry(), frame, tile_fps)
 
 
 def _write_package(
-    opts: BuildOptions, card: dict[str, Any], summary: dict[str, Any], out_dir: Path, vivado: bool
+    opts: BuildOptions, card: ModelCard, summary: dict[str, Any], out_dir: Path, vivado: bool
 ) -> Path:
     from fcnseg.hw.to_package import build_package
 
@@ -570,6 +569,10 @@ def _write_package(
         settings = out_dir / "driver" / "settings.json"
         if settings.exists():
             extra["driver/settings.json"] = settings
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    # the package's thresholds must be the exact ones (refused otherwise, before writing)
+    check_model(ModelWrapper(str(out_dir / "hw_graph.onnx")), load_net(out_dir / EXACT_DIR))
     return build_package(
         out_dir / "hw_graph.onnx",
         out_dir / "package",

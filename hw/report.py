@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from fcnseg.atomic import atomic_write_text
 from fcnseg.errors import UserError
 
 SUMMARY_JSON = "fcnseg_summary.json"
@@ -195,9 +196,10 @@ def format_table(summary: Mapping[str, Any]) -> str:
 
 
 def write_reports(summary: Mapping[str, Any], report_dir: Path) -> None:
-    report_dir.mkdir(parents=True, exist_ok=True)
-    (report_dir / SUMMARY_JSON).write_text(json.dumps(summary, indent=2))
-    (report_dir / SUMMARY_TXT).write_text(format_table(summary) + "\n")
+    """``fcnseg_summary.json`` and ``.txt`` in ``report_dir``, each written atomically (``info``
+    may read them while a re-build rewrites them)."""
+    atomic_write_text(report_dir / SUMMARY_JSON, json.dumps(summary, indent=2))
+    atomic_write_text(report_dir / SUMMARY_TXT, format_table(summary) + "\n")
 
 
 def load_summary(path: Path) -> dict[str, Any]:
