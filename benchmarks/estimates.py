@@ -17,6 +17,7 @@ from typing import Any
 
 from fcnseg.benchmarks.runner import Context, headline, ratio
 from fcnseg.benchmarks.subjects import build_package_for, default_subject, shipped_package
+from fcnseg.errors import UserError
 
 FRAME = (512, 1024)
 
@@ -36,10 +37,18 @@ def _package_for(ctx: Context, board: str) -> tuple[Any, str] | None:
         ctx.log(f"bench: no package for {board}: compiling {subject.export_dir}")
         try:
             out = build_package_for(ctx, subject.export_dir, board, ctx.work_dir / f"hw-{board}")
-        except ModuleNotFoundError:
-            return None
+        except ModuleNotFoundError as error:
+            raise _NoPackage(f"not shipped; compiling it needs {error.name!r}") from error
+        except UserError as error:  # the export cannot be compiled (the user can fix that)
+            raise _NoPackage(
+                f"not shipped; compiling {subject.export_dir} failed: {error}"
+            ) from error
         return out, f"compiled here from {subject.source} export"
     return None
+
+
+class _NoPackage(Exception):
+    """No package for one board, with the reason (a note; the other boards are still read)."""
 
 
 def run(ctx: Context) -> dict[str, Any]:
@@ -50,7 +59,11 @@ def run(ctx: Context) -> dict[str, Any]:
     rows = []
     notes = []
     for name, board in BOARDS.items():
-        found = _package_for(ctx, name)
+        try:
+            found = _package_for(ctx, name)
+        except _NoPackage as reason:
+            notes.append(f"{name}: no package ({reason})")
+            continue
         if found is None:
             notes.append(f"{name}: no package (not shipped, not compiled in this run)")
             continue

@@ -1,8 +1,9 @@
 """Tiny FCNs for the quantize tests (few channels, so a forward pass takes milliseconds).
 
-Not a test module: imported by test_models.py, test_export.py. ``calibrated`` gives a net with
-realistic BatchNorm statistics and activation scales (a fresh Brevitas net has every activation
-scale at its init value, which quantizes almost everything to zero).
+A helpers module (imports torch: import it once torch is known to be there), used by
+tests/quantize/test_models.py and test_export.py. ``calibrated`` gives a net with realistic
+BatchNorm statistics and activation scales (a fresh Brevitas net has every activation scale at
+its init value, which quantizes almost everything to zero).
 """
 
 from __future__ import annotations

@@ -19,8 +19,8 @@ from fcnseg.host import batch as batch_module
 from fcnseg.host.images import TEXT_KEY, ClassTable, legend_strip, read_mask_classes
 from fcnseg.host.segmenter import Segmenter
 from fcnseg.host.upsample import upsample_argmax
-from tests.host.test_segmenter import tiny_package
-from tests.host.test_tiling import image
+from tests.helpers.images import image
+from tests.helpers.packages import tiny_package
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMES = ["a", "b", "c"]

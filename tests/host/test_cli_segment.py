@@ -12,8 +12,8 @@ from fcnseg.cli import main
 from fcnseg.host import segmenter as segmenter_module
 from fcnseg.host.cli import collect_inputs
 from fcnseg.host.segmenter import Segmenter
-from tests.host.test_segmenter import tiny_package
-from tests.host.test_tiling import image
+from tests.helpers.images import image
+from tests.helpers.packages import tiny_package
 
 
 @pytest.fixture(scope="module")

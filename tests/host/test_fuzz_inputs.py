@@ -24,8 +24,8 @@ from fcnseg.errors import UserError
 from fcnseg.host.images import load_image, open_rows
 from fcnseg.host.package import JSON_NAME, NPZ_NAME, load_package, sha256_file
 from fcnseg.host.segmenter import Segmenter
-from tests.host.test_segmenter import tiny_package
-from tests.host.test_tiling import image
+from tests.helpers.images import image
+from tests.helpers.packages import tiny_package
 
 FUZZ = settings(
     max_examples=150,

@@ -26,92 +26,7 @@ from fcnseg.host.package import (
     write_package,
 )
 from fcnseg.host.sim.engine import SimEngine
-
-RNG = np.random.default_rng(7)
-C1, NC = 4, 3
-
-
-def _layers():
-    w1 = RNG.integers(-8, 8, size=(27, C1)).astype(np.int8)
-    t1 = np.sort(RNG.integers(-400, 400, size=(C1, 15)), axis=1).astype(np.int16)
-    w2 = RNG.integers(-8, 8, size=(C1, NC)).astype(np.int8)
-    return [
-        Layer(
-            "FMPadding", "pad0", ("x",), ("p0",), {"Padding": [1, 1, 1, 1]}, ("UINT8",), ("UINT8",)
-        ),
-        Layer(
-            "ConvolutionInputGenerator",
-            "swg0",
-            ("p0",),
-            ("c0",),
-            {"ConvKernelDim": [3, 3], "Stride": [1, 1], "Dilation": [1, 1]},
-            ("UINT8",),
-            ("UINT8",),
-            folding={"SIMD": 3},
-        ),
-        Layer(
-            "MVAU",
-            "conv1",
-            ("c0",),
-            ("a1",),
-            {"MW": 27, "MH": C1, "ActVal": 0},
-            ("UINT8",),
-            ("UINT4",),
-            folding={"PE": 2, "SIMD": 9},
-            arrays={"weights": w1, "thresholds": t1},
-        ),
-        Layer(
-            "ConvolutionInputGenerator",
-            "swg1",
-            ("a1",),
-            ("c1",),
-            {"ConvKernelDim": [2, 2], "Stride": [2, 2], "Dilation": [1, 1], "depthwise": 1},
-            ("UINT4",),
-            ("UINT4",),
-        ),
-        Layer(
-            "Pool",
-            "pool1",
-            ("c1",),
-            ("m1",),
-            {"Function": "MaxPool", "KernelSize": [2, 2]},
-            ("UINT4",),
-            ("UINT4",),
-        ),
-        Layer(
-            "MVAU",
-            "score",
-            ("m1",),
-            ("y",),
-            {"MW": C1, "MH": NC, "noActivation": 1},
-            ("UINT4",),
-            ("INT16",),
-            arrays={"weights": w2},
-        ),
-    ]
-
-
-IO = {
-    "input": {"name": "x", "dtype": "UINT8", "shape": [1, 8, 8, 3], "layout": "NHWC"},
-    "output": {
-        "name": "y",
-        "dtype": "INT16",
-        "shape": [1, 4, 4, NC],
-        "layout": "NHWC",
-        "scale": [0.5, 0.25, 1.0],
-        "bias": [0.0, 1.0, -1.0],
-    },
-}
-CARD = {
-    "name": "toy",
-    "arch": "toy",
-    "classes": ["a", "b", "c"],
-    "palette": [[0, 0, 0], [1, 2, 3], [4, 5, 6]],
-    "tile": [8, 8],
-    "output_stride": 2,
-    "receptive_field": 6,
-    "normalisation": "x/255",
-}
+from tests.helpers.packages import C1, CARD, IO, NC, RNG, make_layers
 
 
 @pytest.fixture()
@@ -120,7 +35,7 @@ def pkg_dir(tmp_path: Path) -> Path:
         tmp_path / "toy-pynq-z2",
         model_card=CARD,
         io=IO,
-        layers=_layers(),
+        layers=make_layers(),
         estimates={"fps": 1.0},
         board="pynq-z2",
         hw_graph=b"not really onnx",
@@ -152,7 +67,7 @@ def test_round_trip(pkg_dir: Path):
         "MVAU",
     ]
     assert pkg.layers[2].folding == {"PE": 2, "SIMD": 9}
-    for a, b in zip(pkg.layers, _layers(), strict=True):
+    for a, b in zip(pkg.layers, make_layers(), strict=True):
         assert a.arrays.keys() == b.arrays.keys()
     assert pkg.layers[2].arrays["weights"].dtype == np.int8
     assert pkg.model_card["classes"] == ["a", "b", "c"]
@@ -245,7 +160,7 @@ def test_refuses_garbage_json(pkg_dir: Path):
 
 
 def test_write_refuses_float_arrays_and_keeps_old_package(pkg_dir: Path):
-    layers = _layers()
+    layers = make_layers()
     bad = Layer(**{**vars(layers[5]), "arrays": {"weights": np.zeros((C1, NC), np.float32)}})
     with pytest.raises(UserError, match="not integer"):
         write_package(pkg_dir, model_card=CARD, io=IO, layers=layers[:5] + [bad])
@@ -255,7 +170,7 @@ def test_write_refuses_float_arrays_and_keeps_old_package(pkg_dir: Path):
 
 def test_overwrite_replaces_atomically(pkg_dir: Path):
     card = dict(CARD, name="toy2")
-    write_package(pkg_dir, model_card=card, io=IO, layers=_layers())
+    write_package(pkg_dir, model_card=card, io=IO, layers=make_layers())
     pkg = load_package(pkg_dir)
     assert pkg.model_card["name"] == "toy2"
     assert not (pkg_dir / HW_GRAPH_NAME).exists()
@@ -288,7 +203,7 @@ def test_extra_files_and_estimates(tmp_path: Path):
         tmp_path / "pkg",
         model_card=CARD,
         io=IO,
-        layers=_layers(),
+        layers=make_layers(),
         estimates={"fps": np.float64(61.5), "report": tmp_path / "r.json", "n": np.int64(3)},
         extra_files={"bitfile/top.bit": bit},
     )
@@ -301,6 +216,6 @@ def test_extra_files_and_estimates(tmp_path: Path):
             tmp_path / "bad",
             model_card=CARD,
             io=IO,
-            layers=_layers(),
+            layers=make_layers(),
             extra_files={"../x.bit": bit},
         )

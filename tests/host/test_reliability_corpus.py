@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import io
 import os
-import struct
 import time
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +20,8 @@ from PIL import Image
 from fcnseg.cli import main
 from fcnseg.host.images import load_image
 from fcnseg.host.segmenter import Segmenter
-from tests.host.test_segmenter import tiny_package
-from tests.host.test_tiling import image
+from tests.helpers.images import bomb_png, image
+from tests.helpers.packages import tiny_package
 
 
 @pytest.fixture(scope="module")
@@ -34,22 +32,6 @@ def package_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def seg(package_dir: Path) -> Segmenter:
     return Segmenter.load(package_dir)
-
-
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def bomb_png(width: int = 30000, height: int = 30000) -> bytes:
-    """A 100-byte PNG whose header claims ``width x height`` RGB pixels."""
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    idat = zlib.compress(b"\0" * 64)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + _png_chunk(b"IHDR", ihdr)
-        + _png_chunk(b"IDAT", idat)
-        + _png_chunk(b"IEND", b"")
-    )
 
 
 def _jpeg(array: np.ndarray, **kw) -> bytes:

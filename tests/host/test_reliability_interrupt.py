@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.host.test_segmenter import tiny_package
-from tests.host.test_tiling import image
+from tests.helpers.images import image
+from tests.helpers.packages import tiny_package
 
 ROOT = Path(__file__).resolve().parents[2]
 N_IMAGES = 30

@@ -24,8 +24,8 @@ from PIL import Image
 from fcnseg.host.images import open_rows
 from fcnseg.host.package import write_package
 from fcnseg.host.segmenter import Segmenter
-from tests.host.test_package import CARD, IO, _layers
-from tests.host.test_tiling import image
+from tests.helpers.images import image
+from tests.helpers.packages import CARD, IO, make_layers
 
 ROOT = Path(__file__).resolve().parents[2]
 TILE = 256
@@ -57,7 +57,7 @@ def wide_tile_package(folder: Path, tile: int = TILE) -> Path:
         "output": {**IO["output"], "shape": [1, tile // 2, tile // 2, 3]},
     }
     card = {**CARD, "tile": [tile, tile]}
-    return write_package(folder, model_card=card, io=io, layers=_layers(), board="pynq-z2")
+    return write_package(folder, model_card=card, io=io, layers=make_layers(), board="pynq-z2")
 
 
 def write_ppm(path: Path, height: int, width: int, band: int = 256) -> None:
@@ -207,7 +207,7 @@ def test_size_of_a_huge_png_is_read_from_its_header(tmp_path: Path) -> None:
     import tracemalloc
 
     from fcnseg.host.images import image_size
-    from tests.host.test_reliability_corpus import bomb_png
+    from tests.helpers.images import bomb_png
 
     path = tmp_path / "huge.png"
     path.write_bytes(bomb_png(20000, 30000))

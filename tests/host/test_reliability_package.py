@@ -18,8 +18,8 @@ from PIL import Image
 
 from fcnseg.cli import main
 from fcnseg.host.package import JSON_NAME, NPZ_NAME, load_package, write_package
-from tests.host.test_segmenter import tiny_package
-from tests.host.test_tiling import image
+from tests.helpers.images import image
+from tests.helpers.packages import tiny_package
 
 
 @pytest.fixture(scope="module")

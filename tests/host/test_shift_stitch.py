@@ -24,7 +24,8 @@ import pytest
 
 from fcnseg.host.shift_stitch import plan_shifts, shift_stitch, shifted
 from fcnseg.host.tiling import make_canvas, plan_tiles, run_tiled
-from tests.host.test_tiling import ToyEngine, _act, _conv, image
+from tests.helpers.images import image
+from tests.helpers.toy_engine import ToyEngine, act, conv
 
 
 def _pool_stride1(x: np.ndarray, dilation: int) -> np.ndarray:
@@ -40,14 +41,14 @@ def toy_atrous(toy: ToyEngine, x: np.ndarray, factor: int) -> np.ndarray:
     h = x.astype(np.int64)
     dilation = 1
     for i, (w, shift) in enumerate(zip(toy.convs, (6, 3, 3, 1, 1), strict=True)):
-        h = _act(_conv(h, w, dilation), shift)
+        h = act(conv(h, w, dilation), shift)
         if i < 5 - n_trous:
             h = h.reshape(h.shape[0], h.shape[1] // 2, 2, h.shape[2] // 2, 2, -1).max(axis=(2, 4))
         else:
             h = _pool_stride1(h, dilation)
             dilation *= 2
-    h = _act(_conv(h, toy.head, dilation), 1)
-    return _conv(h, toy.score["fr"], dilation)
+    h = act(conv(h, toy.head, dilation), 1)
+    return conv(h, toy.score["fr"], dilation)
 
 
 def interior(fine: np.ndarray, atrous: np.ndarray, margin: int) -> tuple[np.ndarray, np.ndarray]:
@@ -208,13 +209,13 @@ def built_fcn32s(tmp_path_factory: pytest.TempPathFactory):
     """
     pytest.importorskip("torch")
     pytest.importorskip("finn")
-    graph = pytest.importorskip("tests.host.test_sim_graph")
     from fcnseg.host.package import load_package
     from fcnseg.host.sim.engine import SimEngine
+    from tests.helpers import sim_graph
 
-    net, _, path = graph.build("fcn32s", 4, 4, 8, 3, 0, tmp_path_factory.mktemp("fcn32s"))
+    net, _, path = sim_graph.build("fcn32s", 4, 4, 8, 3, 0, tmp_path_factory.mktemp("fcn32s"))
     package = load_package(path)
-    return graph, net, package, SimEngine(package)
+    return sim_graph, net, package, SimEngine(package)
 
 
 def graph_net_atrous(net, factor: int):

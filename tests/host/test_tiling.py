@@ -8,9 +8,6 @@ tests also run in ``.venv-board``. The real simulator is used when a package is 
 
 from __future__ import annotations
 
-import math
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -22,110 +19,8 @@ from fcnseg.host.tiling import (
     run_rows,
     run_tiled,
 )
-
-
-def _conv(x: np.ndarray, w: np.ndarray, dilation: int = 1) -> np.ndarray:
-    """'same' zero-padded conv, NHWC int64, weights (k, k, cin, cout)."""
-    k = w.shape[0]
-    pad = dilation * (k // 2)
-    xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    h, wd = x.shape[1:3]
-    out = np.zeros((*x.shape[:3], w.shape[3]), dtype=np.int64)
-    for dy in range(k):
-        for dx in range(k):
-            patch = xp[:, dy * dilation : dy * dilation + h, dx * dilation : dx * dilation + wd]
-            out += patch @ w[dy, dx]
-    return out
-
-
-def _act(x: np.ndarray, shift: int) -> np.ndarray:
-    return np.clip(x >> shift, 0, 15)
-
-
-def _pool(x: np.ndarray) -> np.ndarray:
-    n, h, w, c = x.shape
-    return x.reshape(n, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
-
-
-def _up(x: np.ndarray) -> np.ndarray:
-    return x.repeat(2, axis=1).repeat(2, axis=2)
-
-
-class ToyEngine:
-    """Integer FCN-32s/8s in numpy with the Engine interface (``run``, NHWC uint8 -> int64)."""
-
-    net_stride = 32
-
-    def __init__(self, arch: str = "fcn8s", classes: int = 3, seed: int = 3, head_kernel: int = 1):
-        rng = np.random.default_rng(seed)
-        self.arch = arch
-        self.output_stride = 32 if arch == "fcn32s" else 8
-        chans = [3, 4, 4, 6, 6, 6]
-        self.convs = [
-            rng.integers(-2, 3, size=(3, 3, a, b)) for a, b in zip(chans, chans[1:], strict=False)
-        ]
-        self.head = rng.integers(-2, 3, size=(head_kernel, head_kernel, 6, 6))
-        self.score = {k: rng.integers(-6, 7, size=(1, 1, 6, classes)) for k in ("fr", "p4", "p3")}
-        # Receptive field: 3x3 convs at strides 1..16 add 1+2+4+8+16 = 31 px a side, the head
-        # (head_kernel // 2) * 32; the 32-cell itself is 32 px wide.
-        self.receptive_field = 32 + 2 * (31 + 32 * (head_kernel // 2))
-        self.calls: list[tuple[int, ...]] = []
-
-    def run(self, x: np.ndarray) -> np.ndarray:
-        assert x.dtype == np.uint8 and x.ndim == 4 and x.shape[3] == 3
-        assert x.shape[1] % 32 == 0 and x.shape[2] % 32 == 0
-        self.calls.append(x.shape)
-        h = x.astype(np.int64)
-        taps = []
-        for w, shift in zip(self.convs, (6, 3, 3, 1, 1), strict=True):
-            h = _pool(_act(_conv(h, w), shift))
-            taps.append(h)
-        h = _act(_conv(h, self.head), 1)
-        scores = _conv(h, self.score["fr"])
-        if self.arch == "fcn8s":
-            scores = _up(scores) + _conv(taps[3], self.score["p4"])
-            scores = _up(scores) + _conv(taps[2], self.score["p3"])
-        return scores
-
-    def geometry(self, tile: tuple[int, int] = (128, 128)) -> Geometry:
-        return Geometry(tile, self.output_stride, self.net_stride, self.receptive_field)
-
-
-def photo(height: int, width: int, seed: int = 0) -> np.ndarray:
-    """A real photo (scikit-image's bundled files, read with Pillow) cropped/tiled to a size."""
-    import skimage
-
-    data = Path(skimage.__file__).parent / "data"
-    from PIL import Image
-
-    name = ["astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg"][seed % 4]
-    img = np.asarray(Image.open(data / name).convert("RGB"))
-    reps = (math.ceil(height / img.shape[0]), math.ceil(width / img.shape[1]), 1)
-    return np.ascontiguousarray(np.tile(img, reps)[:height, :width])
-
-
-def _has_skimage() -> bool:
-    try:
-        import skimage  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def image(height: int, width: int, seed: int = 0) -> np.ndarray:
-    if _has_skimage():
-        return photo(height, width, seed)
-    # .venv-board has no scikit-image: a scene of coloured regions with texture instead.
-    rng = np.random.default_rng(seed)
-    centres = rng.uniform(0, 1, size=(12, 2)) * (height, width)
-    colours = rng.integers(0, 256, size=(12, 3))
-    yy, xx = np.mgrid[0:height, 0:width]
-    owner = np.argmin(
-        (yy[..., None] - centres[:, 0]) ** 2 + (xx[..., None] - centres[:, 1]) ** 2, 2
-    )
-    noise = rng.integers(-20, 21, size=(height, width, 3))
-    return np.clip(colours[owner] + noise, 0, 255).astype(np.uint8)
-
+from tests.helpers.images import image
+from tests.helpers.toy_engine import ToyEngine
 
 SIZES = [(333, 517), (64, 700), (700, 64), (40, 50), (128, 128), (129, 97)]
 
@@ -278,16 +173,12 @@ def built_fcn8s(tmp_path_factory: pytest.TempPathFactory):
     """
     pytest.importorskip("torch")
     pytest.importorskip("finn")
-    graph = pytest.importorskip("tests.host.test_sim_graph")
     from fcnseg.host.package import load_package
     from fcnseg.host.sim.engine import SimEngine
+    from tests.helpers.sim_graph import build
 
-    old_tile = graph.TILE
-    graph.TILE = (192, 192)
-    try:
-        _, _, path = graph.build("fcn8s", 4, 4, 8, 3, 0, tmp_path_factory.mktemp("fcn8s"))
-    finally:
-        graph.TILE = old_tile
+    out = tmp_path_factory.mktemp("fcn8s")
+    _, _, path = build("fcn8s", 4, 4, 8, 3, 0, out, tile=(192, 192))
     package = load_package(path)
     engine = SimEngine(package)
     geometry = Geometry(package.tile, package.output_stride, engine.net_stride, 158)

@@ -126,7 +126,8 @@ def test_rejects_bad_inputs() -> None:
 @pytest.mark.parametrize("arch,stride", [("fcn8s", 8), ("fcn32s", 32)])
 def test_real_score_maps(arch: str, stride: int) -> None:
     """An integer FCN's scores on a real photo: fast == naive == torch (exact here)."""
-    from tests.host.test_tiling import ToyEngine, image
+    from tests.helpers.images import image
+    from tests.helpers.toy_engine import ToyEngine
 
     img = image(160, 224, seed=1)
     scores = ToyEngine(arch, classes=3).run(img[None])[0]

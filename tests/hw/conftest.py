@@ -8,7 +8,6 @@ exported with ``fcnseg.quantize.export`` at 64x64, so every test exercises the s
 from __future__ import annotations
 
 import importlib.util
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,6 @@ if importlib.util.find_spec("finn") is None or importlib.util.find_spec("torch")
     collect_ignore_glob = ["test_*.py"]
 
 TILE = (64, 64)
-PHOTOS = ("astronaut", "chelsea", "coffee")
 
 
 @dataclass
@@ -112,18 +110,3 @@ def build_fcn16s(exports: dict[str, Export], tmp_path_factory: pytest.TempPathFa
     out = tmp_path_factory.mktemp("build") / "fcn16s-kv260"
     opts = BuildOptions(exports["fcn16s"].dir, out, get_board("kv260"), vivado=False)
     return compile_export(opts, progress=lambda message: None).out_dir
-
-
-def photo_tile(name: str, tile: tuple[int, int] = TILE):
-    """A real scikit-image photo resized to ``tile``: float32 NCHW holding integers 0..255."""
-    import numpy as np
-    import skimage.data
-    from skimage.transform import resize
-
-    img = getattr(skimage.data, name)()[..., :3]
-    img = resize(img, tile, preserve_range=True, anti_aliasing=True)
-    return np.round(img).astype(np.float32).transpose(2, 0, 1)[None]
-
-
-def read_json(path: Path) -> Any:
-    return json.loads(Path(path).read_text())

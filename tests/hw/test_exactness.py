@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.hw.conftest import PHOTOS, photo_tile, read_json
+from tests.helpers.files import read_json
+from tests.helpers.images import PHOTOS, photo_tile
 
 
 def _brevitas_scores(export, x: np.ndarray) -> np.ndarray:

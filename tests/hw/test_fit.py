@@ -9,7 +9,7 @@ import pytest
 from fcnseg.errors import UserError
 from fcnseg.hw.boards import get_board
 from fcnseg.hw.fit import Fit, bisect_fps, check_fit, misfit_message
-from tests.hw.conftest import read_json
+from tests.helpers.files import read_json
 
 
 def test_check_fit_applies_the_margin():

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.hw.conftest import photo_tile
+from tests.helpers.images import photo_tile
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.hw.conftest import read_json
+from tests.helpers.files import read_json
 
 pytestmark = [pytest.mark.vivado, pytest.mark.slow]
 

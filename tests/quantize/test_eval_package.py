@@ -32,7 +32,7 @@ class ThreeClassScenes:
 
 @pytest.fixture(scope="module")
 def package_dir(tmp_path_factory) -> Path:
-    from tests.host.test_segmenter import tiny_package
+    from tests.helpers.packages import tiny_package
 
     return tiny_package(tmp_path_factory.mktemp("pkg") / "toy-pynq-z2")
 

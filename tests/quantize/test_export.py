@@ -17,7 +17,7 @@ from fcnseg.cli import main  # noqa: E402
 from fcnseg.quantize.export import export_checkpoint, integer_scores  # noqa: E402
 from fcnseg.quantize.models import receptive_field  # noqa: E402
 from fcnseg.quantize.models.io import save_checkpoint  # noqa: E402
-from tests.quantize.fcn_testnets import calibrated, photos  # noqa: E402
+from tests.helpers.fcn_nets import calibrated, photos  # noqa: E402
 
 ARCHS = ["fcn32s", "fcn16s", "fcn8s"]
 TILE = (64, 96)  # non-square on purpose: catches H/W mix-ups

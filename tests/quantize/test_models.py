@@ -20,7 +20,7 @@ from fcnseg.quantize.models import (  # noqa: E402
 )
 from fcnseg.quantize.models.common import ScoreQuant  # noqa: E402
 from fcnseg.quantize.models.io import load_checkpoint, save_checkpoint  # noqa: E402
-from tests.quantize.fcn_testnets import calibrated, photos, tiny_config  # noqa: E402
+from tests.helpers.fcn_nets import calibrated, photos, tiny_config  # noqa: E402
 
 ARCHS = ["fcn32s", "fcn16s", "fcn8s"]
 torch.set_num_threads(1)

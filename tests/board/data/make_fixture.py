@@ -27,7 +27,7 @@ def main() -> None:
     from qonnx.custom_op.registry import getCustomOp
 
     from fcnseg.hw.to_package import build_package
-    from tests.host.test_sim_graph import build
+    from tests.helpers.sim_graph import build
 
     torch.set_num_threads(1)
     work = Path(tempfile.mkdtemp(prefix="fcn8s-tiny-"))
