@@ -392,75 +392,88 @@ def _check_meta(meta: Mapping[str, Any], where: str) -> ModelCard:
 
     Returns the parsed model card (the only place a package's card is parsed)."""
     try:
-        if meta.get("format") != FORMAT_NAME:
-            raise UserError(f"{where}: not an fcnseg deployment package ({JSON_NAME} format)")
-        version = meta.get("format_version")
-        if not isinstance(version, int):
-            raise UserError(f"{where}: {JSON_NAME} has no integer format_version")
-        if version > FORMAT_VERSION:
-            raise UserError(
-                f"{where}: package format version {version} is newer than this fcnseg "
-                f"supports ({FORMAT_VERSION}); upgrade fcnseg"
-            )
-        if version != FORMAT_VERSION:
-            raise UserError(
-                f"{where}: package format version {version} is not supported "
-                f"(this fcnseg reads {FORMAT_VERSION}); rebuild the package"
-            )
+        _check_version(meta, where)
         for key in ("model_card", "io", "layers", "files"):
             if key not in meta:
                 raise UserError(f"{where}: {JSON_NAME} lacks {key!r}")
         card = ModelCard.from_json(meta["model_card"], where=where)
-        names = set()
-        for port in ("input", "output"):
-            spec = meta["io"][port]
-            parse_dtype(spec["dtype"])
-            if spec.get("layout") != "NHWC":
-                raise UserError(f"{where}: {port} layout {spec.get('layout')!r} is not NHWC")
-            if len(spec["shape"]) != 4:
-                raise UserError(f"{where}: {port} shape {spec['shape']} is not 4-d NHWC")
-            names.add(spec["name"])
-        out = meta["io"]["output"]
-        nc = int(out["shape"][-1])
-        if len(out["scale"]) != nc or len(out["bias"]) != nc:
-            raise UserError(f"{where}: output scale/bias need {nc} entries (one per class)")
-        if card.num_classes != nc:
-            raise UserError(
-                f"{where}: model_card has {card.num_classes} classes, output has {nc} channels"
-            )
-        in_shape = meta["io"]["input"]["shape"]
-        if in_shape[-1] != 3:
-            raise UserError(f"{where}: input must have 3 channels (RGB)")
-        if card.tile is None or list(card.tile) != list(in_shape[1:3]):
-            raise UserError(
-                f"{where}: model_card tile {card.tile} is not the input's {list(in_shape[1:3])}"
-            )
-        produced = {meta["io"]["input"]["name"]}
-        if not meta["layers"]:
-            raise UserError(f"{where}: package has no layers")
-        for entry in meta["layers"]:
-            kind = entry.get("kind")
-            if kind not in LAYER_KINDS:
-                raise UserError(
-                    f"{where}: layer {entry.get('name')!r} has unknown kind {kind!r} "
-                    f"(this fcnseg knows {', '.join(sorted(LAYER_KINDS))})"
-                )
-            for t in entry["inputs"]:
-                if t not in produced:
-                    raise UserError(
-                        f"{where}: layer {entry['name']!r} reads {t!r} before it is produced"
-                    )
-            produced.update(entry["outputs"])
-            for dt in list(entry["input_dtypes"]) + list(entry["output_dtypes"]):
-                parse_dtype(dt)
-            for role in LAYER_KINDS[kind]:
-                if role not in entry["arrays"]:
-                    raise UserError(f"{where}: layer {entry['name']!r} lacks array {role!r}")
-        if out["name"] not in produced:
-            raise UserError(f"{where}: no layer produces the output {out['name']!r}")
+        _check_io(meta["io"], card, where)
+        _check_layers(meta["layers"], meta["io"], where)
         return card
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise UserError(f"{where}: malformed {JSON_NAME} ({type(e).__name__}: {e})") from None
+
+
+def _check_version(meta: Mapping[str, Any], where: str) -> None:
+    """The format name, and a version this module reads (versioning: module docstring)."""
+    if meta.get("format") != FORMAT_NAME:
+        raise UserError(f"{where}: not an fcnseg deployment package ({JSON_NAME} format)")
+    version = meta.get("format_version")
+    if not isinstance(version, int):
+        raise UserError(f"{where}: {JSON_NAME} has no integer format_version")
+    if version > FORMAT_VERSION:
+        raise UserError(
+            f"{where}: package format version {version} is newer than this fcnseg "
+            f"supports ({FORMAT_VERSION}); upgrade fcnseg"
+        )
+    if version != FORMAT_VERSION:
+        raise UserError(
+            f"{where}: package format version {version} is not supported "
+            f"(this fcnseg reads {FORMAT_VERSION}); rebuild the package"
+        )
+
+
+def _check_io(io: Mapping[str, Any], card: ModelCard, where: str) -> None:
+    """Input and output ports: integer dtypes, NHWC, one channel per class, the card's tile."""
+    for port in ("input", "output"):
+        spec = io[port]
+        parse_dtype(spec["dtype"])
+        if spec.get("layout") != "NHWC":
+            raise UserError(f"{where}: {port} layout {spec.get('layout')!r} is not NHWC")
+        if len(spec["shape"]) != 4:
+            raise UserError(f"{where}: {port} shape {spec['shape']} is not 4-d NHWC")
+    out = io["output"]
+    nc = int(out["shape"][-1])
+    if len(out["scale"]) != nc or len(out["bias"]) != nc:
+        raise UserError(f"{where}: output scale/bias need {nc} entries (one per class)")
+    if card.num_classes != nc:
+        raise UserError(
+            f"{where}: model_card has {card.num_classes} classes, output has {nc} channels"
+        )
+    in_shape = io["input"]["shape"]
+    if in_shape[-1] != 3:
+        raise UserError(f"{where}: input must have 3 channels (RGB)")
+    if card.tile is None or list(card.tile) != list(in_shape[1:3]):
+        raise UserError(
+            f"{where}: model_card tile {card.tile} is not the input's {list(in_shape[1:3])}"
+        )
+
+
+def _check_layers(entries: Sequence[Mapping[str, Any]], io: Mapping[str, Any], where: str) -> None:
+    """Known kinds, topological order from the input to the output, dtypes, required arrays."""
+    if not entries:
+        raise UserError(f"{where}: package has no layers")
+    produced = {io["input"]["name"]}
+    for entry in entries:
+        kind = entry.get("kind")
+        if kind not in LAYER_KINDS:
+            raise UserError(
+                f"{where}: layer {entry.get('name')!r} has unknown kind {kind!r} "
+                f"(this fcnseg knows {', '.join(sorted(LAYER_KINDS))})"
+            )
+        unproduced = [t for t in entry["inputs"] if t not in produced]
+        if unproduced:
+            raise UserError(
+                f"{where}: layer {entry['name']!r} reads {unproduced[0]!r} before it is produced"
+            )
+        produced.update(entry["outputs"])
+        for dt in list(entry["input_dtypes"]) + list(entry["output_dtypes"]):
+            parse_dtype(dt)
+        missing = [role for role in LAYER_KINDS[kind] if role not in entry["arrays"]]
+        if missing:
+            raise UserError(f"{where}: layer {entry['name']!r} lacks array {missing[0]!r}")
+    if io["output"]["name"] not in produced:
+        raise UserError(f"{where}: no layer produces the output {io['output']['name']!r}")
 
 
 def load_package(path: str | os.PathLike) -> Package:
@@ -471,6 +484,20 @@ def load_package(path: str | os.PathLike) -> Package:
     every layer kind is known, every referenced array exists and is integer.
     """
     root = Path(path)
+    meta = _read_meta(root)
+    card = _check_meta(meta, where=str(root))
+    _verify_files(root, meta["files"])
+    arrays = _read_arrays(root)
+    try:
+        layers = _layers_of(meta, arrays, root)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        # _check_meta checks structure; a layer entry lacking a field still gets here (fuzzed)
+        raise UserError(f"{root}: malformed {JSON_NAME} layer ({type(e).__name__}: {e})") from None
+    return Package(path=root, meta=meta, layers=tuple(layers), card=card)
+
+
+def _read_meta(root: Path) -> dict[str, Any]:
+    """The parsed accelerator.json of the package folder ``root`` (a JSON object)."""
     if not root.is_dir():
         raise UserError(f"{root}: no such package folder")
     jpath = root / JSON_NAME
@@ -484,8 +511,11 @@ def load_package(path: str | os.PathLike) -> Package:
         raise UserError(f"{jpath}: unreadable ({type(e).__name__})") from None
     if not isinstance(meta, dict):
         raise UserError(f"{jpath}: not a JSON object")
-    card = _check_meta(meta, where=str(root))
-    files = meta["files"]
+    return meta
+
+
+def _verify_files(root: Path, files: Any) -> None:
+    """Every listed file is inside the package, present, and has its recorded sha256."""
     if not isinstance(files, dict) or not all(isinstance(k, str) for k in files):
         raise UserError(f"{root}: {JSON_NAME} 'files' is not a map of paths to sha256")
     if NPZ_NAME not in files:
@@ -498,18 +528,16 @@ def load_package(path: str | os.PathLike) -> Package:
             raise UserError(f"{root}: missing file {rel}")
         if sha256_file(p) != digest:
             raise UserError(f"{root}: {rel} is damaged (sha256 mismatch)")
+
+
+def _read_arrays(root: Path) -> dict[str, np.ndarray]:
+    """All arrays of accelerator.npz, pickle-free."""
     try:
         with np.load(root / NPZ_NAME, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
+            return {k: npz[k] for k in npz.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
         # numpy's npz reader surfaces a damaged zip as any of these (found by fuzzing)
         raise UserError(f"{root}: {NPZ_NAME} unreadable ({type(e).__name__})") from None
-    try:
-        layers = _layers_of(meta, arrays, root)
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
-        # _check_meta checks structure; a layer entry lacking a field still gets here (fuzzed)
-        raise UserError(f"{root}: malformed {JSON_NAME} layer ({type(e).__name__}: {e})") from None
-    return Package(path=root, meta=meta, layers=tuple(layers), card=card)
 
 
 def _layers_of(
