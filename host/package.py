@@ -127,6 +127,11 @@ def parse_dtype(name: str) -> tuple[int, int]:
     return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
 
 
+def is_integer_dtype(name: str) -> bool:
+    """Whether ``name`` is one of the integer datatypes :func:`parse_dtype` accepts."""
+    return _DTYPE_RE.match(str(name)) is not None
+
+
 def dtype_bits(name: str) -> tuple[int, bool]:
     """``(bit width, signed)`` of an integer qonnx datatype name, as qonnx's
     ``DataType.bitwidth()`` and ``signed()`` give them: the width of one value on the stream.

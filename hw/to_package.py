@@ -25,7 +25,7 @@ import numpy as np
 
 from fcnseg.errors import UserError
 from fcnseg.host.card import ModelCard
-from fcnseg.host.package import LAYER_KINDS, Layer, parse_dtype, write_package
+from fcnseg.host.package import LAYER_KINDS, Layer, is_integer_dtype, parse_dtype, write_package
 from fcnseg.host.sim.ranges import matmul_range, storage_dtype
 
 if TYPE_CHECKING:
@@ -131,7 +131,7 @@ def node_to_layer(model: ModelWrapper, node, ranges: dict[str, tuple[int, int]])
     in_dts = [model.get_tensor_datatype(t).name for t in dyn]
     out_dts = [model.get_tensor_datatype(t).name for t in node.output]
     for dt in in_dts + out_dts:
-        if not dt.startswith(("INT", "UINT", "BIPOLAR", "BINARY", "TERNARY")):
+        if not is_integer_dtype(dt):
             raise UserError(
                 f"layer {node.name} ({kind}) streams {dt}: the accelerator must be integer "
                 "end to end (cut the float tail before packaging)"
