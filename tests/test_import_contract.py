@@ -7,7 +7,10 @@ reaches: on a board that path would fail at run time, far from the cause. A fres
 check (tests/test_layout.py) only sees module-level imports, so this one reads the source:
 every ``import``/``from ... import`` statement anywhere in a module's AST (relative ones
 resolved against the module's package, ``from fcnseg import hw`` seen as ``fcnseg.hw``) and
-every ``importlib.import_module("...")``/``__import__("...")`` with a literal name.
+every ``importlib.import_module("...")``/``__import__("...")``/``pytest.importorskip("...")``
+with a literal name. The same reader keeps the tests apart: a test module imports shared code
+from ``tests.helpers`` (or gets it from a fixture), never from a sibling test module or a
+``conftest.py``.
 """
 
 from __future__ import annotations
@@ -59,9 +62,8 @@ def _is_import_call(node: ast.Call) -> bool:
     func = node.func
     name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
     literal = bool(node.args) and isinstance(node.args[0], ast.Constant)
-    return (
-        name in ("import_module", "__import__") and literal and isinstance(node.args[0].value, str)
-    )
+    names = ("import_module", "__import__", "importorskip")
+    return name in names and literal and isinstance(node.args[0].value, str)
 
 
 def _forbidden(name: str) -> bool:
@@ -124,3 +126,39 @@ def test_relative_imports_resolve_against_the_package() -> None:
     assert _resolve("fcnseg.host.sim", True, 1, "engine") == "fcnseg.host.sim.engine"
     assert _resolve("fcnseg.host.sim", True, 3, "hw") == "fcnseg.hw"
     assert _resolve("fcnseg.host.cli", False, 2, None) == "fcnseg"
+
+
+def sibling_imports(tests: Path) -> list[str]:
+    """``file:line imports name`` for test code importing ``tests.<not helpers>`` or a conftest."""
+    bad = []
+    for path in sorted(tests.rglob("*.py")):
+        module, is_init = module_of(path, tests, "tests")
+        seen = set()
+        for line, name in imported_names(path.read_text(), module, is_init):
+            parts = name.split(".")
+            sibling = parts[0] == "tests" and len(parts) > 1 and parts[1] != "helpers"
+            if (sibling or "conftest" in parts) and line not in seen:
+                seen.add(line)
+                bad.append(f"{path.relative_to(tests.parent)}:{line} imports {name}")
+    return bad
+
+
+def test_tests_import_helpers_not_sibling_tests_or_conftest() -> None:
+    assert sibling_imports(ROOT / "tests") == []
+
+
+def test_sibling_check_catches_planted_imports(tmp_path: Path) -> None:
+    tests = tmp_path / "tests"
+    (tests / "host").mkdir(parents=True)
+    (tests / "host" / "test_a.py").write_text(
+        "from tests.helpers.images import image\n"
+        "from .test_b import toy\n"
+        "def test_x(pytest):\n"
+        "    from tests.hw.conftest import TILE\n"
+        "    pytest.importorskip('tests.host.test_b')\n"
+    )
+    assert sibling_imports(tests) == [
+        "tests/host/test_a.py:2 imports tests.host.test_b",
+        "tests/host/test_a.py:4 imports tests.hw.conftest",
+        "tests/host/test_a.py:5 imports tests.host.test_b",
+    ]
