@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from fcnseg import config as config_io
-from fcnseg.errors import UserError
+from fcnseg.config import ConfigError
 
 #: how errors name this config
 CONFIG_NAME = "training config"
@@ -76,20 +76,26 @@ class TrainConfig:
         for name in ("scene_size", "crop"):
             value = tuple(int(v) for v in getattr(self, name))
             if len(value) != 2 or min(value) < 1:
-                raise UserError(f"config {name} must be [H, W] of positive ints, got {value}")
+                raise ConfigError(
+                    f"training config {name} must be [H, W] of positive ints, got {value}"
+                )
             object.__setattr__(self, name, value)
         if self.crop[0] % 32 or self.crop[1] % 32:
-            raise UserError(f"config crop must be multiples of 32, got {list(self.crop)}")
+            raise ConfigError(
+                f"training config crop must be multiples of 32, got {list(self.crop)}"
+            )
         scale = tuple(float(v) for v in self.scale_range)
         if len(scale) != 2 or not 0 < scale[0] <= scale[1]:
-            raise UserError(f"config scale_range must be [low, high] > 0, got {list(scale)}")
+            raise ConfigError(
+                f"training config scale_range must be [low, high] > 0, got {list(scale)}"
+            )
         object.__setattr__(self, "scale_range", scale)
         if self.batch_size < 1 or self.epochs < 0 or self.float_epochs < 0:
-            raise UserError("config batch_size must be >= 1 and epochs >= 0")
+            raise ConfigError("training config batch_size must be >= 1 and epochs >= 0")
         if self.lr <= 0 or self.float_lr <= 0:
-            raise UserError("config learning rates must be positive")
+            raise ConfigError("training config learning rates must be positive")
         if not isinstance(self.model, dict):
-            raise UserError("config model must be an object of ModelConfig fields")
+            raise ConfigError("training config model must be an object of ModelConfig fields")
 
     @property
     def quantized(self) -> bool:
