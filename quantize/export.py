@@ -13,7 +13,6 @@ The integer scores of the accelerator are ``(logits - output_bias[c]) / output_s
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -27,15 +26,15 @@ import torch
 
 from fcnseg.atomic import replace_dir
 from fcnseg.errors import UserError
+from fcnseg.host.card import CARD_FILE, CARD_FORMAT, ModelCard
+from fcnseg.host.images import voc_palette
+from fcnseg.host.package import sha256_file
 from fcnseg.quantize.models.common import FCNBase, receptive_field
 
-#: value of model.json's "format" key
-CARD_FORMAT = "fcnseg-model/1"
 INPUT_NAME = "global_in"
 OUTPUT_NAME = "global_out"
 QONNX_FILE = "model.onnx"
 QCDQ_FILE = "model_qcdq.onnx"
-CARD_FILE = "model.json"
 
 
 def check_tile(tile: tuple[int, int]) -> tuple[int, int]:
@@ -47,26 +46,9 @@ def check_tile(tile: tuple[int, int]) -> tuple[int, int]:
 
 
 def default_palette(n: int) -> list[list[int]]:
-    """The Pascal VOC colour map (bit-interleaved class index), for checkpoints without one."""
-    palette = []
-    for index in range(n):
-        r = g = b = 0
-        c = index
-        for shift in range(7, -1, -1):
-            r |= ((c >> 0) & 1) << shift
-            g |= ((c >> 1) & 1) << shift
-            b |= ((c >> 2) & 1) << shift
-            c >>= 3
-        palette.append([r, g, b])
-    return palette
-
-
-def sha256_file(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """The Pascal VOC colour map (:func:`fcnseg.host.images.voc_palette`), for checkpoints
+    without one."""
+    return voc_palette(n).tolist()
 
 
 def model_card(
@@ -75,7 +57,11 @@ def model_card(
     tile: tuple[int, int],
     source: Path | None = None,
 ) -> dict[str, Any]:
-    """The model.json contents: everything the hw and host stages need besides the graph."""
+    """The model.json contents: everything the hw and host stages need besides the graph.
+
+    The keys are :class:`fcnseg.host.card.ModelCard`'s (checked by parsing the result with it,
+    so the writer cannot drift from the readers); ``input``/``output``/``files``/``metrics`` are
+    informative extras."""
     cfg = model.cfg
     h, w = tile
     s = cfg.output_stride
@@ -109,6 +95,7 @@ def model_card(
         },
         "tile": [h, w],
         "output_stride": s,
+        "net_stride": cfg.net_stride,
         "output_scale": [float(v) for v in scale],
         "output_bias": [float(v) for v in bias],
         "receptive_field": receptive_field(cfg),
@@ -119,6 +106,7 @@ def model_card(
         card["metrics"] = meta["metrics"]
     if source is not None:
         card["source_checkpoint"] = {"file": source.name, "sha256": sha256_file(source)}
+    ModelCard.from_json(card, where=CARD_FILE)
     return card
 
 
