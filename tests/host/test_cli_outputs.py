@@ -244,3 +244,43 @@ def test_make_demo_overlays_carry_a_legend(tmp_path: Path) -> None:
         source = next(p for p in samples.iterdir() if p.stem == stem)
         with Image.open(overlay) as drawn, Image.open(source) as original:
             assert drawn.width == original.width and drawn.height > original.height
+
+
+def test_outputs_with_several_finish_workers(
+    package_dir: Path, tmp_path: Path, seg: Segmenter
+) -> None:
+    """--workers 3: records, masks and scores written from three threads stay per image."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    images = {f"i{k}": image(20 + 3 * k, 30 - k, seed=k) for k in range(8)}
+    for name, rgb in images.items():
+        Image.fromarray(rgb).save(folder / f"{name}.png")
+    out, report = tmp_path / "out", tmp_path / "run.json"
+    args = [folder, "--package", package_dir, "-o", out, "--scores", "--json", report]
+    assert segment(*args, "--workers", "3") == 0
+    records = json.loads(report.read_text())["images"]
+    assert [Path(r["input"]).stem for r in records] == sorted(images)  # input order
+    for record in records:
+        rgb = images[Path(record["input"]).stem]
+        labels = mask_of(Path(record["outputs"]["mask"]))[0]
+        np.testing.assert_array_equal(labels, seg(rgb))
+        assert record["size"] == list(rgb.shape[:2])
+        assert sum(record["pixels_per_class"].values()) == rgb.shape[0] * rgb.shape[1]
+        with np.load(record["outputs"]["scores"], allow_pickle=False) as npz:
+            assert npz["image_size"].tolist() == list(rgb.shape[:2])
+
+
+def test_a_package_with_duplicate_class_names_is_one_line(
+    tmp_path: Path, inputs: Path, capsys
+) -> None:
+    from fcnseg.host.package import write_package
+    from tests.helpers.packages import CARD, IO, make_layers
+
+    card = {**CARD, "classes": ["a", "b", "a"]}
+    package = write_package(
+        tmp_path / "dup-pynq-z2", model_card=card, io=IO, layers=make_layers(), board="pynq-z2"
+    )
+    assert segment(inputs / "a.jpg", "--package", package, "-o", tmp_path / "out") == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+    assert "a appear twice" in err

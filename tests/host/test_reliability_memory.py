@@ -202,6 +202,28 @@ def test_peak_rss_is_bounded_by_the_strip(package: Path, tmp_path: Path, fmt: st
     assert peak - baseline < image_mb
 
 
+def test_streamed_scores_keep_the_bound(package: Path, tmp_path: Path) -> None:
+    """--scores on the strip path streams NAME_scores.npz (108 MB for this 6000x6000 image at
+    stride 2) into its zip member: the peak stays a strip's worth above the baseline."""
+    side = 6000
+    small, big = tmp_path / "small.ppm", tmp_path / "big.ppm"
+    write_ppm(small, 300, 300)
+    write_ppm(big, side, side)
+    base = ["segment", "--package", str(package), "--scores"]
+    baseline, proc = peak_rss_mb([*base, str(small), "-o", str(tmp_path / "o1")])
+    assert proc.returncode == 0, proc.stderr
+    peak, proc = peak_rss_mb([*base, str(big), "-o", str(tmp_path / "o2")])
+    assert proc.returncode == 0, proc.stderr
+    with np.load(tmp_path / "o2" / "big_scores.npz", allow_pickle=False) as npz:
+        assert npz["scores"].shape == (side // 2, side // 2, 3)
+        scores_mb = npz["scores"].nbytes / 2**20
+    bound = baseline + 20 * TILE * side * 3 / 2**20
+    print(f"peak RSS {peak:.0f} MB (baseline {baseline:.0f} MB, bound {bound:.0f} MB, "
+          f"scores {scores_mb:.0f} MB)")  # fmt: skip
+    assert peak < bound
+    assert peak - baseline < scores_mb
+
+
 def test_size_of_a_huge_png_is_read_from_its_header(tmp_path: Path) -> None:
     """Routing to the strip path reads the header only (a PNG's getexif would decode it)."""
     import tracemalloc
