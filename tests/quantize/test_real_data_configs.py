@@ -217,79 +217,86 @@ def test_generated_layouts_read_back_through_the_loaders(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------
-# The README's path on real data: train -> export -> eval on val (compile is covered in tests/hw)
+# The README's path on real data, as typed there: train -> export -> eval on val (-> compile)
 # ------------------------------------------------------------------------------------------------
-#: the run-length changes a smoke run makes to a shipped config (everything else stays)
-SMOKE = {
-    "float_epochs": 1,
-    "epochs": 1,
-    "steps_per_epoch": 1,
-    "batch_size": 2,
-    "calibration_batches": 1,
-    "val_images": 2,
-    "warmup_steps": 1,
-    "threads": 1,
-}
+#: the run-length flags of a smoke run; the config file itself is the shipped one, unchanged
+SMOKE_FLAGS = ["--float-epochs", "1", "--epochs", "1", "--steps-per-epoch", "1", "--threads", "1"]
 
 
-def _smoke_config(name: str, folder: Path) -> Path:
-    data = json.loads((CONFIGS / name).read_text())
-    assert set(SMOKE) <= set(data) | {"steps_per_epoch", "val_images"}
-    path = folder / name
-    path.write_text(json.dumps({**data, **SMOKE}))
-    return path
-
-
-@pytest.mark.parametrize(
-    ("name", "write", "tile"),
-    [
-        ("voc-fcn8s.json", "voc", (256, 256)),
-        ("cityscapes-fcn8s.json", "cityscapes", (256, 256)),
-    ],
-)
-def test_readme_path_trains_exports_and_evaluates_on_val(tmp_path, monkeypatch, name, write, tile):
-    pytest.importorskip("brevitas")
-    pytest.importorskip("onnx")
-    from fcnseg.cli import main
-
-    kind, classes, folder = REAL_CONFIGS[name]
-    monkeypatch.chdir(tmp_path)
-    if write == "voc":
+def _write_layout(kind: str, folder: str) -> None:
+    """A small generated dataset where the config looks for it (relative to the working dir)."""
+    if kind == "voc":
         write_voc_layout(Path(folder), {"train": 4, "val": 2}, sizes=((96, 128), (128, 96)))
     else:
         write_cityscapes_layout(Path(folder), {"train": 2, "val": 2}, size=(128, 256))
-    config = _smoke_config(name, tmp_path)
-    run = Path("runs") / name.removesuffix(".json")
 
-    assert main(["train", "--config", str(config), "-o", str(run), "--no-progress"]) == 0
+
+def _train_and_export(name: str, tile: tuple[int, int]) -> tuple[Path, Path]:
+    """``fcnseg train`` (float twin + QAT, one step each) then ``fcnseg export``; the paths."""
+    from fcnseg.cli import main
+
+    kind, classes, folder = REAL_CONFIGS[name]
+    stem = name.removesuffix(".json")
+    run = Path("runs") / stem
+    config = CONFIGS / name
+    assert main(["train", "--config", str(config), "-o", str(run), *SMOKE_FLAGS]) == 0
     best = run / "best.safetensors"
     assert best.is_file() and (run / "float" / "best.safetensors").is_file()
     meta = json.loads(best.with_suffix(".json").read_text())
     assert meta["dataset"] == f"{kind}:{folder}" and len(meta["classes"]) == classes
+    saved = TrainConfig.load(run / "config.json")
+    assert saved.crop == TrainConfig.load(config).crop and saved.steps_per_epoch == 1
 
-    export = Path("build") / f"export-{name.removesuffix('.json')}"
+    export = Path("build") / f"export-{stem}"
     assert main(["export", str(best), "--tile", *map(str, tile), "-o", str(export)]) == 0
     card = json.loads((export / "model.json").read_text())
     assert len(card["classes"]) == classes and card["tile"] == list(tile)
     assert card["output"]["shape"] == [1, classes, tile[0] // 8, tile[1] // 8]
     assert (export / "model.onnx").is_file()
+    return best, export
 
-    metrics = tmp_path / "val.json"
-    code = main(
-        [
-            "eval",
-            "--checkpoint",
-            str(best),
-            "--data",
-            f"{kind}:{folder}",
-            "--split",
-            "val",
-            "--json",
-            str(metrics),
-        ]
-    )
-    assert code == 0
+
+def _eval_on_val(source: list[str], name: str, metrics: Path) -> dict:
+    """``fcnseg eval SOURCE --data KIND:FOLDER`` (split: val, the default for real data)."""
+    from fcnseg.cli import main
+
+    kind, classes, folder = REAL_CONFIGS[name]
+    assert main(["eval", *source, "--data", f"{kind}:{folder}", "--json", str(metrics)]) == 0
     result = json.loads(metrics.read_text())
     assert result["split"] == "val" and result["images"] == 2
     assert result["pixels"] > 0 and 0.0 <= result["mean_iu"] <= 1.0
     assert len(result["class_iu"]) == classes
+    return result
+
+
+@pytest.mark.parametrize(
+    ("name", "tile"), [("voc-fcn8s.json", (256, 256)), ("cityscapes-fcn8s.json", (512, 512))]
+)
+def test_readme_path_trains_exports_and_evaluates_on_val(tmp_path, monkeypatch, name, tile):
+    pytest.importorskip("brevitas")
+    pytest.importorskip("onnx")
+    monkeypatch.chdir(tmp_path)
+    _write_layout(REAL_CONFIGS[name][0], REAL_CONFIGS[name][2])
+    best, _ = _train_and_export(name, tile)
+    _eval_on_val(["--checkpoint", str(best)], name, tmp_path / "val.json")
+
+
+@pytest.mark.slow
+def test_readme_path_compiles_for_pynq_z2_and_scores_the_package_on_val(tmp_path, monkeypatch):
+    """The whole path for VOC: the 256x256 export fits a Pynq-Z2 and its package scores val."""
+    pytest.importorskip("finn")
+    from fcnseg.cli import main
+
+    name = "voc-fcn8s.json"
+    monkeypatch.chdir(tmp_path)
+    _write_layout("voc", REAL_CONFIGS[name][2])
+    best, export = _train_and_export(name, (256, 256))
+    build = Path("build") / "voc-fcn8s-pynq-z2"
+    assert main(["compile", str(export), "--board", "pynq-z2", "-o", str(build)]) == 0
+    package = build / "package"
+    card = json.loads((package / "accelerator.json").read_text())
+    assert card["board"] == "pynq-z2" and len(card["model_card"]["classes"]) == 21
+    checkpoint = _eval_on_val(["--checkpoint", str(best)], name, tmp_path / "ckpt.json")
+    packaged = _eval_on_val(["--package", str(package)], name, tmp_path / "package.json")
+    # the package computes the checkpoint's integer scores; labels differ at most on near-ties
+    assert abs(packaged["pixel_acc"] - checkpoint["pixel_acc"]) < 0.01
