@@ -173,7 +173,10 @@ def test_config_loads_strictly_and_names_its_dataset(name):
     assert cfg.quantized and cfg.float_epochs > 0 and cfg.epochs > 0
     assert cfg.model.get("num_classes", classes) == classes
     assert cfg.crop[0] % 32 == 0 and cfg.crop[1] % 32 == 0
-    assert cfg.val_images is None and cfg.steps_per_epoch is None  # the whole splits
+    assert cfg.steps_per_epoch is None  # whole epochs over the training split
+    # per-epoch validation: VOC's whole val split (1449 small images); the first 100 of
+    # Cityscapes' 500 full frames (all 500 cost about 8 CPU-minutes per epoch, docs/real-data.md)
+    assert cfg.val_images == (100 if kind == "cityscapes" else None)
     assert cfg.name == name.removesuffix(".json")
 
 
