@@ -148,7 +148,11 @@ class Batch:
 
         package = getattr(self.seg.package, "path", None)
         for folder in sorted({self.outputs(job).mask.parent for job in jobs}):
-            write_classes_json(folder, self.table, package=str(package) if package else None)
+            try:
+                write_classes_json(folder, self.table, package=str(package) if package else None)
+            except OSError as error:  # the output folder cannot be written: nothing could be
+                reason = error.strerror or error
+                raise UserError(f"{folder}: cannot write classes.json ({reason})") from None
 
     def all(self, jobs: list[Job], *, overwrite: bool, workers: int) -> None:
         """Run ``jobs``: skip finished ones (unless ``overwrite``), pipeline or stream the rest."""

@@ -205,8 +205,10 @@ def _run(inputs: tuple[str, ...], options: dict[str, Any], *, debug: bool) -> in
         status = 130
     finally:
         batch.close()
-        if options["json_path"]:
-            _write_summary(batch, Path(options["json_path"]), options["backend"])
+        if options["json_path"] and not _write_summary(
+            batch, Path(options["json_path"]), options["backend"]
+        ):
+            status = status or 1
     if status == 130:
         done = len(batch.summary.of_status("ok"))
         click.echo(
@@ -216,11 +218,19 @@ def _run(inputs: tuple[str, ...], options: dict[str, Any], *, debug: bool) -> in
         )
         return status
     click.echo(batch.summary.line(batch.out_dir))
-    return 1 if batch.summary.of_status("error") else 0
+    return 1 if status or batch.summary.of_status("error") else 0
 
 
-def _write_summary(batch: Batch, path: Path, backend: str) -> None:
-    """``--json``: the batch's records, with the package, backend and output folder."""
+def _write_summary(batch: Batch, path: Path, backend: str) -> bool:
+    """``--json``: the batch's records, with the package, backend and output folder; False
+    (and one line) if the file cannot be written."""
     package = getattr(batch.seg.package, "path", None)
     context = {"package": str(package) if package else None, "backend": backend}
-    batch.summary.write(path, **context, output=str(batch.out_dir))
+    try:
+        batch.summary.write(path, **context, output=str(batch.out_dir))
+    except OSError as error:
+        click.echo(
+            f"fcnseg: {path}: cannot write the summary ({error.strerror or error})", err=True
+        )
+        return False
+    return True

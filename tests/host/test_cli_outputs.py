@@ -284,3 +284,21 @@ def test_a_package_with_duplicate_class_names_is_one_line(
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and "Traceback" not in err
     assert "a appear twice" in err
+
+
+def test_unwritable_outputs_are_one_line(package_dir: Path, inputs: Path, tmp_path: Path, capsys):
+    """An output folder (or --json file) under a regular file cannot be made: one line each."""
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("a file, not a folder")
+    code = segment(inputs / "a.jpg", "--package", package_dir, "-o", blocker / "out")
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(f"fcnseg: error: {blocker / 'out'}: cannot write classes.json (")
+    out = tmp_path / "out"
+    code = segment(inputs / "a.jpg", "--package", package_dir, "-o", out, "--json", blocker / "j")
+    captured = capsys.readouterr()
+    assert code == 1 and (out / "a.png").is_file()  # the images are done, the summary is not
+    assert f"fcnseg: {blocker / 'j'}: cannot write the summary (" in captured.err
+    assert "Traceback" not in captured.err and "failed 0" in captured.out
