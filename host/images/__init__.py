@@ -35,7 +35,7 @@ from fcnseg.host.images.classes import (
     voc_palette,
     write_classes_json,
 )
-from fcnseg.host.images.decode import as_rgb_array, decode, image_size, load_image
+from fcnseg.host.images.decode import as_rgb_array, image_size, load_image
 from fcnseg.host.images.guard import MAX_PIXELS, check_pixels
 from fcnseg.host.images.masks import png_mask_writer, save_mask
 from fcnseg.host.images.modes import to_rgb
@@ -66,7 +66,6 @@ __all__ = [
     "atomic_open",
     "cells_read",
     "check_pixels",
-    "decode",
     "image_size",
     "is_netpbm",
     "legend_strip",
