@@ -6,7 +6,10 @@
   ``[1, 3, H, W]``, input ``global_in`` annotated ``UINT8``, output ``global_out`` (float logits
   NCHW at ``output_stride``), cleaned up and shape-inferred with qonnx;
 - ``model_qcdq.onnx``: the QCDQ export for onnxruntime (a speed reference; not bit-exact);
-- ``model.json``: the model card (see :func:`model_card`).
+- ``model.json``: the model card (see :func:`model_card`);
+- ``exact.json`` + ``exact.npz``: the exact record of a quantized model (integer weights,
+  rational scales, biases and batch-norm parameters; :mod:`fcnseg.quantize.exact`), from which
+  ``fcnseg compile`` computes thresholds that finn's float32 folding would misplace.
 
 The integer scores of the accelerator are ``(logits - output_bias[c]) / output_scale[c]``.
 """
@@ -18,6 +21,7 @@ import os
 import shutil
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +33,9 @@ from fcnseg.errors import UserError
 from fcnseg.host.card import CARD_FILE, CARD_FORMAT, ModelCard
 from fcnseg.host.images import voc_palette
 from fcnseg.host.package import sha256_file
+from fcnseg.quantize.exact.record import JSON_FILE as EXACT_JSON
+from fcnseg.quantize.exact.record import NPZ_FILE as EXACT_NPZ
+from fcnseg.quantize.exact.record import save_net
 from fcnseg.quantize.models.common import FCNBase, receptive_field
 
 INPUT_NAME = "global_in"
@@ -150,6 +157,17 @@ def export_qcdq_file(model: FCNBase, tile: tuple[int, int], path: Path) -> None:
     onnx.save(proto, str(path))
 
 
+def write_exact_record(model: FCNBase, folder: Path, source: Path | None) -> None:
+    """The exact record of the quantized model (``exact.json`` + ``exact.npz``, see
+    :mod:`fcnseg.quantize.exact`): what ``fcnseg compile`` solves the exact thresholds from."""
+    from fcnseg.quantize.exact.extract import exact_net
+
+    net = exact_net(model)
+    if source is not None:
+        net = replace(net, source={"file": source.name, "sha256": sha256_file(source)})
+    save_net(net, folder)
+
+
 def export_model(
     model: FCNBase,
     meta: dict[str, Any],
@@ -171,6 +189,9 @@ def export_model(
     try:
         with torch.no_grad():
             card = model_card(model, meta, tile, Path(source) if source else None)
+            if model.cfg.quantized:
+                write_exact_record(model, tmp, Path(source) if source else None)
+                card["files"]["exact"] = [EXACT_JSON, EXACT_NPZ]
             export_qonnx_file(model, tile, tmp / QONNX_FILE)
             export_qcdq_file(model, tile, tmp / QCDQ_FILE)
         card["export_seconds"] = round(time.perf_counter() - started, 3)

@@ -8,8 +8,8 @@ Brevitas 0.13.4, exactly:
   abs-max statistics, narrow range), integers ``clamp(round_half_even(w / scale))``;
 - activations: scale ``|value| / t`` with ``t = 2^b - 1`` unsigned, ``2^(b-1)`` signed
   (``IntScaling``), ``value`` the learned parameter (or, while Brevitas is still collecting
-  statistics, their running average, as its eval mode does); the input quantizer has the constant scale
-  ``1/255`` and passes the pixels through unchanged;
+  statistics, their running average, as its eval mode does); the input quantizer has the
+  constant scale ``1/255`` and passes the pixels through unchanged;
 - batch norm: the running statistics, ``gamma``, ``beta`` and ``eps`` of the module.
 
 Each derived value is checked against what Brevitas itself computes in float64 (integers equal,

@@ -92,7 +92,9 @@ def test_qonnx_graph_static_uint8_input(arch, exported):
         mode = next(a for a in node.attribute if a.name == "mode")
         assert onnx.helper.get_attribute_value(mode) == b"nearest"
     assert not list(out.glob("*.data"))  # no dynamo sidecar
-    assert sorted(p.name for p in out.iterdir()) == ["model.json", "model.onnx", "model_qcdq.onnx"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "exact.json", "exact.npz", "model.json", "model.onnx", "model_qcdq.onnx"
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize("arch", ARCHS)
