@@ -178,8 +178,10 @@ def _run(inputs: tuple[str, ...], options: dict[str, Any], *, debug: bool) -> in
     """Run one batch; the exit status (0, 1: some input failed, 130: interrupted)."""
     from fcnseg.host.batch import Batch
     from fcnseg.host.images import MAX_PIXELS
+    from fcnseg.host.images.decode import quiet_pillow
     from fcnseg.host.summary import ImageRecord
 
+    quiet_pillow()
     out_dir = Path(options["output"])
     jobs, failures = collect_inputs(inputs, exclude=out_dir)
     for line in failures:

@@ -8,8 +8,11 @@ from the header alone (to route huge images to the strip path without decoding t
 - The size is checked against ``max_pixels`` (:mod:`fcnseg.host.images.guard`) before anything
   is decoded; each call has its own limit.
 - Pixel modes become RGB by the rules of :mod:`fcnseg.host.images.modes`.
-- Any failure is one line (:mod:`fcnseg.host.images.messages`); Pillow's warnings about odd
-  files (TIFF tags past the end, ...) are silenced, the outcome is what the user sees.
+- Any failure is one line (:mod:`fcnseg.host.images.messages`). Pillow's warnings about odd
+  files (TIFF tags past the end, ...) are left to the application's warning filters: silencing
+  them here (``warnings.catch_warnings``) would swap the process-wide filter list on every call
+  and race between decoding threads, like the umask did (:mod:`fcnseg.atomic`). ``fcnseg
+  segment`` filters them once, at start (:func:`quiet_pillow`).
 """
 
 from __future__ import annotations
@@ -53,9 +56,7 @@ def decode(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS) -> Image.
     """The upright, fully decoded Pillow image of ``path``; any failure is a :class:`UserError`."""
     path = Path(path)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return _load_upright(path, max_pixels)
+        return _load_upright(path, max_pixels)
     except UserError:
         raise
     except Image.UnidentifiedImageError:
@@ -115,11 +116,16 @@ def image_size(path: str | os.PathLike[str]) -> tuple[int, int] | None:
     """``(height, width)`` of the upright image from its header only (nothing decoded), or
     None if unreadable (the decoding path then reports why)."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with open_unguarded(Path(path)) as image:
-                width, height = image.size
-                orientation = _orientation(image)
+        with open_unguarded(Path(path)) as image:
+            width, height = image.size
+            orientation = _orientation(image)
     except Exception:
         return None
     return (width, height) if orientation in _TRANSPOSED else (height, width)
+
+
+def quiet_pillow() -> None:
+    """Ignore the warnings Pillow's modules issue (odd files, its own bomb warning), from now on
+    and process-wide: for a command line, whose outcome per file is an output or one line. Call
+    it once, before threads start; the library itself never changes warning filters."""
+    warnings.filterwarnings("ignore", module=r"PIL(\.|$)")

@@ -147,3 +147,31 @@ def test_output_folder_inside_input_folder_is_not_read(
     assert main(args) == 0
     assert main([*args, "--overwrite"]) == 0
     assert "segmented 3 image(s)" in capsys.readouterr().out.splitlines()[-1]
+
+
+def test_pillow_warnings_are_not_printed(package_dir: Path, tmp_path: Path) -> None:
+    """A damaged TIFF makes Pillow warn ("Truncated File Read") before it fails: the user sees
+    the one line about the file, not Python warnings (a real process: pytest records them)."""
+    import io
+    import os
+    import subprocess
+    import sys
+
+    buffer = io.BytesIO()
+    Image.fromarray(image(23, 31)).save(buffer, format="TIFF")
+    damaged = tmp_path / "damaged.tif"
+    damaged.write_bytes(buffer.getvalue()[:132])
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(
+        [sys.executable, "-m", "fcnseg.cli", "segment", str(damaged), "--package", str(package_dir)]
+        + ["-o", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == [
+        line for line in proc.stderr.strip().splitlines() if line.startswith("fcnseg: ")
+    ]
+    assert "Warning" not in proc.stderr and str(damaged) in proc.stderr

@@ -27,6 +27,10 @@ from fcnseg.host.segmenter import Segmenter
 from tests.helpers.images import image
 from tests.helpers.packages import tiny_package
 
+# Damaged files make Pillow warn (e.g. "Truncated File Read") on the way to the outcome these
+# tests check; the library leaves warnings to the application (fcnseg.host.images.decode).
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
 FUZZ = settings(
     max_examples=150,
     deadline=2000,  # ms per example: a hang or a runaway decode fails the test

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -136,6 +137,7 @@ def test_threads_decode_with_their_own_limits(tmp_path: Path) -> None:
     each call gets its own outcome, and Pillow's global setting is what it was."""
     Image.fromarray(RGB).save(tmp_path / "x.png")
     before = Image.MAX_IMAGE_PIXELS
+    filters = list(warnings.filters)
     outcomes: list[tuple[int, str]] = []
 
     def work(thread: int) -> None:
@@ -163,6 +165,7 @@ def test_threads_decode_with_their_own_limits(tmp_path: Path) -> None:
         240: {"ok"},
     }
     assert Image.MAX_IMAGE_PIXELS == before
+    assert warnings.filters == filters  # no process-wide state is switched while decoding
 
 
 def test_as_rgb_array() -> None:
