@@ -10,8 +10,9 @@ different limits (``fcnseg segment --workers N``, a server), and it would also c
 everything else in the process. So this module leaves it alone and identifies files itself
 with :func:`open_unguarded`, through Pillow's plugin registry (the formats ``Image.open`` tries,
 in the same order, each plugin parsing its header), skipping only the check ``Image.open``
-adds. What Pillow's plugins check while decoding (GIF frames, TIFF strips) is still capped by
-Pillow's own setting, whatever the application set it to (default ~179 Mpx).
+adds. What Pillow checks inside its own operations (GIF frames, TIFF strips, ``crop``: the
+bands cut from a decoded image) is still capped by Pillow's setting, whatever the application
+set it to (default: refused above ~179 Mpx), far above any band of rows read here.
 """
 
 from __future__ import annotations
