@@ -226,12 +226,14 @@ def test_generated_layouts_read_back_through_the_loaders(tmp_path):
 SMOKE_FLAGS = ["--float-epochs", "1", "--epochs", "1", "--steps-per-epoch", "1", "--threads", "1"]
 
 
-def _write_layout(kind: str, folder: str) -> None:
-    """A small generated dataset where the config looks for it (relative to the working dir)."""
+def _write_layout(name: str) -> None:
+    """A small generated dataset where config ``name`` looks for it, with its training split."""
+    kind, _, folder = REAL_CONFIGS[name]
+    splits = {TrainConfig.load(CONFIGS / name).train_split: 4, "val": 2}
     if kind == "voc":
-        write_voc_layout(Path(folder), {"train": 4, "val": 2}, sizes=((96, 128), (128, 96)))
+        write_voc_layout(Path(folder), splits, sizes=((96, 128), (128, 96)))
     else:
-        write_cityscapes_layout(Path(folder), {"train": 2, "val": 2}, size=(128, 256))
+        write_cityscapes_layout(Path(folder), splits, size=(128, 256))
 
 
 def _train_and_export(name: str, tile: tuple[int, int]) -> tuple[Path, Path]:
@@ -273,13 +275,18 @@ def _eval_on_val(source: list[str], name: str, metrics: Path) -> dict:
 
 
 @pytest.mark.parametrize(
-    ("name", "tile"), [("voc-fcn8s.json", (256, 256)), ("cityscapes-fcn8s.json", (512, 512))]
+    ("name", "tile"),
+    [
+        ("voc-fcn8s.json", (256, 256)),
+        ("voc-fcn8s-aug.json", (256, 256)),
+        ("cityscapes-fcn8s.json", (512, 512)),
+    ],
 )
 def test_readme_path_trains_exports_and_evaluates_on_val(tmp_path, monkeypatch, name, tile):
     pytest.importorskip("brevitas")
     pytest.importorskip("onnx")
     monkeypatch.chdir(tmp_path)
-    _write_layout(REAL_CONFIGS[name][0], REAL_CONFIGS[name][2])
+    _write_layout(name)
     best, _ = _train_and_export(name, tile)
     _eval_on_val(["--checkpoint", str(best)], name, tmp_path / "val.json")
 
@@ -292,7 +299,7 @@ def test_readme_path_compiles_for_pynq_z2_and_scores_the_package_on_val(tmp_path
 
     name = "voc-fcn8s.json"
     monkeypatch.chdir(tmp_path)
-    _write_layout("voc", REAL_CONFIGS[name][2])
+    _write_layout(name)
     best, export = _train_and_export(name, (256, 256))
     build = Path("build") / "voc-fcn8s-pynq-z2"
     assert main(["compile", str(export), "--board", "pynq-z2", "-o", str(build)]) == 0
