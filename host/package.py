@@ -498,7 +498,23 @@ def load_package(path: str | os.PathLike) -> Package:
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         # _check_meta checks structure; a layer entry lacking a field still gets here (fuzzed)
         raise UserError(f"{root}: malformed {JSON_NAME} layer ({type(e).__name__}: {e})") from None
+    _check_strides(card, layers, meta["io"], root)
     return Package(path=root, meta=meta, layers=tuple(layers), card=card)
+
+
+def _check_strides(
+    card: ModelCard, layers: Sequence[Layer], io: Mapping[str, Any], root: Path
+) -> None:
+    """The card's strides are the layers' (the host tiles and upsamples by the card's)."""
+    net, out = layer_strides(layers, io["input"]["name"], io["output"]["name"])
+    if card.output_stride != out:
+        raise UserError(
+            f"{root}: model_card output_stride {card.output_stride} but the layers give {out}"
+        )
+    if card.net_stride is not None and card.net_stride != net:
+        raise UserError(
+            f"{root}: model_card net_stride {card.net_stride} but the layers give {net}"
+        )
 
 
 def _read_meta(root: Path) -> dict[str, Any]:

@@ -211,6 +211,23 @@ def test_package_loader_refuses_a_card_tile_unlike_the_input(tampered: Path) -> 
         load_package(tampered)
 
 
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        ({"output_stride": 16}, "model_card output_stride 16 but the layers give 8"),
+        ({"output_stride": 8, "net_stride": 64}, "model_card net_stride 64 but the layers give 32"),
+    ],
+)
+def test_package_loader_refuses_card_strides_unlike_the_layers(
+    tampered: Path, change: dict[str, int], fragment: str
+) -> None:
+    meta = json.loads((tampered / JSON_NAME).read_text())
+    meta["model_card"].update(change)
+    (tampered / JSON_NAME).write_text(json.dumps(meta))
+    with pytest.raises(UserError, match=fragment):
+        load_package(tampered)
+
+
 def test_segment_cli_says_it_in_one_line(tampered: Path, tmp_path: Path) -> None:
     from PIL import Image
 
