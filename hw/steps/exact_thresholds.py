@@ -35,6 +35,7 @@ import numpy as np
 from fcnseg.errors import UserError
 from fcnseg.host.package import Layer, parse_dtype
 from fcnseg.host.sim.ranges import matmul_range
+from fcnseg.hw.to_package import base_kind, layers_from_model
 from fcnseg.quantize.exact.levels import thresholds as solve_thresholds
 from fcnseg.quantize.exact.record import ExactNet, Step, load_net
 
@@ -58,13 +59,6 @@ PASS_THROUGH = {
 }
 #: float32 holds every integer below this exactly (finn stores thresholds as float32).
 FLOAT32_EXACT = 2**24
-
-
-def _kind(layer_kind: str) -> str:
-    for suffix in ("_hls", "_rtl"):
-        if layer_kind.endswith(suffix):
-            return layer_kind[: -len(suffix)]
-    return layer_kind
 
 
 @dataclass(frozen=True)
@@ -125,7 +119,7 @@ def targets(layers: list[Layer], net: ExactNet) -> list[Target]:
     requants = iter([s for s in net.steps if s.op == "requant"])
     out = []
     for layer in layers:
-        kind = _kind(layer.kind)
+        kind = layer.kind  # package layers carry the base kind (MVAU, not MVAU_hls)
         if "thresholds" not in layer.arrays:
             continue
         in_range = parse_dtype(layer.input_dtypes[0])
@@ -134,11 +128,11 @@ def targets(layers: list[Layer], net: ExactNet) -> list[Target]:
             acc = matmul_range(in_range, np.asarray(layer.arrays["weights"]))[0]
         elif kind == "Thresholding":
             src = producer.get(layer.inputs[0])
-            while src is not None and _kind(src.kind) in PASS_THROUGH:
+            while src is not None and src.kind in PASS_THROUGH:
                 src = producer.get(src.inputs[0])
-            if src is not None and _kind(src.kind) == "MVAU":
+            if src is not None and src.kind == "MVAU":
                 step, signs = _conv_step(src, net)
-            elif src is not None and _kind(src.kind) == "ElementwiseAdd":
+            elif src is not None and src.kind == "ElementwiseAdd":
                 step = next(requants, None)
                 if step is None:
                     raise UserError(f"layer {layer.name}: the record has no requantizer left")
@@ -181,7 +175,7 @@ def misplaced(layers: list[Layer], net: ExactNet) -> list[dict[str, Any]]:
 
 
 def _threshold_input(node) -> int:
-    return 2 if _kind(node.op_type) == "MVAU" else 1
+    return 2 if base_kind(node.op_type) == "MVAU" else 1
 
 
 def _smallest_type(lo: int, hi: int):
@@ -193,8 +187,6 @@ def _smallest_type(lo: int, hi: int):
 def apply_exact_thresholds(model: ModelWrapper, net: ExactNet) -> tuple[ModelWrapper, dict]:
     """Write the exact thresholds into every MVAU/Thresholding node; return the report."""
     from qonnx.custom_op.registry import getCustomOp
-
-    from fcnseg.hw.to_package import layers_from_model
 
     layers, _ = layers_from_model(model)
     nodes = {n.name: n for n in model.graph.node}
@@ -220,7 +212,7 @@ def apply_exact_thresholds(model: ModelWrapper, net: ExactNet) -> tuple[ModelWra
         model.set_initializer(tensor, want.astype(np.float32))
         tdt = _smallest_type(int(want.min()), int(want.max()))
         model.set_tensor_datatype(tensor, tdt)
-        if _kind(node.op_type) == "Thresholding":
+        if base_kind(node.op_type) == "Thresholding":
             getCustomOp(node).set_nodeattr("weightDataType", tdt.name)
         report["layers"].append(
             {
@@ -250,8 +242,6 @@ def step_fcn_exact_thresholds(model: ModelWrapper, cfg: DataflowBuildConfig) -> 
 
 def check_model(model: ModelWrapper, net: ExactNet) -> None:
     """Raise a one-line :class:`UserError` if any threshold of ``model`` is not the exact one."""
-    from fcnseg.hw.to_package import layers_from_model
-
     bad = misplaced(layers_from_model(model)[0], net)
     if bad:
         first = bad[0]
