@@ -66,6 +66,19 @@ def test_simulator_is_bit_exact_and_reports_ratios(quick_ctx):
     assert {">= 100", ">= 20", "<= 1.5"} <= goals
 
 
+def test_simulator_at_another_tile_is_timed_and_exact(quick_ctx):
+    """``--tile 96 96``: the subject's topology, random weights, built at that tile (what the old
+    host/sim/bench.py script measured), checked against finn-plus and timed per pixel."""
+    pytest.importorskip("torch")
+    pytest.importorskip("finn")
+    result = _run("simulator", dataclasses.replace(quick_ctx, tiles=((96, 96),)))
+    extra = [row for row in result["rows"] if row["tile"] == "96x96"]
+    assert len(extra) == 2 and all("random weights" in row["engine"] for row in extra)
+    assert all(row["ns_per_pixel"] > 0 and row["time_vs_sim"] > 0 for row in extra)
+    names = [c["name"] for c in result["checks"]]
+    assert "sim == finn execute_onnx (random weights, 96x96)" in names
+
+
 def test_seed_claim_conversion_is_exact(quick_ctx):
     pytest.importorskip("torch")
     result = _run("seed_claim", quick_ctx)
