@@ -473,6 +473,14 @@ def compile_export(opts: BuildOptions, progress: Progress = _stderr) -> BuildRes
             "warning: the output scale/bias of the HW graph differ from model.json's; the "
             "package uses the graph's (report/output_affine.json)"
         )
+    exact_report = out_dir / "report" / EXACT_REPORT
+    if exact_report.exists():
+        exact = json.loads(exact_report.read_text())
+        summary["exact_thresholds"] = {"thresholds": exact["thresholds"], "moved": exact["moved"]}
+        runner.note(
+            f"thresholds: {exact['thresholds']} recomputed exactly from the checkpoint's "
+            f"parameters, {exact['moved']} moved from finn's float32 values"
+        )
     hw_graph = ModelWrapper(str(_intermediate(out_dir, HW_GRAPH_STEP)))
     annotate_folding(hw_graph, folded)
     hw_graph.save(str(out_dir / "hw_graph.onnx"))
@@ -487,14 +495,6 @@ def compile_export(opts: BuildOptions, progress: Progress = _stderr) -> BuildRes
         runner.note(
             "stopping after the estimates: HLS/IP generation, FIFO sizing, stitched IP and the "
             "bitfile need Vivado (set XILINX_VIVADO and re-run to continue)"
-        )
-    exact_report = out_dir / "report" / EXACT_REPORT
-    if exact_report.exists():
-        exact = json.loads(exact_report.read_text())
-        summary["exact_thresholds"] = {"thresholds": exact["thresholds"], "moved": exact["moved"]}
-        runner.note(
-            f"thresholds: {exact['thresholds']} recomputed exactly from the checkpoint's "
-            f"parameters, {exact['moved']} moved from finn's float32 values"
         )
     summary["build_seconds"] = time.perf_counter() - started
     summary["step_seconds"] = dict(runner.seconds)
