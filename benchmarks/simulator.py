@@ -27,6 +27,7 @@ weights, and the time per pixel shows what a larger or smaller accelerator tile 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -261,7 +262,12 @@ def _other_tiles(ctx: Context, m: _Set) -> list[dict]:
     cfg = ModelConfig.from_dict(dict(config)) if config else tiny_config()
     rows = []
     for tile in ctx.tiles:
+        start = time.perf_counter()
         built = built_subject(ctx, f"random weights {tile[0]}x{tile[1]}", cfg, tuple(tile))
+        m.notes.append(
+            f"{tile[0]}x{tile[1]} (random weights): exported and compiled here in "
+            f"{time.perf_counter() - start:.0f} s"
+        )
         package = load_package(built.package_dir)
         engine = SimEngine(package)
         times = time_engine(package, ctx.reps_for())
