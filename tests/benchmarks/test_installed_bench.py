@@ -18,16 +18,30 @@ from pathlib import Path
 from fcnseg.benchmarks.runner import shipped_packages_dir
 
 NUMPY_ONLY = ("simulator", "seed_claim", "postprocess", "tiling", "end_to_end", "estimates")
+ROOT = Path(__file__).resolve().parents[2]
 
 
-def _bench(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+def _bench(tmp_path: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "fcnseg.cli", "bench", *args],
         capture_output=True,
         text=True,
         timeout=900,
         cwd=tmp_path,
+        env=env,
     )
+
+
+def _wheel_builder() -> str | None:
+    """A Python that can build fcnseg's wheel (setuptools >= 68): this one, or the build
+    environment's, as on a real board whose wheel is built on a PC (docs/board.md)."""
+    probe = (
+        "import setuptools, wheel, sys; sys.exit(int(setuptools.__version__.split('.')[0]) < 68)"
+    )
+    for python in (sys.executable, str(ROOT / ".venv" / "bin" / "python")):
+        if Path(python).exists() and subprocess.run([python, "-c", probe]).returncode == 0:
+            return python
+    return None
 
 
 def test_bench_on_the_shipped_package_runs_what_numpy_can(tmp_path: Path) -> None:
@@ -92,3 +106,43 @@ def test_bench_rejects_a_folder_that_is_no_package(tmp_path: Path) -> None:
     ]
     done = _bench(tmp_path, "--tile", "100", "224", "-o", "out")
     assert done.returncode == 2 and "multiples of 32" in done.stderr
+
+
+def test_bench_from_a_wheel_install(tmp_path: Path) -> None:
+    """The wheel, unpacked with ``pip install --target`` and first on the path: the suite and
+    the shipped package come from the installed files, not from this checkout."""
+    import os
+
+    import pytest
+
+    builder = _wheel_builder()
+    if builder is None:
+        pytest.skip("no Python with setuptools >= 68 to build the wheel")
+    subprocess.run(
+        [builder, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation"]
+        + ["-w", str(tmp_path / "dist"), str(ROOT)],
+        check=True,
+        capture_output=True,
+    )
+    (wheel,) = (tmp_path / "dist").glob("fcnseg-*.whl")
+    site = tmp_path / "site"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site)]
+        + [str(wheel)],
+        check=True,
+        capture_output=True,
+    )
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    package = site / "fcnseg" / "host" / "packages" / "fcn8s-pynq-z2"
+    args = ("--package", str(package), "--quick", "--only", "simulator", "--only", "estimates")
+    done = _bench(tmp_path, *args, "-o", "out", env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    data = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert data["subject"]["source"] == "shipped"  # the installed package is the shipped one
+    assert (tmp_path / data["subject"]["package"]).resolve() == package.resolve()  # cwd-relative
+    assert {r["status"] for r in data["benchmarks"].values()} == {"ok"}
+    where = subprocess.run(
+        [sys.executable, "-c", "import fcnseg.benchmarks as b; print(b.__file__)"],
+        capture_output=True, text=True, env=env, cwd=tmp_path, check=True,
+    )  # fmt: skip
+    assert Path(where.stdout.strip()).is_relative_to(site)
