@@ -182,7 +182,8 @@ def test_headroom_line_in_the_report():
     line = [t for t in text.splitlines() if "faster fold" in t]
     assert len(line) == 1 and line[0].startswith("LUT 40%, BRAM_18K 27%: a faster fold fits")
     assert "(estimated, " in line[0] and f"try --target-fps {room.suggested_target()}" in line[0]
-    assert "headroom" not in format_table(summary) and "faster fold" not in format_table(summary)
+    bare = {k: v for k, v in summary.items() if k != "headroom"}  # a build without the check
+    assert "headroom" not in format_table(bare) and "faster fold" not in format_table(bare)
 
 
 def test_info_on_a_package_without_estimates_still_says_what_it_is(tmp_path, capsys):
