@@ -73,6 +73,7 @@ def _check_exact(results) -> None:
 
 
 @needs_verilator
+@pytest.mark.slow  # four cold Verilator builds: 97 s measured on 2 shared cores
 def test_one_node_per_kind_is_exact_and_a_second_run_only_runs(
     build_fcn8s, fcn8s_tensors, verilator_cache
 ):
