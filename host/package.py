@@ -329,29 +329,11 @@ def write_package(
         raise UserError(f"{out} exists")
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
-        arrays: dict[str, np.ndarray] = {}
-        entries = []
-        for i, layer in enumerate(layers):
-            if layer.kind not in LAYER_KINDS:
-                raise UserError(f"layer {layer.name}: unknown kind {layer.kind!r}")
-            keys = {}
-            for role, arr in layer.arrays.items():
-                arr = np.asarray(arr)
-                if arr.dtype.kind not in "iu":
-                    raise UserError(f"layer {layer.name}: array {role} is {arr.dtype}, not integer")
-                key = f"{i:03d}_{_safe(layer.name)}.{role}"
-                arrays[key] = arr
-                keys[role] = key
-            entries.append(layer.to_json(keys))
+        arrays, entries = _layer_entries(layers)
         np.savez(tmp / NPZ_NAME, **arrays)
         if hw_graph is not None:
             (tmp / HW_GRAPH_NAME).write_bytes(hw_graph)
-        for rel, src in (extra_files or {}).items():
-            if ".." in Path(rel).parts or Path(rel).is_absolute() or rel in (JSON_NAME, NPZ_NAME):
-                raise UserError(f"extra file {rel!r} must be a new relative path in the package")
-            dst = tmp / rel
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, dst)
+        _copy_extra_files(tmp, extra_files or {})
         files = {
             p.relative_to(tmp).as_posix(): sha256_file(p)
             for p in sorted(tmp.rglob("*"))
@@ -377,6 +359,35 @@ def write_package(
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def _layer_entries(layers: list[Layer]) -> tuple[dict[str, np.ndarray], list[dict[str, Any]]]:
+    """The npz arrays (integer only, keyed ``NNN_name.role``) and JSON entries of ``layers``."""
+    arrays: dict[str, np.ndarray] = {}
+    entries = []
+    for i, layer in enumerate(layers):
+        if layer.kind not in LAYER_KINDS:
+            raise UserError(f"layer {layer.name}: unknown kind {layer.kind!r}")
+        keys = {}
+        for role, arr in layer.arrays.items():
+            arr = np.asarray(arr)
+            if arr.dtype.kind not in "iu":
+                raise UserError(f"layer {layer.name}: array {role} is {arr.dtype}, not integer")
+            key = f"{i:03d}_{_safe(layer.name)}.{role}"
+            arrays[key] = arr
+            keys[role] = key
+        entries.append(layer.to_json(keys))
+    return arrays, entries
+
+
+def _copy_extra_files(folder: Path, extra_files: Mapping[str, str | os.PathLike]) -> None:
+    """Copy package-relative ``extra_files`` (bitfile, driver settings) into ``folder``."""
+    for rel, src in extra_files.items():
+        if ".." in Path(rel).parts or Path(rel).is_absolute() or rel in (JSON_NAME, NPZ_NAME):
+            raise UserError(f"extra file {rel!r} must be a new relative path in the package")
+        dst = folder / rel
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dst)
 
 
 def _card_json(card: ModelCard | Mapping[str, Any], io: Mapping[str, Any]) -> dict[str, Any]:
