@@ -27,29 +27,10 @@ pytest.importorskip("brevitas")
 pytest.importorskip("skimage")
 
 from fcnseg.quantize.train import deferred_interrupt  # noqa: E402
+from tests.helpers.train_configs import tiny_train_config  # noqa: E402
 
 #: a net and data small enough for a few seconds per run (8 scenes of 64x64, batch 4)
-TINY = {
-    "name": "tiny",
-    "model": {
-        "arch": "fcn8s",
-        "widths": [4, 8, 8, 8, 8],
-        "depths": [1, 1, 1, 1, 1],
-        "head_width": 8,
-        "head_kernel": 1,
-    },
-    "scene_size": [64, 64],
-    "train_length": 8,
-    "val_length": 2,
-    "crop": [64, 64],
-    "scale_range": [1, 1],
-    "batch_size": 4,
-    "epochs": 50,
-    "float_epochs": 50,
-    "warmup_steps": 1,
-    "calibration_batches": 1,
-    "threads": 1,
-}
+TINY = tiny_train_config(val_length=2, epochs=50, float_epochs=50, calibration_batches=1)
 
 
 def user_env() -> dict[str, str]:

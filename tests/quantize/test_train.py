@@ -19,30 +19,9 @@ from fcnseg.quantize.models.io import load_checkpoint  # noqa: E402
 from fcnseg.quantize.train import learning_rate, open_datasets, plan, run_training  # noqa: E402
 from fcnseg.quantize.train_config import TrainConfig  # noqa: E402
 from fcnseg.quantize.train_state import load_optimizer, save_optimizer  # noqa: E402
+from tests.helpers.train_configs import tiny_train_config  # noqa: E402
 
-TINY = {
-    "name": "tiny",
-    "model": {
-        "arch": "fcn8s",
-        "widths": [4, 8, 8, 8, 8],
-        "depths": [1, 1, 1, 1, 1],
-        "head_width": 8,
-        "head_kernel": 1,
-    },
-    "scene_size": [64, 64],
-    "train_length": 8,
-    "val_length": 3,
-    "crop": [64, 64],
-    "scale_range": [1, 1],
-    "batch_size": 4,
-    "epochs": 2,
-    "lr": 0.003,
-    "float_epochs": 1,
-    "float_lr": 0.01,
-    "warmup_steps": 1,
-    "calibration_batches": 2,
-    "threads": 1,
-}
+TINY = tiny_train_config(lr=0.003, float_lr=0.01)
 
 
 def _quiet(_: str) -> None:
