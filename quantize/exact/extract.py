@@ -165,15 +165,22 @@ def _check_pixel_quant(model: FCNBase) -> None:
         )
 
 
+def float64_copy(model: nn.Module) -> nn.Module:
+    """A float64 eval-mode copy of a Brevitas model with no cached quant tensors (an export or
+    a float32 forward leaves float32 ones in the proxies, which ``scale()`` would return)."""
+    m = copy.deepcopy(model).double().eval()
+    for module in m.modules():
+        if getattr(module, "_cached_act", None) is not None:
+            module._cached_act = None
+    return m
+
+
 def exact_net(model: FCNBase) -> ExactNet:
     """The exact record of a quantized FCN-32s/16s/8s (the model is not modified)."""
     cfg = model.cfg
     if not cfg.quantized:
         raise UnsupportedQuantizer("the float twin has no exact integer meaning")
-    m = copy.deepcopy(model).double().eval()
-    for module in m.modules():  # an export leaves float32 quant tensors cached in the proxies
-        if getattr(module, "_cached_act", None) is not None:
-            module._cached_act = None
+    m = float64_copy(model)
     with torch.no_grad():
         _check_pixel_quant(m)
         b = _Builder()

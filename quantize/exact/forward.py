@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from fcnseg.host.sim.ranges import matmul_range
 from fcnseg.quantize.exact.levels import natural_signs, thresholds
 from fcnseg.quantize.exact.record import ExactNet, Step
 
@@ -21,13 +22,14 @@ Range = tuple[int, int]
 EXACT_FLOAT = 2**53
 
 
+def _matrix(step: Step) -> np.ndarray:
+    """A conv step's weights as a (inputs, outputs) matrix (row order irrelevant to ranges)."""
+    return step.weight.reshape(step.weight.shape[0], -1).T
+
+
 def conv_range(step: Step, x: Range) -> Range:
     """Reachable accumulator range of a conv step whose inputs lie in ``x``."""
-    w = step.weight.reshape(step.weight.shape[0], -1)
-    pos, neg = np.clip(w, 0, None).sum(axis=1), np.clip(w, None, 0).sum(axis=1)
-    lo = pos * x[0] + neg * x[1]
-    hi = pos * x[1] + neg * x[0]
-    return int(lo.min()), int(hi.max())
+    return matmul_range(x, _matrix(step))[0]
 
 
 def oriented(step: Step) -> Step:
@@ -116,8 +118,7 @@ class ExactForward:
         for s in self.steps:
             src = t[s.src]
             if s.op == "conv":
-                lo, hi = self.ranges[s.src]
-                bound = max(abs(lo), abs(hi)) * int(np.abs(s.weight).sum(axis=(1, 2, 3)).max())
+                _, bound = matmul_range(self.ranges[s.src], _matrix(s))
                 acc = _conv(src, s, bound)
                 t[s.dst] = _count(acc, self.thresholds[s.name], s.quant.lo) if s.quant else acc
             elif s.op == "requant":

@@ -271,14 +271,11 @@ def _modules(model, name: str):
 
 def brevitas_levels(target, cases, model) -> np.ndarray:
     """float64 Brevitas on the same inputs: the layer's conv/bn/quantizer modules themselves."""
-    import copy
-
     import torch
 
-    m = copy.deepcopy(model).double().eval()
-    for module in m.modules():
-        if getattr(module, "_cached_act", None) is not None:
-            module._cached_act = None
+    from fcnseg.quantize.exact.extract import float64_copy
+
+    m = float64_copy(model)
     with torch.no_grad():
         m(torch.zeros(1, 3, 32, 32, dtype=torch.float64))
         conv, bn, quant = _modules(m, target.step.name)

@@ -59,14 +59,11 @@ def random_pixels(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
 
 def brevitas_scores(model, pixels: np.ndarray) -> np.ndarray:
     """Integer scores NHWC of float64 Brevitas on uint8 pixels NHWC."""
-    import copy
-
     import torch
 
-    m = copy.deepcopy(model).double().eval()
-    for module in m.modules():
-        if getattr(module, "_cached_act", None) is not None:
-            module._cached_act = None
+    from fcnseg.quantize.exact.extract import float64_copy
+
+    m = float64_copy(model)
     x = torch.from_numpy(np.array(pixels)).permute(0, 3, 1, 2).double()
     with torch.no_grad():
         logits = m(x).permute(0, 2, 3, 1).numpy()
