@@ -175,3 +175,24 @@ def check_inputs(node: GeneratedNode, inputs: list[np.ndarray]) -> list[np.ndarr
             )
         out.append(a.astype(np.int64).reshape(spec.normal_shape))
     return out
+
+
+class LibraryMismatch(UserError):
+    """The available library cannot build this node's generated code (e.g. ``Pool_hls`` against
+    a finn-hlslib older than the commit finn-plus pins). Backends raise it from ``build()``;
+    reports show such a node as *not verified: library version*, never as passed."""
+
+
+def open_runner(folder: str | Path, cache: Path | None = None) -> Runner:
+    """The runner of a generated node folder, by its backend (imported only when needed).
+
+    ``cache``: a root folder for every backend's builds (``<cache>/cppsim``,
+    ``<cache>/verilator``); None: each backend's default."""
+    node = GeneratedNode.load(folder)
+    if node.backend == "hls":
+        from fcnseg.hw.verify.hls import HlsRunner
+
+        return HlsRunner(folder, cache=cache / "cppsim" if cache else None)
+    from fcnseg.hw.verify.rtl_node import RtlRunner
+
+    return RtlRunner(folder, cache=cache / "verilator" if cache else None)
