@@ -23,6 +23,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("fcnseg.quantize.cli:evaluate", "Report the FCN metrics of a checkpoint or package."),
     "compile": ("fcnseg.hw.cli:compile_", "Run the finn-plus flow: export -> deployment package."),
     "info": ("fcnseg.hw.cli:info", "Print the reports of a build or deployment package."),
+    "verify": (
+        "fcnseg.hw.verify.cli:verify",
+        "Run the generated HLS/RTL hardware and compare it with the simulator.",
+    ),
     "segment": ("fcnseg.host.cli:segment", "Segment images with a deployment package."),
     "bench": ("fcnseg.benchmarks.cli:bench", "Run the benchmark suite."),
 }

@@ -52,11 +52,29 @@ def depthwise_interleave(x: np.ndarray, k: int, channels: int, simd: int) -> np.
     return v.transpose(*range(n), n + 1, n, n + 2).reshape(*lead, k * channels)
 
 
-def to_finn_layout(node_attrs: dict, op_type: str, tensor: np.ndarray) -> np.ndarray:
-    """The output ``tensor`` of a node of ``op_type`` as its stream carries it."""
+def depthwise_deinterleave(x: np.ndarray, k: int, channels: int, simd: int) -> np.ndarray:
+    """Inverse of :func:`depthwise_interleave`: finn's ``(C/SIMD, K, SIMD)`` -> ``(K, C)``."""
+    lead = x.shape[:-1]
+    v = x.reshape(*lead, channels // simd, k, simd)
+    n = len(lead)
+    return v.transpose(*range(n), n + 1, n, n + 2).reshape(*lead, k * channels)
+
+
+def _depthwise_window(node_attrs: dict, op_type: str) -> tuple[int, int, int] | None:
+    """``(K, C, SIMD)`` of a depthwise sliding window, else None (a layout finn keeps as is)."""
     if op_type.startswith("ConvolutionInputGenerator") and int(node_attrs.get("depthwise", 0)):
         kh, kw = (int(v) for v in node_attrs["ConvKernelDim"])
-        return depthwise_interleave(
-            tensor, kh * kw, int(node_attrs["IFMChannels"]), int(node_attrs["SIMD"])
-        )
-    return tensor
+        return kh * kw, int(node_attrs["IFMChannels"]), int(node_attrs["SIMD"])
+    return None
+
+
+def from_finn_layout(node_attrs: dict, op_type: str, tensor: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`to_finn_layout`: an output of ``op_type`` back in the simulator's order."""
+    window = _depthwise_window(node_attrs, op_type)
+    return tensor if window is None else depthwise_deinterleave(tensor, *window)
+
+
+def to_finn_layout(node_attrs: dict, op_type: str, tensor: np.ndarray) -> np.ndarray:
+    """The output ``tensor`` of a node of ``op_type`` as its stream carries it."""
+    window = _depthwise_window(node_attrs, op_type)
+    return tensor if window is None else depthwise_interleave(tensor, *window)
