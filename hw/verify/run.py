@@ -261,9 +261,10 @@ def _subset(graph: HardwareGraph, names: Sequence[str]) -> HardwareGraph:
     if missing:
         raise UserError(f"no node named {missing[0]} in {graph.root}")
     picked = [n for n in graph.nodes if n.name in set(names)]
-    return HardwareGraph(
-        graph.root, picked, graph.input, graph.output, graph.input_shape, graph.info
-    )
+    sub = HardwareGraph(graph.root, picked, graph.input, graph.output, graph.input_shape)
+    sub.info = graph.info
+    sub._layouts = _layout_of(graph)  # type: ignore[attr-defined]  # producers may be outside
+    return sub
 
 
 def _compare_alone(
