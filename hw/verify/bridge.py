@@ -38,19 +38,18 @@ def layers_by_node(package: Package, graph: HardwareGraph) -> dict[str, object]:
 def simulator_bridge(package: Package, graph: HardwareGraph) -> Bridge:
     """A :data:`~.chain.Bridge` computing nodes with the package's simulator layers."""
     layers = layers_by_node(package, graph)
-    attrs = {n.name: graph.generated(n).attrs for n in graph.nodes}
-    producer = {t: n for n in graph.nodes for t in n.outputs}
+    layouts = graph.layouts()
     ranges = _ranges(package)
 
     def bridge(node: HardwareNode, inputs: list[np.ndarray]) -> list[np.ndarray]:
         layer = layers[node.name]
         sim_inputs = []
         for t, x in zip(node.inputs, inputs, strict=True):
-            src = producer.get(t)
-            sim_inputs.append(x if src is None else from_finn_layout(attrs[src.name], src.kind, x))
+            sim_inputs.append(x if t not in layouts else from_finn_layout(*layouts[t], x))
         op = OPS[layer.kind](layer, [ranges[t] for t in layer.inputs])
         outs = op(*sim_inputs)
-        return [to_finn_layout(attrs[node.name], node.kind, np.asarray(o)) for o in outs]
+        pairs = zip(node.outputs, outs, strict=True)
+        return [to_finn_layout(*layouts[t], np.asarray(o)) for t, o in pairs]
 
     return bridge
 

@@ -93,6 +93,7 @@ class HardwareGraph:
     info: dict[str, Any] = field(default_factory=dict)
     _runners: dict[str, Runner] = field(default_factory=dict, repr=False)
     _unbuildable: dict[str, LibraryMismatch] = field(default_factory=dict, repr=False)
+    _layouts: dict[str, tuple[dict[str, Any], str]] | None = field(default=None, repr=False)
 
     # ---------------------------------------------------------------- files
     def to_json(self) -> dict[str, Any]:
@@ -167,15 +168,28 @@ class HardwareGraph:
     def generated(self, node: HardwareNode) -> GeneratedNode:
         return GeneratedNode.load(self.root / node.folder)
 
+    def layouts(self) -> dict[str, tuple[dict[str, Any], str]]:
+        """Tensor -> (attributes, kind) of the node writing it: what decides the order its
+        stream carries values in (``fcnseg.hw.verify.tensors.to_finn_layout``)."""
+        if self._layouts is None:
+            self._layouts = {}
+            for node in self.nodes:
+                attrs = self.generated(node).attrs
+                self._layouts.update({t: (attrs, node.kind) for t in node.outputs})
+        return self._layouts
+
     # ---------------------------------------------------------------- build
     def build(
         self,
         cache: Path | None = None,
         jobs: int = 1,
         progress: Callable[[HardwareNode, BuildInfo | LibraryMismatch], None] | None = None,
+        only: set[str] | None = None,
     ) -> dict[str, BuildInfo | LibraryMismatch]:
-        """Build every node (``jobs`` at a time; builds are compiler processes). A node the
-        library cannot build is recorded, not raised; any other failure raises."""
+        """Build every node, or those named in ``only`` (``jobs`` at a time; builds are
+        compiler processes). A node the library cannot build is recorded, not raised; any
+        other failure raises."""
+        chosen = [n for n in self.nodes if only is None or n.name in only]
 
         def one(node: HardwareNode) -> tuple[Runner, BuildInfo | LibraryMismatch]:
             runner = open_runner(self.root / node.folder, cache)
@@ -186,7 +200,7 @@ class HardwareGraph:
 
         results: dict[str, BuildInfo | LibraryMismatch] = {}
         with ThreadPoolExecutor(max_workers=max(1, int(jobs))) as pool:
-            for node, (runner, outcome) in zip(self.nodes, pool.map(one, self.nodes), strict=True):
+            for node, (runner, outcome) in zip(chosen, pool.map(one, chosen), strict=True):
                 if isinstance(outcome, LibraryMismatch):
                     self._unbuildable[node.name] = outcome
                 else:

@@ -210,13 +210,13 @@ def verify(
     with tempfile.TemporaryDirectory(prefix="fcnseg-verify-") as scratch:
         work = Path(work_dir) if work_dir else Path(scratch) / HARDWARE_DIR
         graph = hardware_for(target, regenerate, work, progress)
-        if nodes is not None:
-            graph = _subset(graph, nodes)
-        reports = {n.name: NodeReport(n.name, n.kind, n.backend) for n in graph.nodes}
+        chosen = _chosen(graph, nodes)
+        reports = {n.name: NodeReport(n.name, n.kind, n.backend) for n in chosen}
         started = time.perf_counter()
-        builds = graph.build(cache, jobs, lambda n, b: progress(_build_line(n, b)))
+        only = None if nodes is None else set(nodes)
+        builds = graph.build(cache, jobs, lambda n, b: progress(_build_line(n, b)), only=only)
         build_seconds = time.perf_counter() - started
-        for node in graph.nodes:
+        for node in chosen:
             _record_build(reports[node.name], builds[node.name], graph, node)
         bridge = simulator_bridge(package, graph) if graph.unbuildable else None
         final_equal: bool | None = True if nodes is None else None
@@ -224,7 +224,7 @@ def verify(
         for tile in tiles:
             ref = simulator_tensors(package, tile.pixels)
             if nodes is not None:
-                for node in graph.nodes:
+                for node in chosen:
                     if node.name not in graph.unbuildable:
                         _compare_alone(reports[node.name], graph, node, ref, tile, len(tiles))
                 continue
@@ -254,17 +254,15 @@ def verify(
     )
 
 
-def _subset(graph: HardwareGraph, names: Sequence[str]) -> HardwareGraph:
-    """The nodes of ``graph`` named ``names`` (for isolated runs only: not a wired graph)."""
+def _chosen(graph: HardwareGraph, names: Sequence[str] | None) -> list[HardwareNode]:
+    """The nodes named ``names`` (all when None); one-line error for an unknown name."""
+    if names is None:
+        return list(graph.nodes)
     known = {n.name for n in graph.nodes}
     missing = [n for n in names if n not in known]
     if missing:
         raise UserError(f"no node named {missing[0]} in {graph.root}")
-    picked = [n for n in graph.nodes if n.name in set(names)]
-    sub = HardwareGraph(graph.root, picked, graph.input, graph.output, graph.input_shape)
-    sub.info = graph.info
-    sub._layouts = _layout_of(graph)  # type: ignore[attr-defined]  # producers may be outside
-    return sub
+    return [n for n in graph.nodes if n.name in set(names)]
 
 
 def _compare_alone(
@@ -302,23 +300,11 @@ def _record_build(rep: NodeReport, outcome, graph: HardwareGraph, node: Hardware
         rep.build_s, rep.cached = round(outcome.seconds, 3), outcome.cached
 
 
-def _layout_of(graph: HardwareGraph) -> dict[str, tuple[dict, str]]:
-    """Tensor -> (attrs, kind) of the node writing it (what decides its stream layout)."""
-    cached = getattr(graph, "_layouts", None)
-    if cached is None:
-        cached = {}
-        for node in graph.nodes:
-            attrs = graph.generated(node).attrs
-            cached.update({t: (attrs, node.kind) for t in node.outputs})
-        graph._layouts = cached  # type: ignore[attr-defined]
-    return cached
-
-
 def _want(graph: HardwareGraph, tensor: str, ref: dict[str, np.ndarray]) -> np.ndarray:
     """The simulator's value of ``tensor`` in the layout its stream carries."""
     if tensor not in ref:
         raise UserError(f"the simulator has no tensor {tensor!r}: hardware and package differ")
-    layout = _layout_of(graph).get(tensor)
+    layout = graph.layouts().get(tensor)
     value = ref[tensor]
     return value if layout is None else to_finn_layout(layout[0], layout[1], value)
 
