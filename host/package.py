@@ -8,6 +8,11 @@ A package is a folder::
     hw_graph.onnx      the finn-plus HW-layer graph (before SpecializeLayers), reference only
     bitfile/...        optional (Vivado builds): the bitstream and its .hwh
     driver/settings.json  optional: the finn-plus-driver settings
+    hardware/...       optional: the generated hardware (``hardware/graph.json`` + one folder
+                       per node with ``node.json`` and its HLS C++ / RTL sources), for
+                       inspection and for running it (``fcnseg.hw.verify.chain``)
+    verification.json  optional: how the generated hardware was verified against the simulator
+                       (schema: :func:`check_verification`); added by :func:`add_package_files`
 
 This module is numpy-only (json, hashlib, numpy) so it loads on a PYNQ image (Python 3.10,
 numpy 1.x). It is the ONLY place the format is defined; ``fcnseg.hw.to_package`` fills it in.
@@ -49,6 +54,9 @@ Shapes baked at the tile size (``input_shapes``, ``IFMDim`` ...) are informative
 re-derives every spatial size from the actual input, so a package runs on any multiple of the
 net's stride (:attr:`Package.net_stride`, derived from the layers: 32 for five 2x2 pools).
 
+Every optional file is listed in ``files`` like the others (hashed); a ``verification.json`` or
+``hardware/graph.json`` that is present but not listed is refused, since nothing vouches for it.
+
 Versioning: any change a version-1 reader would misread (a new required field, a new meaning)
 bumps ``FORMAT_VERSION``; readers refuse versions they do not know. New optional keys and new
 layer kinds (which old readers refuse by kind) do not need a bump.
@@ -84,6 +92,15 @@ FORMAT_VERSION = 1
 JSON_NAME = "accelerator.json"
 NPZ_NAME = "accelerator.npz"
 HW_GRAPH_NAME = "hw_graph.onnx"
+VERIFICATION_NAME = "verification.json"
+VERIFICATION_FORMAT = "fcnseg-verification"
+VERIFICATION_FORMAT_VERSION = 1
+HARDWARE_DIR = "hardware"
+#: the hardware folder's description; format name and version as ``fcnseg.hw.verify.chain``
+#: writes them (keep in sync: this module must not import hw/)
+HARDWARE_GRAPH_NAME = f"{HARDWARE_DIR}/graph.json"
+HARDWARE_FORMAT = "fcnseg-hardware"
+HARDWARE_FORMAT_VERSION = 1
 
 #: HW layer kinds a version-1 package may hold (finn-plus op types) and the arrays each needs.
 LAYER_KINDS: dict[str, tuple[str, ...]] = {
@@ -197,6 +214,10 @@ class Package:
     meta: dict[str, Any]
     layers: tuple[Layer, ...]
     card: ModelCard  #: the model card, parsed and validated once by :func:`load_package`
+    #: the parsed, checked ``verification.json`` (:func:`check_verification`), or None
+    verification: dict[str, Any] | None = field(default=None, repr=False)
+    #: the parsed, checked ``hardware/graph.json`` (:func:`check_hardware`), or None
+    hardware: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
     def model_card(self) -> dict[str, Any]:
@@ -383,11 +404,26 @@ def _layer_entries(layers: list[Layer]) -> tuple[dict[str, np.ndarray], list[dic
 def _copy_extra_files(folder: Path, extra_files: Mapping[str, str | os.PathLike]) -> None:
     """Copy package-relative ``extra_files`` (bitfile, driver settings) into ``folder``."""
     for rel, src in extra_files.items():
-        if ".." in Path(rel).parts or Path(rel).is_absolute() or rel in (JSON_NAME, NPZ_NAME):
-            raise UserError(f"extra file {rel!r} must be a new relative path in the package")
+        _check_file_name(rel, "extra file")
         dst = folder / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(src, dst)
+
+
+def _check_file_name(rel: str, what: str) -> None:
+    """A name a caller may add to a package: relative, inside it, not the json or the npz."""
+    path = Path(rel)
+    if (
+        not rel
+        or ".." in path.parts
+        or path.is_absolute()
+        or path.as_posix()
+        in (
+            JSON_NAME,
+            NPZ_NAME,
+        )
+    ):
+        raise UserError(f"{what} {rel!r} must be a new relative path in the package")
 
 
 def _card_json(card: ModelCard | Mapping[str, Any], io: Mapping[str, Any]) -> dict[str, Any]:
@@ -510,7 +546,14 @@ def load_package(path: str | os.PathLike) -> Package:
         # _check_meta checks structure; a layer entry lacking a field still gets here (fuzzed)
         raise UserError(f"{root}: malformed {JSON_NAME} layer ({type(e).__name__}: {e})") from None
     _check_strides(card, layers, meta["io"], root)
-    return Package(path=root, meta=meta, layers=tuple(layers), card=card)
+    return Package(
+        path=root,
+        meta=meta,
+        layers=tuple(layers),
+        card=card,
+        verification=_read_listed_json(root, meta["files"], VERIFICATION_NAME, check_verification),
+        hardware=_read_listed_json(root, meta["files"], HARDWARE_GRAPH_NAME, check_hardware),
+    )
 
 
 def _check_strides(
@@ -602,3 +645,186 @@ def _layers_of(
             )
         )
     return layers
+
+
+# --------------------------------------------------------------------------------------------
+# Optional files: the generated hardware and how it was verified
+# --------------------------------------------------------------------------------------------
+
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+VERIFICATION_LEVELS = ("chained", "isolated")
+VERIFICATION_RESULTS = ("exact", "mismatch")
+
+
+def _read_listed_json(
+    root: Path, files: Mapping[str, str], rel: str, check: Any
+) -> dict[str, Any] | None:
+    """``rel`` parsed and checked by ``check(data, where)``; None when the package has none.
+
+    Only a listed file is read (its sha256 was verified with the others): one present but not
+    listed is refused, since the package does not vouch for it."""
+    path = root / rel
+    if rel not in files:
+        if path.exists():
+            raise UserError(
+                f"{root}: {rel} is not listed in {JSON_NAME} (copied in by hand?); add it with "
+                "fcnseg.host.package.add_package_files"
+            )
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"{root}: {rel} unreadable ({type(e).__name__})") from None
+    return check(data, f"{root}: {rel}")
+
+
+def _count(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{what} is not a count: {value!r}")
+    return value
+
+
+def check_verification(data: Any, where: str = VERIFICATION_NAME) -> dict[str, Any]:
+    """Check a parsed ``verification.json``; return it, or raise a one-line UserError.
+
+    Written by the verifier (``fcnseg verify``)::
+
+        format "fcnseg-verification", format_version 1, created_by "fcnseg <version>",
+        date        ISO 8601 UTC ("2026-12-02T04:10:00Z")
+        level       "chained" (each node fed by the generated nodes before it) or
+                    "isolated" (each node fed the simulator's tensors)
+        tiles       [{label: where the tile was cut, sha256: of its uint8 bytes}]
+        result      "exact" (no verified node differs) or "mismatch"
+        nodes       {total, exact: counts, mismatch: [node names],
+                     not_verified: {node name: why}}; exact + mismatch + not_verified = total
+        by_kind     {kind: {total, exact, mismatch, not_verified: counts}}
+        final_output_equal  bool;  seconds_per_tile  number or null
+        libraries   {name: version} (finn-plus, finn-hlslib, finn-rtllib, verilator, g++)
+    """
+    try:
+        if not isinstance(data, dict) or data.get("format") != VERIFICATION_FORMAT:
+            raise UserError(f"{where}: not an {VERIFICATION_FORMAT} record")
+        version = data.get("format_version")
+        if version != VERIFICATION_FORMAT_VERSION:
+            newer = isinstance(version, int) and version > VERIFICATION_FORMAT_VERSION
+            raise UserError(
+                f"{where}: format version {version!r} is not supported (this fcnseg reads "
+                f"{VERIFICATION_FORMAT_VERSION}){'; upgrade fcnseg' if newer else ''}"
+            )
+        for key, kind in (("created_by", str), ("date", str), ("final_output_equal", bool)):
+            if not isinstance(data[key], kind):
+                raise ValueError(f"{key} is not a {kind.__name__}")
+        if data["level"] not in VERIFICATION_LEVELS:
+            raise ValueError(f"level {data['level']!r} is not one of {VERIFICATION_LEVELS}")
+        if data["result"] not in VERIFICATION_RESULTS:
+            raise ValueError(f"result {data['result']!r} is not one of {VERIFICATION_RESULTS}")
+        seconds = data.get("seconds_per_tile")
+        if seconds is not None and (
+            isinstance(seconds, bool) or not isinstance(seconds, int | float)
+        ):
+            raise ValueError("seconds_per_tile is not a number")
+        _check_tiles(data["tiles"])
+        _check_node_counts(data["nodes"], data["result"])
+        for kind, counts in data["by_kind"].items():
+            for key in ("total", "exact", "mismatch", "not_verified"):
+                _count(counts[key], f"by_kind[{kind}].{key}")
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in data["libraries"].items()):
+            raise ValueError("libraries is not a map of names to versions")
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise UserError(f"{where}: malformed ({type(e).__name__}: {e})") from None
+    return data
+
+
+def _check_tiles(tiles: Any) -> None:
+    if not isinstance(tiles, list) or not tiles:
+        raise ValueError("tiles is not a non-empty list")
+    for tile in tiles:
+        if not isinstance(tile["label"], str) or not _SHA256_RE.match(str(tile["sha256"])):
+            raise ValueError(f"tile {tile!r} needs a label and a sha256")
+
+
+def _check_node_counts(nodes: Mapping[str, Any], result: str) -> None:
+    total, exact = _count(nodes["total"], "nodes.total"), _count(nodes["exact"], "nodes.exact")
+    mismatch, not_verified = nodes["mismatch"], nodes["not_verified"]
+    if not isinstance(mismatch, list) or not all(isinstance(n, str) for n in mismatch):
+        raise ValueError("nodes.mismatch is not a list of node names")
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in not_verified.items()):
+        raise ValueError("nodes.not_verified is not a map of node names to reasons")
+    if exact + len(mismatch) + len(not_verified) != total:
+        raise ValueError(
+            f"nodes: {exact} exact + {len(mismatch)} mismatch + {len(not_verified)} not "
+            f"verified != {total} total"
+        )
+    if (result == "exact") != (not mismatch):
+        raise ValueError(f"result {result!r} but {len(mismatch)} nodes mismatch")
+
+
+def check_hardware(data: Any, where: str = HARDWARE_GRAPH_NAME) -> dict[str, Any]:
+    """Check a parsed ``hardware/graph.json``; return it, or raise a one-line UserError.
+
+    Its schema is ``fcnseg.hw.verify.chain``'s (format "fcnseg-hardware", version 1): the
+    graph's ``input``/``output`` tensors, ``nodes`` [{name, kind, backend "hls"|"rtl", folder
+    (relative to hardware/), inputs, outputs}] in dataflow order, and free-form ``library``
+    (versions the code was generated against), ``fpgapart``, ``clk_ns``. Only what a reader
+    of the package relies on is checked here; running it checks the rest."""
+    try:
+        if not isinstance(data, dict) or data.get("format") != HARDWARE_FORMAT:
+            raise UserError(f"{where}: not an {HARDWARE_FORMAT} description")
+        if data.get("format_version") != HARDWARE_FORMAT_VERSION:
+            raise UserError(
+                f"{where}: format version {data.get('format_version')!r} is not supported "
+                f"(this fcnseg reads {HARDWARE_FORMAT_VERSION})"
+            )
+        if not isinstance(data["input"], str) or not isinstance(data["output"], str):
+            raise ValueError("input/output are not tensor names")
+        if not isinstance(data["nodes"], list) or not data["nodes"]:
+            raise ValueError("nodes is not a non-empty list")
+        for node in data["nodes"]:
+            for key in ("name", "kind", "folder"):
+                if not isinstance(node[key], str):
+                    raise ValueError(f"node {key} {node[key]!r} is not a string")
+            if node["backend"] not in ("hls", "rtl"):
+                raise ValueError(f"node {node['name']}: backend {node['backend']!r}")
+            folder = Path(node["folder"])
+            if folder.is_absolute() or ".." in folder.parts:
+                raise ValueError(f"node {node['name']}: folder {node['folder']!r} escapes")
+            if not isinstance(node["inputs"], list) or not isinstance(node["outputs"], list):
+                raise ValueError(f"node {node['name']}: inputs/outputs are not lists")
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise UserError(f"{where}: malformed ({type(e).__name__}: {e})") from None
+    return data
+
+
+def add_package_files(package_dir: str | os.PathLike, files: Mapping[str, bytes]) -> None:
+    """Add or replace ``files`` (package-relative name -> bytes) of an existing package.
+
+    Atomic like :func:`write_package`: the package is verified, copied to a temporary sibling,
+    the files are written there, their sha256 recorded in ``files`` of accelerator.json (the
+    listed files are re-hashed from the copy), the copy is loaded as a package (so a malformed
+    ``verification.json`` is refused before anything changes), and only then replaces the
+    original. Refuses names that escape the package or are accelerator.json/.npz.
+    """
+    root = Path(package_dir)
+    for rel in files:
+        _check_file_name(rel, "package file")
+    meta = _read_meta(root)
+    _check_meta(meta, where=str(root))
+    _verify_files(root, meta["files"])  # never re-hash a damaged file into a valid package
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
+    try:
+        shutil.copytree(root, tmp, dirs_exist_ok=True)
+        for rel, data in files.items():
+            dst = tmp / rel
+            try:
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                dst.write_bytes(bytes(data))
+            except OSError as e:
+                raise UserError(f"{root}: cannot write {rel} ({type(e).__name__})") from None
+        names = sorted({*meta["files"], *(Path(rel).as_posix() for rel in files)})
+        meta = {**meta, "files": {rel: sha256_file(tmp / rel) for rel in names}}
+        (tmp / JSON_NAME).write_text(json.dumps(meta, indent=1) + "\n")
+        load_package(tmp)
+        replace_dir(tmp, root)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -132,7 +132,8 @@ def info(path: Path, frame: tuple[int, int], as_json: bool) -> None:
     """Print what a deployment package or a build folder holds and its estimates.
 
     The accelerator's classes, tile, strides, receptive field, exact overlap and bitfile; the
-    per-layer cycles per tile and resources; tiles/s, the board fit, and frames/s for --frame.
+    generated hardware the package carries and whether and how it was verified; the per-layer
+    cycles per tile and resources; tiles/s, the board fit, and frames/s for --frame.
     """
     import json
 

@@ -3,9 +3,10 @@
 The estimate table comes from :mod:`fcnseg.hw.report`; this module adds what a user deciding how
 to run the accelerator needs beside it: the classes, the tile, the net and output strides, the
 receptive field and the overlap that makes the stitch exact, whether the package carries a
-bitfile (fabric) or is estimate-only (simulator), and frames/s for any frame size from the
-host's exact tiling plan (:func:`fcnseg.host.tiling.plan_tiles`), since the accelerator's own
-rate counts tiles.
+bitfile (fabric) or is estimate-only (simulator), the generated hardware it carries and whether
+and how that was verified against the simulator (``verification.json``), and frames/s for any
+frame size from the host's exact tiling plan (:func:`fcnseg.host.tiling.plan_tiles`), since the
+accelerator's own rate counts tiles.
 
 numpy-only (the package loader and the tiling plan): ``fcnseg info`` runs on a board, where
 finn, onnx and torch are absent.
@@ -92,8 +93,45 @@ def bitfile_of(package: Package) -> str | None:
     return None
 
 
+def hardware_facts(package: Package) -> dict[str, Any] | None:
+    """The generated hardware the package carries (``hardware/graph.json``): node counts by
+    backend and kind, the library versions, part and clock; None without ``hardware/``."""
+    graph = package.hardware
+    if graph is None:
+        return None
+    by_backend: dict[str, int] = {}
+    by_kind: dict[str, int] = {}
+    for node in graph["nodes"]:
+        by_backend[node["backend"]] = by_backend.get(node["backend"], 0) + 1
+        by_kind[node["kind"]] = by_kind.get(node["kind"], 0) + 1
+    return {
+        "nodes": len(graph["nodes"]),
+        "by_backend": dict(sorted(by_backend.items())),
+        "by_kind": dict(sorted(by_kind.items())),
+        "library": dict(graph.get("library") or {}),
+        "fpgapart": graph.get("fpgapart"),
+        "clk_ns": graph.get("clk_ns"),
+    }
+
+
+def verification_facts(package: Package) -> dict[str, Any] | None:
+    """How the package's hardware was verified (its checked ``verification.json``), or None."""
+    record = package.verification
+    if record is None:
+        return None
+    keep = ("level", "date", "created_by", "result", "final_output_equal", "seconds_per_tile")
+    return {
+        **{key: record.get(key) for key in keep},
+        "tiles": [tile["label"] for tile in record["tiles"]],
+        "nodes": record["nodes"],
+        "by_kind": record["by_kind"],
+        "libraries": record["libraries"],
+    }
+
+
 def accelerator_facts(package: Package) -> dict[str, Any]:
-    """Classes, tile, strides, receptive field, exact overlap, board and bitfile, as data."""
+    """Classes, tile, strides, receptive field, exact overlap, board and bitfile, the generated
+    hardware and its verification, as data."""
     geometry = package.geometry
     card = package.card
     return {
@@ -107,7 +145,47 @@ def accelerator_facts(package: Package) -> dict[str, Any]:
         "output_stride": geometry.output_stride,
         "receptive_field": geometry.receptive_field,
         "exact_overlap": geometry.default_overlap if geometry.receptive_field else None,
+        "hardware": hardware_facts(package),
+        "verification": verification_facts(package),
     }
+
+
+_BACKEND_NAMES = {"hls": "HLS C++", "rtl": "RTL"}
+
+
+def hardware_line(hardware: dict[str, Any] | None) -> str:
+    """One line: how many generated nodes by backend, and the library versions."""
+    if hardware is None:
+        return "no generated hardware sources in this package"
+    backends = ", ".join(
+        f"{n} {_BACKEND_NAMES.get(b, b)}" for b, n in hardware["by_backend"].items()
+    )
+    libs = (
+        ", ".join(f"{k} {v}" for k, v in hardware["library"].items()) or "library versions unknown"
+    )
+    return f"{hardware['nodes']} generated nodes ({backends}); {libs}"
+
+
+def verification_line(record: dict[str, Any] | None) -> str:
+    """One line: level, date, tiles, result, counts, and what was not verified and why."""
+    if record is None:
+        return "not verified"
+    nodes = record["nodes"]
+    tiles = record["tiles"]
+    head = (
+        f"{record['level']} on {record['date']}, {len(tiles)} tile{'s' * (len(tiles) != 1)} "
+        f"({'; '.join(tiles)}): {record['result']}; {nodes['exact']}/{nodes['total']} nodes exact"
+    )
+    parts = [head]
+    if nodes["mismatch"]:
+        parts.append(f"mismatch: {', '.join(nodes['mismatch'])}")
+    reasons: dict[str, list[str]] = {}
+    for name, why in nodes["not_verified"].items():
+        reasons.setdefault(why, []).append(name)
+    for why, names in reasons.items():
+        parts.append(f"not verified: {', '.join(names)} ({why})")
+    parts.append(f"final output {'equal' if record['final_output_equal'] else 'differs'}")
+    return "; ".join(parts)
 
 
 def facts_lines(facts: dict[str, Any]) -> list[str]:
@@ -132,6 +210,8 @@ def facts_lines(facts: dict[str, Any]) -> list[str]:
         f"tile     {tile}; net stride {facts['net_stride']}, output stride "
         f"{facts['output_stride']} (one score per {facts['output_stride']} px)",
         f"tiling   {tiling}",
+        f"hardware {hardware_line(facts.get('hardware'))}",
+        f"verified {verification_line(facts.get('verification'))}",
     ]
 
 
