@@ -87,6 +87,9 @@ class BuildOptions:
     #: thresholds in their own Thresholding layers instead of fused into the MVAUs (finn's
     #: ``standalone_thresholds``; the runtime-writable-weights flow needs them apart).
     standalone_thresholds: bool = False
+    #: generate every node's HLS C++ / RTL (finn's code generation, no Vivado) into
+    #: ``BUILD/hardware`` and the package's ``hardware/`` (``fcnseg verify`` runs it).
+    hardware_sources: bool = False  # INTEGRATION: True once the backends land
 
     def resolved_clock_ns(self) -> float:
         return float(self.clock_ns if self.clock_ns is not None else self.board.clock_ns)
@@ -484,6 +487,8 @@ def compile_export(opts: BuildOptions, progress: Progress = _stderr) -> BuildRes
     hw_graph = ModelWrapper(str(_intermediate(out_dir, HW_GRAPH_STEP)))
     annotate_folding(hw_graph, folded)
     hw_graph.save(str(out_dir / "hw_graph.onnx"))
+    if opts.hardware_sources:
+        _generate_sources(opts, out_dir, runner)
 
     if vivado:
         cfg = make_config(opts, steps, target_fps=target, start_step=VIVADO_STEPS[0], vivado=True)
@@ -505,6 +510,21 @@ def compile_export(opts: BuildOptions, progress: Progress = _stderr) -> BuildRes
         package_dir = _write_package(opts, card, summary, out_dir, vivado)
         runner.note(f"deployment package: {package_dir}")
     return BuildResult(out_dir, summary, package_dir, vivado, dict(runner.seconds))
+
+
+def _generate_sources(opts: BuildOptions, out_dir: Path, runner: _Runner) -> None:
+    """Every node's generated code into ``BUILD/hardware`` (finn-plus code generation only)."""
+    from fcnseg.hw.verify.generate import HARDWARE_DIR, Target, generate_hardware
+
+    started = time.perf_counter()
+    target = Target(out_dir, opts.board.part, opts.resolved_clock_ns(), out_dir / "package", True)
+    graph = generate_hardware(target, out_dir / HARDWARE_DIR)
+    seconds = time.perf_counter() - started
+    runner.seconds["generate_hardware_sources"] = seconds
+    runner.note(
+        f"hardware sources: {len(graph.nodes)} nodes generated (HLS C++, RTL) in "
+        f"{seconds:.0f} s -> {out_dir / HARDWARE_DIR} (`fcnseg verify` runs them)"
+    )
 
 
 def _close(a: list[float], b: list[float], rel: float = 1e-6) -> bool:
@@ -569,6 +589,10 @@ def _write_package(
         settings = out_dir / "driver" / "settings.json"
         if settings.exists():
             extra["driver/settings.json"] = settings
+    hardware = out_dir / "hardware"
+    if opts.hardware_sources and hardware.is_dir():
+        for path in sorted(p for p in hardware.rglob("*") if p.is_file()):
+            extra[f"hardware/{path.relative_to(hardware).as_posix()}"] = path
     from qonnx.core.modelwrapper import ModelWrapper
 
     # the package's thresholds must be the exact ones (refused otherwise, before writing)

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 #: the folded model of a build (the last estimate-only step saves it)
 FOLDED_MODEL = Path("intermediate_models") / "step_generate_estimate_reports.onnx"
 BUILD_OPTIONS = "fcnseg_build.json"
+#: the generated hardware's folder, in a build and in a package
+HARDWARE_DIR = "hardware"
 #: node attributes that only annotate estimates (never change generated code)
 ESTIMATE_ATTRS = ("cycles_estimate", "res_estimate", "cycles_rtlsim")
 

@@ -28,11 +28,10 @@ import numpy as np
 
 from fcnseg.errors import UserError
 from fcnseg.hw.verify.chain import HardwareGraph, HardwareNode
+from fcnseg.hw.verify.generate import HARDWARE_DIR
 from fcnseg.hw.verify.node import BuildInfo, LibraryMismatch
 from fcnseg.hw.verify.tensors import simulator_tensors, to_finn_layout
 
-#: where a package's generated hardware lives inside it
-HARDWARE_DIR = "hardware"
 VERIFICATION_FORMAT = "fcnseg-verification"
 
 
