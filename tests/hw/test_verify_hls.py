@@ -266,3 +266,58 @@ def test_the_vendored_hlslib_is_not_the_pinned_one(monkeypatch):
     assert not lib.pinned and lib.origin in ("vendor", libraries.VENDOR_ENV)
     assert f"not the pinned {libraries.pinned_finn_hlslib()[:7]}" in lib.version
     assert hls._needs_unflatten_glue(lib)  # this copy lacks unflatten(): our glue supplies it
+
+
+STAND_IN_PROGRAM = r"""
+#include <ap_int.h>
+#include <ap_axi_sdata.h>
+#include <hls_math.h>
+#include <hls_stream.h>
+#include <hls_vector.h>
+#include <cstring>
+#include <cstdio>
+
+int main(int argc, char **argv) {
+  hls::stream<hls::vector<ap_int<4>, 2>> s("s");
+  hls::vector<ap_int<4>, 2> v{ap_int<4>(-3), ap_int<4>(5)};
+  s << v + v;
+  hls::vector<ap_int<4>, 2> w;
+  if (!s.read_nb(w) || w[0] != -6 || w[1] != -6 || s.read_nb(w)) return 1;
+  half h = half(1.5f);
+  if (float(h) != 1.5f || hls::sqrt(4.0) != 2.0) return 1;
+  if (std::strcmp(argv[1], "empty") == 0) s.read();
+  if (std::strcmp(argv[1], "leftover") == 0) s.write(v);
+  std::puts("done");
+  return 0;
+}
+"""
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="g++ is not installed")
+def test_the_stand_in_stream_fails_on_an_empty_read_and_on_leftovers(tmp_path):
+    """Vitis's C simulation warns and returns a default value on an empty read; ours stops."""
+    import subprocess
+
+    from fcnseg.hw.verify.hls import CXX_FLAGS, HLS_INCLUDE
+    from fcnseg.hw.verify.libraries import ap_int_headers
+
+    try:
+        ap_int = ap_int_headers()
+    except UserError as exc:
+        pytest.skip(str(exc))
+    (tmp_path / "probe.cpp").write_text(STAND_IN_PROGRAM)
+    exe = tmp_path / "probe"
+    cmd = ["g++", *CXX_FLAGS, f"-I{HLS_INCLUDE}", f"-I{ap_int.path}", str(tmp_path / "probe.cpp")]
+    subprocess.run([*cmd, "-o", str(exe)], check=True)
+
+    def run(mode: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(exe), mode], capture_output=True, text=True, check=False)
+
+    ok = run("ok")
+    assert (ok.returncode, ok.stdout) == (0, "done\n")
+    empty = run("empty")
+    assert empty.returncode == 3 and "done" not in empty.stdout
+    assert "hls::stream 's': read while empty" in empty.stderr
+    leftover = run("leftover")
+    assert leftover.returncode == 4
+    assert "hls::stream 's': destroyed holding 1 unread values" in leftover.stderr
