@@ -409,8 +409,7 @@ class GeneratedAccelerator:
             bridge = simulator_bridge(package, self.graph)
         self.bridge = bridge
         self.bridged = sorted(unbuildable)
-        last = self.graph.nodes[-1]
-        self._last = (self.graph.generated(last).attrs, last.kind)
+        self._out_layout = self.graph.layouts()[self.graph.output]
         self.out_shape = tuple(int(v) for v in package.output["shape"][1:])
         self.stats = {"tiles": 0, "seconds": 0.0}
 
@@ -420,7 +419,7 @@ class GeneratedAccelerator:
         out = np.empty((len(x), *self.out_shape), dtype=np.int64)
         for i, tile in enumerate(np.asarray(x)):
             run = self.graph.run(tile, bridge=self.bridge)
-            scores = from_finn_layout(*self._last, run.output(self.graph))
+            scores = from_finn_layout(*self._out_layout, run.output(self.graph))
             out[i] = np.asarray(scores, dtype=np.int64).reshape(self.out_shape)
             self.stats["tiles"] += 1
             self.stats["seconds"] += run.seconds
