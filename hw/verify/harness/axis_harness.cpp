@@ -8,11 +8,14 @@
 // reports the clock cycles that took. Inputs that are no stream (AXI-lite, ap_none) stay 0.
 //
 // Protocol (all integers little-endian, one process per data pass, no state between passes):
-//   stdin : "FCNSIM01", u32 reset_cycles, u64 liveness_cycles,
-//           per slave stream in FCNSEG_IN_STREAMS order: u64 n, n words of BYTES(width) each,
+//   stdin : "FCNSIM02", u32 reset_cycles, u64 liveness_cycles,
+//           per slave stream in FCNSEG_IN_STREAMS order: u64 n, u64 repeats, n words of
+//           BYTES(width) each (the stream sends its n words `repeats` times over: an MVAU's
+//           weights, once per input vector, without n * repeats words on the pipe),
 //           per master stream in FCNSEG_OUT_STREAMS order: u64 expected word count.
-//   stdout: "FCNSIM01", u64 cycles, u8 status (0: complete, 1: liveness timeout),
-//           per master stream: u64 n, n words of BYTES(width) each.
+//   stdout: "FCNSIM02", u64 cycles, u8 status (0: complete, 1: liveness timeout),
+//           per master stream: u64 n, n words of BYTES(width) each,
+//           per slave stream: u64 words it accepted (n * repeats when the design read all).
 //   stderr: one line per problem; exit code 2 on a malformed request. The design's own output
 //           ($display, Verilator messages) is sent to stderr too: the harness moves stdout there
 //           before the model is built and writes the reply to the original stdout.
@@ -36,7 +39,7 @@ static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the stream protocol is
 
 namespace {
 
-constexpr const char kMagic[9] = "FCNSIM01";
+constexpr const char kMagic[9] = "FCNSIM02";
 constexpr size_t bytes_of(int bits) { return static_cast<size_t>((bits + 7) / 8); }
 
 // Port access for every Verilator storage type: C/S/I/QData integers and VlWide<N> arrays.
@@ -90,8 +93,9 @@ struct Reader {
 struct Stream {
     const char* name;
     size_t width_bytes;
-    uint64_t count = 0;  // words to send (slave) or expected (master)
+    uint64_t count = 0;  // words to send (slave: n * repeats) or expected (master)
     uint64_t done = 0;   // words transferred so far
+    uint64_t n = 0;      // slave: distinct words held (word k goes out as words[k % n])
     uint64_t idle = 0;   // master: edges since the last transferred word
     std::vector<uint8_t> words;
 };
@@ -133,12 +137,15 @@ int main(int argc, char** argv) {
     FCNSEG_IN_STREAMS(FCNSEG_IN)
     FCNSEG_OUT_STREAMS(FCNSEG_OUT)
     for (auto& s : ins) {
-        s.count = in.num<uint64_t>();
-        if (!in.ok || s.count > (in.buf.size() - in.pos) / s.width_bytes) {
+        s.n = in.num<uint64_t>();
+        const auto repeats = in.num<uint64_t>();
+        if (!in.ok || s.n > (in.buf.size() - in.pos) / s.width_bytes ||
+            (s.n > 0 && repeats > UINT64_MAX / s.n)) {
             in.ok = false;
             break;
         }
-        s.words.resize(s.count * s.width_bytes);
+        s.count = s.n * repeats;
+        s.words.resize(s.n * s.width_bytes);
         in.take(s.words.data(), s.words.size());
     }
     for (auto& s : outs) {
@@ -178,7 +185,7 @@ int main(int argc, char** argv) {
         Stream& s = ins[k++];                                                         \
         const bool valid = s.done < s.count;                                          \
         top->name##_TVALID = valid;                                                   \
-        if (valid) put(top->name##_TDATA, &s.words[s.done * s.width_bytes], s.width_bytes); \
+        if (valid) put(top->name##_TDATA, &s.words[(s.done % s.n) * s.width_bytes], s.width_bytes); \
     }
         FCNSEG_IN_STREAMS(FCNSEG_DRIVE_IN)
 #define FCNSEG_DRIVE_OUT(name, bits) top->name##_TREADY = 1;
@@ -225,6 +232,7 @@ int main(int argc, char** argv) {
         write(&s.done, sizeof(s.done));
         write(s.words.data(), s.done * s.width_bytes);
     }
+    for (const auto& s : ins) write(&s.done, sizeof(s.done));
     std::fflush(g_reply);
     return 0;
 }
