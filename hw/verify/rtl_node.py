@@ -292,35 +292,62 @@ class RtlRunner:
             repeats[f"{port}_V"] = int(s["repeats"])
         return words, repeats
 
-    def run(self, inputs: list[np.ndarray]) -> RunResult:
-        """One pass: ``inputs`` (int64, normal shapes, finn layout) in, outputs and cycles out."""
+    @property
+    def design(self) -> verilator_build.Design:
+        """The built design (built first if needed): executable, streams, ``adapted`` files."""
+        return self._built()
+
+    def _built(self) -> verilator_build.Design:
         if self._design is None:
             self.build()
-        design = self._design
-        assert design is not None
-        started = time.perf_counter()
+        assert self._design is not None
+        return self._design
+
+    def pack_inputs(self, inputs: list[np.ndarray]) -> dict[str, bytes]:
+        """The stream words of ``inputs`` (int64, normal shapes, finn layout) per input port."""
         arrays = check_inputs(self.node, inputs)
+        ins = [(n, spec) for n, (d, spec) in self._ports(self._built()).items() if d == "in"]
+        return {
+            name: pack(a.reshape(spec.folded_shape), spec.dtype, spec.width)
+            for (name, spec), a in zip(ins, arrays, strict=True)
+        }
+
+    def run_words(self, words: dict[str, bytes]) -> tuple[dict[str, bytes], int]:
+        """One pass on packed words per input port (``in0_V`` ...; the static weight streams
+        are added here): the output words per port and the cycles. One-line
+        :class:`UserError` on a stall, on input words left unread, or when the simulation
+        fails."""
+        design = self._built()
         ports = self._ports(design)
-        words, repeats = dict(self._static_words[0]), dict(self._static_words[1])
-        ins = [(name, spec) for name, (d, spec) in ports.items() if d == "in"]
-        for (name, spec), a in zip(ins, arrays, strict=True):
-            words[name] = pack(a.reshape(spec.folded_shape), spec.dtype, spec.width)
-        outs = [(name, spec) for name, (d, spec) in ports.items() if d == "out"]
-        expected = {name: int(np.prod(spec.folded_shape[:-1])) for name, spec in outs}
+        static, repeats = self._static_words
+        words = {**words, **static}
+        expected = {
+            name: int(np.prod(spec.folded_shape[:-1]))
+            for name, (d, spec) in ports.items()
+            if d == "out"
+        }
         try:
             done = verilator_build.run_pass(
                 design, words, expected, self.liveness, cwd=self.folder, repeats=repeats
             )
-        except RuntimeError as exc:
+        except (RuntimeError, ValueError) as exc:
             raise UserError(f"{self.node.name}: {exc}") from None
         self._check_pass(design, done, words, repeats, expected)
-        outputs = [
-            unpack(done.outputs[name], spec.dtype, spec.width, spec.folded_shape).reshape(
+        return done.outputs, done.cycles
+
+    def run(self, inputs: list[np.ndarray]) -> RunResult:
+        """One pass: ``inputs`` (int64, normal shapes, finn layout) in, outputs and cycles out."""
+        started = time.perf_counter()
+        outputs, cycles = self.run_words(self.pack_inputs(inputs))
+        ports = self._ports(self._built())
+        arrays = [
+            unpack(outputs[name], spec.dtype, spec.width, spec.folded_shape).reshape(
                 spec.normal_shape
             )
-            for name, spec in outs
+            for name, (d, spec) in ports.items()
+            if d == "out"
         ]
-        return RunResult(outputs, time.perf_counter() - started, done.cycles)
+        return RunResult(arrays, time.perf_counter() - started, cycles)
 
     def _check_pass(
         self,
