@@ -32,7 +32,8 @@ library's version and header digest) under ``$FCNSEG_CPPSIM_CACHE`` or
 ``~/.cache/fcnseg/cppsim``, published by one rename: the folder can be moved or copied and still
 hits the same build. A build that fails against a finn-hlslib other than the pinned one raises
 :class:`LibraryMismatch`: such a node is *not verified: library version*, never passed
-(``Pool_hls`` against the vendored copy is the known case).
+(``Pool_hls`` against the vendored copy is the known case). Such compiler errors are recorded
+by key (``<cache>/failed/``), so the next build of the same key raises at once.
 """
 
 from __future__ import annotations
@@ -324,6 +325,7 @@ class HlsRunner:
         final = self.cache / key
         cached = (final / BUILD_FILE).is_file()
         if not cached:
+            _raise_recorded_failure(self.cache, key)
             self._compile(cxx, version, key)
         self._executable = final / EXECUTABLE
         return BuildInfo(key=key, seconds=time.perf_counter() - started, cached=cached)
@@ -340,7 +342,7 @@ class HlsRunner:
                 handle.flush()
                 done = subprocess.run(cmd, stdout=handle, stderr=subprocess.STDOUT, check=False)
             if done.returncode != 0:
-                self._compile_failed(log, key)
+                self._compile_failed(log, key, done.returncode)
             info = {
                 "format": BUILD_FORMAT,
                 "node": self.node.name,
@@ -359,19 +361,36 @@ class HlsRunner:
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
-    def _compile_failed(self, log: Path, key: str) -> None:
-        kept = self.cache / "failed" / f"{self.node.name}-{key[:12]}.log"
-        kept.parent.mkdir(parents=True, exist_ok=True)
+    def _compile_failed(self, log: Path, key: str, returncode: int) -> None:
+        """Raise the one-line error of a failed compile, keeping its log under ``failed/``.
+
+        A compiler that ran and reported errors (exit 1) is recorded (``failed/<key>.json``):
+        the same sources against the same libraries fail the same way, so the next build of
+        this key raises at once instead of spending the compile again (5 ``Pool_hls`` nodes
+        against the vendored finn-hlslib cost ~40 s a run otherwise). A crash or kill is not.
+        """
+        failed = self.cache / "failed"
+        kept = failed / f"{self.node.name}-{key[:12]}.log"
+        failed.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(log, kept)
         first = _first_error(log)
         hlslib = self.libraries[0]
         if not hlslib.pinned:
-            raise LibraryMismatch(
-                f"{self.node.name} ({self.node.kind}): not verified: library version "
-                f"finn-hlslib {hlslib.version} ({hlslib.path}) does not compile it: {first}; "
-                f"log: {kept}"
+            kind, message = (
+                "mismatch",
+                (
+                    f"{self.node.name} ({self.node.kind}): not verified: library version "
+                    f"finn-hlslib {hlslib.version} ({hlslib.path}) does not compile it: {first}; "
+                    f"log: {kept}"
+                ),
             )
-        raise UserError(f"{self.node.name}: compiling its cppsim code failed: {first}; log: {kept}")
+        else:
+            kind = "error"
+            message = f"{self.node.name}: compiling its cppsim code failed: {first}; log: {kept}"
+        if returncode == 1:
+            record = json.dumps({"format": BUILD_FORMAT, "kind": kind, "message": message})
+            atomic_write_text(failed / f"{key}.json", record + "\n")
+        _raise_failure(kind, message)
 
     def run(self, inputs: list[np.ndarray]) -> RunResult:
         """One pass: ``inputs`` (int64, normal shapes, finn layout, in :attr:`node` order) in, the
@@ -429,6 +448,24 @@ class HlsRunner:
                 raise UserError(f"{self.node.name}: {path.name} holds non-integers; log: {log}")
             outputs.append(values.reshape(spec.normal_shape))
         return outputs
+
+
+def _raise_failure(kind: str, message: str) -> None:
+    raise (LibraryMismatch if kind == "mismatch" else UserError)(message)
+
+
+def _raise_recorded_failure(cache: Path, key: str) -> None:
+    """Raise again what compiling ``key`` raised before, if it was recorded."""
+    path = cache / "failed" / f"{key}.json"
+    if not path.is_file():
+        return
+    try:
+        record = json.loads(path.read_text())
+        kind, message = str(record["kind"]), str(record["message"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # unreadable: compile again
+    if record.get("format") == BUILD_FORMAT:
+        _raise_failure(kind, f"{message} (as recorded in {path}: delete it to compile again)")
 
 
 def _first_line(log: Path) -> str:

@@ -167,6 +167,10 @@ def test_pool_reports_the_library_version_or_is_exact_with_the_pinned_one(hls):
         runner.build()
     message = str(info.value)
     assert "\n" not in message and library.version in message and "error" in message
+    started = time.perf_counter()  # the failure is recorded: no second compile
+    with pytest.raises(LibraryMismatch, match="as recorded in"):
+        HlsRunner(hls.root / "nodes" / node.name, cache=hls.cache).build()
+    assert time.perf_counter() - started < 2
 
 
 @needs_toolchain
