@@ -76,6 +76,8 @@ TEMPLATE_FILES = (
     "CNPY_LICENSE",
 )
 CXX_FLAGS = ("-O3", "-std=c++17", "-pipe", "-w")
+#: translation units that are the same in every node folder, compiled once per cache
+SHARED_UNITS = ("cnpy.cpp",)
 EXECUTABLE = "node_model"
 BUILD_FILE = "build.json"
 #: bump when the layout of a cached build changes
@@ -259,21 +261,51 @@ def _needs_unflatten_glue(hlslib: Library) -> bool:
     return not (flatten.is_file() and "unflatten" in flatten.read_text(errors="replace"))
 
 
-def _compile_command(
-    cxx: str, folder: Path, node: GeneratedNode, libs: list[Library], output: Path
-) -> list[str]:
+def _compile_flags(folder: Path, libs: list[Library]) -> list[str]:
     hlslib, ap_int = libs
-    cmd = [
-        cxx,
-        *CXX_FLAGS,
-        f"-I{folder}",
-        f"-I{HLS_INCLUDE}",
-        f"-I{hlslib.path}",
-        f"-I{ap_int.path}",
-    ]
-    cmd += ["-DFCNSEG_UNFLATTEN_GLUE"] if _needs_unflatten_glue(hlslib) else []
-    cmd += [str(folder / s) for s in node.sources if s.endswith(".cpp")]
-    return cmd + ["-o", str(output)]
+    flags = [*CXX_FLAGS, f"-I{folder}", f"-I{HLS_INCLUDE}", f"-I{hlslib.path}", f"-I{ap_int.path}"]
+    return flags + (["-DFCNSEG_UNFLATTEN_GLUE"] if _needs_unflatten_glue(hlslib) else [])
+
+
+def shared_object(cxx: str, cxx_version: str, unit: Path, flags: list[str], cache: Path) -> Path:
+    """``unit`` (finn-plus's ``cnpy.cpp``: the same in every node folder, and more than half of
+    a node's compile time) compiled once per cache, keyed by the compiler, the flags without the
+    include folders, and the bytes of every file the unit includes (``g++ -MM``)."""
+    where = unit.parent
+    deps = subprocess.run(
+        [cxx, *flags, "-MM", str(unit)], capture_output=True, text=True, check=False, cwd=where
+    )
+    if deps.returncode != 0:
+        raise UserError(f"{cxx} cannot read the includes of {unit}: {deps.stderr.strip()[:200]}")
+    files = sorted({Path(f) for f in deps.stdout.replace("\\\n", " ").split()[1:]})
+    digest = hashlib.sha256()
+    for part in (cxx_version, *[f for f in flags if not f.startswith("-I")], unit.name):
+        digest.update(part.encode() + b"\0")
+    for f in files:
+        digest.update(f.name.encode() + b"\0" + (where / f).read_bytes() + b"\0")
+    final = cache / "objects" / digest.hexdigest()
+    target = final / (unit.stem + ".o")
+    if target.is_file():
+        return target
+    final.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{final.name[:12]}.", dir=final.parent))
+    try:
+        out = subprocess.run(
+            [cxx, *flags, "-c", str(unit), "-o", str(work / target.name)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if out.returncode != 0:
+            raise UserError(f"compiling {unit} failed: {_first_error_text(out.stderr)}")
+        try:
+            os.rename(work, final)
+        except OSError:  # another process published it first: use theirs
+            if not target.is_file():
+                raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return target
 
 
 def build_key(cxx_version: str, folder: Path, libs: list[Library], glue: bool) -> str:
@@ -290,7 +322,11 @@ def build_key(cxx_version: str, folder: Path, libs: list[Library], glue: bool) -
 
 
 def _first_error(log: Path) -> str:
-    lines = log.read_text(errors="replace").splitlines()
+    return _first_error_text(log.read_text(errors="replace"))
+
+
+def _first_error_text(text: str) -> str:
+    lines = text.splitlines()
     errors = [ln.strip() for ln in lines if " error: " in ln or ln.startswith("error")]
     return errors[0] if errors else (lines[-1].strip() if lines else "no output")
 
@@ -335,8 +371,16 @@ class HlsRunner:
         work = Path(tempfile.mkdtemp(prefix=f".{key[:12]}.", dir=self.cache))
         try:
             log = work / "build.log"
-            cmd = _compile_command(cxx, self.folder, self.node, self.libraries, work / EXECUTABLE)
             started = time.perf_counter()
+            flags = _compile_flags(self.folder, self.libraries)
+            units = []
+            for src in (s for s in self.node.sources if s.endswith(".cpp")):
+                unit = self.folder / src
+                shared = src in SHARED_UNITS
+                units.append(
+                    shared_object(cxx, version, unit, flags, self.cache) if shared else unit
+                )
+            cmd = [cxx, *flags, *(str(u) for u in units), "-o", str(work / EXECUTABLE)]
             with log.open("w") as handle:
                 handle.write("$ " + " ".join(cmd) + "\n")
                 handle.flush()
