@@ -26,6 +26,9 @@ input. ``node.json`` (:class:`~.node.GeneratedNode`) describes the streams.
 - ``-DFCNSEG_UNFLATTEN_GLUE`` when the finn-hlslib in use lacks ``unflatten()``
   (``hls_include/flatten.hpp``).
 
+finn-plus's ``cnpy.cpp`` is the same in every folder and takes longer to compile than the
+node's own code; it is compiled once per cache (:func:`shared_object`) and linked in.
+
 Builds are cached by the SHA-256 of everything that decides the executable (compiler version,
 flags, every file of the node folder by relative name and bytes, our stand-in headers, and each
 library's version and header digest) under ``$FCNSEG_CPPSIM_CACHE`` or
@@ -359,8 +362,9 @@ class HlsRunner:
             version, self.folder, self.libraries, _needs_unflatten_glue(self.libraries[0])
         )
         final = self.cache / key
-        cached = (final / BUILD_FILE).is_file()
+        cached = (final / BUILD_FILE).is_file() and (final / EXECUTABLE).is_file()
         if not cached:
+            shutil.rmtree(final, ignore_errors=True)  # a damaged entry: build it again
             _raise_recorded_failure(self.cache, key)
             self._compile(cxx, version, key)
         self._executable = final / EXECUTABLE
