@@ -325,3 +325,27 @@ def test_the_stand_in_stream_fails_on_an_empty_read_and_on_leftovers(tmp_path):
     leftover = run("leftover")
     assert leftover.returncode == 4
     assert "hls::stream 's': destroyed holding 1 unread values" in leftover.stderr
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_a_finn_deps_checkout_is_pinned_only_at_the_pinned_commit(monkeypatch, tmp_path):
+    import subprocess
+
+    from fcnseg.hw.verify import libraries
+
+    checkout = tmp_path / "deps" / "finn-hlslib"
+    checkout.mkdir(parents=True)
+    (checkout / "bnn-library.h").write_text("// stand-in\n")
+    git = ["git", "-C", str(checkout), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "x"], check=True)
+    head = subprocess.run(
+        [*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    monkeypatch.delenv(libraries.HLSLIB_ENV, raising=False)
+    monkeypatch.setattr(libraries, "finn_deps_dir", lambda: tmp_path / "deps")
+    lib = libraries.finn_hlslib()
+    assert (lib.path, lib.version, lib.pinned, lib.origin) == (checkout, head, False, "finn deps")
+    monkeypatch.setattr(libraries, "pinned_finn_hlslib", lambda: head)
+    assert libraries.finn_hlslib().pinned
