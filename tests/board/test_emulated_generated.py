@@ -95,6 +95,20 @@ def test_segmenter_on_the_generated_hardware_equals_sim(package, accelerator, bo
     assert hw.labels.tobytes() == sim.labels.tobytes()
 
 
+def test_unbuildable_nodes_without_a_bridge_are_one_clear_line(package, accelerator):
+    """Without ``bridge=`` a node the library cannot build stops the accelerator before the
+    board is used, naming it (never a silent stand-in)."""
+    if not accelerator.bridged:
+        pytest.skip("every node builds here (the pinned finn-hlslib)")
+    with pytest.raises(
+        UserError, match=r"generated node\(s\) cannot be built here \(Pool_hls_"
+    ) as err:
+        ez.generated_accelerator(package)
+    assert "\n" not in str(err.value) and str(err.value).endswith(
+        "pass bridge= to compute them with the simulator"
+    )
+
+
 def test_a_package_without_hardware_is_one_clear_line(tmp_path):
     from fcnseg.host.package import HW_GRAPH_NAME, write_package
 
