@@ -6,7 +6,10 @@
 ``cnpy.cpp`` and cnpy's licence) are copied in, and the absolute ``.npy`` paths finn writes into
 ``execute_<op>.cpp`` become bare file names (:func:`relocate_npy_paths`, one textual edit of the
 string literals naming the files; the compute is untouched), so the executable reads and writes
-its streams in its working directory. Weight streams of ``MVAU_hls`` in ``internal_decoupled``
+its streams in its working directory. A second edit touches only the test-bench glue that fills
+a repeated weight stream (:func:`pack_repeated_feeds_once`): finn-plus's packing runs once and
+its words are written ``numReps`` times, the same stream, where finn repacks every repetition
+(about half the run time of a wide MVAU). Weight streams of ``MVAU_hls`` in ``internal_decoupled``
 mode are written by finn's own ``make_weight_file`` into ``input_1.npy`` and recorded as a static
 input. ``node.json`` (:class:`~.node.GeneratedNode`) describes the streams.
 
@@ -45,6 +48,7 @@ import functools
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -127,6 +131,30 @@ def relocate_npy_paths(source: str, folder: Path) -> str:
     return out
 
 
+_REPEATED_FEED = re.compile(
+    r'^npy2apintstream<(?P<types>.+)>\("(?P<file>input_\d+\.npy)", (?P<rest>in\d+_V, '
+    r"(?:true|false), numReps)\);$",
+    re.MULTILINE,
+)
+_FEED_INCLUDE = '#include "npy2apintstream.hpp"\n'
+
+
+def pack_repeated_feeds_once(source: str) -> str:
+    """finn's repeated weight feed ``npy2apintstream<...>("input_1.npy", in1_V, false, numReps)``
+    -> ``fcnseg_npy2apintstream_repeated<...>(same arguments)``: finn-plus's own packing run
+    once and its words written ``numReps`` times (``hls_include/fcnseg_repeat_stream.hpp``), the
+    same stream, in about half the run time of a wide MVAU. Test-bench glue only: on the FPGA
+    the weights come from finn-rtllib's memstream. Nothing else changes."""
+    out, count = _REPEATED_FEED.subn(
+        r'fcnseg_npy2apintstream_repeated<\g<types>>("\g<file>", \g<rest>);', source
+    )
+    if count and _FEED_INCLUDE in out:
+        out = out.replace(_FEED_INCLUDE, _FEED_INCLUDE + '#include "fcnseg_repeat_stream.hpp"\n', 1)
+    elif count:
+        raise UserError("generated code repeats a weight feed without including npy2apintstream")
+    return out
+
+
 def _streams(inst, node, direction: str) -> list[tuple[int, StreamSpec]]:
     """The non-zero-width streams of one direction with their port indices (``in<i>``)."""
     tensors = node.input if direction == "in" else node.output
@@ -183,7 +211,7 @@ def generate_hls_node(model, node, folder: Path, fpgapart: str, clk_ns: float) -
     inst.set_nodeattr("code_gen_dir_cppsim", str(folder))
     inst.code_generation_cppsim(model)
     cpp = folder / f"execute_{node.op_type}.cpp"
-    atomic_write_text(cpp, relocate_npy_paths(cpp.read_text(), folder))
+    atomic_write_text(cpp, pack_repeated_feeds_once(relocate_npy_paths(cpp.read_text(), folder)))
     templates = Path(get_templates_folder()) / "npy2stream"
     for name in TEMPLATE_FILES:
         shutil.copyfile(templates / name, folder / name)

@@ -134,6 +134,8 @@ def test_the_folder_is_relocatable_and_self_contained(hls, tmp_path):
     node = hls.nodes("MVAU_hls")[-1]
     generated = hls.generate(node, tmp_path / "first")
     assert generated.static_inputs == {"in1": "input_1.npy"}  # internal_decoupled weights
+    cpp = (tmp_path / "first" / generated.sources[0]).read_text()
+    assert "fcnseg_npy2apintstream_repeated<" in cpp and '("input_1.npy", in1_V' in cpp
     node_json = json.loads((tmp_path / "first" / "node.json").read_text())
     assert node_json["library"]["finn-plus"] == "1.6.1"
     for rel in generated.sources:
@@ -236,6 +238,71 @@ def test_npy_paths_become_file_names_and_nothing_else_names_the_folder(tmp_path)
     )
     with pytest.raises(UserError, match="outside an npy path"):
         relocate_npy_paths(f'#include "{folder}/params.h"\n// {folder}\n', folder)
+
+
+def test_only_a_repeated_weight_feed_is_packed_once():
+    from fcnseg.hw.verify.hls import pack_repeated_feeds_once
+
+    source = (
+        '#include "cnpy.h"\n#include "npy2apintstream.hpp"\n#include "bnn-library.h"\n'
+        'npy2apintstream<ap_uint<108>, ap_uint<4>, float>("input_0.npy", in0_V, false);\n'
+        'npy2apintstream<ap_uint<108>, ap_int<4>, float>("input_1.npy", in1_V, false, numReps);\n'
+    )
+    assert pack_repeated_feeds_once(source) == (
+        '#include "cnpy.h"\n#include "npy2apintstream.hpp"\n#include "fcnseg_repeat_stream.hpp"\n'
+        '#include "bnn-library.h"\n'
+        'npy2apintstream<ap_uint<108>, ap_uint<4>, float>("input_0.npy", in0_V, false);\n'
+        "fcnseg_npy2apintstream_repeated<ap_uint<108>, ap_int<4>, float>"
+        '("input_1.npy", in1_V, false, numReps);\n'
+    )
+    plain = source.splitlines(keepends=True)
+    assert pack_repeated_feeds_once("".join(plain[:4])) == "".join(plain[:4])
+
+
+REPEAT_PROGRAM = r"""
+#include <ap_int.h>
+#include <cstdio>
+#include "npy2apintstream.hpp"
+#include "fcnseg_repeat_stream.hpp"
+
+int main() {
+  hls::stream<ap_uint<108>> finn("finn"), ours("ours");
+  npy2apintstream<ap_uint<108>, ap_int<4>, float>("w.npy", finn, false, 3);
+  fcnseg_npy2apintstream_repeated<ap_uint<108>, ap_int<4>, float>("w.npy", ours, false, 3);
+  std::size_t n = 0;
+  while (!finn.empty()) {
+    if (ours.empty() || finn.read() != ours.read()) return 1;
+    n++;
+  }
+  std::printf("%zu\n", n);
+  return ours.empty() ? 0 : 2;
+}
+"""
+
+
+@needs_toolchain
+def test_the_weight_feed_packed_once_is_finns_stream_word_for_word(tmp_path):
+    """finn-plus's npy2apintstream with numReps=3 and ours give the same words in order."""
+    import subprocess
+
+    from finn.templates import get_templates_folder
+
+    from fcnseg.hw.verify.hls import HLS_INCLUDE, TEMPLATE_FILES, _compile_flags
+    from fcnseg.hw.verify.libraries import ap_int_headers, finn_hlslib
+
+    for name in TEMPLATE_FILES:
+        shutil.copyfile(Path(get_templates_folder()) / "npy2stream" / name, tmp_path / name)
+    (tmp_path / "probe.cpp").write_text(REPEAT_PROGRAM)
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "w.npy", rng.integers(-8, 8, size=(5, 27)).astype(np.float32))
+    flags = _compile_flags(tmp_path, [finn_hlslib(), ap_int_headers()])
+    assert f"-I{HLS_INCLUDE}" in flags
+    units = [str(tmp_path / "probe.cpp"), str(tmp_path / "cnpy.cpp")]
+    subprocess.run(["g++", *flags, *units, "-o", str(tmp_path / "probe")], check=True)
+    done = subprocess.run(
+        [str(tmp_path / "probe")], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
+    assert (done.returncode, done.stdout) == (0, "15\n")
 
 
 def test_missing_libraries_are_one_line_naming_what_to_do(monkeypatch, tmp_path):
