@@ -139,26 +139,11 @@ def _static_streams(inst: Any, node: Any, model: Any, folder: Path) -> dict[str,
     }
 
 
-def generate_rtl_node(
-    model: Any, node: Any, folder: str | Path, fpgapart: str, clk_ns: float
-) -> GeneratedNode:
-    """finn's RTL code for ``node`` of the HW graph ``model`` in a self-contained ``folder``
-    (module docstring); returns and saves its :class:`~.node.GeneratedNode`. Needs finn-plus."""
-    from finn.custom_op.fpgadataflow.rtlbackend import RTLBackend
-    from finn.util.settings import get_settings
-    from qonnx.custom_op.registry import getCustomOp
-
-    inst = getCustomOp(node)
-    if not isinstance(inst, RTLBackend):
-        raise UserError(f"{node.name} ({node.op_type}) is not an RTL node")
-    folder = Path(folder).resolve()
-    folder.mkdir(parents=True, exist_ok=True)
-    rtllib = Path(get_settings().finn_rtllib).resolve()
-    inst.set_nodeattr("code_gen_dir_ipgen", str(folder))
-    inst.code_generation_ipgen(model, fpgapart, clk_ns)
-    sources = [_localise(Path(p), folder, rtllib) for p in inst.get_rtl_file_list(abspath=True)]
-    _check_relocatable(folder, sources, [folder, rtllib])
-    static = _static_streams(inst, node, model, folder)
+def _graph_streams(
+    inst: Any, node: Any, model: Any
+) -> tuple[list[int], tuple[StreamSpec, ...], tuple[StreamSpec, ...]]:
+    """The node inputs that are graph tensors (initializers live in the design or come as
+    static streams), and the input and output streams as finn's methods describe them."""
     streamed = [i for i, t in enumerate(node.input) if model.get_initializer(t) is None]
     inputs = tuple(
         _stream(
@@ -180,6 +165,30 @@ def generate_rtl_node(
         )
         for i, t in enumerate(node.output)
     )
+    return streamed, inputs, outputs
+
+
+def generate_rtl_node(
+    model: Any, node: Any, folder: str | Path, fpgapart: str, clk_ns: float
+) -> GeneratedNode:
+    """finn's RTL code for ``node`` of the HW graph ``model`` in a self-contained ``folder``
+    (module docstring); returns and saves its :class:`~.node.GeneratedNode`. Needs finn-plus."""
+    from finn.custom_op.fpgadataflow.rtlbackend import RTLBackend
+    from finn.util.settings import get_settings
+    from qonnx.custom_op.registry import getCustomOp
+
+    inst = getCustomOp(node)
+    if not isinstance(inst, RTLBackend):
+        raise UserError(f"{node.name} ({node.op_type}) is not an RTL node")
+    folder = Path(folder).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    rtllib = Path(get_settings().finn_rtllib).resolve()
+    inst.set_nodeattr("code_gen_dir_ipgen", str(folder))
+    inst.code_generation_ipgen(model, fpgapart, clk_ns)
+    sources = [_localise(Path(p), folder, rtllib) for p in inst.get_rtl_file_list(abspath=True)]
+    _check_relocatable(folder, sources, [folder, rtllib])
+    static = _static_streams(inst, node, model, folder)
+    streamed, inputs, outputs = _graph_streams(inst, node, model)
     types = inst.get_nodeattr_types()
     attrs: dict[str, Any] = {
         a: _json_value(inst.get_nodeattr(a)) for a in LAYOUT_ATTRS if a in types
