@@ -38,6 +38,7 @@ log stays in ``<cache>/logs/`` (the error names it); a finished one moves into t
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import hashlib
 import importlib.metadata
@@ -349,19 +350,21 @@ def _runtime(obj: Path, root: Path, version: str, cache: Path, log: Path) -> lis
     for part in (version, " ".join(_VERILATOR_FLAGS + _MAKE_OPT), " ".join(names)):
         digest.update(part.encode() + b"\0")
     final = cache / f"runtime-{digest.hexdigest()[:24]}"
-    if not all((final / n).is_file() for n in names):
-        make = ["make", "-j", _jobs(), "-C", str(obj), "-f", f"{PREFIX}.mk", *_MAKE_OPT, *names]
-        _run_logged(make, obj, {**_env(root), "MAKEFLAGS": ""}, log, "compiling the runtime")
-        work = Path(tempfile.mkdtemp(prefix=".runtime.", dir=cache))
-        try:
-            for n in names:
-                shutil.copyfile(obj / n, work / n)
-            os.rename(work, final)
-        except OSError:  # another process published it first: use theirs
-            if not all((final / n).is_file() for n in names):
-                raise
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
+    # one compiler at a time: designs built in parallel wait here for the first one's runtime
+    with open(cache / f"{final.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not all((final / n).is_file() for n in names):
+            make = ["make", "-j", _jobs(), "-C", str(obj), "-f", f"{PREFIX}.mk", *_MAKE_OPT]
+            env = {**_env(root), "MAKEFLAGS": ""}
+            _run_logged(make + names, obj, env, log, "compiling the runtime")
+            work = Path(tempfile.mkdtemp(prefix=".runtime.", dir=cache))
+            try:
+                for n in names:
+                    shutil.copyfile(obj / n, work / n)
+                shutil.rmtree(final, ignore_errors=True)  # an incomplete one
+                os.rename(work, final)
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
     return [final / n for n in names]
 
 
