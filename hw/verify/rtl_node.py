@@ -23,6 +23,11 @@ Behavioural form: finn-rtllib's ``mvu.sv`` and ``mvu_vvu_8sx9_dsp58.sv`` select 
 behavioural datapath under ``ifdef VERILATOR`` (and ``FINN_SIMULATION`` forces it in the wrapper),
 leaving out the ``DSP48E1``/``DSP48E2``/``DSP58`` and ``LUT6_2`` primitive instances; the lane
 packing of several products into one wide multiplication stays in and is what runs.
+
+Measured on the shipped FCN-8s (pynq-z2, one 256x256 photo tile, 2 shared cores): all 22 RTL
+nodes exact; cold builds 2.8-5 s per node plus ~7 s once for Verilator's runtime (72 s for the
+22 at load ~3); every node run (packing included) 1.2-1.4 s in all, the largest sliding window
+(1.18 M cycles) 0.13-0.19 s, where finn's rtlsim path took 91 s for it alone.
 """
 
 from __future__ import annotations

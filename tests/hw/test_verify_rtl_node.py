@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -342,6 +343,30 @@ def test_mvau_rtl_runs_in_its_behavioural_form_exact(build_fcn8s_standalone, tmp
     # the node folder keeps finn's add_multi.sv; only the build's copy is adapted
     finn_copy = built.folders[first] / "finn-rtllib" / "mvu" / "add_multi.sv"
     assert ADAPTATIONS[0].block in finn_copy.read_text()
+
+
+@needs_verilator
+def test_mvau_rtl_behavioural_cores_of_every_dsp_generation_are_exact(
+    build_fcn8s_standalone, tmp_path, rtl_cache
+):
+    """The same folded MVAU_rtl generated for a 7-series (DSP48E1) and a Versal (DSP58) part as
+    well: the wrapper's VERSION picks finn-rtllib's core for that DSP (Versal: the INT8 core of
+    mvu_vvu_8sx9_dsp58.sv), each in its behavioural form."""
+    from fcnseg.hw.verify.rtl_node import generate_rtl_node
+
+    built = Generated(build_fcn8s_standalone, tmp_path / "zcu104")
+    name = built.kinds["MVAU_rtl"][0]
+    node = next(n for n in built.model.graph.node if n.name == name)
+    for part, version in [
+        ("xc7z020clg400-1", 1),
+        ("xczu7ev-ffvc1156-2-e", 2),
+        ("xcvc1902-vsva2197-2MP-e-S", 3),
+    ]:
+        folder = tmp_path / part / name
+        generate_rtl_node(built.model, node, folder, part, 10.0)
+        wrapper = (folder / f"{name}_wrapper.v").read_text()
+        assert re.search(rf"parameter\s+VERSION = {version},", wrapper), part
+        built.check(name, rtl_cache, folder=folder)
 
 
 @needs_verilator
