@@ -163,7 +163,7 @@ def test_whole_tiny_graph_chained_is_exact(build_fcn8s, tiny_hardware, hw_cache)
 
 @needs_toolchain
 def test_a_corrupted_node_is_found_and_blamed(build_fcn8s, tiny_hardware, hw_cache, tmp_path):
-    """Change one weight of the first MVAU's generated code: its output differs, it is the node
+    """Negate one weight row of the first MVAU's generated code: its output differs, it is the node
     blamed (alone on the simulator's inputs it is still wrong), and verify fails."""
     from fcnseg.hw.verify.chain import HardwareGraph
     from fcnseg.hw.verify.run import Tile, verify
@@ -175,11 +175,19 @@ def test_a_corrupted_node_is_found_and_blamed(build_fcn8s, tiny_hardware, hw_cac
     generated = graph.generated(mvau)
     weights_file = bad / mvau.folder / next(iter(generated.static_inputs.values()))
     w = np.load(weights_file, allow_pickle=False)
-    w.flat[0] = w.flat[0] + 1 if w.flat[0] < w.max() else w.flat[0] - 1
+    rows = w.reshape(-1, w.shape[-1])
+    rows[0] = -rows[0]  # one output channel's weights negated (a +-1 may cross no threshold)
     np.save(weights_file, w)
+    from fcnseg.host.package import add_package_files
+
     package = tmp_path / "package"
     shutil.copytree(build_fcn8s.package_dir, package)
-    shutil.copytree(bad, package / "hardware")  # carried hardware is used as is
+    carried = {  # a package whose hardware differs from its layers; carried hardware is used
+        f"hardware/{p.relative_to(bad).as_posix()}": p.read_bytes()
+        for p in bad.rglob("*")
+        if p.is_file()
+    }
+    add_package_files(package, carried)
     tile = Tile("astronaut crop", photo_tile((64, 64)))
     report = verify(package, [tile], cache=hw_cache, jobs=2)
     assert not report.ok
