@@ -197,7 +197,7 @@ def test_reading_past_the_end_of_a_stream_fails_loudly(hls, tmp_path):
 
 
 @needs_toolchain
-@pytest.mark.slow  # 21 cold g++ builds of 3-8 s each on 2 shared cores (5 fail: Pool_hls)
+@pytest.mark.slow  # 21 cold g++ builds (5 Pool_hls fail): 64 s measured on 2 shared cores
 def test_every_hls_node_is_exact_on_a_photo_tile(hls):
     from fcnseg.hw.verify.hls import HlsRunner, LibraryMismatch
     from fcnseg.hw.verify.libraries import finn_hlslib
