@@ -8,9 +8,11 @@ A package is a folder::
     hw_graph.onnx      the finn-plus HW-layer graph (before SpecializeLayers), reference only
     bitfile/...        optional (Vivado builds): the bitstream and its .hwh
     driver/settings.json  optional: the finn-plus-driver settings
-    hardware/...       optional: the generated hardware (``hardware/graph.json`` + one folder
+    hardware.tar.xz    optional: the generated hardware (``hardware/graph.json`` + one folder
                        per node with ``node.json`` and its HLS C++ / RTL sources), for
-                       inspection and for running it (``fcnseg.hw.verify.chain``)
+                       inspection (``tar -xJf``) and for running it (``fcnseg.hw.verify``);
+                       one archive because the node folders repeat library files
+                       (:mod:`fcnseg.host.hardware`)
     verification.json  optional: how the generated hardware was verified against the simulator
                        (schema: :func:`check_verification`); added by :func:`add_package_files`
 
@@ -55,7 +57,7 @@ re-derives every spatial size from the actual input, so a package runs on any mu
 net's stride (:attr:`Package.net_stride`, derived from the layers: 32 for five 2x2 pools).
 
 Every optional file is listed in ``files`` like the others (hashed); a ``verification.json`` or
-``hardware/graph.json`` that is present but not listed is refused, since nothing vouches for it.
+``hardware.tar.xz`` that is present but not listed is refused, since nothing vouches for it.
 
 Versioning: any change a version-1 reader would misread (a new required field, a new meaning)
 bumps ``FORMAT_VERSION``; readers refuse versions they do not know. New optional keys and new
@@ -96,8 +98,9 @@ VERIFICATION_NAME = "verification.json"
 VERIFICATION_FORMAT = "fcnseg-verification"
 VERIFICATION_FORMAT_VERSION = 1
 HARDWARE_DIR = "hardware"
-#: the hardware folder's description; format name and version as ``fcnseg.hw.verify.chain``
-#: writes them (keep in sync: this module must not import hw/)
+HARDWARE_ARCHIVE = "hardware.tar.xz"
+#: the hardware folder's description (a member of the archive); format name and version as
+#: ``fcnseg.hw.verify.chain`` writes them (keep in sync: this module must not import hw/)
 HARDWARE_GRAPH_NAME = f"{HARDWARE_DIR}/graph.json"
 HARDWARE_FORMAT = "fcnseg-hardware"
 HARDWARE_FORMAT_VERSION = 1
@@ -552,7 +555,7 @@ def load_package(path: str | os.PathLike) -> Package:
         layers=tuple(layers),
         card=card,
         verification=_read_listed_json(root, meta["files"], VERIFICATION_NAME, check_verification),
-        hardware=_read_listed_json(root, meta["files"], HARDWARE_GRAPH_NAME, check_hardware),
+        hardware=_read_hardware(root, meta["files"]),
     )
 
 
@@ -676,6 +679,29 @@ def _read_listed_json(
     except (OSError, ValueError) as e:
         raise UserError(f"{root}: {rel} unreadable ({type(e).__name__})") from None
     return check(data, f"{root}: {rel}")
+
+
+def _read_hardware(root: Path, files: Mapping[str, str]) -> dict[str, Any] | None:
+    """The checked ``hardware/graph.json`` of a listed ``hardware.tar.xz``, or None."""
+    from fcnseg.host.hardware import read_member
+
+    archive = root / HARDWARE_ARCHIVE
+    if HARDWARE_ARCHIVE not in files:
+        if archive.exists():
+            raise UserError(
+                f"{root}: {HARDWARE_ARCHIVE} is not listed in {JSON_NAME} (copied in by hand?); "
+                "add it with fcnseg.host.package.add_package_files"
+            )
+        return None
+    data = read_member(archive, HARDWARE_GRAPH_NAME)
+    where = f"{root}: {HARDWARE_ARCHIVE}:{HARDWARE_GRAPH_NAME}"
+    if data is None:
+        raise UserError(f"{where} is missing")
+    try:
+        parsed = json.loads(data)
+    except ValueError as e:
+        raise UserError(f"{where} unreadable ({type(e).__name__})") from None
+    return check_hardware(parsed, where)
 
 
 def _count(value: Any, what: str) -> int:

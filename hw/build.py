@@ -89,7 +89,7 @@ class BuildOptions:
     standalone_thresholds: bool = False
     #: generate every node's HLS C++ / RTL (finn's code generation, no Vivado) into
     #: ``BUILD/hardware`` and the package's ``hardware/`` (``fcnseg verify`` runs it).
-    hardware_sources: bool = False  # INTEGRATION: True once the backends land
+    hardware_sources: bool = True
 
     def resolved_clock_ns(self) -> float:
         return float(self.clock_ns if self.clock_ns is not None else self.board.clock_ns)
@@ -591,8 +591,12 @@ def _write_package(
             extra["driver/settings.json"] = settings
     hardware = out_dir / "hardware"
     if opts.hardware_sources and hardware.is_dir():
-        for path in sorted(p for p in hardware.rglob("*") if p.is_file()):
-            extra[f"hardware/{path.relative_to(hardware).as_posix()}"] = path
+        from fcnseg.atomic import atomic_open
+        from fcnseg.host.hardware import ARCHIVE_NAME, pack
+
+        with atomic_open(out_dir / ARCHIVE_NAME) as handle:
+            handle.write(pack(hardware))
+        extra[ARCHIVE_NAME] = out_dir / ARCHIVE_NAME
     from qonnx.core.modelwrapper import ModelWrapper
 
     # the package's thresholds must be the exact ones (refused otherwise, before writing)

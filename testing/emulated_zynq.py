@@ -34,7 +34,7 @@ What is emulated, and how
 The accelerator callback maps uint8 NHWC ``(N, H, W, 3)`` to int64 ``(N, h, w, C)``:
 :func:`sim_accelerator` (the bit-exact :class:`~fcnseg.host.sim.engine.SimEngine`) or
 :func:`standin_accelerator` (sleeps ``N / fps``: throughput measurements without the simulator's
-CPU cost) or :func:`generated_accelerator` (the package's generated hardware, ``hardware/``:
+CPU cost) or :func:`generated_accelerator` (the package's generated hardware, ``hardware.tar.xz``:
 every HLS node in C++ simulation and every RTL node in Verilator, chained by
 ``fcnseg.hw.verify.chain``; finn-free). :func:`make_settings` writes the
 ``driver/settings.json`` finn-plus's driver step (``MakePYNQDriver`` + ``get_driver_shapes``,
@@ -385,16 +385,12 @@ class GeneratedAccelerator:
     def __init__(
         self, package: Package, cache: Path | None = None, *, bridge: Any = None, jobs: int = 1
     ) -> None:
-        from fcnseg.host.package import HARDWARE_DIR
+        from fcnseg.host.hardware import package_hardware
         from fcnseg.hw.verify.chain import HardwareGraph
 
-        folder = package.file(HARDWARE_DIR)
-        if package.hardware is None or not folder.is_dir():
-            raise UserError(
-                f"{package.path}: the package carries no generated hardware ({HARDWARE_DIR}/): "
-                "regenerate it with its hardware, or use sim_accelerator"
-            )
-        self.graph = HardwareGraph.load(folder)
+        self.graph = HardwareGraph.load(
+            package_hardware(package, cache / "hardware" if cache else None)
+        )
         self.builds = self.graph.build(cache=cache, jobs=jobs)
         unbuildable = self.graph.unbuildable
         if unbuildable and bridge is None:
@@ -429,7 +425,7 @@ class GeneratedAccelerator:
 def generated_accelerator(
     package: Package, cache: Path | None = None, *, bridge: Any = None, jobs: int = 1
 ) -> GeneratedAccelerator:
-    """The package's generated hardware (``hardware/``) as the accelerator callback
+    """The package's generated hardware (``hardware.tar.xz``) as the accelerator callback
     (:class:`GeneratedAccelerator`); a one-line UserError when the package has none."""
     return GeneratedAccelerator(package, cache, bridge=bridge, jobs=jobs)
 

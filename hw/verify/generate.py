@@ -138,12 +138,34 @@ def graph_differences(a: ModelWrapper, b: ModelWrapper) -> list[str]:
     return found
 
 
-def backend_of(op_type: str) -> str:
-    """``"hls"`` or ``"rtl"`` from a specialised op type; anything else is refused."""
+def backend_of(op_type: str) -> str | None:
+    """``"hls"`` or ``"rtl"`` for a specialised HW layer, else None."""
     for suffix in ("hls", "rtl"):
         if op_type.endswith("_" + suffix):
             return suffix
-    raise UserError(f"{op_type} is not a specialised HW layer (run SpecializeLayers first)")
+    return None
+
+
+def hw_part(model: ModelWrapper) -> tuple[list, str, str]:
+    """The specialised HW layers of ``model`` with the one tensor entering and the one leaving
+    them. Layout ops outside the dataflow part (an input ``Transpose``) are left out; a non-HW
+    node between HW layers, or an unspecialised HW layer, is refused."""
+    nodes = list(model.graph.node)
+    hw = [i for i, n in enumerate(nodes) if backend_of(n.op_type)]
+    if not hw:
+        raise UserError("the graph has no specialised HW layers (run SpecializeLayers first)")
+    inside = nodes[hw[0] : hw[-1] + 1]
+    stray = [n for n in inside if not backend_of(n.op_type)]
+    if stray:
+        raise UserError(f"{stray[0].op_type} node {stray[0].name} is not a specialised HW layer")
+    made = {t for n in inside for t in n.output}
+    used = {t for n in inside for t in n.input}
+    entering = sorted(t for t in used - made if model.get_initializer(t) is None)
+    leaving = [o.name for o in model.graph.output if o.name in made]
+    leaving = leaving or sorted(made - used)
+    if len(entering) != 1 or len(leaving) != 1:
+        raise UserError(f"the HW layers take {entering} and give {leaving}: expected one each")
+    return inside, entering[0], leaving[0]
 
 
 def generate_hardware(target: Target, out_dir: str | Path) -> HardwareGraph:
@@ -158,8 +180,9 @@ def generate_hardware(target: Target, out_dir: str | Path) -> HardwareGraph:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         nodes, library = [], {}
-        for node in model.graph.node:
-            backend = backend_of(node.op_type)
+        inside, graph_input, graph_output = hw_part(model)
+        for node in inside:
+            backend = str(backend_of(node.op_type))
             make = generate_hls_node if backend == "hls" else generate_rtl_node
             generated = make(model, node, tmp / node.name, target.fpgapart, target.clk_ns)
             library.update(generated.library)
@@ -176,9 +199,9 @@ def generate_hardware(target: Target, out_dir: str | Path) -> HardwareGraph:
         graph = HardwareGraph(
             root=tmp,
             nodes=nodes,
-            input=model.graph.input[0].name,
-            output=model.graph.output[0].name,
-            input_shape=tuple(model.get_tensor_shape(model.graph.input[0].name)),
+            input=graph_input,
+            output=graph_output,
+            input_shape=tuple(model.get_tensor_shape(graph_input)),
             info=_info(target, library, __version__),
         )
         graph.save()

@@ -167,14 +167,17 @@ def image_tile(path: str | Path, tile: tuple[int, int]) -> Tile:
 
 
 def hardware_for(
-    target, regenerate: bool, work: Path, progress: Callable[[str], None]
+    target, regenerate: bool, work: Path, progress: Callable[[str], None], cache: Path | None
 ) -> HardwareGraph:
-    """The package's ``hardware/`` when it carries one (and ``regenerate`` is off), else the
-    graph generated now with finn into ``work``."""
-    carried = target.package_dir / HARDWARE_DIR
-    if not regenerate and (carried / "graph.json").is_file():
+    """The package's ``hardware.tar.xz`` when it carries one (and ``regenerate`` is off),
+    unpacked once into the cache; else the graph generated now with finn into ``work``."""
+    from fcnseg.host.hardware import ARCHIVE_NAME, materialize
+    from fcnseg.host.package import load_package
+
+    carried = target.package_dir / ARCHIVE_NAME
+    if not regenerate and load_package(target.package_dir).hardware is not None:
         progress(f"hardware: {carried} (carried by the package)")
-        return HardwareGraph.load(carried)
+        return HardwareGraph.load(materialize(carried, cache / "hardware" if cache else None))
     try:
         from fcnseg.hw.verify.generate import generate_hardware
     except ImportError as exc:  # pragma: no cover - board environment
@@ -208,7 +211,7 @@ def verify(
     tiles = list(tiles) if tiles else default_tiles(package.tile)
     with tempfile.TemporaryDirectory(prefix="fcnseg-verify-") as scratch:
         work = Path(work_dir) if work_dir else Path(scratch) / HARDWARE_DIR
-        graph = hardware_for(target, regenerate, work, progress)
+        graph = hardware_for(target, regenerate, work, progress, cache)
         chosen = _chosen(graph, nodes)
         reports = {n.name: NodeReport(n.name, n.kind, n.backend) for n in chosen}
         started = time.perf_counter()

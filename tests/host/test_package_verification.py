@@ -12,14 +12,16 @@ import copy
 import hashlib
 import json
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from fcnseg.errors import UserError
 from fcnseg.host import package as pkg
+from fcnseg.host.hardware import pack
 from fcnseg.host.package import (
-    HARDWARE_GRAPH_NAME,
+    HARDWARE_ARCHIVE,
     JSON_NAME,
     NPZ_NAME,
     VERIFICATION_NAME,
@@ -86,18 +88,28 @@ def _json(data) -> bytes:
     return (json.dumps(data, indent=1) + "\n").encode()
 
 
-def _hardware_files() -> dict[str, bytes]:
-    files = {HARDWARE_GRAPH_NAME: _json(GRAPH)}
-    for node in GRAPH["nodes"]:
-        files[f"hardware/{node['folder']}/node.json"] = _json({"name": node["name"]})
-        files[f"hardware/{node['folder']}/top_{node['name']}.cpp"] = b"void f() {}\n"
-    return files
+def _hardware_files(graph: dict | None = None) -> dict[str, bytes]:
+    """A hardware archive holding ``graph`` (default GRAPH) and a file or two per node."""
+    graph = GRAPH if graph is None else graph
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch)
+        (root / "graph.json").write_bytes(_json(graph))
+        for node in GRAPH["nodes"]:
+            (root / node["folder"]).mkdir()
+            (root / node["folder"] / "node.json").write_bytes(_json({"name": node["name"]}))
+            (root / node["folder"] / f"top_{node['name']}.cpp").write_bytes(b"void f() {}\n")
+        return {HARDWARE_ARCHIVE: pack(root)}
 
 
 @pytest.fixture
 def package(tmp_path: Path) -> Path:
     out = tmp_path / "fcn8s-tiny"
     shutil.copytree(TINY, out)
+    # the fixture carries its generated hardware: start from a package without it
+    meta = json.loads((out / JSON_NAME).read_text())
+    if meta["files"].pop(HARDWARE_ARCHIVE, None):
+        (out / HARDWARE_ARCHIVE).unlink()
+        (out / JSON_NAME).write_text(json.dumps(meta, indent=1) + "\n")
     return out
 
 
@@ -230,9 +242,8 @@ def test_unlisted_files_are_not_trusted(package):
     with pytest.raises(UserError, match=r"verification.json is not listed in accelerator.json"):
         load_package(package)
     (package / VERIFICATION_NAME).unlink()
-    (package / "hardware").mkdir()
-    (package / HARDWARE_GRAPH_NAME).write_bytes(_json(GRAPH))
-    with pytest.raises(UserError, match=r"hardware/graph.json is not listed"):
+    (package / HARDWARE_ARCHIVE).write_bytes(_hardware_files()[HARDWARE_ARCHIVE])
+    with pytest.raises(UserError, match=r"hardware.tar.xz is not listed"):
         load_package(package)
 
 
@@ -250,7 +261,7 @@ def test_malformed_hardware_graph_is_refused(package, edit, match):
     graph = copy.deepcopy(GRAPH)
     edit(graph)
     with pytest.raises(UserError, match=match):
-        add_package_files(package, {**_hardware_files(), HARDWARE_GRAPH_NAME: _json(graph)})
+        add_package_files(package, _hardware_files(graph))
     assert load_package(package).hardware is None
 
 

@@ -178,16 +178,13 @@ def test_a_corrupted_node_is_found_and_blamed(build_fcn8s, tiny_hardware, hw_cac
     rows = w.reshape(-1, w.shape[-1])
     rows[0] = -rows[0]  # one output channel's weights negated (a +-1 may cross no threshold)
     np.save(weights_file, w)
+    from fcnseg.host.hardware import ARCHIVE_NAME, pack
     from fcnseg.host.package import add_package_files
 
     package = tmp_path / "package"
     shutil.copytree(build_fcn8s.package_dir, package)
-    carried = {  # a package whose hardware differs from its layers; carried hardware is used
-        f"hardware/{p.relative_to(bad).as_posix()}": p.read_bytes()
-        for p in bad.rglob("*")
-        if p.is_file()
-    }
-    add_package_files(package, carried)
+    # a package whose hardware differs from its layers (carried hardware is used as is)
+    add_package_files(package, {ARCHIVE_NAME: pack(bad)})
     tile = Tile("astronaut crop", photo_tile((64, 64)))
     report = verify(package, [tile], cache=hw_cache, jobs=2)
     assert not report.ok

@@ -4,7 +4,10 @@ A tiny FCN-8s (4-bit weights and activations, width 8, 5 classes, 64x64 tile, ra
 through the hw flow's steps, with the last layer folded PE=5 so the output stream is folded
 (``oshape_folded [1, 8, 8, 1, 5]``), written by :func:`fcnseg.hw.to_package.build_package`.
 Its ``estimates.estimated_fps`` is finn-plus's own per-layer cycle estimate (``get_exp_cycles``)
-at 100 MHz. The board tests (``.venv-board``, no finn there) use the checked-in result::
+at 100 MHz. It carries its generated hardware (``hardware.tar.xz``: every node's HLS C++ / RTL from
+finn-plus's code generation for the zcu104 part, ``fcnseg.hw.verify.generate``), which the
+emulated board can run instead of the simulator. The board tests (``.venv-board``, no finn
+there) use the checked-in result::
 
     .venv/bin/python tests/board/data/make_fixture.py
 """
@@ -24,8 +27,10 @@ OUT = Path(__file__).resolve().parent / "fcn8s-tiny"
 def main() -> None:
     sys.path.insert(0, str(ROOT))
     import torch
+    from finn.transformation.streamline.round_thresholds import RoundAndClipThresholds
     from qonnx.custom_op.registry import getCustomOp
 
+    from fcnseg.hw.boards import get_board
     from fcnseg.hw.to_package import build_package
     from tests.helpers.sim_graph import build
 
@@ -35,6 +40,9 @@ def main() -> None:
         _, model, _ = build("fcn8s", 4, 4, 8, 5, 7, work)
         last = model.find_producer(model.graph.output[0].name)
         getCustomOp(last).set_nodeattr("PE", 5)
+        # integer thresholds, as every real build has them (finn's code generation needs them;
+        # the package stores the same ceil(t) either way)
+        model = model.transform(RoundAndClipThresholds())
         cycles = []
         for node in model.graph.node:
             try:
@@ -47,6 +55,7 @@ def main() -> None:
             "clock_ns": 10.0,
             "max_cycles": max(cycles),
             "source": "finn-plus 1.6.1 get_exp_cycles per layer at 100 MHz (tests/board fixture)",
+            "board": get_board("zcu104").to_json(),
         }
         card = json.loads((work / "model.json").read_text())
         card["name"] = "fcn8s-tiny-fixture"
@@ -62,9 +71,20 @@ def main() -> None:
             output_bias=[0.0] * 5,
             estimates=estimates,
         )
+        _add_hardware(OUT, work / "hardware")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     print(OUT)
+
+
+def _add_hardware(package: Path, scratch: Path) -> None:
+    """Generate the package's hardware (finn code generation) and add it as its archive."""
+    from fcnseg.host.hardware import ARCHIVE_NAME, pack
+    from fcnseg.host.package import add_package_files
+    from fcnseg.hw.verify.generate import generate_hardware, resolve_target
+
+    graph = generate_hardware(resolve_target(package), scratch)
+    add_package_files(package, {ARCHIVE_NAME: pack(graph.root)})
 
 
 if __name__ == "__main__":
