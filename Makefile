@@ -72,6 +72,9 @@ $(BOARD_VENV)/.installed: requirements/board.lock pyproject.toml
 demo: setup
 	$(VENV)/bin/fcnseg segment samples -o out --overlay --legend --overwrite
 
+# The generated-hardware tests share their C++/Verilator builds (keyed by content) across both
+# environments and across runs.
+test: export FCNSEG_TEST_HW_CACHE ?= $(CURDIR)/.cache/hw-test
 test: setup
 	@status=0; \
 	echo "== tests in $(VENV) (train + compile, numpy 2)"; \

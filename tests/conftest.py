@@ -28,3 +28,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip_vivado)
         if item.get_closest_marker("board") and not on_board:
             item.add_marker(skip_board)
+
+
+@pytest.fixture(scope="session")
+def hw_build_cache(tmp_path_factory: pytest.TempPathFactory):
+    """Where the generated-hardware tests build (``<root>/cppsim``, ``<root>/verilator``,
+    ``<root>/hardware``, as ``fcnseg verify --cache``): ``$FCNSEG_TEST_HW_CACHE`` when set —
+    ``make test`` sets it so both environments and later runs share builds, which are keyed by
+    content (compiler versions, flags, every source) — else a fresh folder for this session."""
+    from pathlib import Path
+
+    env = os.environ.get("FCNSEG_TEST_HW_CACHE")
+    return Path(env) if env else tmp_path_factory.mktemp("hw-build-cache")

@@ -18,7 +18,11 @@ def _table(report) -> str:
         build = "cached" if n.cached else f"{n.build_s:.1f}"
         status = n.status if n.status != "mismatch" else f"MISMATCH {n.mismatch}"
         if n.status == "not verified":
-            status = f"not verified ({n.reason.split(':')[0]})"
+            status = (
+                "not verified (library version)"
+                if "library version" in n.reason
+                else ("not verified")
+            )
         cycles = "" if n.cycles is None else str(n.cycles)
         rows.append(
             (n.name, n.kind, status, build, f"{n.run_s:.2f}", cycles, str(n.expected_cycles))

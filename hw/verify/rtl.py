@@ -26,11 +26,9 @@ from typing import Any
 import numpy as np
 
 from fcnseg.errors import UserError
+from fcnseg.hw.verify.generate import Target, resolve_target
+from fcnseg.hw.verify.run import first_mismatch
 from fcnseg.hw.verify.tensors import simulator_tensors, to_finn_layout
-
-#: the folded model of a build (the last estimate-only step saves it)
-FOLDED_MODEL = Path("intermediate_models") / "step_generate_estimate_reports.onnx"
-BUILD_OPTIONS = "fcnseg_build.json"
 
 
 @dataclass
@@ -56,68 +54,6 @@ class NodeResult:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
-
-
-@dataclass(frozen=True)
-class Target:
-    """What code generation needs beyond the model: FPGA part and clock period (ns)."""
-
-    model_path: Path
-    fpgapart: str
-    clk_ns: float
-    package_dir: Path | None
-
-
-def resolve_target(
-    source: str | Path, fpgapart: str | None = None, clk_ns: float | None = None
-) -> Target:
-    """A build folder or folded model -> its model, part and clock (from ``fcnseg_build.json``)."""
-    source = Path(source)
-    if source.is_dir():
-        model, build = source / FOLDED_MODEL, source
-    elif source.is_file() and source.suffix == ".onnx":
-        model, build = source, source.parent.parent
-    else:
-        raise UserError(f"{source} is no build folder or .onnx model")
-    if not model.is_file():
-        raise UserError(f"{source} has no folded model ({FOLDED_MODEL}): run `fcnseg compile`")
-    if (build / BUILD_OPTIONS).is_file() and (fpgapart is None or clk_ns is None):
-        from fcnseg.hw.build import BuildOptions
-
-        opts = BuildOptions.load(build / BUILD_OPTIONS)
-        fpgapart = fpgapart or opts.board.part
-        clk_ns = clk_ns or opts.resolved_clock_ns()
-    if fpgapart is None or clk_ns is None:
-        raise UserError(f"{model}: no {BUILD_OPTIONS} beside it; give fpgapart and clk_ns")
-    package = build / "package"
-    return Target(model, fpgapart, float(clk_ns), package if package.is_dir() else None)
-
-
-def _dataflow_child(model):
-    """The HW graph: the model, or the child of its one dataflow partition."""
-    from qonnx.core.modelwrapper import ModelWrapper
-    from qonnx.custom_op.registry import getCustomOp
-
-    parts = [n for n in model.graph.node if n.op_type == "StreamingDataflowPartition"]
-    if len(parts) != 1:
-        return model
-    return ModelWrapper(getCustomOp(parts[0]).get_nodeattr("model"))
-
-
-def first_mismatch(got: np.ndarray, want: np.ndarray) -> dict[str, Any] | None:
-    """None when equal; else the first differing index and both values (or the shapes)."""
-    if got.shape != want.shape:
-        return {"shape": list(got.shape), "expected_shape": list(want.shape)}
-    diff = np.argwhere(got != want)
-    if not len(diff):
-        return None
-    at = tuple(int(i) for i in diff[0])
-    return {
-        "position": list(at),
-        "value": int(got[at]),
-        "expected": int(want[at]),
-        "count": int(len(diff)),
-    }
 
 
 def _context(model, node, tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -212,8 +148,6 @@ def verify_rtl_nodes(
     nodes: list[str] | None = None,
     cache: Path | None = None,
     work_dir: Path | None = None,
-    fpgapart: str | None = None,
-    clk_ns: float | None = None,
     progress: Callable[[NodeResult], None] | None = None,
 ) -> list[NodeResult]:
     """Run every RTL node of a folded build on Verilator and compare it with the simulator.
@@ -224,24 +158,25 @@ def verify_rtl_nodes(
     run to these node names. ``cache``: Verilator build cache (default
     ``~/.cache/fcnseg/verilator``); ``work_dir``: generated RTL per node (default: a temporary
     folder). Needs finn-plus and Verilator (one-line errors without them).
+
+    This is finn's own ``rtlsim`` path (finn's Python word packing, one node at a time); ``fcnseg
+    verify`` (:mod:`.run`) is the fast, chained verification of every node.
     """
     from fcnseg.hw.compat import prepare_finn
     from fcnseg.hw.verify.verilator import installed
     from fcnseg.hw.verify.verilator_build import verilator_root
 
     verilator_root()  # fail before any code generation when Verilator is missing
-    target = resolve_target(source, fpgapart, clk_ns)
+    target = resolve_target(source)
     if isinstance(inputs, np.ndarray):
         inputs = _tile_tensors(target, inputs)
-    from qonnx.core.modelwrapper import ModelWrapper
-
     with tempfile.TemporaryDirectory(prefix="fcnseg-verify-") as scratch:
         prepare_finn()
-        model = _dataflow_child(ModelWrapper(str(target.model_path)))
+        model = target.model()
         chosen = [n for n in rtl_nodes(model) if nodes is None or n.name in nodes]
         if nodes is not None and len(chosen) != len(set(nodes)):
             missing = sorted(set(nodes) - {n.name for n in chosen})
-            raise UserError(f"no RTL node named {', '.join(missing)} in {target.model_path}")
+            raise UserError(f"no RTL node named {', '.join(missing)} in {target.source}")
         work = Path(work_dir) if work_dir else Path(scratch) / "rtl"
         results = []
         with installed(cache):
@@ -256,6 +191,4 @@ def verify_rtl_nodes(
 def _tile_tensors(target: Target, tile: np.ndarray) -> dict[str, np.ndarray]:
     from fcnseg.host.package import load_package
 
-    if target.package_dir is None:
-        raise UserError(f"{target.model_path}: no package beside it to compute the tensors with")
     return simulator_tensors(load_package(target.package_dir), tile)

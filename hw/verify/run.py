@@ -289,7 +289,7 @@ def _compare_alone(
 
 def _build_line(node: HardwareNode, outcome: BuildInfo | LibraryMismatch) -> str:
     if isinstance(outcome, LibraryMismatch):
-        return f"build {node.name}: not verified: {outcome}"
+        return f"build {node.name}: {outcome}"
     how = "cached" if outcome.cached else f"{outcome.seconds:.1f} s"
     return f"build {node.name} ({node.kind}): {how}"
 
@@ -297,7 +297,8 @@ def _build_line(node: HardwareNode, outcome: BuildInfo | LibraryMismatch) -> str
 def _record_build(rep: NodeReport, outcome, graph: HardwareGraph, node: HardwareNode) -> None:
     rep.expected_cycles = graph.generated(node).expected_cycles
     if isinstance(outcome, LibraryMismatch):
-        rep.status, rep.reason = "not verified", f"library version: {outcome}"
+        text = str(outcome)
+        rep.status, rep.reason = "not verified", text.split("not verified: ", 1)[-1]
     else:
         rep.build_s, rep.cached = round(outcome.seconds, 3), outcome.cached
 
@@ -315,12 +316,15 @@ def _equal(got: np.ndarray, want: np.ndarray) -> bool:
     return got.size == want.size and np.array_equal(got.reshape(want.shape), want)
 
 
-def first_mismatch(got: np.ndarray, want: np.ndarray) -> dict[str, Any]:
-    """The first differing index, both values and how many differ (or the two shapes)."""
+def first_mismatch(got: np.ndarray, want: np.ndarray) -> dict[str, Any] | None:
+    """None when equal; else the first differing index, both values and how many differ (or
+    the two shapes)."""
     if got.size != want.size:
         return {"shape": list(got.shape), "expected_shape": list(want.shape)}
     got = got.reshape(want.shape)
     diff = np.argwhere(got != want)
+    if not len(diff):
+        return None
     at = tuple(int(i) for i in diff[0])
     return {
         "position": list(at),

@@ -4,7 +4,7 @@ is every generated node of the package (HLS C++ in simulation, RTL in Verilator,
 ``fcnseg.hw.verify.chain``), and the scores must equal the ``sim`` backend byte for byte.
 
 The package is the checked-in tiny FCN-8s (tests/board/data/fcn8s-tiny, made by
-tests/board/data/make_fixture.py); these tests need its ``hardware/`` folder. Nodes the
+tests/board/data/make_fixture.py); these tests need its ``hardware.tar.xz``. Nodes the
 available finn-hlslib cannot build (``Pool_hls`` against the offline copy) are computed by the
 simulator's layer and named; every other node runs as generated code. Runs where pynq is
 installed (``.venv-board``: no finn there); needs g++ and Verilator.
@@ -22,7 +22,7 @@ pytest.importorskip("pynq")
 from fcnseg.errors import UserError  # noqa: E402
 from fcnseg.host.backends.pynq import open_engine  # noqa: E402
 from fcnseg.host.images import load_image  # noqa: E402
-from fcnseg.host.package import HARDWARE_DIR, load_package  # noqa: E402
+from fcnseg.host.package import HARDWARE_ARCHIVE, load_package  # noqa: E402
 from fcnseg.host.segmenter import Segmenter  # noqa: E402
 from fcnseg.host.sim.engine import SimEngine  # noqa: E402
 from fcnseg.testing import emulated_zynq as ez  # noqa: E402
@@ -37,18 +37,17 @@ LIBRARY_GAPS = {"Pool_hls"}
 @pytest.fixture(scope="module")
 def package():
     package = load_package(TINY)
-    if package.hardware is None:
-        pytest.skip(
-            f"{TINY.name} carries no {HARDWARE_DIR}/ yet (regenerate it with "
-            "tests/board/data/make_fixture.py once the package writer adds the hardware)"
-        )
+    assert package.hardware is not None, (
+        f"{TINY.name} carries no {HARDWARE_ARCHIVE}: regenerate it with "
+        "tests/board/data/make_fixture.py"
+    )
     return package
 
 
 @pytest.fixture(scope="module")
-def accelerator(package):
-    """Every node built (cached by content in the user's cache: a re-run only runs)."""
-    acc = ez.generated_accelerator(package, bridge="simulator", jobs=2)
+def accelerator(package, hw_build_cache):
+    """Every node built (cached by content: a re-run only runs)."""
+    acc = ez.generated_accelerator(package, hw_build_cache, bridge="simulator", jobs=2)
     kinds = {n.name: n.kind for n in acc.graph.nodes}
     assert {kinds[name] for name in acc.bridged} <= LIBRARY_GAPS, acc.bridged
     return acc
@@ -122,6 +121,6 @@ def test_a_package_without_hardware_is_one_clear_line(tmp_path):
         board=full.board,
         hw_graph=full.file(HW_GRAPH_NAME).read_bytes(),
     )
-    with pytest.raises(UserError, match=r"carries no generated hardware \(hardware/\)") as err:
+    with pytest.raises(UserError, match=r"no generated hardware \(hardware.tar.xz\)") as err:
         ez.generated_accelerator(load_package(bare))
     assert "\n" not in str(err.value)

@@ -42,7 +42,7 @@ class Codegen:
 def codegen(build_fcn8s, tmp_path_factory: pytest.TempPathFactory) -> Codegen:
     from fcnseg.hw.build import BuildOptions, make_config
     from fcnseg.hw.compat import prepare_finn
-    from fcnseg.hw.verify.rtl import FOLDED_MODEL, _dataflow_child
+    from fcnseg.hw.verify.generate import FOLDED_MODEL, dataflow_child
 
     prepare_finn()
     from finn.builder.build_dataflow_steps import step_hw_codegen
@@ -54,7 +54,7 @@ def codegen(build_fcn8s, tmp_path_factory: pytest.TempPathFactory) -> Codegen:
     cfg = make_config(
         dataclasses.replace(opts, out_dir=out), ["step_hw_codegen"], target_fps=None, vivado=True
     )
-    model = _dataflow_child(ModelWrapper(str(build / FOLDED_MODEL)))
+    model = dataflow_child(ModelWrapper(str(build / FOLDED_MODEL)))
     names = [n.name for n in model.graph.node]
     started = time.perf_counter()
     model = step_hw_codegen(model, cfg)

@@ -97,8 +97,8 @@ def tiny_hardware(build_fcn8s, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def hw_cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("hw-cache")
+def hw_cache(hw_build_cache) -> Path:
+    return hw_build_cache
 
 
 def test_hardware_folder_is_wired_like_the_graph(tiny_hardware, build_fcn8s):

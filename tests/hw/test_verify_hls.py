@@ -55,16 +55,15 @@ class Hls:
     """The tiny build's HW graph, the simulator's tensors on a photo tile, folders and a cache."""
 
     def __init__(self, build, root: Path) -> None:
-        from qonnx.core.modelwrapper import ModelWrapper
 
         from fcnseg.host.package import load_package
         from fcnseg.hw.compat import prepare_finn
-        from fcnseg.hw.verify.rtl import _dataflow_child, resolve_target
+        from fcnseg.hw.verify.generate import resolve_target
         from fcnseg.hw.verify.tensors import simulator_tensors
 
         prepare_finn()
         self.target = resolve_target(build.out_dir)
-        self.model = _dataflow_child(ModelWrapper(str(self.target.model_path)))
+        self.model = self.target.model()
         package = load_package(build.package_dir)
         self.tensors = simulator_tensors(package, _photo_tile(package.tile))
         self.root = root
@@ -104,8 +103,10 @@ class Hls:
 
 
 @pytest.fixture(scope="session")
-def hls(build_fcn8s, tmp_path_factory: pytest.TempPathFactory) -> Hls:
-    return Hls(build_fcn8s, tmp_path_factory.mktemp("hls"))
+def hls(build_fcn8s, tmp_path_factory: pytest.TempPathFactory, hw_build_cache: Path) -> Hls:
+    made = Hls(build_fcn8s, tmp_path_factory.mktemp("hls"))
+    made.cache = hw_build_cache / "cppsim"
+    return made
 
 
 @needs_toolchain

@@ -55,7 +55,8 @@ def _nodes_by_kind(build_dir: Path) -> dict[str, list[str]]:
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.custom_op.registry import getCustomOp
 
-    from fcnseg.hw.verify.rtl import FOLDED_MODEL, rtl_nodes
+    from fcnseg.hw.verify.generate import FOLDED_MODEL
+    from fcnseg.hw.verify.rtl import rtl_nodes
 
     kinds: dict[str, list[str]] = {}
     for node in rtl_nodes(ModelWrapper(str(build_dir / FOLDED_MODEL))):
@@ -108,7 +109,8 @@ def test_every_rtl_node_is_exact_on_a_photo_tile(build_fcn8s, verilator_cache):
     from qonnx.core.modelwrapper import ModelWrapper
     from qonnx.custom_op.registry import getCustomOp
 
-    from fcnseg.hw.verify.rtl import FOLDED_MODEL, verify_rtl_nodes
+    from fcnseg.hw.verify.generate import FOLDED_MODEL
+    from fcnseg.hw.verify.rtl import verify_rtl_nodes
 
     tile = _photo_tile((64, 64))
     results = verify_rtl_nodes(build_fcn8s.out_dir, tile, cache=verilator_cache)
@@ -127,7 +129,8 @@ def test_a_difference_is_reported_at_its_first_position(
 ):
     from qonnx.core.modelwrapper import ModelWrapper
 
-    from fcnseg.hw.verify.rtl import FOLDED_MODEL, verify_rtl_nodes
+    from fcnseg.hw.verify.generate import FOLDED_MODEL
+    from fcnseg.hw.verify.rtl import verify_rtl_nodes
 
     name = _nodes_by_kind(build_fcn8s.out_dir)["FMPadding_rtl"][0]
     model = ModelWrapper(str(build_fcn8s.out_dir / FOLDED_MODEL))
@@ -154,7 +157,8 @@ def test_a_stalled_stream_raises_finns_timeout(build_fcn8s, fcn8s_tensors, veril
     from qonnx.custom_op.registry import getCustomOp
 
     from fcnseg.hw.verify import verilator
-    from fcnseg.hw.verify.rtl import FOLDED_MODEL, resolve_target, verify_rtl_nodes
+    from fcnseg.hw.verify.generate import FOLDED_MODEL, resolve_target
+    from fcnseg.hw.verify.rtl import verify_rtl_nodes
     from fcnseg.hw.verify.verilator_build import build_design
 
     name = _nodes_by_kind(build_fcn8s.out_dir)["FMPadding_rtl"][0]

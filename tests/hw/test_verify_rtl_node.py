@@ -157,15 +157,14 @@ class Generated:
     def __init__(self, result, root: Path):
         from fcnseg.host.package import load_package
         from fcnseg.hw.compat import prepare_finn
-        from fcnseg.hw.verify.rtl import _dataflow_child, resolve_target
+        from fcnseg.hw.verify.generate import resolve_target
         from fcnseg.hw.verify.rtl_node import generate_rtl_node
         from fcnseg.hw.verify.tensors import simulator_tensors
 
         prepare_finn()
-        from qonnx.core.modelwrapper import ModelWrapper
 
         target = resolve_target(result.out_dir)
-        self.model = _dataflow_child(ModelWrapper(str(target.model_path)))
+        self.model = target.model()
         self.folders: dict[str, Path] = {}
         self.kinds: dict[str, list[str]] = {}
         for node in self.model.graph.node:
@@ -198,8 +197,8 @@ class Generated:
 
 
 @pytest.fixture(scope="session")
-def rtl_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("rtl-node-cache")
+def rtl_cache(hw_build_cache: Path) -> Path:
+    return hw_build_cache / "verilator"
 
 
 @pytest.fixture(scope="session")
