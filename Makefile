@@ -38,8 +38,9 @@ help:
 	@echo "make train    train the default FCN-8s on synthetic scenes -> runs/default-fcn8s (CONFIG=..., RUN=..., TRAIN_ARGS=--resume)"
 	@echo "make export   export RUN's best checkpoint to QONNX -> build/<run>/export (EXPORT=..., TILE=...)"
 	@echo "make hw       compile the export with finn-plus -> build/<run>-<board> (BOARD=pynq-z2|zcu104|kv260)"
-	@echo "make rebuild-shipped  re-export models/*/export and recompile host/packages/ from the"
-	@echo "              committed checkpoints (overwrites the git-tracked shipped artifacts)"
+	@echo "make rebuild-shipped  re-export models/*/export, recompile host/packages/ from the"
+	@echo "              committed checkpoints and verify their generated hardware (overwrites"
+	@echo "              the git-tracked shipped artifacts)"
 	@echo "make bench    run the benchmarks, write bench/results.json and bench/RESULTS.md"
 	@echo "make lint     ruff"
 
@@ -102,6 +103,9 @@ shipped-export-%: $(VENV)/.installed
 
 shipped-package-%: shipped-export-default-fcn8s
 	$(VENV)/bin/fcnseg compile models/default-fcn8s/export --board $* -o build/shipped-fcn8s-$*
+	# the generated hardware, chained, against the simulator; recorded in the package
+	$(VENV)/bin/fcnseg verify build/shipped-fcn8s-$* --record \
+		--report build/shipped-fcn8s-$*/report/verification.json
 	rm -rf host/packages/fcn8s-$*.new
 	cp -R build/shipped-fcn8s-$*/package host/packages/fcn8s-$*.new
 	rm -rf host/packages/fcn8s-$*
