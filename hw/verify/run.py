@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -129,7 +130,7 @@ class Report:
                 "exact": sum(n.status == "exact" for n in self.nodes),
                 "mismatch": [n.name for n in self.nodes if n.status == "mismatch"],
                 "not_verified": {
-                    n.name: n.reason for n in self.nodes if n.status == "not verified"
+                    n.name: portable(n.reason) for n in self.nodes if n.status == "not verified"
                 },
             },
             "by_kind": self.by_kind(),
@@ -137,6 +138,14 @@ class Report:
             "seconds_per_tile": round(self.seconds_per_tile, 2),
             "libraries": self.libraries,
         }
+
+
+def portable(reason: str) -> str:
+    """A reason without this machine's paths (a package travels): ``(/abs/dir)`` groups and
+    ``; log: ...`` dropped, ``/abs/dir/file.cpp:31:42:`` shortened to ``file.cpp:31:42:``."""
+    text = re.sub(r" \(/[^)]*\)", "", reason)
+    text = re.sub(r"; log: \S+$", "", text)
+    return re.sub(r"/\S*/([^/\s]+:\d+(?::\d+)?:)", r"\1", text)
 
 
 def utc_now() -> str:
