@@ -659,20 +659,28 @@ VERIFICATION_LEVELS = ("chained", "isolated")
 VERIFICATION_RESULTS = ("exact", "mismatch")
 
 
-def _read_listed_json(
-    root: Path, files: Mapping[str, str], rel: str, check: Any
-) -> dict[str, Any] | None:
-    """``rel`` parsed and checked by ``check(data, where)``; None when the package has none.
+def _listed(root: Path, files: Mapping[str, str], rel: str) -> Path | None:
+    """The path of the optional file ``rel`` if the package lists it; None if it has none.
 
     Only a listed file is read (its sha256 was verified with the others): one present but not
     listed is refused, since the package does not vouch for it."""
     path = root / rel
-    if rel not in files:
-        if path.exists():
-            raise UserError(
-                f"{root}: {rel} is not listed in {JSON_NAME} (copied in by hand?); add it with "
-                "fcnseg.host.package.add_package_files"
-            )
+    if rel in files:
+        return path
+    if path.exists():
+        raise UserError(
+            f"{root}: {rel} is not listed in {JSON_NAME} (copied in by hand?); add it with "
+            "fcnseg.host.package.add_package_files"
+        )
+    return None
+
+
+def _read_listed_json(
+    root: Path, files: Mapping[str, str], rel: str, check: Any
+) -> dict[str, Any] | None:
+    """``rel`` parsed and checked by ``check(data, where)``; None when the package has none."""
+    path = _listed(root, files, rel)
+    if path is None:
         return None
     try:
         data = json.loads(path.read_text())
@@ -685,13 +693,8 @@ def _read_hardware(root: Path, files: Mapping[str, str]) -> dict[str, Any] | Non
     """The checked ``hardware/graph.json`` of a listed ``hardware.tar.xz``, or None."""
     from fcnseg.host.hardware import read_member
 
-    archive = root / HARDWARE_ARCHIVE
-    if HARDWARE_ARCHIVE not in files:
-        if archive.exists():
-            raise UserError(
-                f"{root}: {HARDWARE_ARCHIVE} is not listed in {JSON_NAME} (copied in by hand?); "
-                "add it with fcnseg.host.package.add_package_files"
-            )
+    archive = _listed(root, files, HARDWARE_ARCHIVE)
+    if archive is None:
         return None
     data = read_member(archive, HARDWARE_GRAPH_NAME)
     where = f"{root}: {HARDWARE_ARCHIVE}:{HARDWARE_GRAPH_NAME}"
