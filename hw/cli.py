@@ -127,17 +127,65 @@ def compile_(
     metavar="H W",
     help="Frame size (px) to give frames/s for, from the exact tiling of one frame.",
 )
+@click.option(
+    "--in-flight",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    metavar="D",
+    help="Tiles the host keeps submitted (default: what the host does today, one call of the "
+    "Segmenter's 4 tiles at a time), for the latency-counting frames/s estimate.",
+)
+@click.option(
+    "--batch",
+    type=click.IntRange(min=1),
+    default=None,
+    metavar="B",
+    help="Tiles per DMA call (default: --in-flight, up to the pynq backend's batch limit); "
+    "D/B calls are in flight.",
+)
+@click.option(
+    "--call-overhead-ms",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Host time per DMA call (driver, cache flush); 0: not counted.",
+)
+@click.option(
+    "--host-ms",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Host work per frame (decode, upsample + argmax, encode) beside the fabric; 0: not "
+    "counted.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-def info(path: Path, frame: tuple[int, int], as_json: bool) -> None:
+def info(
+    path: Path,
+    frame: tuple[int, int],
+    in_flight: int,
+    batch: int | None,
+    call_overhead_ms: float,
+    host_ms: float,
+    as_json: bool,
+) -> None:
     """Print what a deployment package or a build folder holds and its estimates.
 
     The accelerator's classes, tile, strides, receptive field, exact overlap and bitfile; the
     generated hardware the package carries and whether and how it was verified; the per-layer
-    cycles per tile and resources; tiles/s, the board fit, and frames/s for --frame.
+    cycles per tile and resources; tiles/s, the board fit, and frames/s for --frame, both at the
+    steady-state rate and (estimates, fcnseg.hw.throughput) counting finn's latency per call with
+    --in-flight tiles in flight, one frame at a time, and the host's costs.
     """
     import json
 
     from fcnseg.hw.info import describe, format_info, info_summary
 
-    summary = info_summary(describe(path), (int(frame[0]), int(frame[1])))
+    host = {
+        "in_flight": in_flight,
+        "batch": batch,
+        "call_overhead_s": call_overhead_ms / 1e3,
+        "frame_work_s": host_ms / 1e3,
+    }
+    summary = info_summary(describe(path), (int(frame[0]), int(frame[1])), host)
     click.echo(json.dumps(summary, indent=2) if as_json else format_info(summary))

@@ -14,6 +14,7 @@ finn, onnx and torch are absent.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,7 @@ from fcnseg.hw import report
 if TYPE_CHECKING:
     from fcnseg.host.package import Package
     from fcnseg.host.tiling import Geometry
+    from fcnseg.hw.throughput import Fabric, Host
 
 #: frame size ``fcnseg info`` gives frames/s for by default (Cityscapes at half resolution).
 DEFAULT_FRAME = (512, 1024)
@@ -62,10 +64,20 @@ def describe(path: Path) -> Described:
     return Described(Path(path), summary, package)
 
 
-def frames(geometry: Geometry, frame: tuple[int, int], tiles_per_s: float) -> dict[str, Any]:
+def frames(
+    geometry: Geometry,
+    frame: tuple[int, int],
+    tiles_per_s: float,
+    *,
+    fabric: Fabric | None = None,
+    host: Host | None = None,
+) -> dict[str, Any]:
     """Frames/s for ``frame``-sized images: the tiles of the host's exact tiling of one frame
-    (default overlap from the receptive field), at the accelerator's ``tiles_per_s``."""
+    (default overlap from the receptive field), at the accelerator's steady ``tiles_per_s``;
+    with ``fabric`` also ``latency``: what ``host`` (tiles in flight, per call, its own costs)
+    achieves, counting finn's latency per call (:func:`fcnseg.hw.throughput.estimate`)."""
     from fcnseg.host.tiling import plan_tiles
+    from fcnseg.hw.throughput import Host, estimate
 
     height, width = frame
     if height < 1 or width < 1:
@@ -73,7 +85,7 @@ def frames(geometry: Geometry, frame: tuple[int, int], tiles_per_s: float) -> di
     plan = plan_tiles(geometry, geometry.canvas_shape(height, width))
     tiles = len(plan.tiles)
     computed = tiles * geometry.tile[0] * geometry.tile[1]
-    return {
+    out: dict[str, Any] = {
         "frame": [height, width],
         "tile": list(geometry.tile),
         "overlap": plan.overlap,
@@ -82,6 +94,77 @@ def frames(geometry: Geometry, frame: tuple[int, int], tiles_per_s: float) -> di
         "kept_share": height * width / computed,
         "frames_per_s": tiles_per_s / tiles,
     }
+    if fabric is not None:
+        out["latency"] = estimate(fabric, tiles, host or Host())
+    return out
+
+
+def package_fabric(package: Package) -> Fabric | None:
+    """The package's pipeline for :mod:`fcnseg.hw.throughput`: finn's ``max_cycles`` and
+    ``critical_path_cycles`` and the cycles its board's IODMA port (``dma_port_width``) needs
+    for one tile's input or output; None without those estimates."""
+    from fcnseg.host.package import dtype_bits
+    from fcnseg.hw.throughput import Fabric, dma_cycles
+
+    est = package.estimates
+    if not all(k in est for k in ("max_cycles", "critical_path_cycles", "clock_ns")):
+        return None
+    port = (est.get("board") or {}).get("dma_port_width")
+    cycles = 0
+    if port:
+        for io in (package.input, package.output):
+            values = math.prod(int(v) for v in io["shape"][1:])
+            cycles = max(cycles, dma_cycles(-(-values * dtype_bits(io["dtype"])[0] // 8), port))
+    return Fabric.from_estimates(est, dma_cycles=cycles)
+
+
+def package_max_batch(package: Package) -> int:
+    """Tiles per call the pynq backend allows by default: its ``DEFAULT_MAX_BATCH``, and what
+    its ``DEFAULT_BUFFER_LIMIT`` of contiguous memory holds (packed input + output per tile)."""
+    from fcnseg.host.backends.pynq import DEFAULT_BUFFER_LIMIT, DEFAULT_MAX_BATCH
+    from fcnseg.host.package import dtype_bits
+
+    per_tile = 0
+    for io in (package.input, package.output):
+        values = math.prod(int(v) for v in io["shape"][1:])
+        per_tile += -(-values * dtype_bits(io["dtype"])[0] // 8)
+    return max(1, min(DEFAULT_MAX_BATCH, DEFAULT_BUFFER_LIMIT // per_tile))
+
+
+def latency_lines(latency: dict[str, Any] | None) -> list[str]:
+    """``frames["latency"]`` as text: steady state, the host's in-flight depth, one frame."""
+    if latency is None:
+        return []
+    bound = {"fabric": "reaches the steady rate", "latency": "latency-bound", "host": "host-bound"}
+    need = latency["in_flight_for_steady"]
+    host = (
+        f"host work {latency['host_frame_ms']:g} ms/frame"
+        if latency["host_frame_ms"]
+        else "host work per frame not counted (--host-ms)"
+    )
+    overhead = (
+        f"{latency['call_overhead_ms']:g} ms driver overhead per call"
+        if latency["call_overhead_ms"]
+        else "driver overhead per call not counted (--call-overhead-ms)"
+    )
+    return [
+        f"estimate {latency['steady_frames_per_s']:.2f} frames/s steady state "
+        f"({latency['steady_tiles_per_s']:.1f} tiles/s, one per {latency['interval_ms']:.2f} ms);"
+        f" latency {latency['latency_ms']:.1f} ms per tile (finn's critical path, pessimistic)",
+        f"estimate {latency['frames_per_s']:.2f} frames/s with {latency['in_flight']} tiles in "
+        f"flight ({latency['calls_in_flight']} call{'s' * (latency['calls_in_flight'] != 1)} of "
+        f"{latency['tiles_per_call']} tiles, {latency['call_ms']:.1f} ms each; batch limit "
+        f"{latency['max_batch']}): {latency['tiles_per_s']:.1f} tiles/s, "
+        f"{bound[latency['bound']]}"
+        + (
+            f"; {need} tiles in flight ({need // latency['tiles_per_call']} calls of "
+            f"{latency['tiles_per_call']}) reach the steady rate"
+            if need
+            else ""
+        ),
+        f"estimate {latency['one_frame_frames_per_s']:.2f} frames/s one frame at a time "
+        f"({latency['frame_alone_ms']:.0f} ms per frame); {host}; {overhead}",
+    ]
 
 
 def bitfile_of(package: Package) -> str | None:
@@ -215,13 +298,28 @@ def facts_lines(facts: dict[str, Any]) -> list[str]:
     ]
 
 
-def info_summary(described: Described, frame: tuple[int, int]) -> dict[str, Any]:
-    """The summary with ``frames`` for ``frame`` and, with a package, its ``accelerator`` facts."""
+def info_summary(
+    described: Described, frame: tuple[int, int], host: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The summary with ``frames`` for ``frame`` and, with a package, its ``accelerator`` facts
+    and ``frames["latency"]`` for a :class:`~fcnseg.hw.throughput.Host` made of ``host``
+    (``in_flight``, ``batch``, ``call_overhead_s``, ``frame_work_s``; the batch limit is the
+    pynq backend's)."""
+    from fcnseg.hw.throughput import Host
+
     summary = dict(described.summary or {})
     if described.package is not None:
-        geometry = described.package.geometry
+        package = described.package
+        geometry = package.geometry
         if described.summary is not None:
-            summary["frames"] = frames(geometry, frame, float(summary["estimated_fps"]))
+            feeder = Host(**{"max_batch": package_max_batch(package), **(host or {})})
+            summary["frames"] = frames(
+                geometry,
+                frame,
+                float(summary["estimated_fps"]),
+                fabric=package_fabric(package),
+                host=feeder,
+            )
         summary["accelerator"] = accelerator_facts(described.package)
     elif (summary.get("frames") or {}).get("frame") != list(frame):
         raise UserError(
@@ -238,4 +336,5 @@ def format_info(summary: dict[str, Any]) -> str:
     head = [*facts_lines(facts), ""] if facts else []
     if "layers" not in summary:
         return "\n".join([*head, "no finn estimates in this package: cycles, rates unknown"])
-    return "\n".join([*head, report.format_table(summary)])
+    tail = latency_lines((summary.get("frames") or {}).get("latency"))
+    return "\n".join([*head, report.format_table(summary), *tail])
