@@ -16,6 +16,10 @@ Compared, on the same scores:
 - ``torch``: ``F.interpolate(bilinear, align_corners=False)`` of the dequantized float32 scores,
   then ``argmax`` (1 thread); float32, so labels may differ at near-ties (agreement reported).
 
+Timing: the implementations in turns (one repetition of each, then the next), CPU time on the
+thread clock (all run on the calling thread; torch with 1 thread) and wall time, median
+[min–max] over the repetitions; ratios to ``fcnseg`` per repetition.
+
 Peak memory: numpy paths with ``tracemalloc`` (numpy reports its buffers to it) in a separate run
 (peak minus the memory traced before the call); torch with the process's peak resident set size,
 reset before the call by writing ``5`` to ``/proc/self/clear_refs`` and read back from ``VmHWM``
@@ -35,7 +39,8 @@ from typing import Any
 
 import numpy as np
 
-from fcnseg.benchmarks.runner import Context, check, headline, interleaved, ratio
+from fcnseg.benchmarks.runner import Context, check, interleaved, ratio_headline
+from fcnseg.benchmarks.timing import brief, off_thread_notes, paired_ratio
 
 CLASSES = 21
 STRIDE = 8
@@ -189,11 +194,12 @@ def run(ctx: Context) -> dict[str, Any]:
         if have_torch:
             agree = float((fns["torch interpolate + argmax"]() == fast).mean())
         times = interleaved(fns, ctx.reps_for("slow"), warmup=False)
+        notes += [f"{height}x{width}: {n}" for n in off_thread_notes(times)]
+        ratios = {name: paired_ratio(t, times["fcnseg"], 1) for name, t in times.items()}
         memory = {
             name: (rss_peak(fn) if name.startswith("torch") else traced_peak(fn))
             for name, fn in fns.items()
         }
-        base = times["fcnseg"]["median_s"]
         for name in ("fcnseg", "naive", "naive, 64-row strips", "torch interpolate + argmax"):
             if name not in fns:
                 continue
@@ -201,8 +207,11 @@ def run(ctx: Context) -> dict[str, Any]:
                 {
                     "size": f"{height}x{width}",
                     "method": name,
-                    "ms": round(1e3 * times[name]["median_s"], 1),
-                    "time_vs_fcnseg": ratio(times[name]["median_s"], base, 1),
+                    "cpu_ms": brief(times[name]["cpu"], 1e3, 1),
+                    "wall_ms": brief(times[name]["wall"], 1e3, 1),
+                    "cpu_vs_fcnseg": ratios[name] and ratios[name]["cpu"],
+                    "wall_vs_fcnseg": ratios[name] and ratios[name]["wall"],
+                    "reps": times[name]["reps"],
                     "peak_MB": _mb(memory[name]),
                     "memory_method": "RSS" if name.startswith("torch") else "tracemalloc",
                     "labels_vs_fcnseg": "identical"
@@ -214,26 +223,19 @@ def run(ctx: Context) -> dict[str, Any]:
         if (height, width) == (1024, 2048) or (ctx.quick and (height, width) == sizes[-1]):
             key = "naive" if "naive" in times else "naive, 64-row strips"
             heads.append(
-                headline(
-                    f"fcnseg vs {key} at {height}x{width}",
-                    ratio(times[key]["median_s"], base, 1),
-                    "x",
-                    ">= 20",
-                )
+                ratio_headline(f"fcnseg vs {key} at {height}x{width}", ratios[key], "x", ">= 20")
             )
             heads.append(
-                headline(
+                ratio_headline(
                     f"fcnseg vs naive in 64-row strips at {height}x{width}",
-                    ratio(times["naive, 64-row strips"]["median_s"], base, 1),
-                    "x",
+                    ratios["naive, 64-row strips"],
                 )
             )
             if have_torch:
                 heads.append(
-                    headline(
+                    ratio_headline(
                         f"fcnseg vs torch interpolate + argmax at {height}x{width}",
-                        ratio(times["torch interpolate + argmax"]["median_s"], base, 1),
-                        "x",
+                        ratios["torch interpolate + argmax"],
                     )
                 )
     if not ctx.quick:

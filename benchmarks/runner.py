@@ -1,22 +1,37 @@
 """Run benchmarks: timing helpers, machine info, skip/error handling, the results dict.
 
-Timing: :func:`timed` returns the *median* wall time of ``reps`` runs after one warm-up (the median
-is robust to the other processes sharing this machine; the minimum is kept too). Related
-functions are timed in turns (:func:`interleaved`) so a burst of load from elsewhere hits all of
-them alike; a figure is then a ratio of two medians measured in the same run.
+Timing (:mod:`.timing`): the sides of a comparison (X and its reference) run **in turns**, one
+repetition of each, then the next (:func:`interleaved`, after one warm-up round), and every
+repetition records **wall time** and **CPU time** (:func:`time.thread_time` for work on the
+calling thread, :func:`time.process_time` where the measured code may use more threads; each
+benchmark says which). A ratio is taken **per repetition** (``X_i / ref_i``, samples taken
+moments apart) and reported as a spread over the repetitions, on both clocks
+(:func:`~.timing.paired_ratio`). CPU time is the steadier figure on a shared machine (waiting for
+a core someone else holds is not counted); wall time is what a user waits. :func:`timed` is one
+side alone.
 
 A benchmark's result (a JSON-ready dict) has::
 
     title     str
-    method    str, how it was measured (rendered in RESULTS.md)
-    rows      list of dicts, one table row each (same keys in every row)
-    headline  list of {"figure", "value", "unit", "goal", "met"}: the numbers the issue asks for
+    method    str, how it was measured (rendered in RESULTS.md); names the CPU clock
+    rows      list of dicts, one table row each (same keys in every row); a timed quantity or a
+              ratio is a *spread* cell (below), a count or label a plain value
+    headline  list of {"figure", "value", "unit", "goal", "met"}: the numbers the issue asks for;
+              a ratio's headline also has "cpu" and "wall" (spreads), "reps" and "clock", and its
+              "value" (on which "goal" is judged) is the median CPU-time ratio
     checks    list of {"name", "passed", "detail"}: exactness asserted on the same inputs
     notes     list of str
 
+A *spread* is ``{"median", "min", "max", "q1", "q3", "n"}`` over ``n`` repetitions
+(:func:`~.timing.spread`; ``q1``/``q3`` the quartiles); RESULTS.md shows it as
+``median [min–max]``. Typical row keys: ``cpu_ms``/``wall_ms`` (a side's time per repetition),
+``cpu_vs_<ref>``/``wall_vs_<ref>`` (the per-repetition ratio to the reference), ``reps`` and
+``clock`` (``thread`` or ``process``).
+
 The runner adds ``status`` (``ok``; ``failed`` when a check did not pass, figures kept;
 ``skipped`` when a dependency is missing, :class:`Skipped`; ``error`` for anything else, with
-the message) and ``seconds``.
+the message) and ``seconds``. The document's format is ``fcnseg-bench/2`` (``/1`` had wall-time
+medians only: one number per cell, one repetition for shift-and-stitch 4).
 """
 
 from __future__ import annotations
@@ -24,7 +39,6 @@ from __future__ import annotations
 import importlib
 import os
 import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -34,6 +48,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from fcnseg.benchmarks.timing import compare, median_ratio
 
 #: distributions whose versions the results record.
 VERSIONED = ("numpy", "torch", "brevitas", "qonnx", "finn-plus", "onnxruntime", "pynq")
@@ -91,35 +107,19 @@ class Context:
         return max(1, self.reps)
 
 
-def timed(fn: Callable[[], object], reps: int, warmup: bool = True) -> dict[str, float]:
-    """``{"median_s", "min_s", "reps"}`` of ``fn`` over ``reps`` runs (after one warm-up run)."""
-    if warmup:
-        fn()
-    times = []
-    for _ in range(max(1, reps)):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return {"median_s": statistics.median(times), "min_s": min(times), "reps": len(times)}
+def timed(
+    fn: Callable[[], object], reps: int, warmup: bool = True, clock: str = "thread"
+) -> dict[str, Any]:
+    """One side alone: :func:`~.timing.compare` of ``fn`` over ``reps`` runs (after one warm-up
+    run): ``wall``/``cpu`` spreads, samples, ``reps``, ``clock``, ``median_s``/``min_s`` (wall)."""
+    return compare({"fn": fn}, reps, warmup, clock)["fn"]
 
 
 def interleaved(
-    fns: dict[str, Callable[[], object]], reps: int, warmup: bool = True
-) -> dict[str, dict[str, float]]:
-    """:func:`timed` for several functions, run in turns so they share the machine's load."""
-    if warmup:
-        for fn in fns.values():
-            fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(max(1, reps)):
-        for name, fn in fns.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {
-        name: {"median_s": statistics.median(t), "min_s": min(t), "reps": len(t)}
-        for name, t in times.items()
-    }
+    fns: dict[str, Callable[[], object]], reps: int, warmup: bool = True, clock: str = "thread"
+) -> dict[str, dict[str, Any]]:
+    """The functions of ``fns`` timed in turns (A, B, A, B, ...): :func:`~.timing.compare`."""
+    return compare(fns, reps, warmup, clock)
 
 
 def ratio(numerator: float | None, denominator: float | None, digits: int = 2) -> float | None:
@@ -129,13 +129,33 @@ def ratio(numerator: float | None, denominator: float | None, digits: int = 2) -
     return round(numerator / denominator, digits)
 
 
-def headline(figure: str, value: float | None, unit: str, goal: str | None = None) -> dict:
-    """One headline figure; ``goal`` like ``">= 20"`` or ``"<= 1.5"`` is evaluated into ``met``."""
+def headline(
+    figure: str,
+    value: float | None,
+    unit: str,
+    goal: str | None = None,
+    spread: dict[str, Any] | None = None,
+) -> dict:
+    """One headline figure; ``goal`` like ``">= 20"`` or ``"<= 1.5"`` is evaluated into ``met``.
+
+    ``spread``: the :func:`~.timing.paired_ratio` the value comes from; its ``cpu``/``wall``
+    spreads, ``reps`` and ``clock`` are kept with the figure (use :func:`ratio_headline`).
+    """
     met = None
     if goal is not None and value is not None:
         op, _, bound = goal.partition(" ")
         met = value >= float(bound) if op == ">=" else value <= float(bound)
-    return {"figure": figure, "value": value, "unit": unit, "goal": goal, "met": met}
+    out = {"figure": figure, "value": value, "unit": unit, "goal": goal, "met": met}
+    if spread is not None:
+        out.update({k: spread[k] for k in ("cpu", "wall", "reps", "clock")})
+    return out
+
+
+def ratio_headline(
+    figure: str, paired: dict[str, Any] | None, unit: str = "x", goal: str | None = None
+) -> dict:
+    """A headline for a per-repetition ratio: the value is its median on CPU time."""
+    return headline(figure, median_ratio(paired, "cpu"), unit, goal, paired)
 
 
 def check(name: str, passed: bool, detail: str = "") -> dict:
@@ -241,7 +261,7 @@ def run_benchmarks(names: Iterable[str], ctx: Context) -> dict[str, Any]:
         ctx.log(f"bench: {name}: {r['status']} in {r['seconds']} s {r.get('reason', '')}".rstrip())
     machine["load_average_end"] = load_average()
     return {
-        "format": "fcnseg-bench/1",
+        "format": "fcnseg-bench/2",
         "machine": machine,
         "options": {"reps": ctx.reps, "quick": ctx.quick, "backend": ctx.backend},
         "subject": ctx.cache.get("subject_info"),

@@ -34,15 +34,27 @@ from typing import Any
 import numpy as np
 
 from fcnseg.benchmarks import inputs
-from fcnseg.benchmarks.runner import Context, Skipped, check, headline, interleaved, ratio
+from fcnseg.benchmarks.runner import (
+    Context,
+    Skipped,
+    check,
+    headline,
+    interleaved,
+    ratio_headline,
+)
 from fcnseg.benchmarks.subjects import built_subject, default_subject, tiny_config
+from fcnseg.benchmarks.timing import brief, off_thread_notes, paired_ratio, scaled
 
 METHOD = (
-    "Median seconds per tile. The sim reference is the engine as `fcnseg segment` runs it (the "
-    "sim backend's batch=4, 4 tiles per call); one tile per call is shown too. "
-    "Sim, onnxruntime and Brevitas timed in turns ({reps} reps after a "
-    "warm-up); finn-plus execute_onnx (both settings) in turns with the sim ({slow} reps), its "
-    "ratios against that group's sim median. All single-threaded except 'ort 2 threads'. "
+    "Milliseconds per tile, CPU and wall, median [min–max] over the repetitions. The sim "
+    "reference is the engine as `fcnseg segment` runs it (the sim backend's batch=4, 4 tiles per "
+    "call, divided by 4); one tile per call is shown too. Sim, onnxruntime and Brevitas timed in "
+    "turns ({reps} reps after a warm-up round), CPU on the thread clock (each runs on the calling "
+    "thread: BLAS capped at 1 thread, torch at 1, ort 1 intra-op thread) except 'ort 2 threads' "
+    "(process clock, intra-op spinning off so idle threads burn no CPU). finn-plus "
+    "execute_onnx (both settings) in turns with the sim ({slow} reps, process clock: finn runs "
+    "some nodes through onnxruntime), its ratios against that group's sim. Ratios are per "
+    "repetition (X_i / sim_i). ns_per_pixel is the median CPU time per pixel. "
     "Inputs: a crop of {photo} and uniform random pixels."
 )
 
@@ -63,23 +75,30 @@ def photo_tile(tile: tuple[int, int], samples: Any) -> np.ndarray:
     return image[None, : tile[0], : tile[1]].copy()
 
 
-def time_engine(package: Any, reps: int) -> dict[str, dict[str, float]]:
-    """Timings per tile of the simulator on ``package``'s tile of random pixels (numpy only):
-    ``sim`` one tile per call, ``sim_batch4`` four tiles per call on a batch=4 engine."""
+def time_engine(
+    package: Any, reps: int, reference: Callable[[], object] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Timings per tile of the simulator on ``package``'s tile of random pixels (numpy only,
+    thread clock): ``sim`` one tile per call, ``sim_batch4`` four tiles per call on a batch=4
+    engine (per tile); with ``reference`` (4 tiles per call), ``reference`` timed in the same
+    turns (per tile), so the others' ratios to it are per repetition."""
     from fcnseg.host.sim import SimEngine
 
     rng = np.random.default_rng(0)
     one = rng.integers(0, 256, (1, *package.tile, 3), dtype=np.uint8)
     four = rng.integers(0, 256, (4, *package.tile, 3), dtype=np.uint8)
     engine, engine4 = SimEngine(package), SimEngine(package, batch=4)
-    times = interleaved(
-        {"sim": lambda: engine.run(one), "sim_batch4": lambda: engine4.run(four)}, reps
-    )
-    return {"sim": times["sim"], "sim_batch4": _per_tile(times["sim_batch4"], 4)}
-
-
-def _per_tile(t: dict[str, float], tiles: int) -> dict[str, float]:
-    return {k: v / tiles if k != "reps" else v for k, v in t.items()}
+    fns: dict[str, Callable[[], object]] = {
+        "sim": lambda: engine.run(one),
+        "sim_batch4": lambda: engine4.run(four),
+    }
+    if reference is not None:
+        fns["reference"] = reference
+    times = interleaved(fns, reps)
+    for key in ("sim_batch4", "reference"):
+        if key in times:
+            times[key] = scaled(times[key], 4)
+    return times
 
 
 class _Set:
@@ -104,10 +123,11 @@ class _Set:
             "sim": lambda: self.engine.run(self.photo),
             "sim_batch4": lambda: self.engine4.run(self.four),
         }
-        self.times: dict[str, dict[str, float]] = {}
+        self.times: dict[str, dict[str, Any]] = {}
         self.checks: list[dict] = []
         self.notes: list[str] = []
-        self.finn_sim: float | None = None
+        #: the sim (batch 4, per tile) timed in turns with finn-plus.
+        self.finn_sim: dict[str, Any] | None = None
 
     def integer(self, logits_nchw: np.ndarray) -> np.ndarray:
         """Logits NCHW -> integer scores NHWC, ``rint((logits - bias) / scale)``."""
@@ -172,6 +192,8 @@ def _ort(m: _Set) -> None:
     for threads in (1, 2):
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
+        # idle intra-op threads spinning would burn CPU charged to whatever is timed next
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         sess = ort.InferenceSession(
             str(export / "model_qcdq.onnx"), opts, providers=["CPUExecutionProvider"]
         )
@@ -230,25 +252,31 @@ def _finn(ctx: Context, m: _Set) -> None:
             },
             ctx.reps_for("slow"),
             warmup=False,
+            clock="process",
         )
     finally:
         if old is None:
             os.environ.pop("SANITIZE_QUANT_TENSORS", None)
         else:
             os.environ["SANITIZE_QUANT_TENSORS"] = old
-    m.finn_sim = group["sim_batch4"]["median_s"] / 4
+    m.finn_sim = scaled(group["sim_batch4"], 4)
     m.times["finn"], m.times["finn_nosanitize"] = group["finn"], group["finn_nosanitize"]
 
 
-def _row(engine: str, tile: tuple[int, int], t: dict[str, float], ref: float | None) -> dict:
+def _row(engine: str, tile: tuple[int, int], t: dict[str, Any], ref: dict[str, Any] | None) -> dict:
+    """One table row: ``t``'s CPU and wall ms per tile and its per-repetition ratio to ``ref``
+    (a side timed in the same turns)."""
+    paired = paired_ratio(t, ref) if ref is not None else None
     return {
         "engine": engine,
         "tile": f"{tile[0]}x{tile[1]}",
-        "ms_per_tile": round(1e3 * t["median_s"], 2),
-        "min_ms": round(1e3 * t["min_s"], 2),
-        "ns_per_pixel": round(1e9 * t["median_s"] / (tile[0] * tile[1]), 1),
+        "cpu_ms": brief(t["cpu"], 1e3),
+        "wall_ms": brief(t["wall"], 1e3),
+        "ns_per_pixel": round(1e9 * t["cpu"]["median"] / (tile[0] * tile[1]), 1),
         "reps": t["reps"],
-        "time_vs_sim": ratio(t["median_s"], ref),
+        "clock": t["clock"],
+        "cpu_vs_sim": paired and paired["cpu"],
+        "wall_vs_sim": paired and paired["wall"],
     }
 
 
@@ -270,17 +298,17 @@ def _other_tiles(ctx: Context, m: _Set) -> list[dict]:
         )
         package = load_package(built.package_dir)
         engine = SimEngine(package)
-        times = time_engine(package, ctx.reps_for())
+        # the subject's sim (batch 4) in the same turns: ratios across tiles per repetition
+        times = time_engine(package, ctx.reps_for(), reference=m.fns["sim_batch4"])
         _, execute = _finn_execute(ctx, built.package_dir)
         x = np.random.default_rng(2).integers(0, 256, (1, *tile, 3), dtype=np.uint8)
         same = np.array_equal(engine.run(x), execute(x))
         m.checks.append(
             check(f"sim == finn execute_onnx (random weights, {tile[0]}x{tile[1]})", same)
         )
-        ref = m.times["sim_batch4"]["median_s"]
         for key in ("sim_batch4", "sim"):
             label = f"{LABELS[key]}, random weights"
-            rows.append(_row(label, tuple(tile), times[key], ref))
+            rows.append(_row(label, tuple(tile), times[key], times["reference"]))
     return rows
 
 
@@ -294,10 +322,11 @@ def run(ctx: Context) -> dict[str, Any]:
     m = _Set(ctx)
     _optional("Brevitas", m, lambda: _brevitas(m))
     _optional("onnxruntime", m, lambda: _ort(m))
-    m.times.update(interleaved(m.fns, ctx.reps_for()))
-    m.times["sim_batch4"] = _per_tile(m.times["sim_batch4"], 4)
+    m.times.update(interleaved(m.fns, ctx.reps_for(), clock={"ort_2t": "process"}))
+    m.times["sim_batch4"] = scaled(m.times["sim_batch4"], 4)
+    m.notes += off_thread_notes(m.times)
     _optional("finn-plus execute_onnx", m, lambda: _finn(ctx, m))
-    sim = m.times["sim_batch4"]["median_s"]
+    sim = m.times["sim_batch4"]
     rows = [
         _row(LABELS[key], m.tile, m.times[key], m.finn_sim if "finn" in key else sim)
         for key in LABELS
@@ -318,29 +347,31 @@ def run(ctx: Context) -> dict[str, Any]:
 
 
 def _headlines(m: _Set) -> list[dict]:
-    def median(key: str) -> float | None:
-        return m.times.get(key, {}).get("median_s")
+    def paired(num: str, den: str, digits: int = 2) -> dict | None:
+        times = {**m.times, "finn_sim": m.finn_sim} if m.finn_sim else m.times
+        if num not in times or den not in times:
+            return None
+        return paired_ratio(times[num], times[den], digits)
 
-    sim, ort1 = median("sim_batch4"), median("ort_1t")
+    sim = m.times["sim_batch4"]
     return [
-        headline(
-            "sim speed-up vs finn-plus execute_onnx",
-            ratio(median("finn"), m.finn_sim, 1),
-            "x",
-            ">= 100",
+        ratio_headline(
+            "sim speed-up vs finn-plus execute_onnx", paired("finn", "finn_sim", 1), "x", ">= 100"
         ),
-        headline(
+        ratio_headline(
             "sim speed-up vs finn-plus, SANITIZE_QUANT_TENSORS=0",
-            ratio(median("finn_nosanitize"), m.finn_sim, 1),
+            paired("finn_nosanitize", "finn_sim", 1),
             "x",
             ">= 20",
         ),
-        headline("sim time / onnxruntime time (1 thread)", ratio(sim, ort1), "x", "<= 1.5"),
-        headline("sim speed-up vs Brevitas forward", ratio(median("brevitas"), sim, 1), "x"),
-        headline(
-            "sim 1 tile per call: time / onnxruntime time (1 thread)",
-            ratio(median("sim"), ort1),
-            "x",
+        ratio_headline(
+            "sim time / onnxruntime time (1 thread)", paired("sim_batch4", "ort_1t"), "x", "<= 1.5"
         ),
-        headline("sim ms per tile (4 tiles per call)", round(1e3 * sim, 2), "ms"),
+        ratio_headline("sim speed-up vs Brevitas forward", paired("brevitas", "sim_batch4", 1)),
+        ratio_headline(
+            "sim 1 tile per call: time / onnxruntime time (1 thread)", paired("sim", "ort_1t")
+        ),
+        headline(
+            "sim CPU ms per tile (4 tiles per call)", round(1e3 * sim["cpu"]["median"], 2), "ms"
+        ),
     ]

@@ -7,9 +7,12 @@ crop with ``--quick``) through the
 - shift-and-stitch factor 1, 2, 4 (f*f passes, output stride / f) at the exact default overlap;
 - factor 1 at the default overlap, half of it, and no overlap.
 
-Per setting: images/s (median), accelerator tiles per image, and the share of pixels whose label
-equals the reference's (factor 1, default overlap). Shift-and-stitch is meant to change labels
-(finer stride); a smaller overlap is an approximation whose error this measures.
+Per setting: CPU and wall time per image (median [min–max] over the repetitions; the settings
+timed in turns, one repetition of each, then the next; thread clock: the sim backend runs on the
+calling thread), images/s (from the median wall time), the time per repetition relative to the
+default setting's in the same turn, accelerator tiles per image, and the share of pixels whose
+label equals the reference's (factor 1, default overlap). Shift-and-stitch is meant to change
+labels (finer stride); a smaller overlap is an approximation whose error this measures.
 Check: the stitched scores at the default overlap equal one pass of the engine over the canvas.
 """
 
@@ -20,8 +23,9 @@ from typing import Any
 import numpy as np
 
 from fcnseg.benchmarks import inputs
-from fcnseg.benchmarks.runner import Context, check, headline, ratio, timed
+from fcnseg.benchmarks.runner import Context, check, interleaved, ratio_headline
 from fcnseg.benchmarks.subjects import default_subject
+from fcnseg.benchmarks.timing import brief, off_thread_notes, paired_ratio
 
 
 def sample_image(ctx: Context) -> np.ndarray:
@@ -69,53 +73,60 @@ def run(ctx: Context) -> dict[str, Any]:
         ]
     if exact_plan.exact:
         notes_extra = []
-    reference = ref(image)
-    rows = []
-    base = None
+    ref_labels = ref(image)
+    segs, plans, labels = {}, {}, {}
     for label, factor, overlap in settings:
         seg = Segmenter.load(subject.package_dir, ctx.backend, shift_stitch=factor, overlap=overlap)
-        plan = seg.plan(*image.shape[:2])
-        labels = seg(image)
-        # the call above warmed the plan and engine up
-        reps = ctx.reps_for("slow" if factor > 1 else "cheap")
-        t = timed(lambda seg=seg: seg(image), 1 if factor == 4 else reps, warmup=False)
-        base = base or t["median_s"]
+        segs[label], plans[label] = seg, seg.plan(*image.shape[:2])
+        labels[label] = seg(image)  # also warms the plan and the engine up
+    times = interleaved(
+        {label: lambda seg=seg: seg(image) for label, seg in segs.items()},
+        ctx.reps_for(),
+        warmup=False,
+    )
+    default_label = settings[0][0]
+    ratios = {label: paired_ratio(t, times[default_label]) for label, t in times.items()}
+    rows = []
+    for label, factor, _ in settings:
+        t, plan = times[label], plans[label]
+        agreement = float((labels[label] == ref_labels).mean())
         rows.append(
             {
                 "setting": label,
-                "stride_px": seg.stride,
+                "stride_px": segs[label].stride,
                 "overlap_px": plan.overlap,
                 "exact": plan.exact,
                 "tiles_per_image": len(plan.tiles) * factor * factor,
-                "images_per_s": round(1.0 / t["median_s"], 2),
-                "time_vs_default": ratio(t["median_s"], base),
-                "labels_equal_to_default": f"{100 * float((labels == reference).mean()):.2f}%",
+                "cpu_ms": brief(t["cpu"], 1e3, 1),
+                "wall_ms": brief(t["wall"], 1e3, 1),
+                "images_per_s": round(1.0 / t["wall"]["median"], 2),
+                "cpu_vs_default": ratios[label] and ratios[label]["cpu"],
+                "wall_vs_default": ratios[label] and ratios[label]["wall"],
+                "labels_equal_to_default": f"{100 * agreement:.2f}%",
                 "reps": t["reps"],
             }
         )
-    by = {r["setting"]: r for r in rows}
     return {
         "title": f"Tiling and shift-and-stitch on a {image.shape[0]}x{image.shape[1]} photo "
         f"({subject.source} FCN-8s, {ctx.backend}, tile {ref.geometry.tile[0]}x"
         f"{ref.geometry.tile[1]})",
-        "method": "Median wall time of Segmenter(image) (tiles, engine, stitch, upsample, argmax) "
-        "per setting; label agreement with factor 1 at the default overlap. Input: "
+        "method": "Segmenter(image) (tiles, engine, stitch, upsample, argmax) per setting, the "
+        f"settings timed in turns ({ctx.reps_for()} repetitions after a warm-up call each), "
+        "CPU (thread clock) and wall time per image, median [min–max]; ratios to the default "
+        "setting per repetition; label agreement with factor 1 at the default overlap. Input: "
         f"{inputs.describe(ctx.samples_dir)}.",
         "rows": rows,
         "headline": [
-            headline(
-                "shift-and-stitch 2 cost (time vs factor 1)",
-                by["shift-and-stitch 2"]["time_vs_default"],
-                "x",
+            ratio_headline(
+                "shift-and-stitch 2 cost (time vs factor 1)", ratios["shift-and-stitch 2"]
             ),
-            headline(
-                "shift-and-stitch 4 cost (time vs factor 1)",
-                by["shift-and-stitch 4"]["time_vs_default"],
-                "x",
+            ratio_headline(
+                "shift-and-stitch 4 cost (time vs factor 1)", ratios["shift-and-stitch 4"]
             ),
         ],
         "checks": checks,
         "notes": notes_extra
+        + off_thread_notes(times)
         + [
             f"Default overlap {default} px = the receptive field's margin rounded to the net "
             f"stride {g} on both sides of each cut (host/tiling.py)."

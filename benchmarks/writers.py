@@ -16,12 +16,15 @@ from fcnseg.atomic import atomic_write_text
 
 INTRO = """\
 Written by `make bench` (`fcnseg bench -o bench ...`); regenerate with the same command. Every
-figure is the median of several repetitions and is compared with a reference measured in the
-same run (ratios). When the load average below is near or above the number of cores, other work
-competed for them and absolute times are noisy; ratios are what carry over. Even ratios swing
-between runs when the two sides differ a lot in run time (finn-plus takes seconds per call, the
-simulator milliseconds, and the load changes in between), so compare several runs before
-concluding. Hardware figures are finn-plus **estimates** (no bitfile is built on this machine).
+timed figure is compared with a reference measured in the same run, the two timed **in turns**
+(one repetition of each, then the next), on **CPU time** (`thread` clock: the calling thread;
+`process` clock: all threads, where the measured code may use several) and on **wall time**. A
+ratio is taken per repetition and summarised over the repetitions: a cell `m [lo–hi]` is the
+median `m` and the range (min–max) over `reps` repetitions (results.json also has the
+quartiles). CPU-time ratios are the steadier ones: waiting for a core that other work holds is
+not counted. When the load average below is near or above the number of cores, wall times are
+noisy; the spread shows by how much. Headline ratios are judged on the median CPU-time ratio.
+Hardware figures are finn-plus **estimates** (no bitfile is built on this machine).
 """
 
 
@@ -44,7 +47,21 @@ def to_json(results: dict[str, Any]) -> str:
     return json.dumps(_clean(results), indent=1, allow_nan=False) + "\n"
 
 
+def is_spread(value: Any) -> bool:
+    """A spread cell (:func:`fcnseg.benchmarks.timing.spread`): median, min, max, quartiles, n."""
+    return isinstance(value, dict) and {"median", "min", "max", "n"} <= set(value)
+
+
+def spread_text(value: dict[str, Any]) -> str:
+    """``median [min–max]`` (just the median for one repetition)."""
+    if value["n"] == 1 or value["min"] == value["max"]:
+        return f"{value['median']:g}"
+    return f"{value['median']:g} [{value['min']:g}–{value['max']:g}]"
+
+
 def _cell(value: Any) -> str:
+    if is_spread(value):
+        return spread_text(value)
     if value is None:
         return "–"
     if isinstance(value, bool):
@@ -91,6 +108,16 @@ def _goal(h: dict[str, Any]) -> str:
     return f"goal {h['goal']}{h['unit']}: {verdict}"
 
 
+def _headline_spread(h: dict[str, Any]) -> str:
+    """``CPU m [lo–hi]; wall m [lo–hi] (n reps, thread clock)`` for a ratio's headline."""
+    if not is_spread(h.get("cpu")):
+        return ""
+    return (
+        f"CPU {spread_text(h['cpu'])}; wall {spread_text(h['wall'])} "
+        f"({h.get('reps')} reps, {h.get('clock')} clock)"
+    )
+
+
 def to_markdown(results: dict[str, Any]) -> str:
     """The RESULTS.md text: machine, summary of headline figures, one section per benchmark."""
     m = results.get("machine", {})
@@ -117,16 +144,18 @@ def to_markdown(results: dict[str, Any]) -> str:
         "",
         "## Headline figures",
         "",
-        "| benchmark | figure | value | goal |",
-        "|---|---|---|---|",
+        "| benchmark | figure | value | goal | spread (reps, clock) |",
+        "|---|---|---|---|---|",
     ]
     for name, r in results.get("benchmarks", {}).items():
         if r.get("status") in ("skipped", "error"):
-            out.append(f"| {name} | {r['status']}: {_cell(r.get('reason'))} | | |")
+            out.append(f"| {name} | {r['status']}: {_cell(r.get('reason'))} | | | |")
             continue
         for h in r.get("headline", []):
             value = "–" if h["value"] is None else f"{_cell(h['value'])} {h['unit']}"
-            out.append(f"| {name} | {_cell(h['figure'])} | {value} | {_goal(h)} |")
+            out.append(
+                f"| {name} | {_cell(h['figure'])} | {value} | {_goal(h)} | {_headline_spread(h)} |"
+            )
     for name, r in results.get("benchmarks", {}).items():
         out += ["", f"## {name}: {r.get('title', name)}", ""]
         out.append(

@@ -22,8 +22,26 @@ def _well_formed(result: dict) -> None:
     keys = set(result["rows"][0])
     assert all(set(row) == keys for row in result["rows"])
     for h in result["headline"]:
-        assert set(h) == {"figure", "value", "unit", "goal", "met"}
+        assert set(h) in (BASIC, BASIC | {"cpu", "wall", "reps", "clock"})
         assert h["value"] is None or isinstance(h["value"], numbers.Real)
+        if "cpu" in h:
+            _spread(h["cpu"]) and _spread(h["wall"])
+            assert h["cpu"]["n"] == h["reps"] and h["clock"] in ("thread", "process")
+    for row in result["rows"]:
+        for key, value in row.items():
+            if key.startswith(("cpu_", "wall_")) and value is not None:
+                _spread(value)
+
+
+BASIC = {"figure", "value", "unit", "goal", "met"}
+
+
+def _spread(value: dict) -> bool:
+    """A spread cell: median within [min, max], quartiles within too, a count."""
+    assert set(value) == {"median", "min", "max", "q1", "q3", "n"}, value
+    assert value["min"] <= value["q1"] <= value["median"] <= value["q3"] <= value["max"]
+    assert value["n"] >= 1
+    return True
     for c in result["checks"]:
         assert c["passed"], c
 
@@ -74,7 +92,7 @@ def test_simulator_at_another_tile_is_timed_and_exact(quick_ctx):
     result = _run("simulator", dataclasses.replace(quick_ctx, tiles=((96, 96),)))
     extra = [row for row in result["rows"] if row["tile"] == "96x96"]
     assert len(extra) == 2 and all("random weights" in row["engine"] for row in extra)
-    assert all(row["ns_per_pixel"] > 0 and row["time_vs_sim"] > 0 for row in extra)
+    assert all(row["ns_per_pixel"] > 0 and row["cpu_vs_sim"]["median"] > 0 for row in extra)
     names = [c["name"] for c in result["checks"]]
     assert "sim == finn execute_onnx (random weights, 96x96)" in names
 
@@ -83,7 +101,8 @@ def test_seed_claim_conversion_is_exact(quick_ctx):
     pytest.importorskip("torch")
     result = _run("seed_claim", quick_ctx)
     assert len(result["rows"]) == 2 and result["checks"][0]["passed"]
-    assert all(r["speedup"] > 0 for r in result["rows"])
+    assert all(r["cpu_speedup"]["median"] > 0 for r in result["rows"])
+    assert all(r["wall_speedup"]["median"] > 0 for r in result["rows"])
 
 
 def test_seed_claim_crops():
@@ -99,7 +118,10 @@ def test_tiling(quick_ctx):
     settings = [r["setting"] for r in result["rows"]]
     assert "shift-and-stitch 2" in settings and "shift-and-stitch 4" in settings
     first = result["rows"][0]
-    assert first["labels_equal_to_default"] == "100.00%" and first["time_vs_default"] == 1.0
+    assert first["labels_equal_to_default"] == "100.00%"
+    assert first["cpu_vs_default"]["median"] == first["wall_vs_default"]["median"] == 1.0
+    # every setting timed the same number of times, in turns (shift-and-stitch 4 included)
+    assert {r["reps"] for r in result["rows"]} == {quick_ctx.reps_for()}
     strides = {r["setting"]: r["stride_px"] for r in result["rows"]}
     assert strides["shift-and-stitch 4"] * 4 == first["stride_px"]
 
@@ -107,7 +129,7 @@ def test_tiling(quick_ctx):
 def test_end_to_end(quick_ctx):
     pytest.importorskip("torch")
     result = _run("end_to_end", quick_ctx)
-    assert result["rows"][1]["vs_serial"] == 1.0
+    assert result["rows"][1]["wall_speed_vs_serial"]["median"] == 1.0
     assert all(r["images_per_s"] > 0 for r in result["rows"])
     assert result["pipeline_report"]["images"] == 2
 

@@ -37,6 +37,7 @@ def test_timed_and_interleaved_count_calls():
     t = timed(bump("a"), reps=3)
     assert t["reps"] == 3 and calls["a"] == 4  # warm-up + 3
     assert 0 <= t["min_s"] <= t["median_s"]
+    assert t["wall"]["n"] == t["cpu"]["n"] == 3 and t["clock"] == "thread"
     both = interleaved({"a": bump("a"), "b": bump("b")}, reps=2, warmup=False)
     assert set(both) == {"a", "b"} and calls == {"a": 6, "b": 2}
 
@@ -48,6 +49,19 @@ def test_headline_goals_and_ratio():
     assert headline("x", None, "x", ">= 20")["met"] is None
     assert headline("x", 3.0, "x")["met"] is None
     assert ratio(6.0, 2.0) == 3.0 and ratio(1.0, 0.0) is None and ratio(None, 1.0) is None
+
+
+def test_ratio_headline_is_judged_on_cpu_and_keeps_both_spreads():
+    from fcnseg.benchmarks.runner import ratio_headline
+    from fcnseg.benchmarks.timing import paired_ratio, side
+
+    fast = side([1.0, 1.0, 1.0], [1.0, 1.0, 1.0], [1.0, 1.0, 1.0], "thread")
+    slow = side([30.0, 10.0, 40.0], [25.0, 24.0, 26.0], [25.0, 24.0, 26.0], "thread")
+    h = ratio_headline("speed-up", paired_ratio(slow, fast), "x", ">= 20")
+    assert h["value"] == 25.0 and h["met"] is True  # CPU median; wall median would be 30
+    assert h["wall"]["median"] == 30.0 and (h["wall"]["min"], h["wall"]["max"]) == (10.0, 40.0)
+    assert h["cpu"]["n"] == h["reps"] == 3 and h["clock"] == "thread"
+    assert ratio_headline("none", None)["value"] is None
 
 
 def test_machine_info_has_cores_cpu_versions():
@@ -98,9 +112,12 @@ def test_unknown_benchmark_is_a_user_error():
     assert list(BENCHMARKS)[0] == "simulator" and len(BENCHMARKS) == 7
 
 
+SPREAD = {"median": 2.5, "min": 2.0, "max": 3.25, "q1": 2.25, "q3": 3.0, "n": 5}
+
+
 def _document():
     return {
-        "format": "fcnseg-bench/1",
+        "format": "fcnseg-bench/2",
         "machine": machine_info(),
         "options": {"reps": 1, "quick": True, "backend": "sim"},
         "subject": None,
@@ -110,8 +127,19 @@ def _document():
                 "status": "ok",
                 "title": "Post | processing",
                 "method": "median",
-                "rows": [{"size": "64x64", "ms": 1.5, "peak_MB": None}, {"size": "1x1", "x": 2}],
-                "headline": [headline("fcnseg vs naive", 30.0, "x", ">= 20")],
+                "rows": [
+                    {"size": "64x64", "ms": 1.5, "peak_MB": None, "cpu_vs_x": SPREAD},
+                    {"size": "1x1", "x": 2, "cpu_vs_x": {**SPREAD, "n": 1}},
+                ],
+                "headline": [
+                    headline("fcnseg vs naive", 30.0, "x", ">= 20"),
+                    headline(
+                        "spread one",
+                        2.5,
+                        "x",
+                        spread={"cpu": SPREAD, "wall": SPREAD, "reps": 5, "clock": "thread"},
+                    ),
+                ],
                 "checks": [check("labels identical", True)],
                 "notes": ["a note"],
                 "seconds": 0.1,
@@ -132,9 +160,13 @@ def test_writers_produce_json_and_markdown(tmp_path):
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]
     md = md_path.read_text()
     assert md.startswith("# fcnseg benchmark results")
-    assert "| postprocess | fcnseg vs naive | 30 x | goal >= 20x: met |" in md
-    assert "| accuracy | skipped: needs 'torch' | | |" in md
-    assert "| size | ms | peak_MB | x |" in md and "| 1x1 | – | – | 2 |" in md
+    assert "| postprocess | fcnseg vs naive | 30 x | goal >= 20x: met |  |" in md
+    spread_cell = "CPU 2.5 [2–3.25]; wall 2.5 [2–3.25] (5 reps, thread clock)"
+    assert f"| postprocess | spread one | 2.5 x |  | {spread_cell} |" in md
+    assert "| accuracy | skipped: needs 'torch' | | | |" in md
+    assert "| size | ms | peak_MB | cpu_vs_x | x |" in md
+    assert "| 64x64 | 1.5 | – | 2.5 [2–3.25] | – |" in md
+    assert "| 1x1 | – | – | 2.5 | 2 |" in md  # one repetition: just the median
     assert "Post \\| processing" in md or "Post | processing" in md
     assert "- PASS: labels identical" in md and "- a note" in md
     # every table row has as many cells as its header
@@ -158,3 +190,6 @@ def test_time_engine_times_the_simulator_per_tile():
     assert set(res) == {"sim", "sim_batch4"}
     for t in res.values():
         assert t["reps"] == 1 and 0 < t["min_s"] <= t["median_s"] < 10
+        assert t["cpu"]["median"] > 0 and t["clock"] == "thread"
+    ref = time_engine(package, reps=2, reference=lambda: None)["reference"]
+    assert ref["reps"] == 2
