@@ -488,7 +488,7 @@ def compile_export(opts: BuildOptions, progress: Progress = _stderr) -> BuildRes
     annotate_folding(hw_graph, folded)
     hw_graph.save(str(out_dir / "hw_graph.onnx"))
     if opts.hardware_sources:
-        _generate_sources(opts, out_dir, runner)
+        summary["hardware_sources_seconds"] = _generate_sources(opts, out_dir, runner)
 
     if vivado:
         cfg = make_config(opts, steps, target_fps=target, start_step=VIVADO_STEPS[0], vivado=True)
@@ -512,19 +512,20 @@ def compile_export(opts: BuildOptions, progress: Progress = _stderr) -> BuildRes
     return BuildResult(out_dir, summary, package_dir, vivado, dict(runner.seconds))
 
 
-def _generate_sources(opts: BuildOptions, out_dir: Path, runner: _Runner) -> None:
-    """Every node's generated code into ``BUILD/hardware`` (finn-plus code generation only)."""
+def _generate_sources(opts: BuildOptions, out_dir: Path, runner: _Runner) -> float:
+    """Every node's generated code into ``BUILD/hardware`` (finn-plus code generation only);
+    returns the seconds it took."""
     from fcnseg.hw.verify.generate import HARDWARE_DIR, Target, generate_hardware
 
     started = time.perf_counter()
     target = Target(out_dir, opts.board.part, opts.resolved_clock_ns(), out_dir / "package", True)
     graph = generate_hardware(target, out_dir / HARDWARE_DIR)
     seconds = time.perf_counter() - started
-    runner.seconds["generate_hardware_sources"] = seconds
     runner.note(
         f"hardware sources: {len(graph.nodes)} nodes generated (HLS C++, RTL) in "
         f"{seconds:.0f} s -> {out_dir / HARDWARE_DIR} (`fcnseg verify` runs them)"
     )
+    return seconds
 
 
 def _close(a: list[float], b: list[float], rel: float = 1e-6) -> bool:

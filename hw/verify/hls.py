@@ -515,7 +515,7 @@ class HlsRunner:
                 raise UserError(
                     f"{self.node.name}: the executable wrote no {path.name}; log: {log}"
                 )
-            raw = np.load(path)
+            raw = np.load(path, allow_pickle=False)
             if raw.size != int(np.prod(spec.normal_shape)):
                 raise UserError(
                     f"{self.node.name}: {path.name} has {raw.size} values, expected shape "

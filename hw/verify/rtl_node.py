@@ -138,7 +138,7 @@ def _static_streams(inst: Any, node: Any, model: Any, folder: Path) -> dict[str,
             "file": weights.name,
             "dtype": inst.get_input_datatype(1).get_canonical_name(),
             "width": int(inst.get_instream_width(1)),
-            "folded_shape": [int(v) for v in np.load(weights).shape],
+            "folded_shape": [int(v) for v in np.load(weights, allow_pickle=False).shape],
             "repeats": repeats,
         }
     }
@@ -301,7 +301,7 @@ class RtlRunner:
     def _static_words(self) -> tuple[dict[str, bytes], dict[str, int]]:
         words, repeats = {}, {}
         for port, s in self.node.attrs.get("static_streams", {}).items():
-            values = np.load(self.folder / s["file"]).reshape(s["folded_shape"])
+            values = np.load(self.folder / s["file"], allow_pickle=False).reshape(s["folded_shape"])
             words[f"{port}_V"] = pack(values, s["dtype"], int(s["width"]))
             repeats[f"{port}_V"] = int(s["repeats"])
         return words, repeats

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.hw.test_verify_graph import needs_toolchain
+from tests.helpers.toolchain import needs_toolchain
 
 SHIPPED = Path(__file__).resolve().parents[2] / "host" / "packages" / "fcn8s-pynq-z2"
 #: one layer of every kind of the shipped net but Pool_hls (the depthwise window feeds a pool)
