@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -271,11 +271,3 @@ class HardwareGraph:
             raise UserError(f"node {node.name} gave {len(outputs)} outputs for {len(node.outputs)}")
         tensors.update(zip(node.outputs, outputs, strict=True))
         return NodeRun(node.name, status, time.perf_counter() - started, cycles)
-
-
-def node_inputs(node: HardwareNode, tensors: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-    """A node's input tensors from a tensor map (one-line error naming a missing one)."""
-    missing = [t for t in node.inputs if t not in tensors]
-    if missing:
-        raise UserError(f"node {node.name}: no tensor {missing[0]!r}")
-    return [tensors[t] for t in node.inputs]

@@ -272,6 +272,11 @@ def _sources(folder: Path) -> tuple[str, ...]:
 
 
 @functools.cache
+def compiler() -> str:
+    """The C++ compiler every HLS build uses: ``$CXX``, else ``g++``."""
+    return os.environ.get("CXX") or "g++"
+
+
 def compiler_version(cxx: str) -> str:
     """The first line of ``<cxx> --version`` (part of every cache key)."""
     try:
@@ -383,7 +388,7 @@ class HlsRunner:
     def build(self) -> BuildInfo:
         """Compile (or find in the cache) the node's executable."""
         started = time.perf_counter()
-        cxx = os.environ.get("CXX") or "g++"
+        cxx = compiler()
         if shutil.which(cxx) is None:
             raise UserError(f"no C++ compiler {cxx!r} on PATH: {CXX_HINT}")
         version = compiler_version(cxx)

@@ -142,9 +142,10 @@ class Report:
 
 def portable(reason: str) -> str:
     """A reason without this machine's paths (a package travels): ``(/abs/dir)`` groups and
-    ``; log: ...`` dropped, ``/abs/dir/file.cpp:31:42:`` shortened to ``file.cpp:31:42:``."""
+    the local tail from ``; log:`` on (log path, a cached failure's record) dropped,
+    ``/abs/dir/file.cpp:31:42:`` shortened to ``file.cpp:31:42:``."""
     text = re.sub(r" \(/[^)]*\)", "", reason)
-    text = re.sub(r"; log: \S+$", "", text)
+    text = re.sub(r"; log: .*$", "", text)
     return re.sub(r"/\S*/([^/\s]+:\d+(?::\d+)?:)", r"\1", text)
 
 
@@ -176,15 +177,19 @@ def image_tile(path: str | Path, tile: tuple[int, int]) -> Tile:
 
 
 def hardware_for(
-    target, regenerate: bool, work: Path, progress: Callable[[str], None], cache: Path | None
+    target,
+    package,
+    regenerate: bool,
+    work: Path,
+    progress: Callable[[str], None],
+    cache: Path | None,
 ) -> HardwareGraph:
     """The package's ``hardware.tar.xz`` when it carries one (and ``regenerate`` is off),
     unpacked once into the cache; else the graph generated now with finn into ``work``."""
     from fcnseg.host.hardware import ARCHIVE_NAME, materialize
-    from fcnseg.host.package import load_package
 
     carried = target.package_dir / ARCHIVE_NAME
-    if not regenerate and load_package(target.package_dir).hardware is not None:
+    if not regenerate and package.hardware is not None:
         progress(f"hardware: {carried} (carried by the package)")
         return HardwareGraph.load(materialize(carried, cache / "hardware" if cache else None))
     try:
@@ -220,7 +225,7 @@ def verify(
     tiles = list(tiles) if tiles else default_tiles(package.tile)
     with tempfile.TemporaryDirectory(prefix="fcnseg-verify-") as scratch:
         work = Path(work_dir) if work_dir else Path(scratch) / HARDWARE_DIR
-        graph = hardware_for(target, regenerate, work, progress, cache)
+        graph = hardware_for(target, package, regenerate, work, progress, cache)
         chosen = _chosen(graph, nodes)
         reports = {n.name: NodeReport(n.name, n.kind, n.backend) for n in chosen}
         started = time.perf_counter()
@@ -380,13 +385,12 @@ def _libraries(graph: HardwareGraph) -> dict[str, str]:
 
 def toolchain_versions(graph: HardwareGraph) -> dict[str, str]:
     """The compilers the nodes were built with: g++ (HLS), Verilator (RTL)."""
-    import subprocess
-
     found = {}
     backends = {n.backend for n in graph.nodes}
     if "hls" in backends:
-        out = subprocess.run(["g++", "--version"], capture_output=True, text=True, check=False)
-        found["g++"] = out.stdout.splitlines()[0] if out.returncode == 0 else "unavailable"
+        from fcnseg.hw.verify.hls import compiler, compiler_version
+
+        found["g++"] = compiler_version(compiler())
     if "rtl" in backends:
         from fcnseg.hw.verify.verilator_build import verilator_root, verilator_version
 
