@@ -487,6 +487,7 @@ def compile_export(opts: BuildOptions, progress: Progress = _stderr) -> BuildRes
     hw_graph = ModelWrapper(str(_intermediate(out_dir, HW_GRAPH_STEP)))
     annotate_folding(hw_graph, folded)
     hw_graph.save(str(out_dir / "hw_graph.onnx"))
+    summary["frames"] = frames_per_second(card, opts.frame, summary, _io_of(hw_graph))
     if opts.hardware_sources:
         summary["hardware_sources_seconds"] = _generate_sources(opts, out_dir, runner)
 
@@ -564,16 +565,33 @@ def _summary(
             "finn_plus": "1.6.1",
         },
     )
-    summary["frames"] = frames_per_second(card, opts.frame, summary["estimated_fps"])
     return summary
 
 
-def frames_per_second(card: ModelCard, frame: tuple[int, int], tile_fps: float) -> dict[str, Any]:
-    """Frames/s on ``frame``-sized images, counting the tiles the host's exact tiling plan runs
-    (:func:`fcnseg.hw.info.frames`, the one computation ``fcnseg info --frame`` uses too)."""
-    from fcnseg.hw.info import frames
+def _io_of(hw_graph: ModelWrapper) -> dict[str, Any]:
+    """The package's ``io`` record of ``hw_graph`` (what :func:`build_package` will write)."""
+    from fcnseg.hw.to_package import layers_from_model
 
-    return frames(card.geometry(), frame, tile_fps)
+    return layers_from_model(hw_graph)[1]
+
+
+def frames_per_second(
+    card: ModelCard, frame: tuple[int, int], summary: dict[str, Any], io: dict[str, Any]
+) -> dict[str, Any]:
+    """Frames/s on ``frame``-sized images, counting the tiles the host's exact tiling plan runs,
+    at the steady rate and, in ``["latency"]``, at the host's default in-flight depth and batch
+    limit for this io (:func:`fcnseg.hw.info.frames`, the computation ``fcnseg info --frame``
+    uses too, so the package records what ``info`` prints by default)."""
+    from fcnseg.hw.info import fabric_of, frames, max_batch_of
+    from fcnseg.hw.throughput import Host
+
+    return frames(
+        card.geometry(),
+        frame,
+        float(summary["estimated_fps"]),
+        fabric=fabric_of(summary, io),
+        host=Host(max_batch=max_batch_of(io)),
+    )
 
 
 def _write_package(

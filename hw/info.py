@@ -99,72 +99,49 @@ def frames(
     return out
 
 
-def package_fabric(package: Package) -> Fabric | None:
-    """The package's pipeline for :mod:`fcnseg.hw.throughput`: finn's ``max_cycles`` and
-    ``critical_path_cycles`` and the cycles its board's IODMA port (``dma_port_width``) needs
-    for one tile's input or output; None without those estimates."""
+def _tile_bytes(io: dict[str, Any]) -> int:
+    """Bytes of one tile of an ``io`` record (``{"shape": [1, ...], "dtype": "UINT8"}``),
+    packed at the datatype's width as the IODMA moves it."""
     from fcnseg.host.package import dtype_bits
+
+    values = math.prod(int(v) for v in io["shape"][1:])
+    return -(-values * dtype_bits(io["dtype"])[0] // 8)
+
+
+def fabric_of(estimates: dict[str, Any], io: dict[str, Any]) -> Fabric | None:
+    """The pipeline for :mod:`fcnseg.hw.throughput` from finn's figures (``max_cycles``,
+    ``critical_path_cycles``, ``clock_ns``) and the cycles the board's IODMA port
+    (``estimates["board"]["dma_port_width"]``) needs for one tile's input or output (``io``: the
+    package's ``{"input": ..., "output": ...}``); None without those estimates."""
     from fcnseg.hw.throughput import Fabric, dma_cycles
 
-    est = package.estimates
-    if not all(k in est for k in ("max_cycles", "critical_path_cycles", "clock_ns")):
+    if not all(k in estimates for k in ("max_cycles", "critical_path_cycles", "clock_ns")):
         return None
-    port = (est.get("board") or {}).get("dma_port_width")
+    port = (estimates.get("board") or {}).get("dma_port_width")
     cycles = 0
     if port:
-        for io in (package.input, package.output):
-            values = math.prod(int(v) for v in io["shape"][1:])
-            cycles = max(cycles, dma_cycles(-(-values * dtype_bits(io["dtype"])[0] // 8), port))
-    return Fabric.from_estimates(est, dma_cycles=cycles)
+        for side in ("input", "output"):
+            cycles = max(cycles, dma_cycles(_tile_bytes(io[side]), port))
+    return Fabric.from_estimates(estimates, dma_cycles=cycles)
 
 
-def package_max_batch(package: Package) -> int:
-    """Tiles per call the pynq backend allows by default: its ``DEFAULT_MAX_BATCH``, and what
-    its ``DEFAULT_BUFFER_LIMIT`` of contiguous memory holds (packed input + output per tile)."""
+def max_batch_of(io: dict[str, Any]) -> int:
+    """Tiles per call the pynq backend allows by default for ``io``: its ``DEFAULT_MAX_BATCH``,
+    and what its ``DEFAULT_BUFFER_LIMIT`` of contiguous memory holds (packed input + output)."""
     from fcnseg.host.backends.pynq import DEFAULT_BUFFER_LIMIT, DEFAULT_MAX_BATCH
-    from fcnseg.host.package import dtype_bits
 
-    per_tile = 0
-    for io in (package.input, package.output):
-        values = math.prod(int(v) for v in io["shape"][1:])
-        per_tile += -(-values * dtype_bits(io["dtype"])[0] // 8)
+    per_tile = _tile_bytes(io["input"]) + _tile_bytes(io["output"])
     return max(1, min(DEFAULT_MAX_BATCH, DEFAULT_BUFFER_LIMIT // per_tile))
 
 
-def latency_lines(latency: dict[str, Any] | None) -> list[str]:
-    """``frames["latency"]`` as text: steady state, the host's in-flight depth, one frame."""
-    if latency is None:
-        return []
-    bound = {"fabric": "reaches the steady rate", "latency": "latency-bound", "host": "host-bound"}
-    need = latency["in_flight_for_steady"]
-    host = (
-        f"host work {latency['host_frame_ms']:g} ms/frame"
-        if latency["host_frame_ms"]
-        else "host work per frame not counted (--host-ms)"
-    )
-    overhead = (
-        f"{latency['call_overhead_ms']:g} ms driver overhead per call"
-        if latency["call_overhead_ms"]
-        else "driver overhead per call not counted (--call-overhead-ms)"
-    )
-    return [
-        f"estimate {latency['steady_frames_per_s']:.2f} frames/s steady state "
-        f"({latency['steady_tiles_per_s']:.1f} tiles/s, one per {latency['interval_ms']:.2f} ms);"
-        f" latency {latency['latency_ms']:.1f} ms per tile (finn's critical path, pessimistic)",
-        f"estimate {latency['frames_per_s']:.2f} frames/s with {latency['in_flight']} tiles in "
-        f"flight ({latency['calls_in_flight']} call{'s' * (latency['calls_in_flight'] != 1)} of "
-        f"{latency['tiles_per_call']} tiles, {latency['call_ms']:.1f} ms each; batch limit "
-        f"{latency['max_batch']}): {latency['tiles_per_s']:.1f} tiles/s, "
-        f"{bound[latency['bound']]}"
-        + (
-            f"; {need} tiles in flight ({need // latency['tiles_per_call']} calls of "
-            f"{latency['tiles_per_call']}) reach the steady rate"
-            if need
-            else ""
-        ),
-        f"estimate {latency['one_frame_frames_per_s']:.2f} frames/s one frame at a time "
-        f"({latency['frame_alone_ms']:.0f} ms per frame); {host}; {overhead}",
-    ]
+def package_fabric(package: Package) -> Fabric | None:
+    """:func:`fabric_of` the package's estimates and io."""
+    return fabric_of(package.estimates, package.meta["io"])
+
+
+def package_max_batch(package: Package) -> int:
+    """:func:`max_batch_of` the package's io."""
+    return max_batch_of(package.meta["io"])
 
 
 def bitfile_of(package: Package) -> str | None:
@@ -336,5 +313,4 @@ def format_info(summary: dict[str, Any]) -> str:
     head = [*facts_lines(facts), ""] if facts else []
     if "layers" not in summary:
         return "\n".join([*head, "no finn estimates in this package: cycles, rates unknown"])
-    tail = latency_lines((summary.get("frames") or {}).get("latency"))
-    return "\n".join([*head, report.format_table(summary), *tail])
+    return "\n".join([*head, report.format_table(summary)])

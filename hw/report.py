@@ -187,11 +187,48 @@ def frames_line(frames: Mapping[str, Any]) -> str:
     )
 
 
+def latency_lines(latency: dict[str, Any] | None) -> list[str]:
+    """``frames["latency"]`` as text: steady state, the host's in-flight depth, one frame."""
+    if latency is None:
+        return []
+    bound = {"fabric": "reaches the steady rate", "latency": "latency-bound", "host": "host-bound"}
+    need = latency["in_flight_for_steady"]
+    host = (
+        f"host work {latency['host_frame_ms']:g} ms/frame"
+        if latency["host_frame_ms"]
+        else "host work per frame not counted (fcnseg info --host-ms)"
+    )
+    overhead = (
+        f"{latency['call_overhead_ms']:g} ms driver overhead per call"
+        if latency["call_overhead_ms"]
+        else "driver overhead per call not counted (fcnseg info --call-overhead-ms)"
+    )
+    return [
+        f"estimate {latency['steady_frames_per_s']:.2f} frames/s steady state "
+        f"({latency['steady_tiles_per_s']:.1f} tiles/s, one per {latency['interval_ms']:.2f} ms);"
+        f" latency {latency['latency_ms']:.1f} ms per tile (finn's critical path, pessimistic)",
+        f"estimate {latency['frames_per_s']:.2f} frames/s with {latency['in_flight']} tiles in "
+        f"flight ({latency['calls_in_flight']} call{'s' * (latency['calls_in_flight'] != 1)} of "
+        f"{latency['tiles_per_call']} tiles, {latency['call_ms']:.1f} ms each; batch limit "
+        f"{latency['max_batch']}): {latency['tiles_per_s']:.1f} tiles/s, "
+        f"{bound[latency['bound']]}"
+        + (
+            f"; {need} tiles in flight ({need // latency['tiles_per_call']} calls of "
+            f"{latency['tiles_per_call']}) reach the steady rate"
+            if need
+            else ""
+        ),
+        f"estimate {latency['one_frame_frames_per_s']:.2f} frames/s one frame at a time "
+        f"({latency['frame_alone_ms']:.0f} ms per frame); {host}; {overhead}",
+    ]
+
+
 def format_table(summary: Mapping[str, Any]) -> str:
     """The per-layer table and the headline figures, as terminal text."""
     lines = [*_layer_lines(summary), "", rate_line(summary), *fit_lines(summary)]
     if summary.get("frames"):
         lines.append(frames_line(summary["frames"]))
+        lines.extend(latency_lines(summary["frames"].get("latency")))
     return "\n".join(lines)
 
 

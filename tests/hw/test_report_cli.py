@@ -39,6 +39,31 @@ def test_summary_agrees_with_finn_reports(build_fcn8s):
     assert (out / "report" / SUMMARY_TXT).read_text().strip() == format_table(s).strip()
 
 
+def test_the_package_records_the_latency_counting_frames_info_prints(build_fcn8s, capsys):
+    """The build's frames/s at the host's default depth (finn's latency per call, the batch limit
+    of the package's io) are what `fcnseg info --frame` computes from the package, and they
+    follow the model: the fabric from finn's cycles, the tile count from the tiling plan."""
+    from fcnseg.host.package import load_package
+    from fcnseg.hw.info import package_fabric, package_max_batch
+    from fcnseg.hw.throughput import Host, estimate
+
+    recorded = build_fcn8s.summary["frames"]
+    package = load_package(build_fcn8s.package_dir)
+    assert package.estimates["frames"] == json.loads(json.dumps(recorded))
+    fabric = package_fabric(package)
+    assert fabric is not None and fabric.interval_cycles == build_fcn8s.summary["max_cycles"]
+    expected = estimate(
+        fabric, recorded["tiles_per_frame"], Host(max_batch=package_max_batch(package))
+    )
+    assert recorded["latency"] == pytest.approx(expected)
+    assert recorded["latency"]["steady_frames_per_s"] == pytest.approx(recorded["frames_per_s"])
+    frame = recorded["frame"]
+    main(["info", str(build_fcn8s.package_dir), "--frame", *map(str, frame), "--json"])
+    printed = json.loads(capsys.readouterr().out)["frames"]["latency"]
+    assert printed == pytest.approx(recorded["latency"])
+    assert "tiles in flight" in (build_fcn8s.out_dir / "report" / SUMMARY_TXT).read_text()
+
+
 def test_progress_lists_every_step_with_time_and_the_vivado_stop(build_fcn8s):
     from fcnseg.hw.steps import ESTIMATE_STEPS
 
