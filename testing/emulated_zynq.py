@@ -25,11 +25,29 @@ What is emulated, and how
   size is the board's contiguous-memory (CMA) budget: an allocation that does not fit fails.
 - **IODMA protocol** (finn-plus ``IODMA_hls``, what ``FINNDMAOverlay`` drives on zynq-iodma):
   control word at 0x00 (bit 0 ap_start, bit 1 ap_done, bit 2 ap_idle), buffer address at
-  0x10/0x14 (low/high), batch size at 0x1C. Writing 1 to 0x00 starts a DMA; once the output
-  DMA and then the input DMA are started, a worker thread reads the packed input from DDR,
-  unpacks it (:func:`unpack_le`, written from the packing *convention*, not from finn's code),
-  runs the accelerator callback, packs the scores, writes them to DDR and raises ap_done|ap_idle
-  on both DMAs. ``stall = True`` makes started transfers never complete (a hung accelerator).
+  0x10/0x14 (low/high), batch size at 0x1C. The input and the output DMA are separate IPs, each
+  ``ap_ctrl_hs`` with its own control word (finn-plus 1.6.1 ``iodma_hls.py``: ``#pragma HLS
+  INTERFACE s_axilite port=return``): writing 1 to 0x00 of an idle one starts it, and it runs
+  on its own; a start while it runs is lost (recorded in :attr:`EmulatedZynq.faults`). So a host
+  may start the next call's input DMA as soon as the previous input DMA is done (its input fully
+  read) while the output DMA still drains the pipeline.
+- **The fabric's timing** (:class:`FabricTiming`, ``II`` and ``L``; from the package's
+  estimates with :meth:`FabricTiming.of_package`): the fabric is a pipeline of at most
+  ``capacity = ceil(L / II)`` tiles. A running input DMA hands it its next tile at
+  ``max(its start, previous entry + II, exit of the tile capacity places ahead)`` (it reads
+  that tile's packed input from DDR at that moment), and is done one ``II`` after its last
+  tile entered. The oldest tile inside leaves at ``max(entry + L, previous exit + II, start of
+  the output DMA)`` into the running output DMA (its scores written to DDR then), which is done
+  when its last tile has left; without a running output DMA the pipeline backs up (no tile
+  leaves, and once it is full none enters). A fabric thread runs this model in real time
+  (``time.perf_counter()``), a compute thread the accelerator callback per tile in entry order
+  (a tile leaves no earlier than its scores are computed). Every tile's entry and exit are
+  recorded: :meth:`EmulatedZynq.fabric_timeline`, and :meth:`EmulatedZynq.busy_fraction`, the
+  share of a run's wall time during which the input accepted tiles (one ``II`` per tile).
+  ``fabric_fps=F`` is ``II = L = 1 / F`` (a call of N tiles takes ``N / F``); neither: no
+  fabric time. ``stall = True`` makes started transfers never complete (a hung accelerator).
+  Deviation kept on purpose: ap_done here stays set until the next start (on the hardware it is
+  clear-on-read); the backend reads it once per job either way.
 
 The accelerator callback maps uint8 NHWC ``(N, H, W, 3)`` to int64 ``(N, h, w, C)``:
 :func:`sim_accelerator` (the bit-exact :class:`~fcnseg.host.sim.engine.SimEngine`) or
@@ -45,7 +63,9 @@ a package.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
+import math
 import os
 import queue
 import shutil
@@ -53,8 +73,8 @@ import tempfile
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -462,6 +482,105 @@ def standin_device(package: Package, fps: float | None = None, **kwargs: Any) ->
 
 
 # --------------------------------------------------------------------------------------------
+# The fabric's timing model
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FabricTiming:
+    """The accelerator as a pipeline (the module docstring's model): a tile enters every
+    ``interval_s`` at most and leaves ``latency_s`` after it entered, at most ``capacity`` tiles
+    inside at once. All zeros: no fabric time (each tile as soon as it is computed)."""
+
+    interval_s: float = 0.0  #: ``II``: seconds between tiles once the pipeline is full
+    latency_s: float = 0.0  #: ``L``: seconds from a tile's entry to its exit
+
+    def __post_init__(self) -> None:
+        if self.interval_s < 0 or self.latency_s < 0:
+            raise UserError(f"fabric interval and latency must be >= 0, got {self}")
+
+    @property
+    def capacity(self) -> int:
+        """Tiles the pipeline holds: ``ceil(L / II)`` (so a full pipeline streams at ``1 / II``
+        without stalling), at least 1; unbounded without an interval."""
+        if self.interval_s <= 0:
+            return 1 << 62
+        return max(1, math.ceil(self.latency_s / self.interval_s - 1e-9))
+
+    @classmethod
+    def of_fps(cls, fps: float) -> FabricTiming:
+        """``fps`` tiles/s with a latency of one interval: a call of N tiles takes ``N / fps``
+        from its start (the older ``fabric_fps`` model)."""
+        return cls(1.0 / fps, 1.0 / fps) if fps > 0 else cls()
+
+    @classmethod
+    def of_package(cls, package: Package, time_scale: float = 1.0) -> FabricTiming:
+        """The package's estimated ``II`` and ``L`` (:func:`fcnseg.hw.info.package_fabric`:
+        finn's ``max_cycles``, or the IODMA port's cycles if more, and ``critical_path_cycles``
+        at the package's clock), times ``time_scale`` (< 1: faster, for tests)."""
+        from fcnseg.hw.info import package_fabric
+
+        fabric = package_fabric(package)
+        if fabric is None:
+            raise UserError(
+                f"{package.path}: the package estimates have no max_cycles, "
+                "critical_path_cycles and clock_ns: no fabric timing to emulate"
+            )
+        return cls(fabric.interval_s * time_scale, fabric.latency_s * time_scale)
+
+
+@dataclass
+class FabricTile:
+    """One tile's passage through the emulated fabric (``time.perf_counter()`` seconds)."""
+
+    job: int  #: the input DMA job (0, 1, ... in start order) it came from
+    index: int  #: its place in that job
+    entered: float  #: the input DMA handed it to the pipeline
+    left: float | None = None  #: it left the pipeline into the output DMA (None: inside)
+    out_job: int | None = None  #: the output DMA job it went to
+    ready: float | None = field(default=None, repr=False)  #: scores computed
+    result: np.ndarray | None = field(default=None, repr=False)  #: packed scores to write
+
+
+@dataclass
+class _DmaJob:
+    """A started IODMA: ``n`` tiles at ``addr``; ``k`` of them moved so far."""
+
+    name: str
+    addr: int
+    n: int
+    started: float
+    number: int = 0
+    k: int = 0
+    done_at: float | None = None  #: input DMA: its last tile fully read
+
+
+def busy_fraction(
+    tiles: Sequence[FabricTile], interval_s: float, start: float | None = None,
+    end: float | None = None,
+) -> float:  # fmt: skip
+    """The share of ``[start, end]`` covered by the tiles' input intervals ``[entered, entered
+    + interval_s)`` (their union): how busy the fabric's input was. Defaults: the first entry
+    and the last exit (or entry + interval)."""
+    if not tiles:
+        return 0.0
+    entries = sorted(t.entered for t in tiles)
+    if start is None:
+        start = entries[0]
+    if end is None:
+        end = max(max(t.left or t.entered for t in tiles), entries[-1] + interval_s)
+    if end <= start:
+        return 0.0
+    busy, reach = 0.0, start
+    for e in entries:
+        lo, hi = max(e, reach), min(e + interval_s, end)
+        if hi > lo:
+            busy += hi - lo
+            reach = hi
+    return busy / (end - start)
+
+
+# --------------------------------------------------------------------------------------------
 # The device
 # --------------------------------------------------------------------------------------------
 
@@ -495,6 +614,7 @@ class EmulatedZynq(Device):
         *,
         ddr_bytes: int = 64 << 20,
         fabric_fps: float | None = None,
+        timing: FabricTiming | None = None,
         tag: str = "emulated_zynqmp0",
     ) -> None:
         super().__init__(tag)
@@ -503,24 +623,37 @@ class EmulatedZynq(Device):
         self.capabilities = {"MEMORY_MAPPED": True}
         self.accelerator = accelerator
         self.stall = False  #: started transfers never complete (a hung accelerator)
-        #: if set, a job of N tiles raises done no earlier than N / fabric_fps after its start
-        #: (the fabric's streaming time; the emulator's own work hides inside it)
-        self.fabric_fps = fabric_fps
+        if fabric_fps and timing is not None:
+            raise UserError("give the emulated fabric fabric_fps or timing, not both")
+        #: the fabric's pipeline (module docstring): ``timing``, or ``fabric_fps`` tiles/s with
+        #: one interval of latency (a call of N tiles takes N / fabric_fps), or no fabric time
+        self.timing = timing or (FabricTiming.of_fps(fabric_fps) if fabric_fps else FabricTiming())
+        self.fabric_fps = 1.0 / self.timing.interval_s if self.timing.interval_s else None
         self.timestamp = ""
         self.bitfile_name = None
         self.ddr = np.zeros(ddr_bytes, dtype=np.uint8)
         self._free = [(0, ddr_bytes)]  # sorted (offset, size) holes
         self._bos: dict[int, tuple[int, int, np.ndarray]] = {}  # bo -> (offset, size, host)
         self._next_bo = 1
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # DDR and the allocator
         self.stats = {"flush": 0, "invalidate": 0, "jobs": 0, "tiles": 0}
         self.faults: list[str] = []
         self._regs: dict[int, _Registers] = {}  # base -> register file
         self._names: dict[int, str] = {}
         self._ports: tuple[Port, Port] | None = None
-        self._armed: dict[str, tuple[int, int]] = {}
-        self._jobs: queue.Queue = queue.Queue()
-        self._worker: threading.Thread | None = None
+        # the fabric: DMA jobs, the tiles in entry order, the threads (all under _cv)
+        self._cv = threading.Condition()
+        self._in: _DmaJob | None = None
+        self._out: _DmaJob | None = None
+        self._job_count = {"_in": 0, "_out": 0}
+        self._tiles: list[FabricTile] = []
+        self._head = 0  # the oldest tile still inside
+        self._last_entry = self._last_leave = -math.inf
+        self._hung = False
+        self._closing = False
+        self._compute: queue.Queue = queue.Queue()
+        self._fabric_thread: threading.Thread | None = None
+        self._compute_thread: threading.Thread | None = None
         self._clock_regs = {CRL_APB: np.zeros(0x40, np.uint32), CRF_APB: np.zeros(0x40, np.uint32)}
         self._seed_clocks()
         self._saved: tuple[Any, ...] | None = None
@@ -554,10 +687,16 @@ class EmulatedZynq(Device):
             self._saved = None
 
     def close_worker(self) -> None:
-        if self._worker is not None:
-            self._jobs.put(None)
-            self._worker.join(timeout=5)
-            self._worker = None
+        """Stop the fabric and compute threads (started again by the next DMA start)."""
+        with self._cv:
+            threads = (self._fabric_thread, self._compute_thread)
+            self._fabric_thread = self._compute_thread = None
+            self._closing = True
+            self._cv.notify_all()
+        if threads[0] is not None:
+            self._compute.put(None)
+            for t in threads:
+                t.join(timeout=5)
 
     # --- clocks --------------------------------------------------------------------------------
 
@@ -591,11 +730,14 @@ class EmulatedZynq(Device):
         if not data.startswith(BITSTREAM_MAGIC):
             raise RuntimeError(f"{bitstream.bitfile_name}: not an emulated-board bitstream")
         spec = json.loads(data[len(BITSTREAM_MAGIC) :])
-        with self._lock:
+        with self._cv:
             self._ports = (Port.from_json(spec["input"]), Port.from_json(spec["output"]))
             self._regs.clear()
             self._names.clear()
-            self._armed.clear()
+            self._in = self._out = None  # reprogramming resets the IODMAs and the pipeline
+            self._tiles.clear()
+            self._head = 0
+            self._hung = False
             for name, base in spec["ips"].items():
                 regs = np.zeros(IP_RANGE // 4, dtype=np.uint32).view(_Registers)
                 regs[CTRL // 4] = AP_IDLE
@@ -685,40 +827,46 @@ class EmulatedZynq(Device):
     def free_bytes(self) -> int:
         return sum(h for _, h in self._free)
 
-    # --- the IODMAs and the accelerator ----------------------------------------------------------
+    # --- the IODMAs and the fabric pipeline ------------------------------------------------------
 
     def _register_hook(self, name: str, regs: _Registers) -> Callable[[int], None]:
         def hook(word: int) -> None:
-            if word != CTRL // 4 or not int(np.ndarray.__getitem__(regs, word)) & AP_START:
+            raw = regs.view(np.ndarray)
+            if word != CTRL // 4 or not int(raw[word]) & AP_START:
                 return
-            addr = int(regs.view(np.ndarray)[ADDR_LO // 4]) | (
-                int(regs.view(np.ndarray)[ADDR_HI // 4]) << 32
+            job = _DmaJob(
+                name=name,
+                addr=int(raw[ADDR_LO // 4]) | (int(raw[ADDR_HI // 4]) << 32),
+                n=int(raw[BATCH // 4]),
+                started=time.perf_counter(),
             )
-            batch = int(regs.view(np.ndarray)[BATCH // 4])
-            regs.view(np.ndarray)[CTRL // 4] = AP_START  # running: not idle, not done
-            with self._lock:
-                self._armed[name] = (addr, batch)
-                if name.startswith("idma") and "odma0" in self._armed:
-                    job = (self._armed.pop("idma0"), self._armed.pop("odma0"))
-                    self._submit(job)
+            with self._cv:
+                slot = "_in" if name.startswith("idma") else "_out"
+                if getattr(self, slot) is not None:
+                    # ap_ctrl_hs samples ap_start only when idle: a start while running is lost
+                    self.faults.append(f"{name} started while running (start ignored)")
+                    return
+                raw[CTRL // 4] = AP_START  # running: not idle, not done
+                job.number = self._job_count[slot]
+                self._job_count[slot] += 1
+                setattr(self, slot, job)
+                self._ensure_threads()
+                self._cv.notify_all()
 
         return hook
 
-    def _submit(self, job: Any) -> None:
-        if self._worker is None:
-            self._worker = threading.Thread(target=self._work, name="emulated-fabric", daemon=True)
-            self._worker.start()
-        self._jobs.put(job)
-
-    def _work(self) -> None:
-        while True:
-            job = self._jobs.get()
-            if job is None:
-                return
-            try:
-                self._run(*job)
-            except Exception as e:  # a fault hangs the DMA, like a bus error on the board
-                self.faults.append(f"{type(e).__name__}: {e}")
+    def _ensure_threads(self) -> None:
+        """Start the fabric and compute threads on the first DMA start (called under ``_cv``)."""
+        if self._fabric_thread is None:
+            self._closing = False
+            self._fabric_thread = threading.Thread(
+                target=self._fabric_loop, name="emulated-fabric", daemon=True
+            )
+            self._compute_thread = threading.Thread(
+                target=self._compute_loop, name="emulated-compute", daemon=True
+            )
+            self._fabric_thread.start()
+            self._compute_thread.start()
 
     def _span(self, addr: int, nbytes: int) -> slice:
         off = addr - DDR_BASE
@@ -727,32 +875,166 @@ class EmulatedZynq(Device):
                 return slice(off, off + nbytes)
         raise MemoryError(f"DMA to 0x{addr:X} (+{nbytes}) outside any allocated buffer")
 
-    def _run(self, idma: tuple[int, int], odma: tuple[int, int]) -> None:
-        (iaddr, n), (oaddr, n_out) = idma, odma
-        started = time.perf_counter()
-        if self.stall:
-            return
+    def _fabric_loop(self) -> None:
+        """Advance the pipeline model in real time: process every event that is due, then sleep
+        until the next one (or until a register write or a computed tile wakes the loop)."""
+        with self._cv:
+            while not self._closing:
+                now = time.perf_counter()
+                try:
+                    wake = self._advance(now)
+                except Exception as e:  # a fault hangs the DMAs, like a bus error on the board
+                    self.faults.append(f"{type(e).__name__}: {e}")
+                    self._hung = True
+                    wake = None
+                if wake is None:
+                    self._cv.wait()
+                elif wake > now:
+                    self._cv.wait(wake - now)
+
+    def _advance(self, now: float) -> float | None:
+        """Process the events due by ``now`` (module docstring's timing model); return the time
+        of the next event, None if the next one waits for the host or the compute thread."""
+        timing = self.timing
+        while True:
+            if self.stall or self._hung:
+                return None
+            upcoming: list[float] = []
+            progressed = self._advance_input(now, timing, upcoming)
+            progressed |= self._advance_output(now, timing, upcoming)
+            if not progressed:
+                return min(upcoming) if upcoming else None
+
+    def _advance_input(self, now: float, timing: FabricTiming, upcoming: list[float]) -> bool:
+        job = self._in
+        if job is None:
+            return False
+        if job.k < job.n:
+            g = len(self._tiles)
+            entry = max(job.started, self._last_entry + timing.interval_s)
+            if g >= timing.capacity:
+                blocker = self._tiles[g - timing.capacity]
+                if blocker.left is None:
+                    return False  # the pipeline is full: the next tile waits for one to leave
+                entry = max(entry, blocker.left)
+            if entry > now:
+                upcoming.append(entry)
+                return False
+            self._enter(job, entry)
+            if job.k == job.n:
+                job.done_at = entry + timing.interval_s
+            return True
+        if job.done_at is None:  # a job of no tiles
+            job.done_at = job.started
+        if job.done_at > now:
+            upcoming.append(job.done_at)
+            return False
+        self._raise_done("idma")
+        self._in = None
+        return True
+
+    def _enter(self, job: _DmaJob, entry: float) -> None:
+        """Tile ``job.k`` of the input DMA enters the pipeline: its input is read from DDR now
+        (so it must have been flushed before the DMA started) and handed to the compute thread."""
+        assert self._ports is not None
+        inp = self._ports[0]
+        with self._lock:
+            packed = self.ddr[self._span(job.addr + job.k * inp.nbytes, inp.nbytes)].copy()
+        tile = FabricTile(job=job.number, index=job.k, entered=entry)
+        self._tiles.append(tile)
+        self._compute.put((tile, packed))
+        self._last_entry = entry
+        job.k += 1
+
+    def _advance_output(self, now: float, timing: FabricTiming, upcoming: list[float]) -> bool:
+        job = self._out
+        if job is None:
+            return False
+        if job.k == job.n:  # a job of no tiles
+            self._finish_output()
+            return True
+        if self._head >= len(self._tiles):
+            return False  # no tile in the pipeline: waits for the input DMA
+        tile = self._tiles[self._head]
+        leave = max(tile.entered + timing.latency_s, self._last_leave + timing.interval_s,
+                    job.started)  # fmt: skip
+        if leave > now:
+            upcoming.append(leave)
+            return False
+        if tile.ready is None:
+            return False  # still computing: the compute thread wakes the loop
+        assert self._ports is not None
+        out = self._ports[1]
+        with self._lock:
+            self.ddr[self._span(job.addr + job.k * out.nbytes, out.nbytes)] = tile.result
+            self.stats["tiles"] += 1
+        tile.result = None
+        tile.left = max(leave, tile.ready)
+        tile.out_job = job.number
+        self._last_leave = tile.left
+        self._head += 1
+        job.k += 1
+        if job.k == job.n:
+            self._finish_output()
+        return True
+
+    def _finish_output(self) -> None:
+        self.stats["jobs"] += 1
+        self._raise_done("odma")
+        self._out = None
+
+    def _raise_done(self, kind: str) -> None:
+        for base, name in self._names.items():
+            if name.startswith(kind):
+                self._regs[base].view(np.ndarray)[CTRL // 4] = AP_DONE | AP_IDLE
+
+    def _compute_loop(self) -> None:
+        """The accelerator's arithmetic, one tile at a time in entry order, beside the timing
+        model: a tile cannot leave before its scores are computed (a slow accelerator callback
+        stretches the timeline, it never reorders it)."""
+        while (work := self._compute.get()) is not None:
+            tile, packed = work
+            try:
+                tile.result = self._compute_tile(packed)
+            except Exception as e:  # a fault hangs the DMA, like a bus error on the board
+                with self._cv:
+                    self.faults.append(f"{type(e).__name__}: {e}")
+                    self._hung = True
+                continue
+            with self._cv:
+                tile.ready = time.perf_counter()
+                self._cv.notify_all()
+
+    def _compute_tile(self, packed: np.ndarray) -> np.ndarray:
         assert self._ports is not None and self.accelerator is not None
-        if n != n_out:
-            raise RuntimeError(f"input DMA batch {n} != output DMA batch {n_out}")
         inp, out = self._ports
-        with self._lock:
-            packed = self.ddr[self._span(iaddr, n * inp.nbytes)].copy()
-        packed = packed.reshape(n, *inp.packed)
-        x = unpack_le(packed, inp.dtype, inp.folded[-1]).reshape(n, *inp.normal)
-        scores = np.asarray(self.accelerator(x.astype(np.uint8)))
-        if scores.shape != (n, *out.normal):
-            raise RuntimeError(f"accelerator gave {scores.shape}, expected {(n, *out.normal)}")
-        words = pack_le(scores.reshape(n, *out.folded), out.dtype)
-        if self.fabric_fps:
-            time.sleep(max(0.0, started + n / self.fabric_fps - time.perf_counter()))
-        with self._lock:
-            self.ddr[self._span(oaddr, n * out.nbytes)] = words.reshape(-1)
-            self.stats["jobs"] += 1
-            self.stats["tiles"] += n
-            for base, name in self._names.items():
-                if name in ("idma0", "odma0"):
-                    self._regs[base].view(np.ndarray)[CTRL // 4] = AP_DONE | AP_IDLE
+        x = unpack_le(packed.reshape(1, *inp.packed), inp.dtype, inp.folded[-1])
+        scores = np.asarray(self.accelerator(x.reshape(1, *inp.normal).astype(np.uint8)))
+        if scores.shape != (1, *out.normal):
+            raise RuntimeError(f"accelerator gave {scores.shape}, expected {(1, *out.normal)}")
+        return pack_le(scores.reshape(1, *out.folded), out.dtype).reshape(-1)
+
+    # --- the recorded timeline -------------------------------------------------------------------
+
+    def fabric_timeline(self) -> list[FabricTile]:
+        """Every tile through the fabric so far, in entry order (copies: entered / left are
+        ``time.perf_counter()`` seconds, ``left`` None while inside)."""
+        with self._cv:
+            return [dataclasses.replace(t, result=None) for t in self._tiles]
+
+    def busy_fraction(self, start: float | None = None, end: float | None = None) -> float:
+        """The share of ``[start, end]`` during which the pipeline's input accepted tiles: each
+        tile occupies it for one interval from its entry (:func:`busy_fraction`). Defaults:
+        the first tile's entry and the last tile's exit."""
+        return busy_fraction(self.fabric_timeline(), self.timing.interval_s, start, end)
+
+    def clear_timeline(self) -> None:
+        """Forget the tiles that have left (the pipeline must be empty: between runs)."""
+        with self._cv:
+            if self._head != len(self._tiles):
+                raise RuntimeError("tiles still in the fabric: clear the timeline between runs")
+            self._tiles.clear()
+            self._head = 0
 
 
 @contextlib.contextmanager
