@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -141,6 +142,43 @@ def test_estimates(quick_ctx):
     assert row["board"] == "pynq-z2" and row["est_tile_fps"] > 0
     assert row["tiles_per_512x1024"] >= 1 and 0 <= row["LUT_%"]
     assert "ESTIMATES" in result["title"]
+
+
+def test_frame_rates_follow_the_tiling_plan_and_the_latency_model(quick_ctx):
+    """Each row of the shipped packages' table re-derived by hand: the tile count from the
+    tiling plan, the steady rate from finn's tiles/s, the in-flight rate from the closed form of
+    one call of D tiles (D <= the batch limit): D / (L + (D - 1) II), capped at 1 / II."""
+    from fcnseg.benchmarks.frame_rates import FRAMES
+    from fcnseg.host.package import load_package
+    from fcnseg.host.tiling import plan_tiles
+    from fcnseg.hw.info import package_fabric, package_max_batch
+    from fcnseg.hw.throughput import HOST_IN_FLIGHT
+
+    shipped = Path(__file__).resolve().parents[2] / "host" / "packages"
+    ctx = dataclasses.replace(quick_ctx, packages_dir=shipped, cache={})
+    result = _run("frame_rates", ctx)
+    names = sorted(p.name for p in shipped.iterdir() if (p / "accelerator.json").is_file())
+    rows = [r for r in result["rows"] if r["package"].startswith("shipped ")]
+    assert len(rows) == len(names) * len(FRAMES)
+    for row in rows:
+        package = load_package(shipped / row["package"].removeprefix("shipped "))
+        frame = tuple(int(v) for v in row["frame"].split("x"))
+        g = package.geometry
+        tiles = len(plan_tiles(g, g.canvas_shape(*frame)).tiles)
+        assert row["tiles_per_frame"] == tiles and row["board"] == package.board
+        fps = package.estimates["estimated_fps"]
+        fabric = package_fabric(package)
+        assert row["steady_fps"] == pytest.approx(
+            min(fps, 1 / fabric.interval_s) / tiles, abs=0.006
+        )
+        d = HOST_IN_FLIGHT
+        assert d <= package_max_batch(package) and row["in_flight"] == d
+        one_call = d / (fabric.latency_s + (d - 1) * fabric.interval_s)
+        assert row["in_flight_fps"] == pytest.approx(
+            min(one_call, 1 / fabric.interval_s) / tiles, abs=0.006
+        )
+        assert row["one_frame_fps"] <= row["in_flight_fps"] + 0.006 <= row["steady_fps"] + 0.012
+    assert {h["unit"] for h in result["headline"]} == {"frames/s"}
 
 
 def test_accuracy(quick_ctx, tiny_checkpoint):

@@ -1,0 +1,129 @@
+"""Benchmark 8: frames/s ESTIMATES per board, frame size and tile choice (issue 15).
+
+For every deployment package with finn estimates — each shipped ``fcn8s-<board>*`` package (the
+256x256 tile and the tiles chosen by ``fcnseg compile --frame``) and the subject's own — and each
+frame size of :data:`FRAMES` (Cityscapes at half resolution, 720p, Cityscapes full): the tiles of
+the host's exact tiling of one frame (:func:`fcnseg.host.tiling.plan_tiles`, the receptive
+field's overlap), the share of computed pixels kept, and three rates from
+:mod:`fcnseg.hw.throughput` (finn's cycles per tile and its latency per tile at the preset's
+clock, the IODMA port, the pynq backend's batch limit for the package's io):
+
+- ``steady``: the fabric's rate, tiles of successive frames back to back;
+- ``in_flight``: what the host's default depth achieves (``HOST_IN_FLIGHT`` tiles in flight),
+  counting finn's latency per call — finn's latency is a pessimistic critical path (layers as if
+  none overlapped), so this is a lower bound;
+- ``one_frame``: one frame at a time (the next frame's tiles wait for this one's last).
+
+The host's per-frame work and the driver's per-call cost are not counted here (the
+``end_to_end`` and ``in_flight`` benchmarks measure them). Reading estimates needs no finn:
+this runs on a board. Estimates, not measurements: no bitfile is built on this machine.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fcnseg.benchmarks.runner import Context, Skipped, headline
+from fcnseg.benchmarks.subjects import default_subject
+
+#: frame sizes (height, width) the table covers
+FRAMES: tuple[tuple[int, int], ...] = ((512, 1024), (720, 1280), (1024, 2048))
+
+
+def packages(ctx: Context) -> list[tuple[Path, str]]:
+    """``(package folder, label)`` of every package measured: the shipped ones for any board,
+    then the subject's when it is not one of them."""
+    found: list[tuple[Path, str]] = []
+    if ctx.packages_dir is not None and Path(ctx.packages_dir).is_dir():
+        for path in sorted(Path(ctx.packages_dir).iterdir()):
+            if (path / "accelerator.json").is_file():
+                found.append((path, f"shipped {path.name}"))
+    subject = default_subject(ctx)
+    shipped = {p.resolve() for p, _ in found}
+    if subject.package_dir.exists() and subject.package_dir.resolve() not in shipped:
+        found.append((subject.package_dir, subject.source))
+    return found
+
+
+def rows_for(path: Path, label: str, frames: tuple[tuple[int, int], ...] = FRAMES) -> list[dict]:
+    """One row per frame size for the package at ``path`` (none without estimates)."""
+    from fcnseg.host.package import load_package
+    from fcnseg.hw.info import frames as frame_figures
+    from fcnseg.hw.info import package_fabric, package_max_batch
+    from fcnseg.hw.throughput import Host
+
+    package = load_package(path)
+    estimates = package.estimates or {}
+    fabric = package_fabric(package)
+    if "estimated_fps" not in estimates or fabric is None:
+        return []
+    host = Host(max_batch=package_max_batch(package))
+    utilisation = (estimates.get("fit") or {}).get("utilisation") or {}
+    rows = []
+    for frame in frames:
+        f = frame_figures(
+            package.geometry, frame, float(estimates["estimated_fps"]), fabric=fabric, host=host
+        )
+        lat = f["latency"]
+        rows.append(
+            {
+                "board": package.board,
+                "package": label,
+                "tile": f"{package.tile[0]}x{package.tile[1]}",
+                "frame": f"{frame[0]}x{frame[1]}",
+                "tiles_per_frame": f["tiles_per_frame"],
+                "overlap_px": f["overlap"],
+                "kept_%": round(100 * f["kept_share"], 1),
+                "tiles_per_s": round(lat["steady_tiles_per_s"], 1),
+                "steady_fps": round(lat["steady_frames_per_s"], 2),
+                "in_flight": lat["in_flight"],
+                "in_flight_fps": round(lat["frames_per_s"], 2),
+                "one_frame_fps": round(lat["one_frame_frames_per_s"], 2),
+                "latency_ms": round(lat["latency_ms"], 1),
+                "in_flight_for_steady": lat["in_flight_for_steady"],
+                "LUT_%": round(100 * float(utilisation.get("LUT", 0.0)), 1),
+                "BRAM18_%": round(100 * float(utilisation.get("BRAM_18K", 0.0)), 1),
+                "DSP_%": round(100 * float(utilisation.get("DSP", 0.0)), 1),
+            }
+        )
+    return rows
+
+
+def run(ctx: Context) -> dict[str, Any]:
+    rows: list[dict] = []
+    notes: list[str] = []
+    for path, label in packages(ctx):
+        found = rows_for(path, label)
+        if not found:
+            notes.append(f"{label}: no finn estimates (rates unknown)")
+        rows.extend(found)
+    if not rows:
+        raise Skipped("no package with estimates: " + ("; ".join(notes) or "none found"))
+    best: dict[tuple[str, str], dict] = {}
+    for r in rows:
+        key = (r["board"], r["frame"])
+        if key not in best or r["steady_fps"] > best[key]["steady_fps"]:
+            best[key] = r
+    return {
+        "title": "Frames/s ESTIMATES per board, frame size and tile (finn-plus cycles; no bitfile)",
+        "method": __doc__.split("\n\n", 1)[1].strip() if __doc__ else "",
+        "rows": rows,
+        "headline": [
+            headline(
+                f"ESTIMATED frames/s at {frame} on {board} (best tile {r['tile']}, steady; "
+                f"{r['in_flight_fps']:g} with {r['in_flight']} tiles in flight)",
+                r["steady_fps"],
+                "frames/s",
+            )
+            for (board, frame), r in sorted(best.items())
+        ],
+        "checks": [],
+        "notes": notes
+        + [
+            "in_flight_fps counts finn's latency per call at the host's default depth; finn's "
+            "latency is pessimistic (summed layer cycles), so the true rate at that depth is at "
+            "least this. in_flight_for_steady: the depth at which even that latency reaches the "
+            "steady rate."
+        ],
+    }
