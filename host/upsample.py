@@ -36,6 +36,37 @@ the true gap exceeds ``2E`` at every pixel of the cell and the computed gap exce
 argmax is ``k`` with no tie. Such cells are filled with ``k`` without touching their pixels;
 every other cell (class boundaries, ties) is computed pixel by pixel with the shared formula.
 
+Busy cells in float32, with a tie check (the default)
+-----------------------------------------------------
+An A9's NEON unit does float32 only (float64 is scalar VFP), and float32 halves the memory
+traffic, so busy cells are first evaluated in float32 and only the pixels the arithmetic cannot
+decide are redone with the float64 formula above. Per pixel and candidate class the float32 path
+interpolates the corner logits directly: ``C = fl32(sum_k w'_k * l_k)`` over the four corners,
+``l_k = fl32(L_k)`` with ``L_k = fl64(scale * s_k + bias)`` (the corner logits of
+:func:`analyse_cells`) and ``w'_k = fl32(w_k / D)`` (exact when ``D`` is a power of two). With
+``A = max|scale| * max|s| + max|bias|`` and ``u = 2**-24``, the real logit being
+``T = sum_k (w_k / D) * (scale * s_k + bias)`` (weights >= 0 summing to 1):
+
+- ``|L_k - (scale s_k + bias)| <= 3 u64 A`` (two float64 roundings);
+- ``|l_k - L_k| <= u |L_k|`` (plus 2**-150 if it underflows);
+- ``|w'_k - w_k/D| <= u w_k/D`` (0 for a power of two);
+- the 4-term dot product, in any order, errs by at most ``gamma_4 * sum |w'_k| |l_k|``,
+  ``gamma_4 = 4u / (1 - 4u)`` (Higham, *Accuracy and Stability of Numerical Algorithms*, 2nd
+  ed., section 3.1; an FMA only removes roundings),
+
+so ``|C - T| <= B = (gamma_4 (1+u)**2 + (u_w + u)(1+u) + 3 u64) A + 16 * 2**-150``
+(:func:`float32_bound`). The float64 reference value ``R`` of the same pixel is within ``E`` of
+``T`` (above), so ``|C - R| <= B + E`` for every class. If the float32 best class ``b`` beats
+every other candidate by more than ``2 (B + E)``, then ``R_b - R_j > 0`` for all ``j``: the
+reference picks ``b`` with no tie. Every other pixel (a float32 runner-up within ``2 (B + E)``
+of the best; ties included) is recomputed exactly with the float64 formula on its integer
+numerators, so the labels equal the reference's always. The check itself is done in float32
+(``C_j >= fl32(C_b - t)``) with ``t`` widened by the rounding of that subtraction, so it flags
+at least those pixels. ``B`` is about ``5u A = 3e-7 A``: on real score maps a handful of pixels
+per frame is recomputed. When ``3 A + 1`` could overflow float32 (``A >= 2**100``), the float64 path
+is used instead. Candidate lists padded with repeats get a logit of ``-(3A + 1)`` in float32,
+below every real one.
+
 Why it is fast and bounded in memory
 ------------------------------------
 Uniform cells are filled by repeating the coarse label map (``np.repeat``, one byte a pixel).
@@ -51,6 +82,7 @@ the naive path computed in 64-row strips, ~100x faster than the naive path in on
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -176,6 +208,7 @@ class CellAnalysis:
     busy_r: np.ndarray  #: (n,) row of each non-uniform cell, row-major order
     busy_q: np.ndarray  #: (n,) column of each non-uniform cell
     candidates: np.ndarray  #: (n, C) bool, classes that can win (or tie) in each busy cell
+    logits: np.ndarray  #: (h, w, C) float64 ``scale * s + bias`` at each cell (the corners)
 
 
 def analyse_cells(s: np.ndarray, scale: np.ndarray, bias: np.ndarray) -> CellAnalysis:
@@ -210,7 +243,7 @@ def analyse_cells(s: np.ndarray, scale: np.ndarray, bias: np.ndarray) -> CellAna
     )
     low = corners.min(axis=0).max(axis=1, keepdims=True)
     candidates = corners.max(axis=0) >= low - 4.0 * err
-    return CellAnalysis(top, uniform, busy_r, busy_q, candidates)
+    return CellAnalysis(top, uniform, busy_r, busy_q, candidates, logits)
 
 
 @dataclass(frozen=True)
@@ -223,21 +256,33 @@ class _Runs:
     patterns: list[np.ndarray]  #: kind -> (count, 2) integer weights (w0, w1)
 
 
-def _runs(weights: AxisWeights, n_in: int) -> _Runs:
+@functools.lru_cache(maxsize=64)
+def _runs(n_out: int, n_in: int, stride: int, field: int | None) -> _Runs:
+    """The runs of one axis (cached: a batch of same-sized frames asks for the same ones, and
+    the loop over coarse indices is Python, ~1 ms a frame on x86, 10-20x that on an A9).
+
+    Callers only read the arrays (they are shared between calls).
+    """
+    weights = axis_weights(n_out, n_in, stride, field)
     count = np.bincount(weights.i0, minlength=n_in)
     start = np.concatenate([[0], np.cumsum(count)[:-1]])
+    pairs = np.stack([weights.w0, weights.w1], axis=1)
     ids: dict[bytes, int] = {}
     patterns: list[np.ndarray] = []
     kind = np.empty(n_in, dtype=np.int64)
     for i in range(n_in):
-        run = slice(start[i], start[i] + count[i])
-        pattern = np.stack([weights.w0[run], weights.w1[run]], axis=1)
+        pattern = pairs[start[i] : start[i] + count[i]]
         key = pattern.tobytes()
         if key not in ids:
             ids[key] = len(patterns)
             patterns.append(pattern)
         kind[i] = ids[key]
+    for array in (count, start, kind, *patterns):
+        array.flags.writeable = False
     return _Runs(start, count, kind, patterns)
+
+
+PRECISIONS = ("float32", "float64")
 
 
 def upsample_argmax(
@@ -248,29 +293,38 @@ def upsample_argmax(
     stride: int,
     field: int | None = None,
     chunk_cells: int = 2048,
+    precision: str = "float32",
 ) -> np.ndarray:
     """Labels ``(H, W)`` of the bilinearly upsampled, dequantized ``scores`` (exact, fast).
 
     Equal, label for label, to :func:`upsample_argmax_naive` (see the module docstring for the
     proof); ``uint8`` labels for up to 256 classes. Busy cells are computed ``chunk_cells`` at a
     time in row-major order (a strip of the image), which bounds the working memory to
-    ``chunk_cells * stride**2 * candidates`` floats.
+    ``chunk_cells * stride**2 * candidates`` floats. ``precision`` is how busy cells are
+    evaluated: ``"float64"`` with the reference's formula at every pixel, ``"float32"``
+    (default) in float32 with the tie check of the module docstring (float64 at the pixels it
+    flags); the labels are the same either way.
     """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     s, scale, bias = _check(scores, scale, bias)
     height, width = out_shape
     h, w, n_classes = s.shape
     dtype = _label_dtype(n_classes)
-    wy = axis_weights(height, h, stride, field)
-    wx = axis_weights(width, w, stride, field)
-    den2 = float(wy.den * wx.den)
+    den2 = float(4 * stride * stride)
     if height == 0 or width == 0:
         return np.empty((height, width), dtype=dtype)
     cells = analyse_cells(s, scale, bias)
     # Fill every pixel with its cell's label; busy cells are overwritten below.
-    ry, rx = _runs(wy, h), _runs(wx, w)
+    ry, rx = _runs(height, h, stride, field), _runs(width, w, stride, field)
     labels = cells.label.astype(dtype).repeat(ry.count, axis=0).repeat(rx.count, axis=1)
     keep = (ry.count[cells.busy_r] > 0) & (rx.count[cells.busy_q] > 0)
     busy_r, busy_q, cand = cells.busy_r[keep], cells.busy_q[keep], cells.candidates[keep]
+    if busy_r.size == 0:
+        return labels
+    fast = None
+    if precision == "float32":
+        fast = _Float32.of(cells.logits, s, scale, bias, den2)
     # Cells with the same row and column weight patterns and as many candidates go together.
     n_cand = cand.sum(axis=1)
     n_kinds = len(ry.patterns) * len(rx.patterns)
@@ -284,62 +338,155 @@ def upsample_argmax(
         where = np.flatnonzero(group == g)
         for part in range(0, where.size, chunk_cells):
             idx = where[part : part + chunk_cells]
-            _busy_chunk(
-                s,
-                scale,
-                bias,
-                den2,
-                labels,
-                ry,
-                rx,
-                busy_r[idx],
-                busy_q[idx],
-                cand[idx],
-                corner_w,
-                (len(py), len(px)),
-            )
+            cell = _Cells(busy_r[idx], busy_q[idx], cand[idx], corner_w, (len(py), len(px)))
+            if fast is None:
+                value = _exact_cells(s, scale, bias, den2, cell)
+            else:
+                value = fast.cells(s, scale, bias, den2, cell)
+            rows, cols = cell.pixels(ry, rx)
+            labels[rows, cols] = value
     return labels
 
 
-def _busy_chunk(
-    s: np.ndarray,
+@dataclass(frozen=True)
+class _Cells:
+    """A chunk of busy cells sharing one weight pattern and one candidate count."""
+
+    r: np.ndarray  #: (n,) row of each cell
+    q: np.ndarray  #: (n,) column of each cell
+    candidates: np.ndarray  #: (n, C) bool
+    corner_w: np.ndarray  #: (ny*nx, 4) float64 integer weights of the corners at each pixel
+    shape: tuple[int, int]  #: (ny, nx) pixels of each cell
+
+    def classes(self) -> np.ndarray:
+        """``(n, k)``: each cell's candidate classes in ascending order, padded by repeating
+        its last candidate (a duplicate never wins a tie against an earlier entry, so ties
+        stay with the lowest class)."""
+        k = int(self.candidates.sum(axis=1).max())
+        order = np.argsort(~self.candidates, axis=1, kind="stable")[:, :k]
+        valid = np.take_along_axis(self.candidates, order, axis=1)
+        last = order[np.arange(len(order)), valid.sum(axis=1) - 1]
+        return np.where(valid, order, last[:, None])
+
+    def corners(self, values: np.ndarray, classes: np.ndarray, axis: int) -> np.ndarray:
+        """``values[corner, class]`` of each cell's four corners, stacked on ``axis``."""
+        return _corner_values(values, self.r, self.q, classes, axis)
+
+    def pixels(self, ry: _Runs, rx: _Runs) -> tuple[np.ndarray, np.ndarray]:
+        """``(n, ny*nx)`` image rows and columns of the cells' pixels (row-major in a cell)."""
+        ny, nx = self.shape
+        rows = ry.start[self.r][:, None] + np.repeat(np.arange(ny), nx)[None, :]
+        cols = rx.start[self.q][:, None] + np.tile(np.arange(nx), ny)[None, :]
+        return rows, cols
+
+
+def _corner_values(
+    values: np.ndarray, r: np.ndarray, q: np.ndarray, classes: np.ndarray, axis: int
+) -> np.ndarray:
+    """``values`` at the four corners (r|r+1, q|q+1, edge-clamped) of cells ``(r, q)`` for the
+    classes ``(n, k)`` of each, stacked on ``axis`` (1: ``(n, 4, k)``, 2: ``(n, k, 4)``)."""
+    h, w = values.shape[:2]
+    r1, q1 = _next(h)[r][:, None], _next(w)[q][:, None]
+    r, q = r[:, None], q[:, None]
+    return np.stack(
+        [values[r, q, classes], values[r, q1, classes], values[r1, q, classes],
+         values[r1, q1, classes]],
+        axis=axis,
+    )  # fmt: skip
+
+
+def _exact_cells(
+    s: np.ndarray, scale: np.ndarray, bias: np.ndarray, den2: float, cell: _Cells
+) -> np.ndarray:
+    """``(n, ny*nx)`` labels of the cells' pixels with the reference's float64 formula."""
+    classes = cell.classes()
+    corners = cell.corners(s, classes, axis=1)  # (n, 4, k)
+    n = np.matmul(cell.corner_w, corners)  # (n, ny*nx, k), exact integers
+    logits = _logits(n, den2, scale[classes][:, None, :], bias[classes][:, None, :])
+    best = np.argmax(logits, axis=2)  # (n, ny*nx)
+    return np.take_along_axis(classes, best, axis=1)
+
+
+def _exact_pixels(
     scale: np.ndarray,
     bias: np.ndarray,
     den2: float,
-    labels: np.ndarray,
-    ry: _Runs,
-    rx: _Runs,
-    r: np.ndarray,
-    q: np.ndarray,
-    candidates: np.ndarray,
-    corner_w: np.ndarray,
-    cell_shape: tuple[int, int],
-) -> None:
-    """Compute the labels of ``len(r)`` busy cells sharing one weight pattern, in place."""
-    h, w = s.shape[:2]
-    # Each cell's candidate classes in ascending order, padded by repeating its last candidate
-    # (a duplicate never wins a tie against an earlier entry, so ties stay with the lowest class).
-    k = int(candidates.sum(axis=1).max())
-    order = np.argsort(~candidates, axis=1, kind="stable")[:, :k]
-    valid = np.take_along_axis(candidates, order, axis=1)
-    last = order[np.arange(len(order)), valid.sum(axis=1) - 1]
-    classes = np.where(valid, order, last[:, None])  # (n, k)
-    r1 = _next(h)[r]
-    q1 = _next(w)[q]
-    corners = np.stack(
-        [
-            s[r[:, None], q[:, None], classes],
-            s[r[:, None], q1[:, None], classes],
-            s[r1[:, None], q[:, None], classes],
-            s[r1[:, None], q1[:, None], classes],
-        ],
-        axis=1,
-    )  # (n, 4, k)
-    n = np.matmul(corner_w, corners)  # (n, ny*nx, k), exact integers
-    logits = _logits(n, den2, scale[classes][:, None, :], bias[classes][:, None, :])
-    best = np.argmax(logits, axis=2)  # (n, ny*nx)
-    value = np.take_along_axis(classes, best, axis=1)
-    ny, nx = cell_shape
-    rows = ry.start[r][:, None] + np.repeat(np.arange(ny), nx)[None, :]
-    cols = rx.start[q][:, None] + np.tile(np.arange(nx), ny)[None, :]
-    labels[rows, cols] = value
+    corners: np.ndarray,
+    weights: np.ndarray,
+    classes: np.ndarray,
+) -> np.ndarray:
+    """Labels of single pixels with the reference's float64 formula: ``corners (m, k, 4)``
+    integer scores, ``weights (m, 4)`` their integer weights, ``classes (m, k)``."""
+    n = np.einsum("mkf,mf->mk", corners, weights)  # exact integers in any order
+    logits = _logits(n, den2, scale[classes], bias[classes])
+    best = np.argmax(logits, axis=1)
+    return classes[np.arange(len(classes)), best]
+
+
+_U32 = 2.0**-24  # unit roundoff of float32
+#: Above this a float32 logit (or the padding below it) could overflow: float64 instead.
+_F32_LIMIT = 2.0**100
+#: Absolute error a float32 underflow can add to one logit: 16 operations of 2**-150 each.
+_F32_FLOOR = 16 * 2.0**-150
+
+
+def float32_bound(s: np.ndarray, scale: np.ndarray, bias: np.ndarray, den2: float) -> float:
+    """``B``: a bound on ``|float32 logit - real logit|`` of one pixel (module docstring)."""
+    a = float(np.abs(scale).max(initial=0) * np.abs(s).max(initial=0) + np.abs(bias).max(initial=0))
+    weight_err = 0.0 if den2 == 2.0 ** round(np.log2(den2)) else _U32
+    gamma4 = 4 * _U32 / (1 - 4 * _U32)
+    per_a = gamma4 * (1 + _U32) ** 2 + (weight_err + _U32) * (1 + _U32) + 3 * _U
+    return per_a * a * (1 + 1e-6) + _F32_FLOOR
+
+
+@dataclass(frozen=True)
+class _Float32:
+    """The float32 busy-cell path: corner logits in float32 and the tie-check threshold."""
+
+    logits: np.ndarray  #: (h, w, C) float32 corner logits, ``fl32(scale * s + bias)``
+    threshold: np.float32  #: a pixel whose runner-up is within this of its best is redone
+    pad: np.float32  #: the logit given to padding entries (far below every real one)
+
+    @classmethod
+    def of(
+        cls, logits: np.ndarray, s: np.ndarray, scale: np.ndarray, bias: np.ndarray, den2: float
+    ) -> _Float32 | None:
+        """The float32 path for these scores, or None where float32 could overflow."""
+        a = float(np.abs(scale).max() * np.abs(s).max(initial=0) + np.abs(bias).max())
+        if not a < _F32_LIMIT:
+            return None
+        gap = 2.0 * (float32_bound(s, scale, bias, den2) + _rounding_bound(s, scale, bias))
+        # ``best - threshold`` is rounded to float32 (error <= u32 * (|best| + threshold)):
+        # widen the threshold by that, so the rounded comparison flags at least every pixel
+        # whose float32 gap is within ``gap``.
+        wide = (gap + 2 * _U32 * (2 * a + gap)) * (1 + 1e-6)
+        threshold = np.nextafter(np.float32(wide), np.float32(np.inf))
+        return cls(logits.astype(np.float32), threshold, np.float32(-(3 * a + 1)))
+
+    def cells(
+        self, s: np.ndarray, scale: np.ndarray, bias: np.ndarray, den2: float, cell: _Cells
+    ) -> np.ndarray:
+        """``(n, ny*nx)`` labels of the cells' pixels: float32, redone exactly where close."""
+        classes = cell.classes()
+        n, k = classes.shape
+        corners = cell.corners(self.logits, classes, axis=2)  # (n, k, 4)
+        if k > 1:
+            padded = classes[:, 1:] == classes[:, :-1]  # the repeats of a last candidate
+            corners[:, 1:][padded] = self.pad
+        weights = (cell.corner_w / den2).astype(np.float32)  # (P, 4), exact for 2**j
+        values = np.dot(corners.reshape(n * k, 4), weights.T).reshape(n, k, -1)  # (n, k, P)
+        best = values.argmax(axis=1)  # (n, P)
+        labels = np.take_along_axis(classes, best, axis=1)
+        if k == 1:
+            return labels
+        top = values.max(axis=1)
+        top -= self.threshold
+        close = (values >= top[:, None, :]).sum(axis=1) > 1
+        cell_i, pixel = np.nonzero(close)
+        if cell_i.size:
+            chosen = classes[cell_i]
+            exact = _corner_values(s, cell.r[cell_i], cell.q[cell_i], chosen, axis=2)
+            labels[cell_i, pixel] = _exact_pixels(
+                scale, bias, den2, exact, cell.corner_w[pixel], chosen
+            )
+        return labels
