@@ -386,6 +386,42 @@ def _headroom(opts: BuildOptions, tiles_per_s: float, runner: _Runner) -> dict[s
     return room.to_json()
 
 
+def refold(
+    base: ModelWrapper, opts: BuildOptions, scratch: Path, target_fps: float
+) -> ModelWrapper:
+    """``base`` (a specialised, unfolded HW graph) folded for ``target_fps`` tiles/s by finn's
+    own folding steps, in-process, with cycles annotated (the tile search's re-folding; the
+    same steps as ``_estimator``)."""
+    from finn.builder.build_dataflow_steps import (
+        step_minimize_bit_width,
+        step_target_fps_parallelization,
+    )
+    from finn.transformation.fpgadataflow.annotate_cycles import AnnotateCycles
+
+    cfg = make_config(replace(opts, out_dir=scratch), [], target_fps=target_fps)
+    (scratch / "report").mkdir(parents=True, exist_ok=True)
+    with contextlib.redirect_stdout(io.StringIO()), _finn_log_into(opts.out_dir / LOG_NAME):
+        model = step_target_fps_parallelization(base, cfg)
+        model = step_minimize_bit_width(model, cfg)
+    return model.transform(AnnotateCycles())
+
+
+def specialise_export(opts: BuildOptions, progress: Progress = _stderr) -> Path:
+    """Run the flow on ``opts.export_dir`` up to ``REFOLD_FROM_STEP`` in ``opts.out_dir`` (the
+    tile search's one streamlining); returns the specialised, unfolded graph's path."""
+    model_path, _card = _read_card(Path(opts.export_dir))
+    load_net(opts.export_dir)
+    out_dir = Path(opts.out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    copy_net(opts.export_dir, out_dir / EXACT_DIR)
+    (out_dir / LOG_NAME).write_text("")
+    prepare_finn(out_dir / "finn_tmp")
+    cfg = make_config(opts, ESTIMATE_STEPS, target_fps=None)
+    cfg = replace(cfg, stop_step=REFOLD_FROM_STEP)
+    _Runner(out_dir, progress).run(model_path, cfg)
+    return _intermediate(out_dir, REFOLD_FROM_STEP)
+
+
 # --------------------------------------------------------------------------- the flow
 
 
