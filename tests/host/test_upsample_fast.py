@@ -67,14 +67,16 @@ def reference_logits(scores, scale, bias, out, stride) -> np.ndarray:
 
 
 def test_exact_ties_inside_busy_cells_go_to_the_lowest_class(redone: list[int]) -> None:
-    # Class 1 alternates 16, 0 along x, class 0 stays at 1: at stride 8 class 1 interpolates to
-    # 16 * w1 / 16 = w1 in {1, 3, ..., 15} (or 16 - w1), so it ties class 0 exactly on a column
-    # of every cell, where class 0 (the lowest index) must win.
+    # Class 1 alternates 32, 0 along x, class 0 stays at 1 with scale 2: at stride 8 class 1
+    # interpolates to 32 * w1 / 16 = 2 w1, w1 in {1, 3, ..., 15} (or 16 - w1), so it ties class 0
+    # exactly on a column of every cell, where class 0 (the lowest index) must win. (Two scales:
+    # the general path, not the integer comparison.)
     scores = np.zeros((4, 5, 2), dtype=np.int64)
     scores[..., 0] = 1
-    scores[:, ::2, 1] = 16
-    labels = both(scores, np.ones(2), np.zeros(2), (32, 40), 8)
-    logits = reference_logits(scores, np.ones(2), np.zeros(2), (32, 40), 8)
+    scores[:, ::2, 1] = 32
+    scale = np.array([2.0, 1.0])
+    labels = both(scores, scale, np.zeros(2), (32, 40), 8)
+    logits = reference_logits(scores, scale, np.zeros(2), (32, 40), 8)
     ties = logits[..., 0] == logits[..., 1]
     assert ties.sum() >= 4 * 8 and (labels[ties] == 0).all()
     assert sum(redone) > 0  # the ties were decided by float64, not float32
@@ -138,6 +140,41 @@ def test_near_ties_around_the_bound(factor: float, redone: list[int]) -> None:
     if abs(factor) >= 4.0:  # float32's gap >= 3 * 2(B + E): beyond the widened check
         assert sum(redone) == 0
     assert sum(redone) <= closest.sum()  # nothing else is close
+
+
+def test_one_scale_no_bias_compares_integers_with_no_float64(redone: list[int]) -> None:
+    """The shipped packages' case (one scale, zero bias, INT9 scores): exact ties between the
+    integer numerators go to the lowest class and nothing is redone."""
+    rng = np.random.default_rng(3)
+    scores = rng.integers(-256, 256, size=(8, 8, 7))
+    scores[..., 3] = scores[..., 1]  # exact ties everywhere between classes 1 and 3
+    scores[:, ::2, 5] = 255
+    scores[:, 1::2, 5] = -256
+    scale, bias = np.full(7, 0.06603125482797623), np.zeros(7)
+    labels = both(scores, scale, bias, (64, 64), 8)
+    assert not (labels == 3).any() and (labels == 1).any()
+    assert sum(redone) == 0
+    assert up._integer_order(scores.astype(float), scale, bias, 256.0)
+
+
+@pytest.mark.parametrize(
+    "scale,bias",
+    [
+        (0.5, 1e20),  # one bias, but it absorbs every difference: all classes tie
+        (-0.5, 0.0),  # one scale, but negative: the order flips
+        (0.5, 0.0),  # fine, but scores too large for exact float32 numerators (below)
+    ],
+)
+def test_one_scale_cases_that_are_not_integer_order(scale: float, bias: float) -> None:
+    rng = np.random.default_rng(4)
+    scores = rng.integers(-300, 300, size=(6, 6, 4))
+    if bias == 0.0 and scale > 0:
+        scores *= 2**16  # max|s| * 256 >= 2**24
+    s, b = np.full(4, scale), np.full(4, bias)
+    assert not up._integer_order(scores.astype(float), s, b, 256.0)
+    labels = both(scores, s, b, (48, 48), 8)
+    if bias:
+        assert (labels == 0).all()
 
 
 @pytest.mark.parametrize(
