@@ -9,7 +9,12 @@ path's speed depends on it. Per-class output scale and bias as in a package.
 
 Compared, on the same scores:
 
-- ``fcnseg``: :func:`fcnseg.host.upsample.upsample_argmax` (exact; skips uniform cells);
+- ``fcnseg``: :func:`fcnseg.host.upsample.upsample_argmax` (exact; skips uniform cells; busy
+  cells in float32 with the tie check, float64 where it flags a pixel);
+- ``fcnseg, busy cells in float32 / float64`` at 512x1024: the default against the float64
+  busy-cell path, in turns in the same process, for 21 classes (per-class scale and bias) and
+  for each shipped package's classes, stride, scale and bias (scores in its output type's
+  range: one scale, no bias, so the float32 side compares integers);
 - ``naive``: :func:`~fcnseg.host.upsample.upsample_argmax_naive`, every class at every pixel in
   one piece (the full-resolution path; not run at 4000x3000, where it needs ~8 GB);
 - ``naive, 64-row strips``: the same, computed in strips (memory-bounded);
@@ -56,12 +61,18 @@ NAIVE_LIMIT = 1 << 30
 
 
 def synthetic_scores(
-    height: int, width: int, classes: int = CLASSES, seed: int = 0
+    height: int,
+    width: int,
+    classes: int = CLASSES,
+    seed: int = 0,
+    amplitude: float = 1500.0,
+    stride: int = STRIDE,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(scores (h, w, C) int64, scale (C,), bias (C,))`` over the canvas of an image."""
+    """``(scores (h, w, C) int64, scale (C,), bias (C,))`` over the canvas of an image; the
+    fields (unit variance) times ``amplitude`` (e.g. ~80 for the INT9 scores of a package)."""
     rng = np.random.default_rng(seed)
-    h = math.ceil(height / NET_STRIDE) * NET_STRIDE // STRIDE
-    w = math.ceil(width / NET_STRIDE) * NET_STRIDE // STRIDE
+    h = math.ceil(height / NET_STRIDE) * NET_STRIDE // stride
+    w = math.ceil(width / NET_STRIDE) * NET_STRIDE // stride
     gh, gw = h // PERIOD + 2, w // PERIOD + 2
     grid = rng.standard_normal((gh, gw, classes))
     grid[..., PRESENT:] -= 3.0  # a photo shows a few classes; the others rarely come close
@@ -69,7 +80,7 @@ def synthetic_scores(
     ax = _interp_matrix(w, gw)
     field = np.einsum("yi,ijc,xj->yxc", ay, grid, ax)
     field += 0.05 * rng.standard_normal(field.shape)
-    scores = np.rint(field * 1500).astype(np.int64)
+    scores = np.rint(field * amplitude).astype(np.int64)
     scale = rng.uniform(0.004, 0.006, classes)
     bias = rng.uniform(-0.5, 0.5, classes)
     return scores, scale, bias
@@ -161,6 +172,95 @@ def _methods(
     return fns
 
 
+#: The frame of issue 15's rates, for the float32-vs-float64 rows.
+FRAME = (512, 1024)
+
+
+def _precision_subjects(ctx: Context) -> list[tuple[str, tuple, int]]:
+    """``(label, (scores, scale, bias), stride)``: 21 classes with per-class scale and bias,
+    and each shipped package's classes, stride, scale and bias with scores in its output type's
+    range (one scale and no bias: the integer comparison)."""
+    from fcnseg.host.package import dtype_bits, load_package
+
+    frame = QUICK_SIZES[-1] if ctx.quick else FRAME
+    subjects = [(f"{CLASSES} classes, stride {STRIDE}", synthetic_scores(*frame), STRIDE)]
+    root = ctx.packages_dir
+    for folder in sorted(root.iterdir()) if root is not None else []:
+        if not (folder / "accelerator.json").is_file():
+            continue
+        package = load_package(folder)
+        bits, _ = dtype_bits(package.output["dtype"])
+        scores, _, _ = synthetic_scores(
+            *frame, package.num_classes, amplitude=2.0 ** (bits - 1) / 3.5,
+            stride=package.output_stride,
+        )  # fmt: skip
+        limit = 2 ** (bits - 1)
+        scores = np.clip(scores, -limit, limit - 1)
+        label = f"{folder.name}: {package.num_classes} classes, stride {package.output_stride}"
+        subjects.append(
+            (label, (scores, package.output_scale, package.output_bias), package.output_stride)
+        )
+    return subjects
+
+
+def _upsample_fn(
+    fn: Callable[..., np.ndarray],
+    scores: np.ndarray,
+    scale: np.ndarray,
+    bias: np.ndarray,
+    frame: tuple[int, int],
+    stride: int,
+    precision: str,
+) -> Callable[[], np.ndarray]:
+    return lambda: fn(scores, scale, bias, frame, stride, precision=precision)
+
+
+def precision_rows(ctx: Context) -> tuple[list[dict], list[dict], list[dict]]:
+    """Busy cells in float32 with the tie check (the default, ``fcnseg``) vs float64 at
+    512x1024, same process, in turns: rows (the main table's keys), checks, headlines."""
+    from fcnseg.host.upsample import analyse_cells, upsample_argmax, upsample_argmax_naive
+
+    rows: list[dict] = []
+    checks: list[dict] = []
+    heads: list[dict] = []
+    frame = QUICK_SIZES[-1] if ctx.quick else FRAME
+    for label, (scores, scale, bias), stride in _precision_subjects(ctx):
+        fns = {
+            p: _upsample_fn(upsample_argmax, scores, scale, bias, frame, stride, p)
+            for p in ("float32", "float64")
+        }
+        naive = upsample_argmax_naive(scores, scale, bias, frame, stride, rows_per_chunk=64)
+        for precision, fn in fns.items():
+            same = np.array_equal(fn(), naive)
+            checks.append(check(f"busy cells in {precision}: labels == naive, {label}", same))
+        times = interleaved(fns, max(5, ctx.reps_for("cheap")), warmup=True)
+        ratios = {p: paired_ratio(times[p], times["float32"], 2) for p in fns}
+        busy = 1.0 - float(analyse_cells(scores.astype(np.float64), scale, bias).uniform.mean())
+        for precision in fns:
+            rows.append(
+                {
+                    "size": f"{frame[0]}x{frame[1]}",
+                    "method": f"fcnseg, busy cells in {precision} ({label})",
+                    "cpu_ms": brief(times[precision]["cpu"], 1e3, 2),
+                    "wall_ms": brief(times[precision]["wall"], 1e3, 2),
+                    "cpu_vs_fcnseg": ratios[precision] and ratios[precision]["cpu"],
+                    "wall_vs_fcnseg": ratios[precision] and ratios[precision]["wall"],
+                    "reps": times[precision]["reps"],
+                    "peak_MB": None,
+                    "memory_method": None,
+                    "labels_vs_fcnseg": "identical" if same else "DIFFERENT",
+                    "busy_cells": f"{100 * busy:.1f}%",
+                }
+            )
+        heads.append(
+            ratio_headline(
+                f"busy cells float64 vs float32 + tie check at {frame[0]}x{frame[1]}, {label}",
+                ratios["float64"],
+            )
+        )
+    return rows, checks, heads
+
+
 def _mb(nbytes: int | None) -> float | None:
     return None if nbytes is None else round(nbytes / 2**20, 1)
 
@@ -238,6 +338,10 @@ def run(ctx: Context) -> dict[str, Any]:
                         ratios["torch interpolate + argmax"],
                     )
                 )
+    precision, precision_checks, precision_heads = precision_rows(ctx)
+    rows += precision
+    checks += precision_checks
+    heads += precision_heads
     if not ctx.quick:
         notes.append(
             "naive in one piece is not run at 4000x3000: one float64 (H, W, 21) array is 2 GB "
