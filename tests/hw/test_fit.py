@@ -111,3 +111,29 @@ def test_folding_file_that_does_not_fit_is_a_one_line_error(build_fcn8s, exports
         )
     message = str(info.value)
     assert "\n" not in message and "LUT" in message and "does not fit tiny" in message
+
+
+def test_bram18_is_finns_formula():
+    from finn.custom_op.fpgadataflow.elementwise_binary import ElementwiseBinaryOperation
+
+    from fcnseg.hw.fit import bram18
+
+    for width in (1, 2, 3, 4, 5, 8, 9, 12, 18, 19, 36, 56, 64):
+        for depth in (1, 64, 512, 513, 1024, 2048, 4096, 16384, 65536):
+            assert bram18(width, depth) == ElementwiseBinaryOperation._bram18_estimation(
+                width, depth
+            ), (width, depth)
+
+
+def test_added_resources_count_in_the_fit_and_are_named():
+    board = get_board("pynq-z2")
+    totals = {"LUT": 40_000, "BRAM_18K": 240}
+    assert check_fit(totals, board, 0.1).fits  # 252 BRAM budget
+    added = {"Pool_hls_0": {"LUT": 92.0}, "UpsampleNearestNeighbour_hls_1": {"BRAM_18K": 16.0}}
+    fit = check_fit(totals, board, 0.1, added)
+    assert not fit.fits and set(fit.over) == {"BRAM_18K"}
+    assert fit.used["BRAM_18K"] == 256 and fit.used["LUT"] == 40_092
+    note = fit.added_note()
+    assert "Pool_hls: 1 layer, bound 92 LUT / 0 BRAM added" in note
+    assert "UpsampleNearestNeighbour_hls: 1 layer, bound 0 LUT / 16 BRAM added" in note
+    assert fit.to_json()["added"] == added
