@@ -12,7 +12,9 @@ clock, the IODMA port, the pynq backend's batch limit for the package's io):
 - ``in_flight``: what the host's default depth achieves (``HOST_IN_FLIGHT`` tiles in flight),
   counting finn's latency per call — finn's latency is a pessimistic critical path (layers as if
   none overlapped), so this is a lower bound;
-- ``one_frame``: one frame at a time (the next frame's tiles wait for this one's last).
+- ``one_frame``: one frame at a time (the next frame's tiles wait for this one's last);
+- ``streaming``: the in-flight rate again with the latency of :mod:`fcnseg.hw.latency`'s
+  row-by-row model of the streaming pipeline (an estimate, not a bound).
 
 The host's per-frame work and the driver's per-call cost are not counted here (the
 ``end_to_end`` and ``in_flight`` benchmarks measure them). Reading estimates needs no finn:
@@ -46,11 +48,16 @@ def packages(ctx: Context) -> list[tuple[Path, str]]:
     return found
 
 
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)
+
+
 def rows_for(path: Path, label: str, frames: tuple[tuple[int, int], ...] = FRAMES) -> list[dict]:
     """One row per frame size for the package at ``path`` (none without estimates)."""
     from fcnseg.host.package import load_package
     from fcnseg.hw.info import frames as frame_figures
     from fcnseg.hw.info import package_fabric, package_max_batch
+    from fcnseg.hw.latency import package_streaming
     from fcnseg.hw.throughput import Host
 
     package = load_package(path)
@@ -59,13 +66,19 @@ def rows_for(path: Path, label: str, frames: tuple[tuple[int, int], ...] = FRAME
     if "estimated_fps" not in estimates or fabric is None:
         return []
     host = Host(max_batch=package_max_batch(package))
+    streamed = package_streaming(package)
     utilisation = (estimates.get("fit") or {}).get("utilisation") or {}
     rows = []
     for frame in frames:
         f = frame_figures(
-            package.geometry, frame, float(estimates["estimated_fps"]), fabric=fabric, host=host
+            package.geometry,
+            frame,
+            float(estimates["estimated_fps"]),
+            fabric=fabric,
+            host=host,
+            streaming_cycles=None if streamed is None else streamed.latency_cycles,
         )
-        lat = f["latency"]
+        lat, stream = f["latency"], f.get("streaming") or {}
         rows.append(
             {
                 "board": package.board,
@@ -82,6 +95,9 @@ def rows_for(path: Path, label: str, frames: tuple[tuple[int, int], ...] = FRAME
                 "one_frame_fps": round(lat["one_frame_frames_per_s"], 2),
                 "latency_ms": round(lat["latency_ms"], 1),
                 "in_flight_for_steady": lat["in_flight_for_steady"],
+                "streaming_latency_ms": _rounded(stream.get("latency_ms"), 1),
+                "in_flight_fps_streaming": _rounded(stream.get("frames_per_s"), 2),
+                "in_flight_for_steady_streaming": stream.get("in_flight_for_steady"),
                 "LUT_%": round(100 * float(utilisation.get("LUT", 0.0)), 1),
                 "BRAM18_%": round(100 * float(utilisation.get("BRAM_18K", 0.0)), 1),
                 "DSP_%": round(100 * float(utilisation.get("DSP", 0.0)), 1),

@@ -523,7 +523,7 @@ def compile_export(opts: BuildOptions, progress: Progress = _stderr) -> BuildRes
     hw_graph = ModelWrapper(str(_intermediate(out_dir, HW_GRAPH_STEP)))
     annotate_folding(hw_graph, folded)
     hw_graph.save(str(out_dir / "hw_graph.onnx"))
-    summary["frames"] = frames_per_second(card, opts.frame, summary, _io_of(hw_graph))
+    summary["frames"] = frames_per_second(card, opts.frame, summary, hw_graph)
     if opts.hardware_sources:
         summary["hardware_sources_seconds"] = _generate_sources(opts, out_dir, runner)
 
@@ -604,29 +604,28 @@ def _summary(
     return summary
 
 
-def _io_of(hw_graph: ModelWrapper) -> dict[str, Any]:
-    """The package's ``io`` record of ``hw_graph`` (what :func:`build_package` will write)."""
-    from fcnseg.hw.to_package import layers_from_model
-
-    return layers_from_model(hw_graph)[1]
-
-
 def frames_per_second(
-    card: ModelCard, frame: tuple[int, int], summary: dict[str, Any], io: dict[str, Any]
+    card: ModelCard, frame: tuple[int, int], summary: dict[str, Any], hw_graph: ModelWrapper
 ) -> dict[str, Any]:
     """Frames/s on ``frame``-sized images, counting the tiles the host's exact tiling plan runs,
-    at the steady rate and, in ``["latency"]``, at the host's default in-flight depth and batch
-    limit for this io (:func:`fcnseg.hw.info.frames`, the computation ``fcnseg info --frame``
-    uses too, so the package records what ``info`` prints by default)."""
+    at the steady rate and, in ``["latency"]`` / ``["streaming"]``, at the host's default
+    in-flight depth and batch limit for the package's io with finn's latency / the row model's
+    (:func:`fcnseg.hw.info.frames`, the computation ``fcnseg info --frame`` uses on the package
+    ``hw_graph`` becomes, so the package records what ``info`` prints by default)."""
     from fcnseg.hw.info import fabric_of, frames, max_batch_of
+    from fcnseg.hw.latency import streaming_of
     from fcnseg.hw.throughput import Host
+    from fcnseg.hw.to_package import layers_from_model
 
+    layers, io = layers_from_model(hw_graph)
+    streamed = streaming_of(layers, summary, io)
     return frames(
         card.geometry(),
         frame,
         float(summary["estimated_fps"]),
         fabric=fabric_of(summary, io),
         host=Host(max_batch=max_batch_of(io)),
+        streaming_cycles=None if streamed is None else streamed.latency_cycles,
     )
 
 

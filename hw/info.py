@@ -71,11 +71,16 @@ def frames(
     *,
     fabric: Fabric | None = None,
     host: Host | None = None,
+    streaming_cycles: int | None = None,
 ) -> dict[str, Any]:
     """Frames/s for ``frame``-sized images: the tiles of the host's exact tiling of one frame
     (default overlap from the receptive field), at the accelerator's steady ``tiles_per_s``;
     with ``fabric`` also ``latency``: what ``host`` (tiles in flight, per call, its own costs)
-    achieves, counting finn's latency per call (:func:`fcnseg.hw.throughput.estimate`)."""
+    achieves, counting finn's latency per call (:func:`fcnseg.hw.throughput.estimate`), and
+    with ``streaming_cycles`` (:mod:`fcnseg.hw.latency`'s row model) ``streaming``: the same
+    with that latency instead of finn's pessimistic one."""
+    from dataclasses import replace
+
     from fcnseg.host.tiling import plan_tiles
     from fcnseg.hw.throughput import Host, estimate
 
@@ -96,6 +101,9 @@ def frames(
     }
     if fabric is not None:
         out["latency"] = estimate(fabric, tiles, host or Host())
+        if streaming_cycles is not None:
+            streamed = replace(fabric, latency_cycles=int(streaming_cycles))
+            out["streaming"] = estimate(streamed, tiles, host or Host())
     return out
 
 
@@ -289,13 +297,17 @@ def info_summary(
         package = described.package
         geometry = package.geometry
         if described.summary is not None:
+            from fcnseg.hw.latency import package_streaming
+
             feeder = Host(**{"max_batch": package_max_batch(package), **(host or {})})
+            streamed = package_streaming(package)
             summary["frames"] = frames(
                 geometry,
                 frame,
                 float(summary["estimated_fps"]),
                 fabric=package_fabric(package),
                 host=feeder,
+                streaming_cycles=None if streamed is None else streamed.latency_cycles,
             )
         summary["accelerator"] = accelerator_facts(described.package)
     elif (summary.get("frames") or {}).get("frame") != list(frame):

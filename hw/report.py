@@ -187,8 +187,22 @@ def frames_line(frames: Mapping[str, Any]) -> str:
     )
 
 
-def latency_lines(latency: dict[str, Any] | None) -> list[str]:
-    """``frames["latency"]`` as text: steady state, the host's in-flight depth, one frame."""
+def streaming_line(streaming: dict[str, Any]) -> str:
+    """``frames["streaming"]`` as text: the in-flight rate with the row model's latency."""
+    need = streaming["in_flight_for_steady"]
+    return (
+        f"estimate {streaming['frames_per_s']:.2f} frames/s with {streaming['in_flight']} tiles "
+        f"in flight and the streaming latency {streaming['latency_ms']:.1f} ms per tile (the "
+        f"row-by-row model, fcnseg.hw.latency), {streaming['one_frame_frames_per_s']:.2f} one "
+        "frame at a time" + (f"; {need} tiles in flight reach the steady rate" if need else "")
+    )
+
+
+def latency_lines(
+    latency: dict[str, Any] | None, streaming: dict[str, Any] | None = None
+) -> list[str]:
+    """``frames["latency"]`` as text: steady state, the host's in-flight depth, one frame; with
+    ``frames["streaming"]`` the same depth at the row model's latency."""
     if latency is None:
         return []
     bound = {"fabric": "reaches the steady rate", "latency": "latency-bound", "host": "host-bound"}
@@ -220,7 +234,7 @@ def latency_lines(latency: dict[str, Any] | None) -> list[str]:
         ),
         f"estimate {latency['one_frame_frames_per_s']:.2f} frames/s one frame at a time "
         f"({latency['frame_alone_ms']:.0f} ms per frame); {host}; {overhead}",
-    ]
+    ] + ([streaming_line(streaming)] if streaming else [])
 
 
 def format_table(summary: Mapping[str, Any]) -> str:
@@ -228,7 +242,8 @@ def format_table(summary: Mapping[str, Any]) -> str:
     lines = [*_layer_lines(summary), "", rate_line(summary), *fit_lines(summary)]
     if summary.get("frames"):
         lines.append(frames_line(summary["frames"]))
-        lines.extend(latency_lines(summary["frames"].get("latency")))
+        frames = summary["frames"]
+        lines.extend(latency_lines(frames.get("latency"), frames.get("streaming")))
     return "\n".join(lines)
 
 

@@ -152,6 +152,7 @@ def test_frame_rates_follow_the_tiling_plan_and_the_latency_model(quick_ctx):
     from fcnseg.host.package import load_package
     from fcnseg.host.tiling import plan_tiles
     from fcnseg.hw.info import package_fabric, package_max_batch
+    from fcnseg.hw.latency import package_streaming
     from fcnseg.hw.throughput import HOST_IN_FLIGHT
 
     shipped = Path(__file__).resolve().parents[2] / "host" / "packages"
@@ -178,6 +179,13 @@ def test_frame_rates_follow_the_tiling_plan_and_the_latency_model(quick_ctx):
             min(one_call, 1 / fabric.interval_s) / tiles, abs=0.006
         )
         assert row["one_frame_fps"] <= row["in_flight_fps"] + 0.006 <= row["steady_fps"] + 0.012
+        streamed = package_streaming(package).latency_cycles / fabric.clock_hz
+        assert row["streaming_latency_ms"] == pytest.approx(1e3 * streamed, abs=0.06)
+        one_call = d / (streamed + (d - 1) * fabric.interval_s)
+        assert row["in_flight_fps_streaming"] == pytest.approx(
+            min(one_call, 1 / fabric.interval_s) / tiles, abs=0.006
+        )
+        assert row["in_flight_fps"] <= row["in_flight_fps_streaming"] + 0.006
     assert {h["unit"] for h in result["headline"]} == {"frames/s"}
 
 

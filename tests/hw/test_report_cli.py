@@ -61,6 +61,12 @@ def test_the_package_records_the_latency_counting_frames_info_prints(build_fcn8s
     main(["info", str(build_fcn8s.package_dir), "--frame", *map(str, frame), "--json"])
     printed = json.loads(capsys.readouterr().out)["frames"]["latency"]
     assert printed == pytest.approx(recorded["latency"])
+    # the row model's latency, from the package's layers and finn's per-layer cycles
+    from fcnseg.hw.latency import package_streaming
+
+    streamed = package_streaming(package).latency_cycles
+    assert recorded["streaming"]["latency_ms"] == pytest.approx(streamed / fabric.clock_hz * 1e3)
+    assert recorded["streaming"]["latency_ms"] < recorded["latency"]["latency_ms"]
     assert "tiles in flight" in (build_fcn8s.out_dir / "report" / SUMMARY_TXT).read_text()
 
 
