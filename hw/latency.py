@@ -28,10 +28,6 @@ is the unit of hand-over (finer hand-over would only lower the figure). finn's c
 the pessimistic figure beside it; the model's own result never exceeds it (each row waits at most
 for its whole input, and a layer at most for all of its rows: tested).
 
-The same row times give each two-input join the rows its earlier input must hold while the
-later one catches up (:attr:`Join.rows_buffered`): the skip-branch FIFO an FCN-8s needs, which
-finn sizes only with Vivado (``InsertAndSetFIFODepths``) and its estimates do not count.
-
 stdlib only: ``fcnseg info`` runs on a board.
 """
 
@@ -63,34 +59,17 @@ _ROW_WISE = {
 
 
 @dataclass(frozen=True)
-class Join:
-    """A layer with two inputs and how far one runs ahead of the other."""
-
-    name: str
-    #: rows of the earlier input done before the later one delivers its matching row (max over
-    #: rows): what a FIFO on the earlier input must hold so neither branch stalls
-    rows_buffered: int
-    #: ``rows_buffered`` times the row's size in bits (width x channels x bits of that input)
-    bits_buffered: int
-
-
-@dataclass(frozen=True)
 class Streaming:
     """The row model's figures for one tile."""
 
     latency_cycles: int
     #: per layer name: cycles from the tile's start until its last output row is done
     finish_cycles: dict[str, int]
-    joins: tuple[Join, ...]
 
 
 def _rows(shape: Sequence[int]) -> int:
     """Rows of an NHWC tensor shape ``[1, H, W, C]`` (1 for a flat one)."""
     return int(shape[1]) if len(shape) == 4 else 1
-
-
-def _row_bits(shape: Sequence[int], dtype_bits: int) -> int:
-    return math.prod(int(v) for v in shape[2:]) * dtype_bits if len(shape) == 4 else 0
 
 
 def _need(kind: str, attrs: Mapping[str, Any], r: int, h_in: int, h_out: int) -> int:
@@ -146,14 +125,11 @@ def streaming(
     """The row model (module docstring) over package ``layers`` (``kind``, ``name``,
     ``inputs``, ``outputs``, ``attributes``, ``input_shapes``, ``output_shapes``,
     ``input_dtypes``) in topological order, with finn's ``cycles`` per layer."""
-    from fcnseg.host.package import dtype_bits as bits_of
-
     if len(layers) != len(cycles) or not layers:
         raise UserError(f"{len(layers)} layers but {len(cycles)} cycle estimates")
     ready: dict[str, list[float]] = {}
     produced = {t for layer in layers for t in layer["outputs"]}
     finish: dict[str, int] = {}
-    joins = []
     last: list[float] = []
     for layer, c in zip(layers, cycles, strict=True):
         ins = list(layer["inputs"])
@@ -175,19 +151,11 @@ def streaming(
                 if k >= 0:
                     start = max(start, rows[k])
             done.append(start + per_row)
-        if len(in_rows) == 2 and all(len(rows) == h_out for rows in in_rows):
-            early = 0 if in_rows[0][-1] <= in_rows[1][-1] else 1
-            a, b = in_rows[early], in_rows[1 - early]
-            held = max(sum(1 for t in a if t <= b[r]) - r for r in range(h_out))
-            shape = layer["input_shapes"][early]
-            dt = str(layer["input_dtypes"][early])
-            held = max(0, held)
-            joins.append(Join(str(layer["name"]), held, held * _row_bits(shape, bits_of(dt)[0])))
         for t in layer["outputs"]:
             ready[t] = done
         finish[str(layer["name"])] = math.ceil(done[-1])
         last = done
-    return Streaming(math.ceil(last[-1]), finish, tuple(joins))
+    return Streaming(math.ceil(last[-1]), finish)
 
 
 def streaming_of(
