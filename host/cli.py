@@ -5,7 +5,8 @@ board) is imported only when chosen.
 
 Outputs for an input ``photo.jpg`` in ``OUT`` (:mod:`fcnseg.host.batch`): ``photo.png`` (the
 mask: a palette PNG whose pixel values are class indices, class names in its text chunk),
-``photo_overlay.jpg`` (``--overlay``; ``--legend`` adds a strip naming the classes),
+``photo_overlay.jpg`` (``--overlay``; ``--legend`` adds a strip naming the classes;
+``--overlay-format png``: ``photo_overlay.png``; ``--jpeg-quality``),
 ``photo_scores.npz`` (``--scores``: the integer scores cropped to the image with their scale,
 bias, classes and stride, :mod:`fcnseg.host.images.scores`) and ``classes.json`` (names,
 colours, palette indices) in each folder of masks. Files found under a folder argument keep
@@ -115,6 +116,21 @@ SCORES_HELP = (
 @click.option(
     "--alpha", default=0.5, show_default=True, type=click.FloatRange(0, 1), help="Overlay opacity."
 )
+@click.option(
+    "--overlay-format",
+    type=click.Choice(["jpeg", "png"]),
+    default="jpeg",
+    show_default=True,
+    help="Overlay files: NAME_overlay.jpg, or lossless NAME_overlay.png (~80x slower to encode; "
+    "masks are always lossless PNG).",
+)
+@click.option(
+    "--jpeg-quality",
+    type=click.IntRange(1, 95),
+    default=90,
+    show_default=True,
+    help="Quality of JPEG overlays.",
+)
 @click.option("--scores", is_flag=True, help=SCORES_HELP)
 @click.option(
     "--json",
@@ -146,13 +162,14 @@ def segment(ctx: click.Context, inputs: tuple[str, ...], **options: Any) -> None
 
     For each image: OUT/NAME.png (palette PNG, pixel = class index, class names in its text
     chunk) and OUT/classes.json (names, colours, indices); with --overlay OUT/NAME_overlay.jpg
-    (--legend: with the class colours named), with --scores OUT/NAME_scores.npz (integer
-    scores cropped to the image, with their scale and bias). Outputs are written atomically;
-    existing masks are skipped (re-run an interrupted batch to finish it), --overwrite redoes
-    them. Same-stem inputs (a.png, a.bmp) get distinct outputs (a.png, a.bmp.png). Images above
-    16 Mpx (and any PPM/PGM) are segmented in strips unless --overlay or --shift-stitch needs
-    the whole image: memory is bounded by a row of tiles for PPM/PGM and 8-bit PNG; other
-    formats are decoded whole first. Exit status 1 if any input failed, 130 if interrupted.
+    (--overlay-format png: .png; --legend: with the class colours named), with --scores
+    OUT/NAME_scores.npz (integer scores cropped to the image, with their scale and bias).
+    Outputs are written atomically; existing masks are skipped (re-run an interrupted batch to
+    finish it), --overwrite redoes them. Same-stem inputs (a.png, a.bmp) get distinct outputs
+    (a.png, a.bmp.png). Images above 16 Mpx (and any PPM/PGM) are segmented in strips unless
+    --overlay or --shift-stitch needs the whole image: memory is bounded by a row of tiles for
+    PPM/PGM and 8-bit PNG; other formats are decoded whole first. Exit status 1 if any input
+    failed, 130 if interrupted.
     """
     debug = bool(options.pop("debug_here")) or _debug(ctx)
     raise SystemExit(_run(inputs, options, debug=debug))
@@ -192,6 +209,8 @@ def _run(inputs: tuple[str, ...], options: dict[str, Any], *, debug: bool) -> in
         overlay=bool(options["overlay"] or options["legend"]),
         legend=bool(options["legend"]),
         alpha=options["alpha"],
+        overlay_format=options["overlay_format"],
+        jpeg_quality=options["jpeg_quality"],
         scores=bool(options["scores"]),
         max_pixels=options["max_pixels"] or MAX_PIXELS,
         debug=debug,

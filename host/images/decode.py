@@ -8,6 +8,12 @@ from the header alone (to route huge images to the strip path without decoding t
 - The size is checked against ``max_pixels`` (:mod:`fcnseg.host.images.guard`) before anything
   is decoded; each call has its own limit.
 - Pixel modes become RGB by the rules of :mod:`fcnseg.host.images.modes`.
+- JPEG is decoded at full resolution. Pillow's ``Image.draft`` (libjpeg's DCT-domain scaling
+  by 1/2, 1/4, 1/8) is not used: it yields a smaller image whose pixels are not a resize of the
+  full one, and the labels are defined on the full-resolution frame the net sees; it would only
+  be exact for a user who asks for a downscaled input, which ``fcnseg segment`` does not offer.
+  Measured at 512x1024 (``benchmarks/arm_budget.py``): a quality-90 JPEG decodes ~3x faster
+  than the same photo as PNG, so JPEG input is the cheap choice where the camera allows.
 - Any failure is one line (:mod:`fcnseg.host.images.messages`). Pillow's warnings about odd
   files (TIFF tags past the end, ...) are left to the application's warning filters: silencing
   them here (``warnings.catch_warnings``) would swap the process-wide filter list on every call

@@ -302,3 +302,65 @@ def test_unwritable_outputs_are_one_line(package_dir: Path, inputs: Path, tmp_pa
     assert code == 1 and (out / "a.png").is_file()  # the images are done, the summary is not
     assert f"fcnseg: {blocker / 'j'}: cannot write the summary (" in captured.err
     assert "Traceback" not in captured.err and "failed 0" in captured.out
+
+
+def test_overlay_format_and_jpeg_quality(package_dir: Path, inputs: Path, tmp_path: Path) -> None:
+    """--overlay-format png writes a lossless NAME_overlay.png equal to the blend; JPEG
+    quality changes the file (lower quality, smaller); the masks are the same either way."""
+    from fcnseg.host.images import load_image, overlay
+
+    runs = {
+        "png": ("--overlay-format", "png"),
+        "q95": ("--overlay", "--jpeg-quality", "95"),
+        "q20": ("--overlay", "--jpeg-quality", "20"),
+    }
+    for name, options in runs.items():
+        assert segment(inputs / "a.jpg", "--package", package_dir, "-o", tmp_path / name,
+                       "--overlay", *options) == 0  # fmt: skip
+    png = tmp_path / "png" / "a_overlay.png"
+    assert png.is_file() and not (tmp_path / "png" / "a_overlay.jpg").exists()
+    labels, _, palette = mask_of(tmp_path / "png" / "a.png")
+    with Image.open(png) as img:
+        assert img.format == "PNG"
+        drawn = np.asarray(img.convert("RGB"))
+    expect = overlay(load_image(inputs / "a.jpg"), labels, palette[:3], 0.5)
+    np.testing.assert_array_equal(drawn, expect)  # lossless
+    q95, q20 = tmp_path / "q95" / "a_overlay.jpg", tmp_path / "q20" / "a_overlay.jpg"
+    assert q20.stat().st_size < q95.stat().st_size
+    for name in runs:
+        np.testing.assert_array_equal(mask_of(tmp_path / name / "a.png")[0], labels)
+
+
+def test_bad_overlay_options_are_one_line(package_dir: Path, inputs: Path, tmp_path, capsys):
+    code = segment(inputs / "a.jpg", "--package", package_dir, "-o", tmp_path / "o",
+                   "--overlay", "--jpeg-quality", "96")  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and "--jpeg-quality" in err
+    code = segment(inputs / "a.jpg", "--package", package_dir, "-o", tmp_path / "o",
+                   "--overlay-format", "gif")  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err and "--overlay-format" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_png_overlays_that_would_overwrite_a_mask_are_refused(
+    package_dir: Path, tmp_path: Path, capsys
+) -> None:
+    """a.jpg's PNG overlay is a_overlay.png, the mask of a_overlay.jpg: one line, nothing
+    written; with JPEG overlays the same inputs are fine."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for stem, seed in (("a", 0), ("a_overlay", 1)):
+        Image.fromarray(image(12, 14, seed=seed)).save(folder / f"{stem}.jpg")
+    out = tmp_path / "out"
+    code = segment(folder, "--package", package_dir, "-o", out, "--overlay-format", "png",
+                   "--overlay")  # fmt: skip
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err
+    assert "a_overlay.png would be written for both" in lines[0]
+    assert not out.exists() or not list(out.iterdir())
+    assert segment(folder, "--package", package_dir, "-o", out, "--overlay") == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "a.png", "a_overlay.jpg", "a_overlay.png", "a_overlay_overlay.jpg", "classes.json"
+    ]  # fmt: skip

@@ -188,6 +188,46 @@ def test_mask_is_a_palette_png(tmp_path: Path) -> None:
     assert voc_palette()[255].tolist() == [224, 224, 192]
 
 
+def _deflate_level(path: Path) -> int:
+    """FLEVEL of the first IDAT's zlib header (RFC 1950: 0 fastest ... 2 default, 3 max)."""
+    from fcnseg.host.images import png
+
+    with open(path, "rb") as handle:
+        assert handle.read(8) == png.SIGNATURE
+        while (head := png.read_chunk_header(handle)) is not None:
+            kind, length = head
+            data = handle.read(length + 4)
+            if kind == b"IDAT":
+                return data[1] >> 6
+    raise AssertionError(f"{path} has no IDAT")
+
+
+def test_masks_are_deflated_at_the_fast_level(tmp_path: Path) -> None:
+    """Both mask writers use zlib level 1 (FLEVEL 0; Pillow's default 6 is FLEVEL 2) and stay
+    lossless."""
+    labels = (np.arange(64 * 80).reshape(64, 80) // 97 % 7).astype(np.uint8)
+    save_mask(tmp_path / "whole.png", labels, voc_palette())
+    with png_mask_writer(tmp_path / "rows.png", 64, 80, voc_palette()) as write:
+        write(labels[:40])
+        write(labels[40:])
+    for name in ("whole.png", "rows.png"):
+        assert _deflate_level(tmp_path / name) == 0
+        with Image.open(tmp_path / name) as img:
+            np.testing.assert_array_equal(np.asarray(img), labels)
+    Image.fromarray(labels).save(tmp_path / "default.png")
+    assert _deflate_level(tmp_path / "default.png") == 2  # the check can tell the levels apart
+
+
+def test_overlay_jpeg_quality(tmp_path: Path) -> None:
+    labels = (np.arange(12 * 20).reshape(12, 20) % 3).astype(np.uint8)
+    save_overlay(tmp_path / "hi.jpg", RGB, labels, voc_palette(), quality=95)
+    save_overlay(tmp_path / "lo.jpg", RGB, labels, voc_palette(), quality=10)
+    assert (tmp_path / "lo.jpg").stat().st_size < (tmp_path / "hi.jpg").stat().st_size
+    with pytest.raises(ValueError, match="1-95"):
+        save_overlay(tmp_path / "bad.jpg", RGB, labels, voc_palette(), quality=0)
+    assert not (tmp_path / "bad.jpg").exists()
+
+
 def test_overlay(tmp_path: Path) -> None:
     labels = np.ones((12, 20), dtype=np.uint8)
     pal = voc_palette()
