@@ -53,9 +53,11 @@ code against :mod:`fcnseg.testing.emulated_zynq`). Nothing newer than 3.0.1 is u
 from __future__ import annotations
 
 import json
+import threading
 import time
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -73,6 +75,10 @@ TRANSPORTS = ("auto", "finn", "builtin")
 #: Default contiguous memory for one engine's DMA buffers (input + output).
 DEFAULT_BUFFER_LIMIT = 32 << 20
 DEFAULT_MAX_BATCH = 16
+#: DMA calls the engine keeps in flight by default (buffer sets of ``batch`` tiles each): the
+#: shipped packages' max-plus model (:mod:`fcnseg.hw.throughput`) needs 2 (Pynq-Z2) and 3
+#: (ZCU104) calls of 16 to reach the fabric's rate; one more hides the host's packing.
+DEFAULT_CALLS = 4
 #: Phases of one accelerator call, timed in :attr:`PynqEngine.timing` (seconds, summed), like
 #: finn-plus-driver's ``throughput_test``: pack, copy + flush, DMA run + wait, invalidate + copy,
 #: unpack.
@@ -208,8 +214,41 @@ def _check_io(package: Package, io: dict[str, Any]) -> None:
             raise UserError(f"{where}: {dkey} {name} does not match the package's {dtype}")
 
 
+@dataclass
+class _BufferSet:
+    """One call's DMA buffers: packed input and output for up to ``batch`` tiles."""
+
+    ibuf: Any
+    obuf: Any
+
+
+@dataclass(eq=False)
+class _Call:
+    """One DMA call of ``n`` tiles in buffer set ``slot``, on its way through the dispatcher."""
+
+    n: int
+    slot: int
+    started: float | None = None  #: its input DMA was started (perf_counter)
+    odma_started: bool = False
+    raw: np.ndarray | None = None  #: its packed output, copied out of the DMA buffer
+    error: str | None = None
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """What :meth:`PynqEngine.submit` returns: its calls, for :meth:`PynqEngine.collect`."""
+
+    calls: tuple[_Call, ...]
+    tiles: int
+
+
 class PynqEngine:
     """The accelerator of a package on the board (see the module docstring)."""
+
+    #: submit / collect / run may be called from several threads at once (the pipeline
+    #: then runs its accelerate workers without a lock, so their calls overlap)
+    concurrent = True
 
     def __init__(
         self,
@@ -220,6 +259,7 @@ class PynqEngine:
         buffer_limit: int = DEFAULT_BUFFER_LIMIT,
         timeout_s: float | None = None,
         device: Any = None,
+        calls: int = DEFAULT_CALLS,
     ) -> None:
         from fcnseg.host.sim.engine import SimEngine
 
@@ -244,14 +284,21 @@ class PynqEngine:
         self.opacked = tuple(int(v) for v in self.io["oshape_packed"][0][1:])
         self.tile = package.tile
         self.oshape = tuple(int(v) for v in package.output["shape"][1:])
+        if int(calls) < 1:
+            raise ParameterError("{calls} must be >= 1 (DMA calls in flight)", calls=calls)
+        #: DMA calls in flight at most (buffer sets)
+        self.calls = int(calls)
         per_tile = int(np.prod(self.ipacked)) + int(np.prod(self.opacked))
-        self.batch = min(int(max_batch), int(buffer_limit) // per_tile)
+        self.batch = min(int(max_batch), int(buffer_limit) // (per_tile * self.calls))
         if self.batch < 1:
             raise ParameterError(
-                f"{{buffer_limit}} is below the {per_tile} bytes of DMA buffers one tile needs: "
-                "raise the buffer limit",
+                f"{{buffer_limit}} is below the {per_tile * self.calls} bytes of DMA buffers one "
+                f"tile in each of {self.calls} calls in flight needs: raise the buffer limit or "
+                "lower calls",
                 buffer_limit=buffer_limit,
             )
+        #: tiles in flight at most: ``calls`` calls of ``batch``
+        self.in_flight = self.batch * self.calls
         fps = float(package.estimates.get("estimated_fps") or 0)
         #: the fabric's own rate, tiles/s (the package's finn-plus estimate; None if unknown)
         self.fabric_fps = fps or None
@@ -262,7 +309,15 @@ class PynqEngine:
         self.requested_mhz = float(info.get("fclk_mhz", 100.0))
         self.broken: str | None = None
         self.timing: dict[str, float] = dict.fromkeys((*TIMING, "calls", "tiles"), 0.0)
+        self._sets: list[_BufferSet] = []
+        self._cv = threading.Condition()
+        self._free: list[int] = []  # buffer sets not in use
+        self._pending: deque[_Call] = deque()  # packed + flushed, input DMA not started
+        self._reading: _Call | None = None  # the call whose input DMA runs
+        self._draining: deque[_Call] = deque()  # input DMA started, output not done, in order
+        self._dispatcher: threading.Thread | None = None
         self._open(transport, info, device)
+        self._free = list(range(len(self._sets)))
         self.clock = self._set_clock()
 
     # --- opening ------------------------------------------------------------------------------
@@ -300,20 +355,33 @@ class PynqEngine:
             runtime_weights=bool(info.get("runtime_weights", False)),
         )
         self.idma, self.odma = self.overlay.idma[0], self.overlay.odma[0]
-        self.ibuf = self.overlay.ibuf_packed_device[0]
-        self.obuf = self.overlay.obuf_packed_device[0]
+        # finn-plus-driver's own buffers are the first set; more calls in flight need more
+        first = _BufferSet(self.overlay.ibuf_packed_device[0], self.overlay.obuf_packed_device[0])
+        self._sets = [first, *self._allocate_sets(self.calls - 1, self.overlay.device)]
+
+    def _allocate_sets(self, count: int, target: Any) -> list[_BufferSet]:
+        """``count`` buffer sets in contiguous memory, cacheable (flush / invalidate)."""
+        from pynq import allocate
+
+        return [
+            _BufferSet(
+                allocate(
+                    (self.batch, *self.ipacked), dtype=np.uint8, target=target, cacheable=True
+                ),
+                allocate(
+                    (self.batch, *self.opacked), dtype=np.uint8, target=target, cacheable=True
+                ),
+            )  # fmt: skip
+            for _ in range(count)
+        ]
 
     def _open_builtin(self, device: Any) -> None:
-        from pynq import Overlay, allocate
+        from pynq import Overlay
 
         self.overlay = Overlay(str(self.bitfile), download=True, device=device)
         self.idma = getattr(self.overlay, self.io.get("idma_names", ["idma0"])[0])
         self.odma = getattr(self.overlay, self.io.get("odma_names", ["odma0"])[0])
-        target = self.overlay.device
-        self.ibuf = allocate((self.batch, *self.ipacked), dtype=np.uint8, target=target,
-                             cacheable=True)  # fmt: skip
-        self.obuf = allocate((self.batch, *self.opacked), dtype=np.uint8, target=target,
-                             cacheable=True)  # fmt: skip
+        self._sets = self._allocate_sets(self.calls, self.overlay.device)
 
     def _set_clock(self) -> Clock:
         from pynq.ps import Clocks
@@ -358,74 +426,196 @@ class PynqEngine:
             scores = finn_unpack(packed, self.odt, self.ofolded[-1])
         return scores.reshape(n, *self.oshape)
 
-    def _start(self, n: int) -> None:
-        """Program the IODMAs for ``n`` tiles: outputs first, then inputs (finn's order)."""
-        if self.transport == "finn":
-            self.overlay.execute_on_buffers(asynch=True, batch_size=n)
-            return
-        if not self.odma.read(CTRL) & AP_IDLE:
-            raise AcceleratorTimeout("output DMA is not idle: reload the overlay")
-        for ip, buf in ((self.odma, self.obuf), (self.idma, self.ibuf)):
-            ip.write(ADDR_LO, buf.device_address & 0xFFFFFFFF)
-            ip.write(ADDR_HI, (buf.device_address >> 32) & 0xFFFFFFFF)
-            ip.write(BATCH, n)
-            ip.write(CTRL, AP_START)
-
-    def _wait(self, n: int) -> None:
-        """Poll ap_done on the output DMA with a backoff sleep; bounded by ``timeout_s``."""
-        deadline = time.monotonic() + self.timeout_s
-        pause = 0.0
-        while True:
-            status = self.odma.read(CTRL)
-            if status & AP_DONE:
-                return
-            if time.monotonic() > deadline:
-                self.broken = (
-                    f"accelerator did not finish {n} tile(s) within {self.timeout_s:g} s "
-                    f"(output DMA status 0x{status:X}); the bitstream may not match "
-                    "driver/settings.json or the fabric hung: reload the overlay"
-                )
-                raise AcceleratorTimeout(self.broken)
-            time.sleep(pause)
-            pause = min(1e-3, pause * 2 if pause else 2e-5)
-
     def run(self, x: np.ndarray) -> np.ndarray:
-        """Integer scores of uint8 NHWC tiles ``(N, tile_h, tile_w, 3)``."""
+        """Integer scores of uint8 NHWC tiles ``(N, tile_h, tile_w, 3)``: :meth:`submit` then
+        :meth:`collect` (its calls overlap in the fabric, up to :attr:`calls` at once)."""
+        return self.collect(self.submit(x))
+
+    def submit(self, x: np.ndarray) -> Ticket:
+        """Hand tiles to the fabric and return at once (blocking only while every buffer set is
+        in use): each call of up to :attr:`batch` tiles is packed into a free buffer set,
+        flushed and queued for the DMA dispatcher. Thread-safe; :meth:`collect` the ticket."""
         x = np.asarray(x)
         if x.dtype != np.uint8 or x.ndim != 4 or x.shape[1:] != (*self.tile, 3):
             raise UserError(
                 f"pynq backend runs {self.tile[0]}x{self.tile[1]} uint8 RGB tiles "
                 f"(N, {self.tile[0]}, {self.tile[1]}, 3), got {x.dtype} {x.shape}"
             )
-        if self.broken:
-            raise AcceleratorTimeout(f"accelerator unusable: {self.broken}")
-        outs = []
-        t = self.timing
+        self._refuse_if_broken()
+        calls = []
         for i in range(0, len(x), self.batch):
             chunk = x[i : i + self.batch]
             n = len(chunk)
+            slot = self._take_slot()
             t0 = time.perf_counter()
             packed = self.pack(chunk)
             t1 = time.perf_counter()
-            self.ibuf[:n] = packed
-            self.ibuf[:n].flush()  # only the bytes the DMA reads
+            ibuf = self._sets[slot].ibuf
+            ibuf[:n] = packed
+            ibuf[:n].flush()  # only the bytes the DMA reads
             t2 = time.perf_counter()
-            self._start(n)
-            self._wait(n)
-            t3 = time.perf_counter()
-            out = self.obuf[:n]
-            out.invalidate()
-            raw = np.array(out)
-            t4 = time.perf_counter()
-            outs.append(self.unpack(raw))
-            t5 = time.perf_counter()
-            for key, dt in zip(TIMING, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4), strict=True):
-                t[key] += dt
-            t["calls"] += 1
-            t["tiles"] += n
+            call = _Call(n=n, slot=slot)
+            with self._cv:
+                self._add(pack_input=t1 - t0, copy_input_to_device=t2 - t1)
+                self._pending.append(call)
+                if self._dispatcher is None:
+                    self._dispatcher = threading.Thread(
+                        target=self._dispatch, name="pynq-iodma-dispatch", daemon=True
+                    )
+                    self._dispatcher.start()
+                self._cv.notify_all()
+            calls.append(call)
+        return Ticket(tuple(calls), len(x))
+
+    def collect(self, ticket: Ticket) -> np.ndarray:
+        """The scores of a :meth:`submit`'s tiles, ``(N, h, w, C)`` int64, once its calls are
+        done (unpacked here, on the caller's thread). Raises :class:`AcceleratorTimeout`, one
+        line, if a call timed out or the engine broke meanwhile."""
+        outs = []
+        for call in ticket.calls:
+            call.done.wait()
+            if call.error is not None:
+                raise AcceleratorTimeout(call.error)
+            assert call.raw is not None
+            t0 = time.perf_counter()
+            outs.append(self.unpack(call.raw))
+            call.raw = None
+            with self._cv:
+                self._add(unpack_output=time.perf_counter() - t0)
         if not outs:
             return np.zeros((0, *self.oshape), dtype=np.int64)
         return np.concatenate(outs) if len(outs) > 1 else outs[0]
+
+    # --- the DMA dispatcher ---------------------------------------------------------------------
+
+    def _refuse_if_broken(self) -> None:
+        if self.broken:
+            raise AcceleratorTimeout(f"accelerator unusable: {self.broken}")
+
+    def _take_slot(self) -> int:
+        """A free buffer set (waiting for the dispatcher to free one)."""
+        with self._cv:
+            while not self._free and not self.broken:
+                self._cv.wait()
+            self._refuse_if_broken()
+            return self._free.pop(0)
+
+    def _add(self, **phases: float) -> None:
+        """Add seconds to :attr:`timing` (under ``_cv``)."""
+        for key, dt in phases.items():
+            self.timing[key] += dt
+
+    def _dispatch(self) -> None:
+        """The dispatcher thread: starts calls and sees them done, until none is left.
+
+        Input DMA: the next queued call starts as soon as the input DMA is done with the
+        previous one (its input fully read). Output DMA: started for the oldest started call
+        once it is idle, in order (for the first call of an idle fabric, output then input:
+        finn's order). A call is done when its output DMA is: its output is invalidated and
+        copied out, its buffer set freed. Polls with a backoff sleep (20 us .. 1 ms), reset by
+        every event; a started call that is not done within ``timeout_s`` breaks the engine.
+        """
+        pause = 0.0
+        try:
+            while True:
+                with self._cv:
+                    if not (self._pending or self._reading or self._draining):
+                        self._dispatcher = None
+                        return
+                    start = self._pending.popleft() if self._pending and not self._reading else None
+                progressed = start is not None
+                if start is not None:
+                    self._start_call(start)
+                if self._reading is not None and self.idma.read(CTRL) & AP_DONE:
+                    self._reading = None
+                    progressed = True
+                progressed |= self._advance_output()
+                if self.broken:
+                    return
+                pause = 0.0 if progressed else min(1e-3, pause * 2 if pause else 2e-5)
+                if pause:
+                    time.sleep(pause)
+        except Exception as e:  # noqa: BLE001 - a dispatcher failure must not hang the waiters
+            self._break(f"DMA dispatcher failed ({type(e).__name__}: {e}): reload the overlay")
+
+    def _start_call(self, call: _Call) -> None:
+        """Start ``call``'s input DMA (and its output DMA if the output is free)."""
+        sets = self._sets[call.slot]
+        call.started = time.perf_counter()
+        first = not self._draining
+        self._draining.append(call)
+        self._reading = call
+        if first and self.calls == 1 and self.transport == "finn":
+            self.overlay.execute_on_buffers(asynch=True, batch_size=call.n)  # output, input
+            call.odma_started = True
+            return
+        if first:
+            self._start_dma(self.odma, sets.obuf, call.n)
+            call.odma_started = True
+        self._start_dma(self.idma, sets.ibuf, call.n)
+
+    def _start_dma(self, ip: Any, buf: Any, n: int) -> None:
+        """Program one IODMA: address, batch, ap_start (finn-plus's register sequence)."""
+        if ip is self.odma and not self.odma.read(CTRL) & AP_IDLE:
+            raise AcceleratorTimeout("output DMA is not idle: reload the overlay")
+        ip.write(ADDR_LO, buf.device_address & 0xFFFFFFFF)
+        ip.write(ADDR_HI, (buf.device_address >> 32) & 0xFFFFFFFF)
+        ip.write(BATCH, n)
+        ip.write(CTRL, AP_START)
+
+    def _advance_output(self) -> bool:
+        """Start the output DMA for the oldest call, see it done, enforce its timeout."""
+        if not self._draining:
+            return False
+        call = self._draining[0]
+        if not call.odma_started:
+            self._start_dma(self.odma, self._sets[call.slot].obuf, call.n)
+            call.odma_started = True
+            return True
+        status = self.odma.read(CTRL)
+        if status & AP_DONE:
+            self._complete(call)
+            return True
+        assert call.started is not None
+        if time.perf_counter() - call.started > self.timeout_s:
+            self._break(
+                f"accelerator did not finish {call.n} tile(s) within {self.timeout_s:g} s "
+                f"(output DMA status 0x{status:X}); the bitstream may not match "
+                "driver/settings.json or the fabric hung: reload the overlay",
+                timed_out=call,
+            )
+        return False
+
+    def _complete(self, call: _Call) -> None:
+        """``call``'s output is in DDR: invalidate, copy out, free its buffer set."""
+        assert call.started is not None
+        t0 = time.perf_counter()
+        out = self._sets[call.slot].obuf[: call.n]
+        out.invalidate()
+        call.raw = np.array(out)
+        t1 = time.perf_counter()
+        self._draining.popleft()
+        with self._cv:
+            self._add(run_and_wait=t0 - call.started, copy_output_from_device=t1 - t0,
+                      calls=1, tiles=call.n)  # fmt: skip
+            self._free.append(call.slot)
+            self._cv.notify_all()
+        call.done.set()
+
+    def _break(self, reason: str, timed_out: _Call | None = None) -> None:
+        """The engine is unusable: every call not done fails (``timed_out`` with ``reason``,
+        the others as unusable), waiting submitters are woken, the dispatcher ends."""
+        with self._cv:
+            self.broken = reason
+            calls = [*self._draining, *self._pending]
+            self._draining.clear()
+            self._pending.clear()
+            self._reading = None
+            self._dispatcher = None
+            self._cv.notify_all()
+        for call in calls:
+            call.error = reason if call is timed_out else f"accelerator unusable: {reason}"
+            call.done.set()
 
 
 def _finn_driver_importable() -> bool:
@@ -445,6 +635,7 @@ def open_engine(
     timeout_s: float | None = None,
     device: Any = None,
     batch: int | None = None,
+    calls: int = DEFAULT_CALLS,
 ) -> PynqEngine:
     """A :class:`PynqEngine` for ``package`` (``batch`` is an alias of ``max_batch``)."""
     return PynqEngine(
@@ -454,4 +645,5 @@ def open_engine(
         buffer_limit=buffer_limit,
         timeout_s=timeout_s,
         device=device,
+        calls=calls,
     )

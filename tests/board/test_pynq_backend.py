@@ -138,14 +138,22 @@ def test_missing_cache_maintenance_is_caught(pkgs, photos, monkeypatch, skip):
 
 
 def test_batch_sized_by_contiguous_memory_limit(pkgs):
+    """Every call in flight has its own buffer set: ``calls`` sets of ``batch`` tiles fit the
+    contiguous-memory limit."""
     package, board = pkgs
     inp, out = ez.ports_of(package)
     per_tile = inp.nbytes + out.nbytes
     with ez.EmulatedZynq(ez.sim_accelerator(package)):
-        assert open_engine(board, buffer_limit=3 * per_tile + 1, max_batch=64).batch == 3
+        assert open_engine(board, buffer_limit=3 * per_tile + 1, max_batch=64, calls=1).batch == 3
+        engine = open_engine(board, buffer_limit=6 * per_tile + 1, max_batch=64, calls=2)
+        assert (engine.batch, engine.calls, engine.in_flight) == (3, 2, 6)
         assert open_engine(board, buffer_limit=100 * per_tile, max_batch=5).batch == 5
         with pytest.raises(UserError, match="buffer limit"):
-            open_engine(board, buffer_limit=per_tile - 1)
+            open_engine(board, buffer_limit=per_tile - 1, calls=1)
+        with pytest.raises(UserError, match="lower calls"):
+            open_engine(board, buffer_limit=2 * per_tile - 1, calls=2)
+        with pytest.raises(UserError, match="calls"):
+            open_engine(board, calls=0)
     with ez.EmulatedZynq(ez.sim_accelerator(package), ddr_bytes=per_tile // 2):
         with pytest.raises(RuntimeError, match="cannot allocate"):
             open_engine(board, transport="builtin")
