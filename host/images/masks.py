@@ -42,9 +42,11 @@ def save_mask(
     labels: np.ndarray,
     palette: np.ndarray,
     classes: ClassTable | None = None,
+    compress_level: int = ZLIB_LEVEL,
 ) -> None:
     """Write ``labels (H, W)`` (< 256 classes) as a palette PNG: pixel value = class index;
-    with ``classes``, their names go into the text chunk :data:`TEXT_KEY`."""
+    with ``classes``, their names go into the text chunk :data:`TEXT_KEY`; deflated at
+    ``compress_level`` (0-9)."""
     _check_labels(labels)
     image = Image.fromarray(labels.astype(np.uint8))  # mode L; putpalette makes it P
     image.putpalette(png.palette_bytes(palette))
@@ -52,7 +54,7 @@ def save_mask(
     if classes is not None:
         info.add_itxt(TEXT_KEY, classes.names_text())
     with atomic_open(path) as handle:
-        image.save(handle, format="PNG", pnginfo=info, compress_level=ZLIB_LEVEL)
+        image.save(handle, format="PNG", pnginfo=info, compress_level=compress_level)
 
 
 @contextlib.contextmanager

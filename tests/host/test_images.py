@@ -218,6 +218,23 @@ def test_masks_are_deflated_at_the_fast_level(tmp_path: Path) -> None:
     assert _deflate_level(tmp_path / "default.png") == 2  # the check can tell the levels apart
 
 
+@pytest.mark.parametrize("alpha", [0.0, 0.5, 1 / 3, 0.77, 1.0])
+def test_overlay_table_is_the_float32_blend(alpha: float) -> None:
+    """The lookup tables give the array blend in float32 bit for bit (every channel value and
+    colour value meet: 256 x 256 pairs), clear classes keep the image."""
+    rng = np.random.default_rng(int(alpha * 100))
+    image = np.tile(np.arange(256, dtype=np.uint8), (256, 1))[..., None].repeat(3, axis=2)
+    palette = rng.integers(0, 256, size=(256, 3), dtype=np.uint8)
+    palette[:256, 0] = np.arange(256)  # channel 0 meets every colour value
+    labels = np.tile(np.arange(256, dtype=np.uint8)[:, None], (1, 256))
+    blend = (1.0 - alpha) * image.astype(np.float32) + alpha * palette[labels].astype(np.float32)
+    expect = np.clip(np.round(blend), 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(overlay(image, labels, palette, alpha), expect)
+    clear = (0, 7)
+    expect[np.isin(labels, clear)] = image[np.isin(labels, clear)]
+    np.testing.assert_array_equal(overlay(image, labels, palette, alpha, clear), expect)
+
+
 def test_overlay_jpeg_quality(tmp_path: Path) -> None:
     labels = (np.arange(12 * 20).reshape(12, 20) % 3).astype(np.uint8)
     save_overlay(tmp_path / "hi.jpg", RGB, labels, voc_palette(), quality=95)
