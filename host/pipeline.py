@@ -11,9 +11,12 @@ bilinear upsampling + argmax, PNG encoding). A :class:`Pipeline` keeps every sta
 Three kinds of threads joined by bounded queues (``depth`` items each, so memory stays bounded
 and a slow stage back-pressures the others). Threads work because the heavy parts release the
 GIL: numpy's array kernels, Pillow's codecs, and the accelerator wait (a DMA poll that sleeps,
-:mod:`fcnseg.host.backends.pynq`; a simulator is numpy). The accelerator is one resource:
-``accelerate_workers`` threads (default 2) take turns on it under a lock, so one cuts tiles
-and stitches while the other's tiles are in the fabric; ``finish_workers`` threads share the
+:mod:`fcnseg.host.backends.pynq`; a simulator is numpy). ``accelerate_workers`` threads
+(default 2) each take a frame: on an engine that keeps calls in flight (``concurrent``, the
+pynq engine) they submit at once, so frame k+1's first tiles enter the fabric while frame k's
+last ones drain and one worker cuts tiles and stitches while the other's are in the fabric;
+an engine without (a simulator) is one resource they take turns on under a lock;
+``finish_workers`` threads share the
 finishing, and a reorder buffer yields results in input order. Every worker of every stage runs
 one loop (``_Stages.worker``: take an item, do the stage's work unless the item failed, pass it
 on; the stage's last worker out tells the next stage), and the segmenter is only read: the
@@ -41,6 +44,7 @@ host needs per image on its own, to compare with ``fabric_ms_per_image`` on anot
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 import time
@@ -185,15 +189,23 @@ class Report:
 class _MeteredRun:
     """An engine's ``run`` that sums its busy time and tiles, in all and per calling thread.
 
-    Calls from several threads take turns under a lock: there is one accelerator. The pipeline
-    hands this to :meth:`Segmenter.scores` (``run=``) rather than swapping the segmenter's engine.
+    An engine that is not ``concurrent`` is one resource: calls from several threads take
+    turns under a lock. A ``concurrent`` one (the pynq engine: calls in flight, thread-safe
+    submit/collect) is called from every accelerate worker at once, so one worker's tiles
+    enter the fabric while another's drain (frames overlap); its busy time is then the time
+    at least one call was inside ``run``, not their sum. The pipeline hands this to
+    :meth:`Segmenter.scores` (``run=``) rather than swapping the segmenter's engine.
     """
 
-    def __init__(self, run: Callable[[np.ndarray], np.ndarray]) -> None:
+    def __init__(self, run: Callable[[np.ndarray], np.ndarray], concurrent: bool = False) -> None:
         self.run = run
+        self.concurrent = concurrent
         self.busy_s = 0.0
         self.tiles = 0
-        self.lock = threading.Lock()
+        self.lock = threading.Lock()  # one call at a time, unless concurrent
+        self._meter = threading.Lock()  # the counters
+        self._active = 0
+        self._since = 0.0
         self._local = threading.local()
 
     def thread_tiles(self) -> int:
@@ -204,16 +216,28 @@ class _MeteredRun:
         """Seconds the calling thread spent in ``run`` so far, waiting for its turn included."""
         return getattr(self._local, "wall", 0.0)
 
+    def _enter(self) -> None:
+        with self._meter:
+            if self._active == 0:
+                self._since = time.perf_counter()
+            self._active += 1
+
+    def _leave(self, tiles: int) -> None:
+        with self._meter:
+            self._active -= 1
+            if self._active == 0:
+                self.busy_s += time.perf_counter() - self._since
+            self.tiles += tiles
+
     def __call__(self, x: np.ndarray) -> np.ndarray:
         called = time.perf_counter()
         try:
-            with self.lock:
-                start = time.perf_counter()
+            with contextlib.nullcontext() if self.concurrent else self.lock:
+                self._enter()
                 try:
                     return self.run(x)
                 finally:
-                    self.busy_s += time.perf_counter() - start
-                    self.tiles += len(x)
+                    self._leave(len(x))
                     self._local.tiles = self.thread_tiles() + len(x)
         finally:
             self._local.wall = self.thread_wall() + time.perf_counter() - called
@@ -394,7 +418,8 @@ class Pipeline:
     def run(self, sources: Iterable[Any]) -> Iterator[Result]:
         """Yield one :class:`Result` per source, in input order, as they complete."""
         stages = _Stages()
-        run = _MeteredRun(self.segmenter.engine.run)
+        engine = self.segmenter.engine
+        run = _MeteredRun(engine.run, bool(getattr(engine, "concurrent", False)))
         timing0 = self._engine_timing()
         threads = self._workers(stages, sources, run)
         results: list[Result] = []

@@ -174,9 +174,12 @@ class Segmenter:
 
         The package is verified (:func:`~fcnseg.host.package.load_package`) and its board
         checked (:func:`check_board`) before the backend is opened. ``backend_options`` go to
-        the backend's ``open_engine`` (e.g. ``timeout_s=``, ``transport=`` for ``pynq``).
-        Tiles per engine call: ``batch`` if given (also passed to the backend), else the
-        engine's own ``batch`` (the pynq engine sizes it to its DMA buffers), else 4.
+        the backend's ``open_engine`` (e.g. ``timeout_s=``, ``transport=``, ``calls=`` for
+        ``pynq``). Tiles per engine call: ``batch`` if given (also passed to the backend), else
+        the engine's own ``batch`` (the pynq engine sizes it to its DMA buffers), else 4; an
+        engine that keeps several calls in flight (``in_flight`` tiles: the pynq engine's
+        ``calls`` DMA calls of ``batch``) is handed that many tiles per ``run``, so one frame's
+        calls overlap in the fabric.
         """
         from fcnseg.host.backends import open_engine
 
@@ -185,7 +188,7 @@ class Segmenter:
         if batch is not None:
             backend_options.setdefault("batch", batch)
         engine = open_engine(backend, pkg, **backend_options)
-        batch = int(batch or getattr(engine, "batch", None) or 4)
+        batch = int(getattr(engine, "in_flight", None) or batch or getattr(engine, "batch", 4))
         card = pkg.card
         palette = None if card.palette is None else np.asarray(card.palette, dtype=np.uint8)
         seg = cls(

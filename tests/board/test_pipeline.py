@@ -167,8 +167,10 @@ def test_hung_accelerator_fails_items_fast(package, board):
         seg = _segmenter(board, package, open_engine(board, timeout_s=0.2))
         results = list(Pipeline(seg).run(PHOTOS[:3]))
     assert [r.ok for r in results] == [False, False, False]
-    assert "did not finish" in results[0].error
-    assert all("unusable" in r.error for r in results[1:])
+    # the frames' calls are in flight together: the first one started times out, the others
+    # fail as unusable with the same reason (which frame started first is up to the workers)
+    assert all("did not finish" in r.error for r in results)
+    assert sum("unusable" not in r.error for r in results) == 1
 
 
 def test_measure_with_standin_segmenter(package):
