@@ -56,6 +56,42 @@ def _board(ctx: click.Context, param: click.Parameter, value: str) -> Board:
     help="Run the IP/bitfile steps [default: iff XILINX_VIVADO is set].",
 )
 @click.option(
+    "--frame",
+    nargs=2,
+    type=int,
+    default=None,
+    metavar="H W",
+    help="Search the tile shape and folding with the most frames/s for HxW frames (table and "
+    "BUILD_DIR/report/tile_search.json), re-export the checkpoint at that tile and compile it.",
+)
+@click.option(
+    "--overlap",
+    type=int,
+    default=None,
+    metavar="PX",
+    help="With --frame: tile overlap in px [default: the exact one from the receptive field].",
+)
+@click.option(
+    "--objective",
+    type=click.Choice(["throughput", "latency"]),
+    default="throughput",
+    show_default=True,
+    help="With --frame: most frames/s with the host's tiles in flight, or least time per frame.",
+)
+@click.option(
+    "--checkpoint",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="With --frame: checkpoint to re-export [default: the export's source_checkpoint].",
+)
+@click.option(
+    "--search-limit",
+    type=click.IntRange(min=0),
+    default=16,
+    show_default=True,
+    help="With --frame: candidates evaluated, fewest computed px per frame first (0: all).",
+)
+@click.option(
     "-o",
     "--output",
     "out_dir",
@@ -72,6 +108,11 @@ def compile_(
     clock_ns: float | None,
     margin: float,
     vivado: bool | None,
+    frame: tuple[int, int] | None,
+    overlap: int | None,
+    objective: str,
+    checkpoint: Path | None,
+    search_limit: int,
     out_dir: Path,
 ) -> None:
     """Compile EXPORT (the folder `fcnseg export` wrote, or its model.onnx) with finn-plus into
@@ -80,7 +121,8 @@ def compile_(
     Streamlines, converts to HW layers, folds to --target-fps (or --folding), estimates, checks
     the board budget (re-folding lower until it fits; with room to spare, says how fast a fold
     still fits) and writes reports and BUILD_DIR/package/. Without Vivado it stops after the
-    estimates.
+    estimates. With --frame H W it first searches the tile (squares and strips, multiples of the
+    net stride) and folding for the most frames/s of HxW frames (fcnseg.hw.tile_search).
     """
     from fcnseg.hw.compat import (
         check_dependencies,
@@ -93,23 +135,40 @@ def compile_(
     check_vivado_install()
     if (has_vivado() if vivado is None else vivado) and has_vivado():
         check_finn_deps(board)  # the Vivado steps come after 20-70 s of estimate steps
+    from fcnseg.errors import UserError
     from fcnseg.hw.build import BuildOptions, compile_export
     from fcnseg.hw.preflight import resolve_export
     from fcnseg.hw.report import format_table
 
     export_dir = resolve_export(export_dir)
-    result = compile_export(
-        BuildOptions(
-            export_dir=export_dir,
-            out_dir=out_dir,
-            board=board,
-            target_fps=target_fps,
-            folding_file=folding_file,
-            clock_ns=clock_ns,
-            margin=margin,
-            vivado=vivado,
-        )
+    opts = BuildOptions(
+        export_dir=export_dir,
+        out_dir=out_dir,
+        board=board,
+        target_fps=target_fps,
+        folding_file=folding_file,
+        clock_ns=clock_ns,
+        margin=margin,
+        vivado=vivado,
     )
+    if frame is None:
+        if overlap is not None or checkpoint is not None:
+            raise UserError("--overlap and --checkpoint go with --frame H W")
+        result = compile_export(opts)
+    else:
+        from fcnseg.hw.tile_search import compile_for_frame
+        from fcnseg.hw.tile_search import format_table as search_table
+
+        searched, result = compile_for_frame(
+            opts,
+            (int(frame[0]), int(frame[1])),
+            overlap=overlap,
+            objective=objective,
+            checkpoint=checkpoint,
+            limit=search_limit,
+        )
+        click.echo(search_table(searched))
+        click.echo("")
     click.echo(format_table(result.summary))
     click.echo(f"build: {result.out_dir}  ({result.summary['build_seconds']:.0f} s)")
     if result.package_dir is not None:
