@@ -225,9 +225,14 @@ class Segmenter:
         canvas = make_canvas(rgb, self.geometry)
         plan = self.plan(*rgb.shape[:2])
         engine_run = run or self.engine.run
+        group = self.batch
+        if getattr(self.engine, "concurrent", False):
+            # a whole pass per run: its calls queue in the engine behind another thread's, so
+            # the fabric is not left to drain while this thread cuts its next group of tiles
+            group = max(group, len(plan.rows.starts) * len(plan.cols.starts))
 
         def tiled(c: np.ndarray) -> np.ndarray:
-            return run_tiled(plan, engine_run, c, self.batch)
+            return run_tiled(plan, engine_run, c, group)
 
         return shift_stitch(self.shifts, tiled, canvas)
 

@@ -316,6 +316,7 @@ class PynqEngine:
         self._reading: _Call | None = None  # the call whose input DMA runs
         self._draining: deque[_Call] = deque()  # input DMA started, output not done, in order
         self._dispatcher: threading.Thread | None = None
+        self._submitting = threading.Lock()  # one submission at a time, its calls in order
         self._open(transport, info, device)
         self._free = list(range(len(self._sets)))
         self.clock = self._set_clock()
@@ -434,7 +435,10 @@ class PynqEngine:
     def submit(self, x: np.ndarray) -> Ticket:
         """Hand tiles to the fabric and return at once (blocking only while every buffer set is
         in use): each call of up to :attr:`batch` tiles is packed into a free buffer set,
-        flushed and queued for the DMA dispatcher. Thread-safe; :meth:`collect` the ticket."""
+        flushed and queued for the DMA dispatcher. Thread-safe: one submission at a time, so
+        a submission's calls run back to back (a frame is not interleaved with another thread's
+        and finishes first, while the other's calls keep the fabric busy). :meth:`collect` the
+        ticket."""
         x = np.asarray(x)
         if x.dtype != np.uint8 or x.ndim != 4 or x.shape[1:] != (*self.tile, 3):
             raise UserError(
@@ -442,6 +446,10 @@ class PynqEngine:
                 f"(N, {self.tile[0]}, {self.tile[1]}, 3), got {x.dtype} {x.shape}"
             )
         self._refuse_if_broken()
+        with self._submitting:
+            return Ticket(tuple(self._submit_calls(x)), len(x))
+
+    def _submit_calls(self, x: np.ndarray) -> list[_Call]:
         calls = []
         for i in range(0, len(x), self.batch):
             chunk = x[i : i + self.batch]
@@ -465,7 +473,7 @@ class PynqEngine:
                     self._dispatcher.start()
                 self._cv.notify_all()
             calls.append(call)
-        return Ticket(tuple(calls), len(x))
+        return calls
 
     def collect(self, ticket: Ticket) -> np.ndarray:
         """The scores of a :meth:`submit`'s tiles, ``(N, h, w, C)`` int64, once its calls are
