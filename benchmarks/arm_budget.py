@@ -24,8 +24,10 @@ computed/kept pixel ratio.
 Two cores: the finish stage (upsample + argmax + mask + overlay, as ``fcnseg segment
 --overlay`` does it) over ``FRAMES`` frames in :class:`fcnseg.host.pipeline.Pipeline` with
 ``finish_workers`` 1 and 2 (decoding and the accelerator stubbed out: precomputed frames and
-scores), wall time per frame; and each part alone in one thread vs two, to find the parts the
-GIL serialises.
+scores), wall time per frame; and each part alone in one thread vs two, and the share of each
+part's time it holds the GIL (how much it slows a pure-Python thread beside it,
+:func:`gil_held`), to find the parts the GIL serialises. On a shared 2-core machine the wall
+times depend on what else runs (the load average is recorded): the spreads say how much.
 
 The A9 estimate: this machine's per-stage CPU time times a per-core slowdown factor. No
 published per-core factor for numpy/zlib/libjpeg work between a Cortex-A9 at 650 MHz and this
@@ -194,6 +196,40 @@ def _threaded(fn: Callable[[int], None], frames: int, threads: int) -> float:
     return time.perf_counter() - start
 
 
+def _probe_rate(fn: Callable[[], object] | None, seconds: float) -> float:
+    """Loops per second of a pure-Python thread while this thread runs ``fn`` (or sleeps)."""
+    stop, count = threading.Event(), [0]
+
+    def probe() -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+        count[0] = n
+
+    thread = threading.Thread(target=probe)
+    start = time.perf_counter()
+    thread.start()
+    while time.perf_counter() - start < seconds:
+        if fn is None:
+            time.sleep(0.005)
+        else:
+            fn()
+    stop.set()
+    thread.join()
+    return count[0] / (time.perf_counter() - start)
+
+
+def gil_held(fn: Callable[[], object], reps: int, seconds: float = 0.3) -> float:
+    """The share of ``fn``'s time it holds the GIL: how much it slows a pure-Python thread
+    (``1 - rate beside fn / rate beside a sleeping thread``, median over ``reps`` pairs).
+    What ``fn`` does without the GIL runs beside another worker; the rest takes turns."""
+    shares = []
+    for _ in range(max(1, reps)):
+        alone = _probe_rate(None, seconds)
+        shares.append(1.0 - _probe_rate(fn, seconds) / alone)
+    return round(float(np.median(shares)), 2)
+
+
 def measure_workers(data: dict[str, Any], folder: Path, reps: int) -> dict[str, Any]:
     """finish_workers 1 vs 2 in the pipeline, and each finish part in 1 vs 2 threads: wall ms
     per frame (median over ``reps``, the sides in turns) and the speedup."""
@@ -234,6 +270,8 @@ def measure_workers(data: dict[str, Any], folder: Path, reps: int) -> dict[str, 
             "speedup_min": round(min(speedups), 2),
             "speedup_max": round(max(speedups), 2),
         }
+    for name, fn in _finish_parts(data, folder).items():
+        out[name]["gil_held"] = gil_held(lambda fn=fn: fn(0), reps)
     return out
 
 
@@ -245,6 +283,7 @@ def run_here(samples: Path | None, reps: int, worker_reps: int) -> dict[str, Any
         folder = Path(tmp)
         data = frame_inputs(samples, folder)
         return {
+            "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
             "machine": platform.machine(),
             "python": platform.python_version(),
             "numpy": np.__version__,
@@ -351,7 +390,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nfinish workers 1 vs 2, {label} (wall ms per frame):")
         for name, w in part["workers"].items():
             print(f"  {name}: {w['wall_ms_1']} -> {w['wall_ms_2']} ms, x{w['speedup']} "
-                  f"[{w['speedup_min']}-{w['speedup_max']}]")  # fmt: skip
+                  f"[{w['speedup_min']}-{w['speedup_max']}], GIL held "
+                  f"{w.get('gil_held', '-')}")  # fmt: skip
         print(f"  checks: {part['checks']}")
     return (
         0 if all(here["checks"].values()) and (qemu is None or all(qemu["checks"].values())) else 1

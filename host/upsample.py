@@ -227,14 +227,20 @@ def analyse_cells(s: np.ndarray, scale: np.ndarray, bias: np.ndarray) -> CellAna
     logits = scale * s + bias  # == _logits(s * D, D, ...) exactly, since N / D == s
     h, w, n_classes = logits.shape
     err = _rounding_bound(s, scale, bias)
-    top = np.argmax(logits, axis=2)
-    if n_classes > 1:
-        # best - runner-up > 4E, as "no other class within 4E of the best" (rounding is
-        # monotone, so the same test; cheaper than a partition along a short axis)
-        best = np.take_along_axis(logits, top[..., None], axis=2)
-        safe = np.count_nonzero((best - logits) <= 4.0 * err, axis=2) == 1
-    else:
-        safe = np.ones(top.shape, dtype=bool)
+    # Class by class over contiguous (h, w) planes: numpy's reductions along a short last axis
+    # cost several times more. ``top`` is the first maximum (strict >), as np.argmax; a cell is
+    # safe when no other class is within 4E of the best (best - runner-up > 4E: rounding is
+    # monotone, so the same test).
+    planes = np.ascontiguousarray(logits.transpose(2, 0, 1))
+    best = planes[0].copy()
+    top = np.zeros((h, w), dtype=np.intp)
+    for c in range(1, n_classes):
+        np.copyto(top, c, where=planes[c] > best)
+        np.maximum(best, planes[c], out=best)
+    near = np.zeros((h, w), dtype=np.int32)
+    for c in range(n_classes):
+        near += (best - planes[c]) <= 4.0 * err
+    safe = near == 1
     # Corners by padding one edge row/column: cell (r, q) reads [r:r+2, q:q+2].
     tp = np.pad(np.where(safe, top, -1), ((0, 1), (0, 1)), mode="edge")
     uniform = (tp[:-1, :-1] >= 0) & (tp[:-1, :-1] == tp[:-1, 1:])
@@ -267,7 +273,8 @@ def _runs(n_out: int, n_in: int, stride: int, field: int | None) -> _Runs:
     Callers only read the arrays (they are shared between calls).
     """
     weights = axis_weights(n_out, n_in, stride, field)
-    count = np.bincount(weights.i0, minlength=n_in)
+    # intp: on a 32-bit ARM (Pynq-Z2) bincount refuses int64 input (found under qemu-arm)
+    count = np.bincount(weights.i0.astype(np.intp), minlength=n_in)
     start = np.concatenate([[0], np.cumsum(count)[:-1]])
     pairs = np.stack([weights.w0, weights.w1], axis=1)
     ids: dict[bytes, int] = {}
@@ -325,6 +332,7 @@ def upsample_argmax(
     busy_r, busy_q, cand = cells.busy_r[keep], cells.busy_q[keep], cells.candidates[keep]
     if busy_r.size == 0:
         return labels
+    flat = labels.reshape(-1)  # a view: labels come out of repeat C-contiguous
     fast = None
     if precision == "float32":
         fast = _Float32.of(cells.logits, s, scale, bias, den2)
@@ -346,8 +354,7 @@ def upsample_argmax(
                 value = _exact_cells(s, scale, bias, den2, cell)
             else:
                 value = fast.cells(s, scale, bias, den2, cell)
-            rows, cols = cell.pixels(ry, rx)
-            labels[rows, cols] = value
+            flat[cell.flat(ry, rx, width)] = value
     return labels
 
 
@@ -375,12 +382,12 @@ class _Cells:
         """``values[corner, class]`` of each cell's four corners, stacked on ``axis``."""
         return _corner_values(values, self.r, self.q, classes, axis)
 
-    def pixels(self, ry: _Runs, rx: _Runs) -> tuple[np.ndarray, np.ndarray]:
-        """``(n, ny*nx)`` image rows and columns of the cells' pixels (row-major in a cell)."""
+    def flat(self, ry: _Runs, rx: _Runs, width: int) -> np.ndarray:
+        """``(n, ny*nx)`` flat indices (row * width + column) of the cells' pixels, row-major
+        in a cell."""
         ny, nx = self.shape
-        rows = ry.start[self.r][:, None] + np.repeat(np.arange(ny), nx)[None, :]
-        cols = rx.start[self.q][:, None] + np.tile(np.arange(nx), ny)[None, :]
-        return rows, cols
+        offsets = (np.arange(ny)[:, None] * width + np.arange(nx)[None, :]).reshape(-1)
+        return (ry.start[self.r] * width + rx.start[self.q])[:, None] + offsets[None, :]
 
 
 def _corner_values(
@@ -500,13 +507,21 @@ class _Float32:
             corners[:, 1:][padded] = self.pad
         weights = (cell.corner_w / den2).astype(np.float32)  # (P, 4), exact for 2**j
         values = np.dot(corners.reshape(n * k, 4), weights.T).reshape(n, k, -1)  # (n, k, P)
-        best = values.argmax(axis=1)  # (n, P)
+        # argmax over the few candidates as k - 1 comparisons (strict: the first maximum
+        # wins, as np.argmax), cheaper than a reduction along a short middle axis
+        top = values[:, 0].copy()
+        best = np.zeros(top.shape, dtype=np.intp)
+        for j in range(1, k):
+            np.copyto(best, j, where=values[:, j] > top)
+            np.maximum(top, values[:, j], out=top)
         labels = np.take_along_axis(classes, best, axis=1)
         if k == 1 or self.threshold is None:
             return labels
-        top = values.max(axis=1)
         top -= self.threshold
-        close = (values >= top[:, None, :]).sum(axis=1) > 1
+        near = np.zeros(top.shape, dtype=np.uint8)
+        for j in range(k):
+            near += values[:, j] >= top
+        close = near > 1
         cell_i, pixel = np.nonzero(close)
         if cell_i.size:
             chosen = classes[cell_i]
