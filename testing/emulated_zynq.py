@@ -732,16 +732,22 @@ class EmulatedZynq(Device):
         spec = json.loads(data[len(BITSTREAM_MAGIC) :])
         with self._cv:
             self._ports = (Port.from_json(spec["input"]), Port.from_json(spec["output"]))
-            self._regs.clear()
-            self._names.clear()
             self._in = self._out = None  # reprogramming resets the IODMAs and the pipeline
             self._tiles.clear()
             self._head = 0
             self._hung = False
+            # one register file per address, kept across downloads: overlays loaded earlier
+            # map the same (physical) registers, as on the board
+            old, old_names = self._regs, self._names
+            self._regs, self._names = {}, {}
             for name, base in spec["ips"].items():
-                regs = np.zeros(IP_RANGE // 4, dtype=np.uint32).view(_Registers)
-                regs[CTRL // 4] = AP_IDLE
-                regs._hook = self._register_hook(name, regs)
+                regs = old.get(int(base))
+                if regs is None or old_names.get(int(base)) != name:
+                    regs = np.zeros(IP_RANGE // 4, dtype=np.uint32).view(_Registers)
+                    regs._hook = self._register_hook(name, regs)
+                raw = regs.view(np.ndarray)
+                raw[:] = 0
+                raw[CTRL // 4] = AP_IDLE
                 self._regs[int(base)] = regs
                 self._names[int(base)] = name
         self.post_download(bitstream, parser)
