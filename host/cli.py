@@ -144,9 +144,10 @@ SCORES_HELP = (
 @click.option(
     "--workers",
     type=click.IntRange(min=1),
-    default=1,
+    default=2,
     show_default=True,
-    help="Threads finishing images (upsample, argmax, writing) in the pipeline.",
+    help="Threads finishing images (upsample, argmax, writing) in the pipeline; two suit a "
+    "Pynq-Z2's two cores (the finishing releases the GIL most of its time).",
 )
 @click.option(
     "--max-pixels",
