@@ -335,6 +335,13 @@ class Search:
         }
 
 
+def choose(rows: list[Row], objective: str) -> Row | None:
+    """The fitting row with the most frames/s by ``objective`` (ties: fewer computed px, the
+    earlier row); None if none fits."""
+    fitting = [row for row in rows if row.fits]
+    return max(fitting, key=lambda row: row.score(objective), default=None)
+
+
 def search(
     base: ModelWrapper,
     opts: BuildOptions,
@@ -371,8 +378,7 @@ def search(
         rows.append(
             Row(plan, evaluated=False, note=f"pruned: beyond the first {limit} by computed px")
         )
-    fitting = [row for row in rows if row.fits]
-    winner = max(fitting, key=lambda row: row.score(objective)) if fitting else None
+    winner = choose(rows, objective)
     notes = []
     if winner is not None and winner.estimate is not None:
         added = winner.estimate.fit.added_note()
