@@ -13,7 +13,8 @@ stage, then the next; thread CPU time and wall time, median [min-max]):
 - ``upsample+argmax``: :func:`fcnseg.host.upsample.upsample_argmax` with busy cells in float64
   and in float32 (+ tie check), for the shipped net (7 classes, one scale, no bias, stride 8)
   and for 21 classes with per-class scale and bias; labels checked equal;
-- ``encode mask``: :func:`~fcnseg.host.images.save_mask` at zlib level 1 (the default) and 6;
+- ``encode mask``: :func:`~fcnseg.host.images.save_mask` at zlib level 1 with the run-length
+  strategy (the default) and at level 6 with the default strategy (Pillow's default);
 - ``encode overlay``: :func:`~fcnseg.host.images.save_overlay` (blend + encode) as JPEG
   (quality 90, the default) and PNG.
 
@@ -49,6 +50,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -115,8 +117,10 @@ def stages(data: dict[str, Any], folder: Path) -> dict[str, Callable[[], object]
         "upsample+argmax float64, 7 classes": up("shipped", "float64"),
         "upsample+argmax float32, 21 classes": up("general", "float32"),
         "upsample+argmax float64, 21 classes": up("general", "float64"),
-        "encode mask PNG zlib 1": lambda: save_mask(folder / "m1.png", labels, palette),
-        "encode mask PNG zlib 6": lambda: save_mask(folder / "m6.png", labels, palette, None, 6),
+        "encode mask PNG zlib 1 RLE": lambda: save_mask(folder / "m1.png", labels, palette),
+        "encode mask PNG zlib 6": lambda: save_mask(
+            folder / "m6.png", labels, palette, None, 6, zlib.Z_DEFAULT_STRATEGY
+        ),
         "encode overlay JPEG q90": lambda: save_overlay(folder / "o.jpg", rgb, labels, palette),
         "encode overlay PNG": lambda: save_overlay(folder / "o.png", rgb, labels, palette),
     }
@@ -173,7 +177,7 @@ def _finish_parts(data: dict[str, Any], folder: Path) -> dict[str, Callable[[int
     labels = upsample_argmax(*data["shipped"], FRAME, 8)
     return {
         "upsample+argmax float32, 7 classes": lambda i: upsample_argmax(*data["shipped"], FRAME, 8),
-        "encode mask PNG zlib 1": lambda i: save_mask(folder / f"p{i}.png", labels, palette),
+        "encode mask PNG zlib 1 RLE": lambda i: save_mask(folder / f"p{i}.png", labels, palette),
         "encode overlay JPEG q90": lambda i: save_overlay(
             folder / f"p{i}.jpg", rgb, labels, palette
         ),
