@@ -474,11 +474,16 @@ def standin_accelerator(package: Package, fps: float | None = None) -> Accelerat
 
 
 def standin_device(package: Package, fps: float | None = None, **kwargs: Any) -> EmulatedZynq:
-    """An emulated board whose accelerator takes ``N / fps`` per call of N tiles, measured from
-    the DMA start (default: the package's estimated FPS) and returns zero scores: for measuring
-    whether the host keeps up (``fcnseg bench`` off-board)."""
-    rate = estimated_fps(package) if fps is None else float(fps)
-    return EmulatedZynq(standin_accelerator(package, fps=0), fabric_fps=rate, **kwargs)
+    """An emulated board whose fabric returns zero scores at the package's estimated timing:
+    its interval and latency (:meth:`FabricTiming.of_package`) when the estimates have them,
+    else ``N / fps`` per call of N tiles from the DMA start (default: the package's estimated
+    FPS); ``fps`` given: that. For measuring whether the host keeps up (``fcnseg bench``
+    off-board)."""
+    if fps is None and "timing" not in kwargs and "critical_path_cycles" in package.estimates:
+        kwargs["timing"] = FabricTiming.of_package(package)
+    elif "timing" not in kwargs:
+        kwargs["fabric_fps"] = estimated_fps(package) if fps is None else float(fps)
+    return EmulatedZynq(standin_accelerator(package, fps=0), **kwargs)
 
 
 # --------------------------------------------------------------------------------------------

@@ -3,19 +3,24 @@
 A package with ``bitfile/*.bit`` (+ ``.hwh``) and ``driver/settings.json`` (finn-plus's driver
 step) is loaded as an overlay and driven with finn-plus's zynq-iodma protocol: fold, pack,
 copy + flush, program the output then the input IODMA (address 0x10/0x14, batch 0x1C, start
-0x00), wait for ap_done (0x00 bit 1) on the output IODMA, invalidate, unpack. Engine interface
+0x00), wait for ap_done (0x00 bit 1) on the output IODMA, invalidate, unpack, with several
+calls in flight (below). Engine interface
 as the ``sim`` backend, ``run(x uint8 (N, H, W, 3)) -> int64 (N, h, w, C)``, but only for the
 package's tile ``H x W`` (the accelerator has one size; :mod:`fcnseg.host.tiling` covers
 images of any size with it).
 
 Two transports, one protocol:
 
-- ``"finn"``: finn-plus-driver's ``FINNDMAOverlay`` (overlay, clock, buffers,
-  ``execute_on_buffers``) and its packing (``finn_plus_driver.packing``), except for output
+- ``"finn"``: finn-plus-driver's ``FINNDMAOverlay`` (overlay, clock, its buffers as the first
+  buffer set, ``execute_on_buffers`` when one call is in flight) and its packing
+  (``finn_plus_driver.packing``), except for output
   types outside its 8/16-bit fast path (e.g. INT9), where its general unpacking costs ~5 ms per
   256x256 tile on a PC (50x the port below, so on an ARM core it alone would cap the rate below
   the fabric's) and the port is used instead (byte-equal, tested). Needs finn-plus-driver +
   qonnx + onnx + bitstring + matplotlib: the install on aarch64 boards (ZCU104, KV260 ...).
+  ``execute_on_buffers`` starts both IODMAs on its one buffer set and asserts the output DMA
+  idle, so it cannot overlap calls: with more than one call in flight this transport writes the
+  same registers itself (as ``"builtin"`` does), on buffer sets it allocates beside finn's.
 - ``"builtin"``: ``pynq.Overlay`` + the same register sequence and a numpy port of
   finn-plus-driver 1.6.1's packing (:func:`finn_pack`, :func:`finn_unpack`; keep in sync with
   ``finn_plus_driver/packing.py`` 1.6.1, tested against it). Needs only pynq + numpy: the
@@ -23,10 +28,38 @@ Two transports, one protocol:
   wheels (docs/board.md).
 - ``"auto"`` (default): ``"finn"`` when finn-plus-driver imports, else ``"builtin"``.
 
-Both transports wait for completion themselves: finn-plus-driver's ``wait_until_finished``
-polls ap_done with no timeout, so a hung transfer would hang the host. :meth:`PynqEngine._wait`
-polls the same bit with a backoff sleep (freeing the CPU for the host pipeline's other threads)
-and raises :class:`AcceleratorTimeout`, one line, after ``timeout_s``.
+Calls in flight
+---------------
+A finn-plus accelerator is a pipeline: a tile enters every ``II`` and leaves ``L`` after it
+entered (:mod:`fcnseg.hw.throughput`; for the shipped Pynq-Z2 package II = 15.7 ms, L = 215 ms).
+One call at a time leaves the fabric idle for the host's packing and unpacking and for each
+call's drain (``L``), half the time at 16 tiles a call. So the engine keeps up to ``calls``
+calls in flight (:data:`DEFAULT_CALLS`), each in its own buffer set (packed input + output
+for ``batch`` tiles), and :meth:`PynqEngine.submit` / :meth:`PynqEngine.collect` split
+:meth:`PynqEngine.run` for callers that keep several submissions going (the pipeline's
+accelerate workers, one frame each). The input and output IODMAs are separate ``ap_ctrl_hs``
+IPs (finn-plus 1.6.1 ``iodma_hls.py``); a dispatcher thread, alive while calls are
+outstanding, drives them:
+
+- submit (the caller's thread): wait for a free buffer set, pack, copy, flush, queue the call;
+  one submission at a time, so one submission's calls run back to back;
+- the next queued call's input DMA starts as soon as the input DMA is done with the previous
+  call (its input fully read), while the output DMA may still drain the previous call;
+- the output DMA takes the started calls in order: programmed for the next one as soon as it
+  is done with the previous one (for the first call into an idle fabric, output then input,
+  finn's order); the next call's first tile reaches the output at least ``II`` after the
+  previous call's last, time enough to program it (if not, the tiles wait in the pipeline's
+  streams: back-pressure, no loss);
+- a call is done when its output DMA is: the dispatcher invalidates and copies its output out
+  and frees its buffer set; collect (the caller's thread) unpacks it.
+
+ap_done is read once per DMA job, so the clear-on-read ap_done of the hardware's ``ap_ctrl_hs``
+control register and the emulator's sticky one behave alike. Completion is polled with a
+backoff sleep (20 us to 1 ms, freeing the CPU for the host pipeline's other threads; finn-plus-
+driver's ``wait_until_finished`` polls with no timeout, so a hung transfer would hang the host).
+A started call not done within ``timeout_s`` raises :class:`AcceleratorTimeout`, one line, and
+breaks the engine: every call in flight fails (as unusable, with the same reason), waiting
+submitters are woken, and later calls are refused.
 
 The PL clock comes from the package: a finn-plus 1.6.1 Zynq design feeds PS clock 0 at 100 MHz
 into ``clk_wiz_0``, whose output (read from the ``.hwh``) is the accelerator clock; without a
@@ -34,7 +67,8 @@ clocking wizard, PS clock 0 *is* the accelerator clock and is set to ``fclk_mhz`
 ``settings.json``. :attr:`PynqEngine.clock` records what was set and read back.
 
 Batches: as many tiles per accelerator call as fit ``buffer_limit`` bytes of contiguous memory
-(input + output buffers), at most ``max_batch``.
+in each of the ``calls`` buffer sets (input + output buffers), at most ``max_batch``;
+:attr:`PynqEngine.in_flight` = ``calls * batch`` tiles.
 
 pynq and finn_plus_driver are imported only inside functions: importing this module needs numpy.
 
@@ -79,9 +113,10 @@ DEFAULT_MAX_BATCH = 16
 #: shipped packages' max-plus model (:mod:`fcnseg.hw.throughput`) needs 2 (Pynq-Z2) and 3
 #: (ZCU104) calls of 16 to reach the fabric's rate; one more hides the host's packing.
 DEFAULT_CALLS = 4
-#: Phases of one accelerator call, timed in :attr:`PynqEngine.timing` (seconds, summed), like
-#: finn-plus-driver's ``throughput_test``: pack, copy + flush, DMA run + wait, invalidate + copy,
-#: unpack.
+#: Phases of one accelerator call, timed in :attr:`PynqEngine.timing` (seconds, summed over
+#: calls), like finn-plus-driver's ``throughput_test``: pack, copy + flush (submitting thread),
+#: DMA run + wait (input DMA start to output DMA done: calls in flight overlap, so these sum to
+#: more than the wall time), invalidate + copy (dispatcher), unpack (collecting thread).
 TIMING = ("pack_input", "copy_input_to_device", "run_and_wait", "copy_output_from_device",
           "unpack_output")  # fmt: skip
 
@@ -455,13 +490,19 @@ class PynqEngine:
             chunk = x[i : i + self.batch]
             n = len(chunk)
             slot = self._take_slot()
-            t0 = time.perf_counter()
-            packed = self.pack(chunk)
-            t1 = time.perf_counter()
-            ibuf = self._sets[slot].ibuf
-            ibuf[:n] = packed
-            ibuf[:n].flush()  # only the bytes the DMA reads
-            t2 = time.perf_counter()
+            try:
+                t0 = time.perf_counter()
+                packed = self.pack(chunk)
+                t1 = time.perf_counter()
+                ibuf = self._sets[slot].ibuf
+                ibuf[:n] = packed
+                ibuf[:n].flush()  # only the bytes the DMA reads
+                t2 = time.perf_counter()
+            except BaseException:
+                with self._cv:  # the set goes back: nothing of it was queued
+                    self._free.append(slot)
+                    self._cv.notify_all()
+                raise
             call = _Call(n=n, slot=slot)
             with self._cv:
                 self._add(pack_input=t1 - t0, copy_input_to_device=t2 - t1)
