@@ -63,11 +63,10 @@ of the best; ties included) is recomputed exactly with the float64 formula on it
 numerators, so the labels equal the reference's always. The check itself is done in float32
 (``C_j >= fl32(C_b - t)``) with ``t`` widened by the rounding of that subtraction, so it flags
 at least those pixels. ``B`` is about ``5u A = 3e-7 A``: on real score maps a handful of pixels
-per frame is recomputed. When ``3 A + 1`` could overflow float32 (``A >= 2**100``), the float64 path
-is used instead. With one positive scale for every class and no bias (the shipped packages)
-the comparison is done on the integer numerators instead, exactly in float32, and nothing is
-redone (:func:`_integer_order` says when that is exact). Candidate lists padded with repeats
-get a value of ``-(3A + 1)`` in float32, below every real one.
+per frame is recomputed. When logits could come near float32's range (``A >= 2**100``), the
+float64 path is used instead. With one positive scale for every class and no bias (the shipped
+packages) the comparison is done on the integer numerators instead, exactly in float32, and
+nothing is redone (:func:`_integer_order` says when that is exact).
 
 Why it is fast and bounded in memory
 ------------------------------------
@@ -336,8 +335,11 @@ def upsample_argmax(
     fast = None
     if precision == "float32":
         fast = _Float32.of(cells.logits, s, scale, bias, den2)
-    # Cells with the same row and column weight patterns and as many candidates go together.
+    # Cells with the same row and column weight patterns and as many candidates go together;
+    # each cell's candidates in ascending order (ties go to the lowest) are the first k of
+    # ``order``.
     n_cand = cand.sum(axis=1)
+    order = np.argsort(~cand, axis=1, kind="stable")
     n_kinds = len(ry.patterns) * len(rx.patterns)
     group = (n_cand * len(ry.patterns) + ry.kind[busy_r]) * len(rx.patterns) + rx.kind[busy_q]
     for g in np.unique(group).tolist():
@@ -349,7 +351,8 @@ def upsample_argmax(
         where = np.flatnonzero(group == g)
         for part in range(0, where.size, chunk_cells):
             idx = where[part : part + chunk_cells]
-            cell = _Cells(busy_r[idx], busy_q[idx], cand[idx], corner_w, (len(py), len(px)))
+            classes = order[idx, : g // n_kinds]
+            cell = _Cells(busy_r[idx], busy_q[idx], classes, corner_w, (len(py), len(px)))
             if fast is None:
                 value = _exact_cells(s, scale, bias, den2, cell)
             else:
@@ -360,23 +363,13 @@ def upsample_argmax(
 
 @dataclass(frozen=True)
 class _Cells:
-    """A chunk of busy cells sharing one weight pattern and one candidate count."""
+    """A chunk of busy cells sharing one weight pattern and one candidate count ``k``."""
 
     r: np.ndarray  #: (n,) row of each cell
     q: np.ndarray  #: (n,) column of each cell
-    candidates: np.ndarray  #: (n, C) bool
+    classes: np.ndarray  #: (n, k) each cell's k candidate classes, ascending
     corner_w: np.ndarray  #: (ny*nx, 4) float64 integer weights of the corners at each pixel
     shape: tuple[int, int]  #: (ny, nx) pixels of each cell
-
-    def classes(self) -> np.ndarray:
-        """``(n, k)``: each cell's candidate classes in ascending order, padded by repeating
-        its last candidate (a duplicate never wins a tie against an earlier entry, so ties
-        stay with the lowest class)."""
-        k = int(self.candidates.sum(axis=1).max())
-        order = np.argsort(~self.candidates, axis=1, kind="stable")[:, :k]
-        valid = np.take_along_axis(self.candidates, order, axis=1)
-        last = order[np.arange(len(order)), valid.sum(axis=1) - 1]
-        return np.where(valid, order, last[:, None])
 
     def corners(self, values: np.ndarray, classes: np.ndarray, axis: int) -> np.ndarray:
         """``values[corner, class]`` of each cell's four corners, stacked on ``axis``."""
@@ -409,7 +402,7 @@ def _exact_cells(
     s: np.ndarray, scale: np.ndarray, bias: np.ndarray, den2: float, cell: _Cells
 ) -> np.ndarray:
     """``(n, ny*nx)`` labels of the cells' pixels with the reference's float64 formula."""
-    classes = cell.classes()
+    classes = cell.classes
     corners = cell.corners(s, classes, axis=1)  # (n, 4, k)
     n = np.matmul(cell.corner_w, corners)  # (n, ny*nx, k), exact integers
     logits = _logits(n, den2, scale[classes][:, None, :], bias[classes][:, None, :])
@@ -474,7 +467,6 @@ class _Float32:
 
     logits: np.ndarray  #: (h, w, C) float32 corner values: ``fl32(scale * s + bias)``, or ``s``
     threshold: np.float32 | None  #: redo a pixel whose runner-up is this close (None: exact)
-    pad: np.float32  #: the value given to padding entries (far below every real one)
 
     @classmethod
     def of(
@@ -482,8 +474,7 @@ class _Float32:
     ) -> _Float32 | None:
         """The float32 path for these scores, or None where float32 could overflow."""
         if _integer_order(s, scale, bias, den2):
-            top = float(np.abs(s).max(initial=0))
-            return cls(s.astype(np.float32), None, np.float32(-(3 * top + 1)))
+            return cls(s.astype(np.float32), None)
         a = float(np.abs(scale).max() * np.abs(s).max(initial=0) + np.abs(bias).max())
         if not a < _F32_LIMIT:
             return None
@@ -493,18 +484,15 @@ class _Float32:
         # whose float32 gap is within ``gap``.
         wide = (gap + 2 * _U32 * (2 * a + gap)) * (1 + 1e-6)
         threshold = np.nextafter(np.float32(wide), np.float32(np.inf))
-        return cls(logits.astype(np.float32), threshold, np.float32(-(3 * a + 1)))
+        return cls(logits.astype(np.float32), threshold)
 
     def cells(
         self, s: np.ndarray, scale: np.ndarray, bias: np.ndarray, den2: float, cell: _Cells
     ) -> np.ndarray:
         """``(n, ny*nx)`` labels of the cells' pixels: float32, redone exactly where close."""
-        classes = cell.classes()
+        classes = cell.classes
         n, k = classes.shape
         corners = cell.corners(self.logits, classes, axis=2)  # (n, k, 4)
-        if k > 1:
-            padded = classes[:, 1:] == classes[:, :-1]  # the repeats of a last candidate
-            corners[:, 1:][padded] = self.pad
         weights = (cell.corner_w / den2).astype(np.float32)  # (P, 4), exact for 2**j
         values = np.dot(corners.reshape(n * k, 4), weights.T).reshape(n, k, -1)  # (n, k, P)
         # argmax over the few candidates as k - 1 comparisons (strict: the first maximum
