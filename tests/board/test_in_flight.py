@@ -325,3 +325,39 @@ def test_a_failing_item_loses_and_reorders_nothing(package, board):
         if r.index != 3:
             assert r.ok, r.error
             assert r.segmentation.labels.tobytes() == sim.segment(source).labels.tobytes()
+
+
+# --- the benchmark ------------------------------------------------------------------------------
+
+
+def test_in_flight_benchmark_quick(tmp_path):
+    """``benchmarks/in_flight.py`` in --quick mode: both sides ran every tile, identical labels,
+    well-formed spreads; the model's figures are the max-plus model's for each depth."""
+    if not (DEFAULT_PACKAGE / "accelerator.json").is_file():
+        pytest.skip("no shipped package")
+    from fcnseg.benchmarks.runner import Context, run_one
+    from fcnseg.host.tiling import plan_tiles
+    from fcnseg.hw.info import package_fabric
+    from fcnseg.hw.throughput import Host, estimate
+
+    ctx = Context(reps=1, quick=True, work_dir=tmp_path, packages_dir=DEFAULT_PACKAGE.parent)
+    result = run_one("in_flight", "fcnseg.benchmarks.in_flight:run", ctx)
+    assert result["status"] == "ok", result.get("reason")
+    assert all(c["passed"] for c in result["checks"]) and len(result["checks"]) == 2
+    serial, deep = result["rows"]
+    assert (serial["side"], serial["calls_in_flight"]) == ("serial", 1)
+    assert deep["calls_in_flight"] == 4 and deep["tiles_in_flight"] == 4 * deep["tiles_per_call"]
+    for row in result["rows"]:
+        for key in ("fabric_busy_pct", "fabric_busy_fed_pct", "frames_per_s"):
+            cell = row[key]
+            assert cell["min"] <= cell["median"] <= cell["max"] and cell["n"] == 1
+        assert 0 < row["fabric_busy_pct"]["median"] <= row["fabric_busy_fed_pct"]["max"] <= 100
+    package = load_package(DEFAULT_PACKAGE)
+    tiles = len(plan_tiles(package.geometry, package.geometry.canvas_shape(512, 1024)).tiles)
+    fabric = package_fabric(package)
+    b = serial["tiles_per_call"]
+    want = estimate(fabric, tiles, Host(in_flight=4 * b, batch=b))["frames_per_s"]
+    assert deep["model_frames_per_s"] == pytest.approx(want, abs=1e-3)
+    one = estimate(fabric, tiles, Host(in_flight=b, batch=b))["one_frame_frames_per_s"]
+    assert serial["model_frames_per_s"] == pytest.approx(one, abs=1e-3)
+    assert deep["model_fed_busy_pct"] == 100.0 > serial["model_fed_busy_pct"]
