@@ -46,8 +46,8 @@ What is emulated, and how
   share of a run's wall time during which the input accepted tiles (one ``II`` per tile).
   ``fabric_fps=F`` is ``II = L = 1 / F`` (a call of N tiles takes ``N / F``); neither: no
   fabric time. ``stall = True`` makes started transfers never complete (a hung accelerator).
-  Deviation kept on purpose: ap_done here stays set until the next start (on the hardware it is
-  clear-on-read); the backend reads it once per job either way.
+  ap_done is clear-on-read, as in the ``ap_ctrl_hs`` control register of Vitis HLS ("bit 1 -
+  ap_done (Read/COR)"): a host must act on the one read that sees it.
 
 The accelerator callback maps uint8 NHWC ``(N, H, W, 3)`` to int64 ``(N, h, w, C)``:
 :func:`sim_accelerator` (the bit-exact :class:`~fcnseg.host.sim.engine.SimEngine`) or
@@ -591,19 +591,27 @@ def busy_fraction(
 
 
 class _Registers(np.ndarray):
-    """uint32 register words whose element writes call ``_hook(word_index)``."""
+    """uint32 register words whose element writes call ``_hook(word_index)`` and whose element
+    reads return ``_read(word_index)`` (index into the whole register file)."""
 
     _hook: Callable[[int], None] | None = None
+    _read: Callable[[int], np.uint32] | None = None
     _word0 = 0
 
     def __array_finalize__(self, obj: Any) -> None:
         self._hook = getattr(obj, "_hook", None)
+        self._read = getattr(obj, "_read", None)
         self._word0 = getattr(obj, "_word0", 0)
 
     def __setitem__(self, key: Any, value: Any) -> None:
         super().__setitem__(key, value)
         if self._hook is not None and isinstance(key, (int, np.integer)):
             self._hook(self._word0 + int(key))
+
+    def __getitem__(self, key: Any) -> Any:
+        if self._read is not None and isinstance(key, (int, np.integer)):
+            return self._read(self._word0 + int(key))
+        return super().__getitem__(key)
 
 
 class EmulatedZynq(Device):
@@ -750,6 +758,7 @@ class EmulatedZynq(Device):
                 if regs is None or old_names.get(int(base)) != name:
                     regs = np.zeros(IP_RANGE // 4, dtype=np.uint32).view(_Registers)
                     regs._hook = self._register_hook(name, regs)
+                    regs._read = self._register_read(regs)
                 raw = regs.view(np.ndarray)
                 raw[:] = 0
                 raw[CTRL // 4] = AP_IDLE
@@ -865,6 +874,17 @@ class EmulatedZynq(Device):
                 self._cv.notify_all()
 
         return hook
+
+    def _register_read(self, regs: _Registers) -> Callable[[int], np.uint32]:
+        def read(word: int) -> np.uint32:
+            raw = regs.view(np.ndarray)
+            with self._cv:  # atomic with the fabric raising ap_done
+                value = np.uint32(raw[word])
+                if word == CTRL // 4:
+                    raw[word] = value & ~np.uint32(AP_DONE)  # ap_done is clear-on-read
+            return value
+
+        return read
 
     def _ensure_threads(self) -> None:
         """Start the fabric and compute threads on the first DMA start (called under ``_cv``)."""

@@ -214,7 +214,7 @@ def test_pipeline_overlaps_frames(package, board):
 
 def test_fabric_backs_up_without_an_output_dma(package, board):
     """Input DMA started alone: the pipeline takes ceil(L / II) tiles, then stops; once the
-    output DMA starts, all tiles flow and both DMAs finish."""
+    output DMA starts, all tiles flow and both DMAs finish (ap_done clear-on-read)."""
     import pynq
 
     timing = ez.FabricTiming(interval_s=0.002, latency_s=0.005)  # capacity 3
@@ -238,7 +238,9 @@ def test_fabric_backs_up_without_an_output_dma(package, board):
         while not overlay.odma0.read(0x00) & 0x2:
             assert time.monotonic() < deadline
             time.sleep(0.001)
-        assert overlay.idma0.read(0x00) & 0x6 == 0x6
+        assert overlay.odma0.read(0x00) == 0x4  # ap_done is clear-on-read: idle, not done
+        assert overlay.idma0.read(0x00) == 0x6  # done (not read yet) and idle
+        assert overlay.idma0.read(0x00) == 0x4
         timeline = dev.fabric_timeline()
     assert len(timeline) == 8 and all(t.left is not None for t in timeline)
     for a, b in zip(timeline, timeline[3:], strict=False):
