@@ -569,7 +569,8 @@ def compile_for_frame(
             opts,
             export_dir=out_dir / EXPORT_DIR,
             out_dir=out_dir,
-            target_fps=winner.estimate.target_fps,
+            # finn folds for an integer target (make_config rounds): the same folding
+            target_fps=float(max(1, round(winner.estimate.target_fps))),
             frame=tuple(frame),
         ),
         progress=progress,
