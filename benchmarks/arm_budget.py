@@ -25,10 +25,11 @@ computed/kept pixel ratio.
 Two cores: the finish stage (upsample + argmax + mask + overlay, as ``fcnseg segment
 --overlay`` does it) over ``FRAMES`` frames in :class:`fcnseg.host.pipeline.Pipeline` with
 ``finish_workers`` 1 and 2 (decoding and the accelerator stubbed out: precomputed frames and
-scores), wall time per frame; and each part alone in one thread vs two, and the share of each
-part's time it holds the GIL (how much it slows a pure-Python thread beside it,
-:func:`gil_held`), to find the parts the GIL serialises. On a shared 2-core machine the wall
-times depend on what else runs (the load average is recorded): the spreads say how much.
+scores), wall time per frame; and each part alone in one thread vs two, with their
+concurrency (process CPU / wall with two threads) against a GIL-free and a GIL-bound control
+measured in the same turns (:func:`measure_workers`), to find the parts the GIL serialises.
+On a shared 2-core machine the wall times depend on what else runs (the load average is
+recorded); the controls make the concurrency comparable.
 
 The A9 estimate: this machine's per-stage CPU time times a per-core slowdown factor. No
 published per-core factor for numpy/zlib/libjpeg work between a Cortex-A9 at 650 MHz and this
@@ -184,59 +185,47 @@ def _finish_parts(data: dict[str, Any], folder: Path) -> dict[str, Callable[[int
     }
 
 
-def _threaded(fn: Callable[[int], None], frames: int, threads: int) -> float:
-    """Wall seconds for ``frames`` calls of ``fn`` shared by ``threads`` threads."""
+def _threaded(fn: Callable[[int], None], frames: int, threads: int) -> tuple[float, float]:
+    """``(wall, process CPU)`` seconds for ``frames`` calls of ``fn`` shared by ``threads``
+    threads."""
 
     def work(k: int) -> None:
         for i in range(k, frames, threads):
             fn(i)
 
     pool = [threading.Thread(target=work, args=(k,)) for k in range(threads)]
-    start = time.perf_counter()
+    cpu, start = time.process_time(), time.perf_counter()
     for t in pool:
         t.start()
     for t in pool:
         t.join()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
-def _probe_rate(fn: Callable[[], object] | None, seconds: float) -> float:
-    """Loops per second of a pure-Python thread while this thread runs ``fn`` (or sleeps)."""
-    stop, count = threading.Event(), [0]
+def _controls() -> dict[str, Callable[[int], None]]:
+    """Two references for what a second thread can give right now on this machine: zlib
+    compression (releases the GIL: as parallel as the free cores allow) and a pure-Python loop
+    (holds it: never parallel)."""
+    block = np.random.default_rng(0).integers(0, 4, size=1 << 21, dtype=np.uint8).tobytes()
 
-    def probe() -> None:
-        n = 0
-        while not stop.is_set():
-            n += 1
-        count[0] = n
+    def python_loop(_i: int) -> None:
+        total = 0
+        for k in range(200_000):
+            total += k
 
-    thread = threading.Thread(target=probe)
-    start = time.perf_counter()
-    thread.start()
-    while time.perf_counter() - start < seconds:
-        if fn is None:
-            time.sleep(0.005)
-        else:
-            fn()
-    stop.set()
-    thread.join()
-    return count[0] / (time.perf_counter() - start)
-
-
-def gil_held(fn: Callable[[], object], reps: int, seconds: float = 0.3) -> float:
-    """The share of ``fn``'s time it holds the GIL: how much it slows a pure-Python thread
-    (``1 - rate beside fn / rate beside a sleeping thread``, median over ``reps`` pairs).
-    What ``fn`` does without the GIL runs beside another worker; the rest takes turns."""
-    shares = []
-    for _ in range(max(1, reps)):
-        alone = _probe_rate(None, seconds)
-        shares.append(1.0 - _probe_rate(fn, seconds) / alone)
-    return round(float(np.median(shares)), 2)
+    return {
+        "control: zlib.compress (no GIL)": lambda _i: zlib.compress(block, 1),
+        "control: pure-Python loop (GIL)": python_loop,
+    }
 
 
 def measure_workers(data: dict[str, Any], folder: Path, reps: int) -> dict[str, Any]:
     """finish_workers 1 vs 2 in the pipeline, and each finish part in 1 vs 2 threads: wall ms
-    per frame (median over ``reps``, the sides in turns) and the speedup."""
+    per frame and the speedup (median [min-max] over ``reps``, every side and thread count in
+    turns), and with 2 threads the *concurrency* (process CPU / wall). The share of the GIL-free
+    control's extra concurrency a side reaches, ``(c - 1) / (c_zlib - 1)``, says how much of a
+    second core it can use at the moment, whatever else loads the machine: ~1 for work without
+    the GIL, ~0 for work under it (the pure-Python control)."""
     from fcnseg.host.images import save_mask, save_overlay, voc_palette
     from fcnseg.host.pipeline import Pipeline
 
@@ -247,35 +236,45 @@ def measure_workers(data: dict[str, Any], folder: Path, reps: int) -> dict[str, 
         save_overlay(folder / f"w{i}.jpg", data["rgb"], labels, palette)
         save_mask(folder / f"w{i}.png", labels, palette)
 
-    def pipeline(workers: int) -> float:
+    def pipeline(workers: int) -> tuple[float, float]:
         pipe = Pipeline(seg, decode=lambda rgb: rgb, write=write, finish_workers=workers)
-        start = time.perf_counter()
+        cpu, start = time.process_time(), time.perf_counter()
         failed = [r.error for r in pipe.run([data["rgb"]] * FRAMES) if not r.ok]
         if failed:
             raise RuntimeError(failed[0])
-        return time.perf_counter() - start
+        return time.perf_counter() - start, time.process_time() - cpu
 
-    sides: dict[str, Callable[[int], float]] = {"finish stage in the pipeline": pipeline}
-    for name, fn in _finish_parts(data, folder).items():
+    sides: dict[str, Callable[[int], tuple[float, float]]] = {
+        "finish stage in the pipeline": pipeline
+    }
+    for name, fn in {**_finish_parts(data, folder), **_controls()}.items():
         sides[name] = lambda n, fn=fn: _threaded(fn, FRAMES, n)
-    out: dict[str, Any] = {}
-    for name, side in sides.items():
-        walls: dict[int, list[float]] = {1: [], 2: []}
+    walls: dict[str, dict[int, list[float]]] = {name: {1: [], 2: []} for name in sides}
+    concurrency: dict[str, list[float]] = {name: [] for name in sides}
+    for side in sides.values():
         side(1)  # warm-up
-        for _ in range(reps):
+    for _ in range(max(1, reps)):
+        for name, side in sides.items():
             for n in (1, 2):
-                walls[n].append(side(n) / FRAMES)
-        one, two = (float(np.median(walls[n])) * 1e3 for n in (1, 2))
-        speedups = [a / b for a, b in zip(walls[1], walls[2], strict=True)]
+                wall, cpu = side(n)
+                walls[name][n].append(wall / FRAMES)
+                if n == 2:
+                    concurrency[name].append(cpu / wall)
+    free = float(np.median(concurrency["control: zlib.compress (no GIL)"]))
+    out: dict[str, Any] = {}
+    for name in sides:
+        one, two = (float(np.median(walls[name][n])) * 1e3 for n in (1, 2))
+        speedups = [a / b for a, b in zip(walls[name][1], walls[name][2], strict=True)]
+        c = float(np.median(concurrency[name]))
         out[name] = {
             "wall_ms_1": round(one, 2),
             "wall_ms_2": round(two, 2),
             "speedup": round(float(np.median(speedups)), 2),
             "speedup_min": round(min(speedups), 2),
             "speedup_max": round(max(speedups), 2),
+            "concurrency_2": round(c, 2),
+            "second_core_share": round((c - 1) / (free - 1), 2) if free > 1.05 else None,
         }
-    for name, fn in _finish_parts(data, folder).items():
-        out[name]["gil_held"] = gil_held(lambda fn=fn: fn(0), reps)
     return out
 
 
@@ -394,8 +393,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nfinish workers 1 vs 2, {label} (wall ms per frame):")
         for name, w in part["workers"].items():
             print(f"  {name}: {w['wall_ms_1']} -> {w['wall_ms_2']} ms, x{w['speedup']} "
-                  f"[{w['speedup_min']}-{w['speedup_max']}], GIL held "
-                  f"{w.get('gil_held', '-')}")  # fmt: skip
+                  f"[{w['speedup_min']}-{w['speedup_max']}], concurrency "
+                  f"{w['concurrency_2']}, second-core share {w['second_core_share']}")  # fmt: skip
         print(f"  checks: {part['checks']}")
     return (
         0 if all(here["checks"].values()) and (qemu is None or all(qemu["checks"].values())) else 1
