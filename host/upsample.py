@@ -209,10 +209,14 @@ class CellAnalysis:
     busy_r: np.ndarray  #: (n,) row of each non-uniform cell, row-major order
     busy_q: np.ndarray  #: (n,) column of each non-uniform cell
     candidates: np.ndarray  #: (n, C) bool, classes that can win (or tie) in each busy cell
-    logits: np.ndarray  #: (h, w, C) float64 ``scale * s + bias`` at each cell (the corners)
+    #: (h, w, C) float64 ``scale * s + bias`` at each cell (the corners); None when the cells
+    #: were told apart on the integer scores (:func:`_monotone`)
+    logits: np.ndarray | None
 
 
-def analyse_cells(s: np.ndarray, scale: np.ndarray, bias: np.ndarray) -> CellAnalysis:
+def analyse_cells(
+    s: np.ndarray, scale: np.ndarray, bias: np.ndarray, den2: float | None = None
+) -> CellAnalysis:
     """Classify the cells of float64 integer scores ``s`` (see the module docstring).
 
     Cell ``(r, q)`` has the corners ``(r|r+1, q|q+1)`` clamped to the map. It is *uniform* when
@@ -222,15 +226,23 @@ def analyse_cells(s: np.ndarray, scale: np.ndarray, bias: np.ndarray) -> CellAna
     maximum and that of ``k`` at least its corner minimum (convexity), so the computed ``j`` stays
     strictly below the computed ``k``. Dropping such classes (keeping the others in index order)
     leaves every argmax, ties included, unchanged.
+
+    Given ``den2`` (``D``) and :func:`_monotone` scale and bias, the same tests run on the
+    integer scores themselves with no margin (``E = 0``): the reference's order at a pixel is
+    the order of the integer numerators, convex combinations of the corners' ``D * s``, so
+    strict inequalities at the corners hold at every pixel. ``logits`` is then None.
     """
-    logits = scale * s + bias  # == _logits(s * D, D, ...) exactly, since N / D == s
-    h, w, n_classes = logits.shape
-    err = _rounding_bound(s, scale, bias)
+    if den2 is not None and _monotone(s, scale, bias, den2):
+        values, logits, err = s, None, 0.0
+    else:
+        logits = scale * s + bias  # == _logits(s * D, D, ...) exactly, since N / D == s
+        values, err = logits, _rounding_bound(s, scale, bias)
+    h, w, n_classes = values.shape
     # Class by class over contiguous (h, w) planes: numpy's reductions along a short last axis
     # cost several times more. ``top`` is the first maximum (strict >), as np.argmax; a cell is
     # safe when no other class is within 4E of the best (best - runner-up > 4E: rounding is
     # monotone, so the same test).
-    planes = np.ascontiguousarray(logits.transpose(2, 0, 1))
+    planes = np.ascontiguousarray(values.transpose(2, 0, 1))
     best = planes[0].copy()
     top = np.zeros((h, w), dtype=np.intp)
     for c in range(1, n_classes):
@@ -247,7 +259,7 @@ def analyse_cells(s: np.ndarray, scale: np.ndarray, bias: np.ndarray) -> CellAna
     busy_r, busy_q = np.nonzero(~uniform)
     r1, q1 = _next(h)[busy_r], _next(w)[busy_q]
     corners = np.stack(
-        [logits[busy_r, busy_q], logits[busy_r, q1], logits[r1, busy_q], logits[r1, q1]]
+        [values[busy_r, busy_q], values[busy_r, q1], values[r1, busy_q], values[r1, q1]]
     )
     low = corners.min(axis=0).max(axis=1, keepdims=True)
     candidates = corners.max(axis=0) >= low - 4.0 * err
@@ -323,7 +335,7 @@ def upsample_argmax(
     den2 = float(4 * stride * stride)
     if height == 0 or width == 0:
         return np.empty((height, width), dtype=dtype)
-    cells = analyse_cells(s, scale, bias)
+    cells = analyse_cells(s, scale, bias, den2)
     # Fill every pixel with its cell's label; busy cells are overwritten below.
     ry, rx = _runs(height, h, stride, field), _runs(width, w, stride, field)
     labels = cells.label.astype(dtype).repeat(ry.count, axis=0).repeat(rx.count, axis=1)
@@ -442,23 +454,29 @@ def float32_bound(s: np.ndarray, scale: np.ndarray, bias: np.ndarray, den2: floa
     return per_a * a * (1 + 1e-6) + _F32_FLOOR
 
 
-def _integer_order(s: np.ndarray, scale: np.ndarray, bias: np.ndarray, den2: float) -> bool:
-    """True when comparing the numerators ``N / D`` exactly in float32 decides every label.
+def _monotone(s: np.ndarray, scale: np.ndarray, bias: np.ndarray, den2: float) -> bool:
+    """True when the reference's logit is strictly increasing in the integer numerator ``N``
+    and the same function for every class, so its argmax, ties included, is the argmax of ``N``.
 
-    With one positive scale for all classes and no bias, the reference's logit
-    ``fl(fl(scale / D * N))`` (or ``fl(fl(N / D) * scale)``) is strictly increasing in the
-    integer ``N``: consecutive numerators differ by at least ``2**-40`` relatively (``|N| <
-    2**40``), far above float64's rounding, and a scale in ``[2**-900, 2**900]`` keeps every
-    product normal. So the reference's argmax, ties included, is the argmax of ``N``. And
-    ``N / D`` is computed exactly in float32 when ``D`` is a power of two and ``max|s| * D <
-    2**24``: every product ``(w / D) * s`` and partial sum is a multiple of ``1 / D`` below
-    ``2**24 / D`` in magnitude. The shipped packages (one scale, no bias, INT9 scores, stride
-    8) are such; then no pixel needs float64.
+    That holds with one scale in ``[2**-900, 2**900]`` for all classes and no bias: the logit
+    is ``fl(fl(scale / D * N))`` (or ``fl(fl(N / D) * scale)``); numerators below ``2**51``
+    (``max|s| * D``) that differ by one differ relatively by more than ``2**-51``, far above
+    float64's rounding, and the scale keeps every product normal.
     """
     one_scale = bool(np.all(scale == scale[0])) and 2.0**-900 <= scale[0] <= 2.0**900
-    no_bias = not np.any(bias)
+    return one_scale and not np.any(bias) and np.abs(s).max(initial=0) * den2 < 2**51
+
+
+def _integer_order(s: np.ndarray, scale: np.ndarray, bias: np.ndarray, den2: float) -> bool:
+    """True when comparing the numerators ``N / D`` exactly in float32 decides every label:
+    :func:`_monotone`, and ``N / D`` exact in float32, which it is when ``D`` is a power of two
+    and ``max|s| * D < 2**24`` (every product ``(w / D) * s`` and partial sum is a multiple of
+    ``1 / D`` below ``2**24 / D`` in magnitude). The shipped packages (one scale, no bias, INT9
+    scores, stride 8) are such; then no pixel needs float64.
+    """
     power_of_two = den2 == 2.0 ** round(np.log2(den2))
-    return one_scale and no_bias and power_of_two and np.abs(s).max(initial=0) * den2 < 2**24
+    small = np.abs(s).max(initial=0) * den2 < 2**24
+    return power_of_two and small and _monotone(s, scale, bias, den2)
 
 
 @dataclass(frozen=True)
@@ -470,11 +488,18 @@ class _Float32:
 
     @classmethod
     def of(
-        cls, logits: np.ndarray, s: np.ndarray, scale: np.ndarray, bias: np.ndarray, den2: float
+        cls,
+        logits: np.ndarray | None,
+        s: np.ndarray,
+        scale: np.ndarray,
+        bias: np.ndarray,
+        den2: float,
     ) -> _Float32 | None:
         """The float32 path for these scores, or None where float32 could overflow."""
         if _integer_order(s, scale, bias, den2):
             return cls(s.astype(np.float32), None)
+        if logits is None:  # the cells were analysed on the integers
+            logits = scale * s + bias
         a = float(np.abs(scale).max() * np.abs(s).max(initial=0) + np.abs(bias).max())
         if not a < _F32_LIMIT:
             return None
