@@ -75,7 +75,8 @@ In a busy cell only *candidate* classes are evaluated (:func:`analyse_cells`: a 
 corner is below another class's worst corner can neither win nor tie), typically 2-6 of 21.
 Interior cells all share one weight pattern (``(2 stride)**2`` integer corner weights), so busy
 cells with the same pattern and candidate count are computed together as one small matrix
-product ``(pixels, 4) @ (cells, 4, k)``, ``chunk_cells`` cells at a time in row-major order (a
+product (float64: ``(pixels, 4) @ (cells, 4, k)``; float32: one ``(cells * k, 4) @ (4, pixels)``
+GEMM), ``chunk_cells`` cells at a time in row-major order (a
 strip of the image): the working memory is ``chunk_cells * stride**2 * k`` floats, independent
 of the image size. Measured at 1024x2048, 21 classes, stride 8, ~9% busy cells: ~25x faster than
 the naive path computed in 64-row strips, ~100x faster than the naive path in one piece.
