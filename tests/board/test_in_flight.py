@@ -345,8 +345,9 @@ def test_in_flight_benchmark_quick(tmp_path):
     ctx = Context(reps=1, quick=True, work_dir=tmp_path, packages_dir=DEFAULT_PACKAGE.parent)
     result = run_one("in_flight", "fcnseg.benchmarks.in_flight:run", ctx)
     assert result["status"] == "ok", result.get("reason")
-    assert all(c["passed"] for c in result["checks"]) and len(result["checks"]) == 2
+    assert all(c["passed"] for c in result["checks"]) and len(result["checks"]) == 2  # 1 package
     serial, deep = result["rows"]
+    assert serial["package"] == deep["package"] == "fcn8s-pynq-z2"
     assert (serial["side"], serial["calls_in_flight"]) == ("serial", 1)
     assert deep["calls_in_flight"] == 4 and deep["tiles_in_flight"] == 4 * deep["tiles_per_call"]
     for row in result["rows"]:
