@@ -5,13 +5,11 @@ resource estimates (the tile search trusts the retiled graph for exactly these n
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 
 import pytest
 
 from fcnseg.errors import UserError
-from tests.hw.conftest import make_export
 
 #: (first tile, second tile): a square retiled to a strip and a strip to a taller square
 PAIRS = [((64, 64), (64, 128)), ((96, 64), (128, 128))]
@@ -27,22 +25,28 @@ def _specialised(export_dir: Path, out_dir: Path):
     return ModelWrapper(str(specialise_export(opts, progress=lambda message: None))), opts
 
 
-@functools.cache
-def _flows(arch: str, tiles: tuple[tuple[int, int], ...], root: Path):
+@pytest.fixture(scope="module")
+def flows(exports, tmp_path_factory: pytest.TempPathFactory):
+    """``flows(arch, tiles)``: the session's tiny net of ``arch`` exported at each tile (the
+    same weights and scales) and compiled up to SpecializeLayers, once per (arch, tile)."""
     from fcnseg.quantize.export import export_model
 
-    first = make_export(arch, root / f"{arch}-{tiles[0][0]}x{tiles[0][1]}", tile=tiles[0])
-    out = {tiles[0]: _specialised(first.dir, root / f"b-{arch}-{tiles[0][0]}x{tiles[0][1]}")}
-    for tile in tiles[1:]:
-        folder = root / f"{arch}-{tile[0]}x{tile[1]}"
-        export_model(first.model, {}, tile, folder)  # the same weights and scales, another tile
-        out[tile] = _specialised(folder, root / f"b-{arch}-{tile[0]}x{tile[1]}")
-    return out
+    root = tmp_path_factory.mktemp("retile")
+    made: dict = {}
 
+    def get(arch: str, tiles):
+        out = {}
+        for tile in tiles:
+            key = (arch, tuple(tile))
+            if key not in made:
+                name = f"{arch}-{tile[0]}x{tile[1]}"
+                export_model(exports[arch].model, {}, tuple(tile), root / name)
+                made[key] = _specialised(root / name, root / f"build-{name}")
+            out[tuple(tile)] = made[key]
+        return out
 
-@pytest.fixture(scope="module")
-def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("retile")
+    get.root = root
+    return get
 
 
 def _tensor_keys(model) -> dict[str, str]:
@@ -95,12 +99,13 @@ def _estimates(model, opts, scratch: Path) -> tuple[dict, dict, dict]:
 
 @pytest.mark.parametrize("arch", ["fcn8s", "fcn32s"])
 @pytest.mark.parametrize("pair", PAIRS, ids=lambda p: f"{p[0][0]}x{p[0][1]}-to-{p[1][0]}x{p[1][1]}")
-def test_retiled_graph_equals_the_fresh_flow(arch, pair, root):
+def test_retiled_graph_equals_the_fresh_flow(arch, pair, flows):
     from fcnseg.hw.retile import Retile, graph_tile
 
     first, second = pair
-    flows = _flows(arch, pair, root)
-    (model, opts), (fresh, _) = flows[first], flows[second]
+    built = flows(arch, pair)
+    root = flows.root
+    (model, opts), (fresh, _) = built[first], built[second]
     assert graph_tile(model) == first and graph_tile(fresh) == second
     retiled = model.transform(Retile(second))
     assert graph_tile(retiled) == second
@@ -117,10 +122,10 @@ def test_retiled_graph_equals_the_fresh_flow(arch, pair, root):
     assert mine[2]["max_cycles"] > 0
 
 
-def test_retile_back_and_forth_is_identity(root):
+def test_retile_back_and_forth_is_identity(flows):
     from fcnseg.hw.retile import Retile
 
-    (model, _), _ = _flows("fcn8s", PAIRS[0], root).values()
+    model, _ = flows("fcn8s", PAIRS[0][:1])[PAIRS[0][0]]
     there_and_back = model.transform(Retile((256, 512))).transform(Retile(PAIRS[0][0]))
     assert _attributes(there_and_back) == _attributes(model)
     assert _shapes(there_and_back) == _shapes(model)
@@ -134,18 +139,18 @@ def test_retile_back_and_forth_is_identity(root):
         ((0, 64), "two positive sizes"),
     ],
 )
-def test_retile_refuses_tiles_the_net_cannot_take(root, tile, words):
+def test_retile_refuses_tiles_the_net_cannot_take(flows, tile, words):
     from fcnseg.hw.retile import Retile
 
-    (model, _), _ = _flows("fcn8s", PAIRS[0], root).values()
+    model, _ = flows("fcn8s", PAIRS[0][:1])[PAIRS[0][0]]
     with pytest.raises(UserError, match=words):
         model.transform(Retile(tile))
 
 
-def test_retile_refuses_an_op_without_a_rule(root):
+def test_retile_refuses_an_op_without_a_rule(flows):
     from fcnseg.hw.retile import Retile
 
-    (model, _), _ = _flows("fcn32s", PAIRS[0], root).values()
+    model, _ = flows("fcn32s", PAIRS[0][:1])[PAIRS[0][0]]
     broken = model.transform(Retile(PAIRS[0][0]))
     node = next(n for n in broken.graph.node if n.op_type.startswith("Pool"))
     node.op_type = "Pool_unknown_hls"

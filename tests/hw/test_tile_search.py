@@ -14,14 +14,13 @@ from fcnseg.cli import main
 from fcnseg.errors import UserError
 from fcnseg.host.card import ModelCard
 from fcnseg.host.tiling import Geometry, plan_axis, plan_tiles
-from tests.hw.conftest import make_export
 
 FRAME = (256, 384)
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory):
+def tiny(exports, tmp_path_factory: pytest.TempPathFactory):
     """A tiny FCN-8s checkpoint, its export at 64x64 (naming it as source) and the flow up to
     SpecializeLayers once."""
     from qonnx.core.modelwrapper import ModelWrapper
@@ -32,8 +31,8 @@ def tiny(tmp_path_factory: pytest.TempPathFactory):
     from fcnseg.quantize.models.io import save_checkpoint
 
     root = tmp_path_factory.mktemp("tile-search")
-    first = make_export("fcn8s", root / "first")
-    ckpt = save_checkpoint(root / "tiny.safetensors", first.model, first.model.cfg)
+    model = exports["fcn8s"].model
+    ckpt = save_checkpoint(root / "tiny.safetensors", model, model.cfg)
     export_checkpoint(ckpt, (64, 64), root / "export")
     opts = BuildOptions(root / "export", root / "spec", get_board("pynq-z2"), vivado=False)
     base = ModelWrapper(str(specialise_export(opts, progress=lambda message: None)))
@@ -250,9 +249,9 @@ def test_bad_frame_options_are_one_line(tiny, tmp_path, capsys, extra, words):
     assert not (tmp_path / "search").exists()  # refused before any finn work
 
 
-def test_an_export_without_its_checkpoint_says_pass_checkpoint(tiny, tmp_path, capsys):
-    bare = make_export("fcn32s", tmp_path / "bare")  # exported from a module: no checkpoint
-    argv = ["compile", str(bare.dir), "--frame", "256", "256", "-o", str(tmp_path / "b")]
+def test_an_export_without_its_checkpoint_says_pass_checkpoint(exports, tmp_path, capsys):
+    bare = exports["fcn32s"].dir  # exported from a module: no source checkpoint
+    argv = ["compile", str(bare), "--frame", "256", "256", "-o", str(tmp_path / "b")]
     assert "pass --checkpoint" in _error(capsys, argv)
 
 
