@@ -5,7 +5,8 @@ The pipeline for one image of ``H x W`` pixels::
     canvas (image at the top-left of zeros, tiling.Geometry.canvas_shape)
       -> f*f shifted copies (shift_stitch; one copy when f = 1)
       -> tiles of the accelerator's size (tiling.plan_tiles, cached per canvas shape)
-      -> engine.run (a backend), a row of tiles at a time (tiling.run_rows, the one loop)
+      -> engine.run (a backend), a row of tiles at a time (tiling.run_rows, the one loop;
+         an engine with calls in flight, ``concurrent``, gets a whole pass per run)
       -> stitched integer scores (Hc/d, Wc/d, C), d = s / f
       -> dequantize + bilinear upsample to H x W + argmax (Segmenter.labels, the one finish)
 
@@ -188,7 +189,9 @@ class Segmenter:
         if batch is not None:
             backend_options.setdefault("batch", batch)
         engine = open_engine(backend, pkg, **backend_options)
-        batch = int(getattr(engine, "in_flight", None) or batch or getattr(engine, "batch", 4))
+        batch = int(
+            getattr(engine, "in_flight", None) or batch or getattr(engine, "batch", None) or 4
+        )
         card = pkg.card
         palette = None if card.palette is None else np.asarray(card.palette, dtype=np.uint8)
         seg = cls(
