@@ -265,6 +265,7 @@ class _Call:
     slot: int
     started: float | None = None  #: its input DMA was started (perf_counter)
     odma_started: bool = False
+    output_done: bool = False  #: its output DMA was seen done
     raw: np.ndarray | None = None  #: its packed output, copied out of the DMA buffer
     error: str | None = None
     done: threading.Event = field(default_factory=threading.Event)
@@ -621,10 +622,12 @@ class PynqEngine:
             self._start_dma(self.odma, self._sets[call.slot].obuf, call.n)
             call.odma_started = True
             return True
-        status = self.odma.read(CTRL)
+        status = AP_DONE if call.output_done else self.odma.read(CTRL)
         if status & AP_DONE:
-            self._complete(call)
-            return True
+            call.output_done = True  # ap_done is clear-on-read: this read is the only one
+            if call is not self._reading:  # its input buffer may be reused once both are done
+                self._complete(call)
+                return True
         assert call.started is not None
         if time.perf_counter() - call.started > self.timeout_s:
             self._break(
