@@ -15,8 +15,11 @@ GIL: numpy's array kernels, Pillow's codecs, and the accelerator wait (a DMA pol
 (default 2) each take a frame: on an engine that keeps calls in flight (``concurrent``, the
 pynq engine) they submit at once, so frame k+1's first tiles enter the fabric while frame k's
 last ones drain and one worker cuts tiles and stitches while the other's are in the fabric;
-an engine without (a simulator) is one resource they take turns on under a lock;
-``finish_workers`` threads share the
+an engine without (a simulator) is one resource they take turns on under a lock. Frames in
+flight are the accelerate workers: two are enough when a frame's tiles alone fill the
+engine's calls in flight (the shipped 256x256 packages: 65 tiles of a 512x1024 frame against
+4 calls of 16); a package with few tiles per frame needs more of both (``accelerate_workers``,
+the engine's ``calls``) to cover the fabric's latency. ``finish_workers`` threads share the
 finishing, and a reorder buffer yields results in input order. Every worker of every stage runs
 one loop (``_Stages.worker``: take an item, do the stage's work unless the item failed, pass it
 on; the stage's last worker out tells the next stage), and the segmenter is only read: the
@@ -30,7 +33,8 @@ work with the same one-line message, so later items fail fast instead of hanging
 
 Timing: each result has its per-stage seconds (``tiling`` is the host's share of the
 accelerate stage: cutting tiles and stitching). :meth:`Pipeline.report` sums them, measures
-the time inside ``engine.run``, and compares the fabric's own busy time (tiles / the package's
+the time inside ``engine.run`` (at least one worker inside it, for a concurrent engine), and
+compares the fabric's own busy time (tiles / the package's
 estimated FPS) with the wall clock: if the fabric is busy at least 90% of the time the host keeps
 up; otherwise the busiest stage is the bottleneck. ``host_ms_per_image`` (all CPU-side work,
 summed over threads, incl. the engine's packing and copies) divided by the cores is what the
