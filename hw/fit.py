@@ -382,3 +382,12 @@ def skip_fifo_bounds(model) -> dict[str, dict[str, float]]:
         depth = math.prod(shape) // lanes
         out[SKIP_FIFO_PREFIX + node.name] = {"BRAM_18K": float(bram18(width, depth))}
     return out
+
+
+def added_resources(
+    model, layer_resources: Mapping[str, Mapping[str, float]]
+) -> dict[str, dict[str, float]]:
+    """Everything the fit counts beside finn's totals for the folded ``model``: the per-layer
+    bounds (:func:`unestimated_bounds`) and the skip-join FIFOs (:func:`skip_fifo_bounds`);
+    pass it as ``check_fit(..., added=)``."""
+    return {**unestimated_bounds(model, layer_resources), **skip_fifo_bounds(model)}

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fcnseg.errors import UserError
-from fcnseg.hw.fit import Fit, bisect_fps, check_fit, skip_fifo_bounds, unestimated_bounds
+from fcnseg.hw.fit import Fit, added_resources, bisect_fps, check_fit
 from fcnseg.hw.throughput import HOST_IN_FLIGHT
 
 if TYPE_CHECKING:
@@ -226,7 +226,7 @@ class Evaluator:
         folded = refold(model, self.opts, self.scratch, target_fps)
         layers = folded.analysis(functools.partial(res_estimation, fpgapart=self.opts.board.part))
         total = {k: float(v) for k, v in aggregate_dict_keys(layers).items()}
-        added = {**unestimated_bounds(folded, layers), **skip_fifo_bounds(folded)}
+        added = added_resources(folded, layers)
         perf = folded.analysis(dataflow_performance)
         return Estimate(
             folded=folded,
