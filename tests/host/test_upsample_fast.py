@@ -94,6 +94,20 @@ def test_largest_scores_float32_alone_is_wrong_the_check_is_not(redone: list[int
     assert sum(redone) > 0
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_large_scores_with_gaps_near_float32_rounding(seed: int) -> None:
+    """Scores near 2**30 whose classes differ by up to a few hundred: float32 rounds the
+    interpolated values by ~64-128, so its own top-two order is wrong at some pixels with a
+    computed gap well above zero; only a threshold of the full bound sends all of those back."""
+    rng = np.random.default_rng(seed)
+    scores = 2**30 + rng.integers(-300, 301, size=(8, 10, 3))
+    scale, bias = np.array([1.0, 1.0, 1.0]), np.array([0.0, 0.5, -0.25])  # not one order
+    out = (64, 80)
+    reference = upsample_argmax_naive(scores, scale, bias, out, 8)
+    assert (raw_float32(scores, scale, bias, out, 8) != reference).sum() > 10
+    both(scores, scale, bias, out, 8)
+
+
 def test_negative_largest_scores() -> None:
     rng = np.random.default_rng(1)
     scores = -BIG + rng.integers(0, 3, size=(5, 6, 4))
@@ -155,6 +169,18 @@ def test_one_scale_no_bias_compares_integers_with_no_float64(redone: list[int]) 
     assert not (labels == 3).any() and (labels == 1).any()
     assert sum(redone) == 0
     assert up._integer_order(scores.astype(float), scale, bias, 256.0)
+
+
+@pytest.mark.parametrize("stride,field", [(3, None), (5, 10), (8, 32), (2, 8)])
+def test_one_scale_no_bias_at_other_strides(stride: int, field) -> None:
+    """The integer analysis (no rounding margin) for strides whose weights are not exact in
+    float32 (3, 5: the busy cells go the general float32 way) and shift-and-stitch fields;
+    scores with many exact ties."""
+    rng = np.random.default_rng(stride)
+    scores = rng.integers(-3, 4, size=(7, 9, 4)) * 1000
+    scale, bias = np.full(4, 0.3), np.zeros(4)
+    assert up._monotone(scores.astype(float), scale, bias, float(4 * stride * stride))
+    both(scores, scale, bias, (7 * stride - 1, 9 * stride - 2), stride, field, chunk_cells=4)
 
 
 @pytest.mark.parametrize(
