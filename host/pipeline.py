@@ -16,10 +16,11 @@ GIL: numpy's array kernels, Pillow's codecs, and the accelerator wait (a DMA pol
 pynq engine) they submit at once, so frame k+1's first tiles enter the fabric while frame k's
 last ones drain and one worker cuts tiles and stitches while the other's are in the fabric;
 an engine without (a simulator) is one resource they take turns on under a lock. Frames in
-flight are the accelerate workers: two are enough when a frame's tiles alone fill the
-engine's calls in flight (the shipped 256x256 packages: 65 tiles of a 512x1024 frame against
-4 calls of 16); a package with few tiles per frame needs more of both (``accelerate_workers``,
-the engine's ``calls``) to cover the fabric's latency. ``finish_workers`` threads share the
+flight are the accelerate workers at work: on a concurrent engine, as many as keep its calls
+in flight full for the frame's size (two for the shipped 256x256 packages at 512x1024: 65
+tiles, 5 calls of 16 against 4 in flight; ``calls + 1`` for frames of one tile), up to
+``calls + 1`` workers; the engine's ``calls`` must cover the fabric's latency (``calls *
+tiles per call >= L / II``). ``finish_workers`` threads share the
 finishing, and a reorder buffer yields results in input order. Every worker of every stage runs
 one loop (``_Stages.worker``: take an item, do the stage's work unless the item failed, pass it
 on; the stage's last worker out tells the next stage), and the segmenter is only read: the
@@ -353,12 +354,39 @@ class _Stages:
                 yield result
 
 
+class _Gate:
+    """At most ``limit`` holders at once, the limit given by each one coming in (frames in
+    flight, sized by their frame: :meth:`Pipeline._frames_in_flight`); no waiting once the run
+    stops."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        self.stop = stop
+        self.active = 0
+        self.cv = threading.Condition()
+
+    @contextlib.contextmanager
+    def hold(self, limit: int) -> Iterator[None]:
+        with self.cv:
+            while self.active >= limit and not self.stop.is_set():
+                self.cv.wait(timeout=0.05)
+            self.active += 1
+        try:
+            yield
+        finally:
+            with self.cv:
+                self.active -= 1
+                self.cv.notify_all()
+
+
 class Pipeline:
     """Segment many images with the stages overlapped (see the module docstring).
 
     ``decode(source) -> (H, W, 3) uint8`` (default: :func:`fcnseg.host.images.as_rgb_array`:
     paths, Pillow images, arrays); ``write(result) -> Any`` runs in a finish worker after the
     segmentation (its return value lands in ``result.output``; an exception fails that item).
+    ``accelerate_workers``: frames in flight at most; default: 2, or for an engine with calls in
+    flight (``concurrent``) its ``calls`` + 1 workers, of which as many run at once as a frame
+    of that size needs to keep the engine's calls full (:meth:`_frames_in_flight`).
     """
 
     def __init__(
@@ -369,9 +397,14 @@ class Pipeline:
         write: Callable[[Result], Any] | None = None,
         depth: int = 2,
         finish_workers: int = 1,
-        accelerate_workers: int = 2,
+        accelerate_workers: int | None = None,
         fabric_fps: float | None = None,
     ) -> None:
+        engine = segmenter.engine
+        #: frames in flight follow the engine (:meth:`_frames_in_flight`) unless given
+        self._adaptive = accelerate_workers is None and bool(getattr(engine, "concurrent", False))
+        if accelerate_workers is None:
+            accelerate_workers = int(getattr(engine, "calls", 1)) + 1 if self._adaptive else 2
         counts = {
             "depth": depth,
             "finish_workers": finish_workers,
@@ -399,6 +432,18 @@ class Pipeline:
 
     def _decode(self, item: _Item) -> None:
         item.rgb = np.ascontiguousarray(self.decode(item.result.source), dtype=np.uint8)
+
+    def _frames_in_flight(self, item: _Item) -> int:
+        """How many frames of ``item``'s size keep a concurrent engine's calls full: its
+        ``calls`` over the calls one pass of the frame takes, plus one being cut or stitched;
+        at least 2, at most the accelerate workers. (The shipped 256x256 packages at 512x1024:
+        65 tiles, 5 calls of 16 against 4 in flight: 2 frames; one-tile frames: calls + 1.)"""
+        assert item.rgb is not None
+        engine = self.segmenter.engine
+        tiles = len(self.segmenter.plan(*item.rgb.shape[:2]).tiles)
+        per_pass = -(-tiles // max(1, int(getattr(engine, "batch", 1))))
+        wanted = -(-int(getattr(engine, "calls", 1)) // per_pass) + 1
+        return max(2, min(self.accelerate_workers, wanted))
 
     def _accelerate(self, item: _Item, run: _MeteredRun) -> None:
         tiles, wall, start = run.thread_tiles(), run.thread_wall(), time.perf_counter()
@@ -453,8 +498,14 @@ class Pipeline:
         def next_source() -> Any:
             return _DONE if stages.stop.is_set() else next(items, _DONE)
 
+        gate = _Gate(stages.stop)
+
         def accelerate(item: _Item) -> None:
-            self._accelerate(item, run)
+            if not self._adaptive:
+                self._accelerate(item, run)
+                return
+            with gate.hold(self._frames_in_flight(item)):
+                self._accelerate(item, run)
 
         layout = (
             ("decode", 1, next_source, self._decode, decoded, self.accelerate_workers),

@@ -28,7 +28,7 @@ from fcnseg.errors import UserError  # noqa: E402
 from fcnseg.host.backends.pynq import AcceleratorTimeout, open_engine  # noqa: E402
 from fcnseg.host.images import as_rgb_array, load_image  # noqa: E402
 from fcnseg.host.package import load_package  # noqa: E402
-from fcnseg.host.pipeline import Pipeline  # noqa: E402
+from fcnseg.host.pipeline import Pipeline, Result, _Item  # noqa: E402
 from fcnseg.host.segmenter import DEFAULT_PACKAGE, Segmenter  # noqa: E402
 from fcnseg.host.sim.engine import SimEngine  # noqa: E402
 from fcnseg.testing import emulated_zynq as ez  # noqa: E402
@@ -367,3 +367,26 @@ def test_in_flight_benchmark_quick(tmp_path):
     one = estimate(fabric, tiles, Host(in_flight=b, batch=b))["one_frame_frames_per_s"]
     assert serial["model_frames_per_s"] == pytest.approx(one, abs=1e-3)
     assert deep["model_fed_busy_pct"] == 100.0 > serial["model_fed_busy_pct"]
+
+
+def test_frames_in_flight_follow_the_engine(package, board):
+    """Frames of one tile: as many in the fabric at once as the engine has calls (the adaptive
+    default), where two fixed workers keep two (the fabric then waits out L per pair)."""
+    images = [np.full((64, 64, 3), v, np.uint8) for v in range(0, 240, 16)]  # 15 one-tile frames
+
+    def most_inside(**pipeline):
+        with ez.EmulatedZynq(ez.standin_accelerator(package, fps=0), timing=SLOW) as dev:
+            seg = _segmenter(board, open_engine(board, max_batch=4, calls=8))
+            pipe = Pipeline(seg, **pipeline)
+            assert all(r.ok for r in pipe.run(images))
+            timeline = dev.fabric_timeline()
+        assert len(timeline) == len(images)
+        inside = [sum(t.entered <= u.entered < t.left for t in timeline) for u in timeline]
+        return max(inside), pipe
+
+    fixed, _ = most_inside(accelerate_workers=2)
+    assert fixed <= 2
+    adaptive, pipe = most_inside()
+    assert pipe.accelerate_workers == 9
+    assert adaptive >= 6  # 8 calls of one tile in flight, less what the host has not yet cut
+    assert pipe._frames_in_flight(_Item(Result(0, None), rgb=images[0])) == 9
