@@ -16,7 +16,9 @@ stage, then the next; thread CPU time and wall time, median [min-max]):
 - ``encode mask``: :func:`~fcnseg.host.images.save_mask` at zlib level 1 with the run-length
   strategy (the default) and at level 6 with the default strategy (Pillow's default);
 - ``encode overlay``: :func:`~fcnseg.host.images.save_overlay` (blend + encode) as JPEG
-  (quality 90, the default) and PNG.
+  (quality 90, the default) and PNG;
+- ``write scores``: :func:`~fcnseg.host.images.save_scores` of the frame's int32 scores
+  (``--scores``).
 
 Outputs go to a temporary folder (atomic writes, fsync included: CPU time leaves the disk out).
 pack/unpack are per frame computed once; an overlapping tile plan multiplies them by the
@@ -67,6 +69,8 @@ FACTORS = (10.0, 20.0)
 FRAMES = 8
 #: INT9 scores of the shipped packages: amplitude of the synthetic fields (about 3.5 sigma fit).
 INT9 = 256
+#: the shipped packages' classes (for the scores file's fields).
+CLASS_NAMES = ["background", "disc", "square", "triangle", "star", "ring", "bar"]
 
 
 def frame_inputs(samples: Path | None, folder: Path) -> dict[str, Any]:
@@ -95,10 +99,10 @@ def frame_inputs(samples: Path | None, folder: Path) -> dict[str, Any]:
 def stages(data: dict[str, Any], folder: Path) -> dict[str, Callable[[], object]]:
     """Stage name -> a no-argument function doing that stage once for the frame."""
     from fcnseg.host.backends.pynq import finn_pack, finn_unpack
-    from fcnseg.host.images import load_image, save_mask, save_overlay, voc_palette
+    from fcnseg.host.images import load_image, save_mask, save_overlay, save_scores, voc_palette
     from fcnseg.host.upsample import upsample_argmax
 
-    rgb = data["rgb"]
+    rgb, scores = data["rgb"], data["shipped"][0]
     buffer = np.empty((1, *FRAME, 3, 1), dtype=np.uint8)  # the DMA buffer (cacheable copy)
     palette = voc_palette()
     labels = upsample_argmax(*data["shipped"], FRAME, 8)
@@ -123,6 +127,16 @@ def stages(data: dict[str, Any], folder: Path) -> dict[str, Callable[[], object]
             folder / "m6.png", labels, palette, None, 6, zlib.Z_DEFAULT_STRATEGY
         ),
         "encode overlay JPEG q90": lambda: save_overlay(folder / "o.jpg", rgb, labels, palette),
+        "write scores npz (--scores)": lambda: save_scores(
+            folder / "s.npz",
+            scores.astype(np.int32),
+            image_size=FRAME,
+            stride=8,
+            field=8,
+            scale=data["shipped"][1],
+            bias=data["shipped"][2],
+            classes=CLASS_NAMES,
+        ),  # fmt: skip
         "encode overlay PNG": lambda: save_overlay(folder / "o.png", rgb, labels, palette),
     }
 
