@@ -143,8 +143,12 @@ def stages(data: dict[str, Any], folder: Path) -> dict[str, Callable[[], object]
     }
 
 
-def checks(data: dict[str, Any]) -> dict[str, bool]:
-    """Exactness on the frame: float32 labels == float64 labels == naive reference."""
+def checks(data: dict[str, Any], trials: int = 100) -> dict[str, bool]:
+    """Exactness here (under qemu: on 32-bit ARM): on the frame, float32 and float64 labels ==
+    the naive reference for both models; on ``trials`` random small maps (strides 1-16,
+    shift-and-stitch fields, scores up to 2**31, per-class or one scale), both precisions ==
+    naive; the overlay's tables == the float32 blend."""
+    from fcnseg.host.images import overlay, voc_palette
     from fcnseg.host.upsample import upsample_argmax, upsample_argmax_naive
 
     out = {}
@@ -153,6 +157,32 @@ def checks(data: dict[str, Any]) -> dict[str, bool]:
         for precision in ("float32", "float64"):
             got = upsample_argmax(*data[which], FRAME, 8, precision=precision)
             out[f"{which} {precision} == naive"] = bool(np.array_equal(got, naive))
+    rng, same = np.random.default_rng(0), True
+    for trial in range(trials):
+        stride = int(rng.choice([1, 2, 3, 4, 8, 16]))
+        field = stride * int(rng.choice([1, 2, 4]))
+        h, w, c = (int(v) for v in rng.integers(1, 7, 3))
+        top = int(rng.choice([2, 1000, 2**30, 2**31 - 4]))
+        mid = int(rng.integers(-top, top))
+        s = rng.integers(max(3 - 2**31, mid - 300), min(2**31 - 1, mid + 300), size=(h, w, c))
+        scale, bias = (
+            (rng.uniform(0.001, 2, c), rng.uniform(-1, 1, c)),
+            (np.full(c, 0.066), np.zeros(c)),
+            (rng.choice([0.25, 1.0, 3.0], c), rng.choice([0.0, 0.5], c)),
+        )[trial % 3]
+        shape = (max(1, h * stride - trial % stride), max(1, w * stride - trial % 3 % stride))
+        ref = upsample_argmax_naive(s, scale, bias, shape, stride, field)
+        for precision in ("float32", "float64"):
+            got = upsample_argmax(s, scale, bias, shape, stride, field, 3, precision)
+            same &= bool(np.array_equal(got, ref))
+    out[f"{trials} random maps, both precisions == naive"] = same
+    rgb, labels = data["rgb"], upsample_argmax(*data["general"], FRAME, 8)
+    palette = voc_palette()
+    blend = 0.5 * rgb.astype(np.float32) + 0.5 * palette[labels].astype(np.float32)
+    expect = np.clip(np.round(blend), 0, 255).astype(np.uint8)
+    out["overlay tables == float32 blend"] = bool(
+        np.array_equal(overlay(rgb, labels, palette), expect)
+    )
     return out
 
 
