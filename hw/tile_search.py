@@ -408,7 +408,7 @@ def format_table(result: Search) -> str:
     depth = "alone" if result.objective == "latency" else f"@{HOST_IN_FLIGHT}"
     head = (
         f"{'tile':>10} {'tiles':>5} {'kept':>6} {'tiles/s':>8} {'steady':>7} "
-        f"{'finn' + depth:>9} {'rows' + depth:>9} {'LUT':>4} {'BRAM':>4} {'DSP':>4}  fits"
+        f"{'finn ' + depth:>10} {'rows ' + depth:>10} {'LUT':>4} {'BRAM':>4} {'DSP':>4}  fits"
     )
     lines = [
         f"tile search for {result.frame[0]}x{result.frame[1]} frames on {result.board} "
@@ -428,8 +428,8 @@ def format_table(result: Search) -> str:
         finn = row.frames_per_s(result.objective, "latency")
         lines.append(
             f"{tile:>10} {row.plan.tiles_per_frame:>5} {row.plan.kept_share:>6.1%} "
-            f"{row.tiles_per_s:>8.1f} {row.steady_frames_per_s:>7.2f} {finn:>9.2f} "
-            f"{row.score(result.objective):>9.2f} {use.get('LUT', 0):>4.0%} "
+            f"{row.tiles_per_s:>8.1f} {row.steady_frames_per_s:>7.2f} {finn:>10.2f} "
+            f"{row.score(result.objective):>10.2f} {use.get('LUT', 0):>4.0%} "
             f"{use.get('BRAM_18K', 0):>4.0%} {use.get('DSP', 0):>4.0%}"
             f"  {'yes' if row.fits else 'no: ' + row.note}{mark}"
         )
@@ -437,7 +437,7 @@ def format_table(result: Search) -> str:
         lines.append(f"({pruned} more candidates pruned: most computed px per frame)")
     lines.append(
         "tiles/s, steady: the pipeline's rate (finn's bottleneck cycles or the IODMA's); "
-        f"finn{depth} / rows{depth}: frames/s "
+        f"finn {depth} / rows {depth}: frames/s "
         + (
             "one frame at a time"
             if result.objective == "latency"
