@@ -20,6 +20,8 @@ assert is exactness (bit-exact simulator, identical labels), as checks stored wi
 - ``tiling``: shift-and-stitch factors and tile overlaps (:mod:`.tiling`).
 - ``end_to_end``: ``fcnseg segment`` on sample images, the pipeline's stages (:mod:`.end_to_end`).
 - ``estimates``: finn-plus estimates per board preset (:mod:`.estimates`).
+- ``in_flight``: fabric busy % and frames/s on the emulated board at the package's estimated
+  rate and latency, serial vs calls in flight (:mod:`.in_flight`; needs pynq: ``.venv-board``).
 - ``frame_rates``: estimated frames/s per board, frame size and tile, steady and counting
   latency (:mod:`.frame_rates`).
 - ``accuracy``: float vs 4-bit mIoU on the held-out synthetic split (:mod:`.accuracy`).
@@ -36,6 +38,7 @@ BENCHMARKS: dict[str, str] = {
     "end_to_end": "fcnseg.benchmarks.end_to_end:run",
     "estimates": "fcnseg.benchmarks.estimates:run",
     "frame_rates": "fcnseg.benchmarks.frame_rates:run",
+    "in_flight": "fcnseg.benchmarks.in_flight:run",
     "accuracy": "fcnseg.benchmarks.accuracy:run",
 }
 

@@ -9,8 +9,9 @@ field's overlap), the share of computed pixels kept, and three rates from
 clock, the IODMA port, the pynq backend's batch limit for the package's io):
 
 - ``steady``: the fabric's rate, tiles of successive frames back to back;
-- ``in_flight``: what the host's default depth achieves (``HOST_IN_FLIGHT`` tiles in flight),
-  counting finn's latency per call — finn's latency is a pessimistic critical path (layers as if
+- ``in_flight``: what the pynq backend's default depth achieves (its ``DEFAULT_CALLS`` calls of
+  as many tiles as its buffers hold, :func:`fcnseg.hw.info.pynq_host`), counting finn's latency
+  per call — finn's latency is a pessimistic critical path (layers as if
   none overlapped), so this is a lower bound;
 - ``one_frame``: one frame at a time (the next frame's tiles wait for this one's last);
 - ``streaming``: the in-flight rate again with the latency of :mod:`fcnseg.hw.latency`'s
@@ -56,16 +57,15 @@ def rows_for(path: Path, label: str, frames: tuple[tuple[int, int], ...] = FRAME
     """One row per frame size for the package at ``path`` (none without estimates)."""
     from fcnseg.host.package import load_package
     from fcnseg.hw.info import frames as frame_figures
-    from fcnseg.hw.info import package_fabric, package_max_batch
+    from fcnseg.hw.info import package_fabric, pynq_host
     from fcnseg.hw.latency import package_streaming
-    from fcnseg.hw.throughput import Host
 
     package = load_package(path)
     estimates = package.estimates or {}
     fabric = package_fabric(package)
     if "estimated_fps" not in estimates or fabric is None:
         return []
-    host = Host(max_batch=package_max_batch(package))
+    host = pynq_host(package.meta["io"])
     streamed = package_streaming(package)
     utilisation = (estimates.get("fit") or {}).get("utilisation") or {}
     rows = []

@@ -612,9 +612,8 @@ def frames_per_second(
     in-flight depth and batch limit for the package's io with finn's latency / the row model's
     (:func:`fcnseg.hw.info.frames`, the computation ``fcnseg info --frame`` uses on the package
     ``hw_graph`` becomes, so the package records what ``info`` prints by default)."""
-    from fcnseg.hw.info import fabric_of, frames, max_batch_of
+    from fcnseg.hw.info import fabric_of, frames, pynq_host
     from fcnseg.hw.latency import streaming_of
-    from fcnseg.hw.throughput import Host
     from fcnseg.hw.to_package import layers_from_model
 
     layers, io = layers_from_model(hw_graph)
@@ -624,7 +623,7 @@ def frames_per_second(
         frame,
         float(summary["estimated_fps"]),
         fabric=fabric_of(summary, io),
-        host=Host(max_batch=max_batch_of(io)),
+        host=pynq_host(io),
         streaming_cycles=None if streamed is None else streamed.latency_cycles,
     )
 

@@ -189,11 +189,10 @@ def compile_(
 @click.option(
     "--in-flight",
     type=click.IntRange(min=1),
-    default=4,
-    show_default=True,
+    default=None,
     metavar="D",
-    help="Tiles the host keeps submitted (default: what the host does today, one call of the "
-    "Segmenter's 4 tiles at a time), for the latency-counting frames/s estimate.",
+    help="Tiles the host keeps submitted, for the latency-counting frames/s estimate [default: "
+    "the pynq backend's, 4 calls of as many tiles as its buffers hold: 64 for a 256x256 tile].",
 )
 @click.option(
     "--batch",
@@ -222,7 +221,7 @@ def compile_(
 def info(
     path: Path,
     frame: tuple[int, int],
-    in_flight: int,
+    in_flight: int | None,
     batch: int | None,
     call_overhead_ms: float,
     host_ms: float,

@@ -133,13 +133,31 @@ def fabric_of(estimates: dict[str, Any], io: dict[str, Any]) -> Fabric | None:
     return Fabric.from_estimates(estimates, dma_cycles=cycles)
 
 
-def max_batch_of(io: dict[str, Any]) -> int:
+def max_batch_of(io: dict[str, Any], calls: int | None = None) -> int:
     """Tiles per call the pynq backend allows by default for ``io``: its ``DEFAULT_MAX_BATCH``,
-    and what its ``DEFAULT_BUFFER_LIMIT`` of contiguous memory holds (packed input + output)."""
-    from fcnseg.host.backends.pynq import DEFAULT_BUFFER_LIMIT, DEFAULT_MAX_BATCH
+    and what one of its ``calls`` buffer sets (``DEFAULT_CALLS``) holds of its
+    ``DEFAULT_BUFFER_LIMIT`` of contiguous memory (packed input + output per tile)."""
+    from fcnseg.host.backends.pynq import DEFAULT_BUFFER_LIMIT, DEFAULT_CALLS, DEFAULT_MAX_BATCH
 
     per_tile = _tile_bytes(io["input"]) + _tile_bytes(io["output"])
-    return max(1, min(DEFAULT_MAX_BATCH, DEFAULT_BUFFER_LIMIT // per_tile))
+    sets = DEFAULT_CALLS if calls is None else int(calls)
+    return max(1, min(DEFAULT_MAX_BATCH, DEFAULT_BUFFER_LIMIT // (per_tile * sets)))
+
+
+def pynq_host(io: dict[str, Any], **given: Any) -> Host:
+    """How the pynq backend feeds the fabric by default for ``io``: ``DEFAULT_CALLS`` calls of
+    :func:`max_batch_of` tiles in flight, frames overlapped (:mod:`fcnseg.host.backends.pynq`).
+    ``given`` (:class:`~fcnseg.hw.throughput.Host` fields; None = default) overrides: an
+    ``in_flight`` without ``batch`` splits it into calls up to the batch limit."""
+    from fcnseg.host.backends.pynq import DEFAULT_CALLS
+    from fcnseg.hw.throughput import Host
+
+    given = {k: v for k, v in given.items() if v is not None}
+    batch = max_batch_of(io)
+    if "in_flight" in given:
+        given.setdefault("batch", None)
+    fields = {"in_flight": DEFAULT_CALLS * batch, "batch": batch, "max_batch": batch, **given}
+    return Host(**fields)
 
 
 def package_fabric(package: Package) -> Fabric | None:
@@ -287,11 +305,8 @@ def info_summary(
     described: Described, frame: tuple[int, int], host: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """The summary with ``frames`` for ``frame`` and, with a package, its ``accelerator`` facts
-    and ``frames["latency"]`` for a :class:`~fcnseg.hw.throughput.Host` made of ``host``
-    (``in_flight``, ``batch``, ``call_overhead_s``, ``frame_work_s``; the batch limit is the
-    pynq backend's)."""
-    from fcnseg.hw.throughput import Host
-
+    and ``frames["latency"]`` for the pynq backend's default feeding (:func:`pynq_host`) with
+    ``host``'s overrides (``in_flight``, ``batch``, ``call_overhead_s``, ``frame_work_s``)."""
     summary = dict(described.summary or {})
     if described.package is not None:
         package = described.package
@@ -299,7 +314,7 @@ def info_summary(
         if described.summary is not None:
             from fcnseg.hw.latency import package_streaming
 
-            feeder = Host(**{"max_batch": package_max_batch(package), **(host or {})})
+            feeder = pynq_host(package.meta["io"], **(host or {}))
             streamed = package_streaming(package)
             summary["frames"] = frames(
                 geometry,

@@ -147,13 +147,13 @@ def test_estimates(quick_ctx):
 def test_frame_rates_follow_the_tiling_plan_and_the_latency_model(quick_ctx):
     """Each row of the shipped packages' table re-derived by hand: the tile count from the
     tiling plan, the steady rate from finn's tiles/s, the in-flight rate from the closed form of
-    one call of D tiles (D <= the batch limit): D / (L + (D - 1) II), capped at 1 / II."""
+    C calls of B tiles in flight (the pynq backend's default): one call per
+    max(B II, (L + (B - 1) II) / C), with finn's latency and with the row model's."""
     from fcnseg.benchmarks.frame_rates import FRAMES
     from fcnseg.host.package import load_package
     from fcnseg.host.tiling import plan_tiles
-    from fcnseg.hw.info import package_fabric, package_max_batch
+    from fcnseg.hw.info import package_fabric, pynq_host
     from fcnseg.hw.latency import package_streaming
-    from fcnseg.hw.throughput import HOST_IN_FLIGHT
 
     shipped = Path(__file__).resolve().parents[2] / "host" / "packages"
     ctx = dataclasses.replace(quick_ctx, packages_dir=shipped, cache={})
@@ -167,24 +167,20 @@ def test_frame_rates_follow_the_tiling_plan_and_the_latency_model(quick_ctx):
         g = package.geometry
         tiles = len(plan_tiles(g, g.canvas_shape(*frame)).tiles)
         assert row["tiles_per_frame"] == tiles and row["board"] == package.board
-        fps = package.estimates["estimated_fps"]
         fabric = package_fabric(package)
-        assert row["steady_fps"] == pytest.approx(
-            min(fps, 1 / fabric.interval_s) / tiles, abs=0.006
-        )
-        d = HOST_IN_FLIGHT
-        assert d <= package_max_batch(package) and row["in_flight"] == d
-        one_call = d / (fabric.latency_s + (d - 1) * fabric.interval_s)
-        assert row["in_flight_fps"] == pytest.approx(
-            min(one_call, 1 / fabric.interval_s) / tiles, abs=0.006
-        )
-        assert row["one_frame_fps"] <= row["in_flight_fps"] + 0.006 <= row["steady_fps"] + 0.012
+        ii = fabric.interval_s
+        assert row["steady_fps"] == pytest.approx(1 / ii / tiles, abs=0.006)
+        host = pynq_host(package.meta["io"])
+        b, c = host.tiles_per_call, host.calls
+        assert row["in_flight"] == b * c
         streamed = package_streaming(package).latency_cycles / fabric.clock_hz
-        assert row["streaming_latency_ms"] == pytest.approx(1e3 * streamed, abs=0.06)
-        one_call = d / (streamed + (d - 1) * fabric.interval_s)
-        assert row["in_flight_fps_streaming"] == pytest.approx(
-            min(one_call, 1 / fabric.interval_s) / tiles, abs=0.006
-        )
+        for latency_s, key in (
+            (fabric.latency_s, "in_flight_fps"),
+            (streamed, "in_flight_fps_streaming"),
+        ):
+            rate = b / max(b * ii, (latency_s + (b - 1) * ii) / c)
+            assert row[key] == pytest.approx(rate / tiles, abs=0.006)
+        assert row["one_frame_fps"] <= row["in_flight_fps"] + 0.006 <= row["steady_fps"] + 0.012
         assert row["in_flight_fps"] <= row["in_flight_fps_streaming"] + 0.006
     assert {h["unit"] for h in result["headline"]} == {"frames/s"}
 

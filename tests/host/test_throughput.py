@@ -7,7 +7,6 @@ skipped there; ``fcnseg info`` runs on boards).
 
 from __future__ import annotations
 
-import inspect
 import json
 from pathlib import Path
 
@@ -18,7 +17,6 @@ from fcnseg.errors import UserError
 from fcnseg.host.package import load_package
 from fcnseg.hw.info import package_fabric, package_max_batch
 from fcnseg.hw.throughput import (
-    HOST_IN_FLIGHT,
     IODMA_MAX_BATCH,
     Fabric,
     Host,
@@ -147,10 +145,37 @@ def test_issue_15_one_frame_in_flight_method():
     )
 
 
-def test_host_in_flight_is_the_segmenters_batch():
-    from fcnseg.host.segmenter import Segmenter
+def test_the_pynq_host_model_is_the_backends_defaults(tmp_path):
+    """pynq_host(io): the depth and batch the pynq backend opens with by default (its calls of
+    as many tiles as a buffer set holds), checked on the emulated board (pynq: .venv-board)."""
+    pytest.importorskip("pynq")
+    from fcnseg.host.backends.pynq import open_engine
+    from fcnseg.host.package import load_package
+    from fcnseg.hw.info import pynq_host
+    from fcnseg.testing import emulated_zynq as ez
 
-    assert inspect.signature(Segmenter.__init__).parameters["batch"].default == HOST_IN_FLIGHT
+    package = load_package(SHIPPED)
+    board = load_package(ez.emulated_package(package, tmp_path / "pkg"))
+    with ez.EmulatedZynq(ez.standin_accelerator(package, fps=0), ddr_bytes=128 << 20):
+        engine = open_engine(board)
+        host = pynq_host(package.meta["io"])
+        assert (host.in_flight, host.tiles_per_call) == (engine.in_flight, engine.batch)
+        assert host.calls == engine.calls
+
+
+def test_pynq_host_overrides():
+    from fcnseg.host.package import load_package
+    from fcnseg.hw.info import pynq_host
+
+    io = load_package(SHIPPED).meta["io"]
+    assert pynq_host(io).tiles_per_call == 16 and pynq_host(io).calls == 4
+    assert pynq_host(io, in_flight=8).tiles_per_call == 8  # one call of 8
+    assert pynq_host(io, in_flight=8, batch=2).calls == 4
+    assert pynq_host(io, in_flight=None).in_flight == 64  # None: the default
+    # a 512x1024 tile: 1.5 MiB in + 128 KiB out; a quarter of the 32 MiB holds 4 of them
+    big = {"input": {"shape": [1, 512, 1024, 3], "dtype": "UINT8"},
+           "output": {"shape": [1, 64, 128, 8], "dtype": "INT16"}}  # fmt: skip
+    assert pynq_host(big).tiles_per_call == 4 and pynq_host(big).in_flight == 16
 
 
 def test_iodma_batch_register_is_32_bit():
@@ -176,11 +201,21 @@ def test_info_prints_the_latency_estimates(capsys):
     assert main(["info", str(SHIPPED)]) == 0
     text = capsys.readouterr().out
     assert "estimate 0.98 frames/s steady state (63.6 tiles/s, one per 15.73 ms)" in text
+    # the pynq backend's default: 4 calls of 16 tiles in flight (L + 15 II per call)
+    assert (
+        "estimate 0.98 frames/s with 64 tiles in flight (4 calls of 16 tiles, 451.1 ms each; "
+        "batch limit 16): 63.6 tiles/s, reaches the steady rate; 32 tiles in flight (2 calls of "
+        "16) reach the steady rate"
+    ) in text
+    # one frame alone: its 65 tiles back to back, the last leaves L after entering at 64 II
+    assert "one frame at a time (1222 ms per frame); host work per frame not counted" in text
+    assert f"{1e3 * (0.21518781 + 64 * 0.01572864):.0f} ms per frame" == "1222 ms per frame"
+    argv = ["info", str(SHIPPED), "--in-flight", "4"]
+    assert main(argv) == 0
     assert (
         "estimate 0.23 frames/s with 4 tiles in flight (1 call of 4 tiles, 262.4 ms each; "
         "batch limit 16): 15.2 tiles/s, latency-bound; 20 tiles in flight (5 calls of 4)"
-    ) in text
-    assert "one frame at a time (4413 ms per frame); host work per frame not counted" in text
+    ) in capsys.readouterr().out
     argv = ["info", str(SHIPPED), "--in-flight", "16", "--batch", "1", "--host-ms", "500"]
     assert main([*argv, "--json"]) == 0
     latency = json.loads(capsys.readouterr().out)["frames"]["latency"]

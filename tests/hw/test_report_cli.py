@@ -44,17 +44,15 @@ def test_the_package_records_the_latency_counting_frames_info_prints(build_fcn8s
     of the package's io) are what `fcnseg info --frame` computes from the package, and they
     follow the model: the fabric from finn's cycles, the tile count from the tiling plan."""
     from fcnseg.host.package import load_package
-    from fcnseg.hw.info import package_fabric, package_max_batch
-    from fcnseg.hw.throughput import Host, estimate
+    from fcnseg.hw.info import package_fabric, pynq_host
+    from fcnseg.hw.throughput import estimate
 
     recorded = build_fcn8s.summary["frames"]
     package = load_package(build_fcn8s.package_dir)
     assert package.estimates["frames"] == json.loads(json.dumps(recorded))
     fabric = package_fabric(package)
     assert fabric is not None and fabric.interval_cycles == build_fcn8s.summary["max_cycles"]
-    expected = estimate(
-        fabric, recorded["tiles_per_frame"], Host(max_batch=package_max_batch(package))
-    )
+    expected = estimate(fabric, recorded["tiles_per_frame"], pynq_host(package.meta["io"]))
     assert recorded["latency"] == pytest.approx(expected)
     assert recorded["latency"]["steady_frames_per_s"] == pytest.approx(recorded["frames_per_s"])
     frame = recorded["frame"]
