@@ -28,6 +28,10 @@ TRAIN_ARGS ?=
 # packages host/packages/fcn8s-<board>/ (compiled from the FCN-8s export).
 SHIPPED_MODELS := default-fcn8s default-fcn32s
 SHIPPED_BOARDS := pynq-z2 zcu104
+# The frame size the per-frame shipped packages are chosen for (fcn8s-<board>-512x1024).
+SHIPPED_FRAME_H := 512
+SHIPPED_FRAME_W := 1024
+SHIPPED_FRAME_NAME := $(SHIPPED_FRAME_H)x$(SHIPPED_FRAME_W)
 
 .PHONY: setup demo test test-venv test-board train export hw rebuild-shipped bench lint lock clean help
 
@@ -96,7 +100,7 @@ hw: $(VENV)/.installed
 # The only target that writes the git-tracked shipped artifacts (models/README.md says how they are
 # made): each shipped checkpoint is re-exported in place, the FCN-8s export is compiled per board
 # under build/shipped-*, and each package replaces host/packages/fcn8s-<board>. Review `git diff`.
-rebuild-shipped: $(foreach m,$(SHIPPED_MODELS),shipped-export-$(m)) $(foreach b,$(SHIPPED_BOARDS),shipped-package-$(b))
+rebuild-shipped: $(foreach m,$(SHIPPED_MODELS),shipped-export-$(m)) $(foreach b,$(SHIPPED_BOARDS),shipped-package-$(b) shipped-frame-package-$(b))
 
 shipped-export-%: $(VENV)/.installed
 	$(VENV)/bin/fcnseg export models/$*/checkpoint.safetensors --tile 256 256 -o models/$*/export
@@ -108,6 +112,16 @@ shipped-package-%: shipped-export-default-fcn8s
 	cp -R build/shipped-fcn8s-$*/package host/packages/fcn8s-$*.new
 	rm -rf host/packages/fcn8s-$*
 	mv host/packages/fcn8s-$*.new host/packages/fcn8s-$*
+
+# Per board, a second package whose tile and folding `fcnseg compile --frame` chose for
+# $(SHIPPED_FRAME_NAME) frames (the 256x256 one above stays for small images).
+shipped-frame-package-%: shipped-export-default-fcn8s
+	$(VENV)/bin/fcnseg compile models/default-fcn8s/export --board $* --frame $(SHIPPED_FRAME_H) $(SHIPPED_FRAME_W) -o build/shipped-fcn8s-$*-$(SHIPPED_FRAME_NAME)
+	$(VENV)/bin/fcnseg verify build/shipped-fcn8s-$*-$(SHIPPED_FRAME_NAME) --record --report build/shipped-fcn8s-$*-$(SHIPPED_FRAME_NAME)/report/verification.json
+	rm -rf host/packages/fcn8s-$*-$(SHIPPED_FRAME_NAME).new
+	cp -R build/shipped-fcn8s-$*-$(SHIPPED_FRAME_NAME)/package host/packages/fcn8s-$*-$(SHIPPED_FRAME_NAME).new
+	rm -rf host/packages/fcn8s-$*-$(SHIPPED_FRAME_NAME)
+	mv host/packages/fcn8s-$*-$(SHIPPED_FRAME_NAME).new host/packages/fcn8s-$*-$(SHIPPED_FRAME_NAME)
 
 # The shipped package is found through the installed fcnseg; the checkpoint and photos are named.
 bench: setup

@@ -1,7 +1,8 @@
 """The shipped default model: its exact meaning == the shipped packages on the simulator.
 
 This closes the chain for the artifacts users actually get (models/default-fcn8s/checkpoint ->
-export -> host/packages/fcn8s-{pynq-z2,zcu104}). The reference is the quantized model computed
+export -> host/packages/fcn8s-*: 256x256 tiles, and the tiles `fcnseg compile --frame 512 1024`
+chose). The reference is the quantized model computed
 exactly (:mod:`fcnseg.quantize.exact`: integer convolutions, thresholds solved in rationals from
 the checkpoint's own parameters), on every sample photo at tile size (crops and a resize) and at
 whole size. Brevitas in float64 is checked too; qonnx on the export computes in float32 and is a
@@ -27,7 +28,8 @@ from PIL import Image  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINT = ROOT / "models" / "default-fcn8s" / "checkpoint.safetensors"
 EXPORT = ROOT / "models" / "default-fcn8s" / "export"
-PACKAGES = [ROOT / "host" / "packages" / f"fcn8s-{board}" for board in ("pynq-z2", "zcu104")]
+#: every shipped package: the 256x256 ones and those chosen for 512x1024 frames
+PACKAGES = sorted(p.parent for p in (ROOT / "host" / "packages").glob("fcn8s-*/accelerator.json"))
 SAMPLES = sorted((ROOT / "samples").glob("*.jpg"))
 TILE = 256
 
@@ -163,3 +165,24 @@ def test_qonnx_on_the_export_is_a_witness(reference, record_property) -> None:
     print(f"qonnx (float32) vs exact model, scores that differ: {report}")
     assert report["astronaut 256"] == 0
     assert report["astronaut 256, one pixel changed"] > 0
+
+
+@pytest.mark.parametrize("package", PACKAGES, ids=lambda p: p.name)
+def test_a_512x1024_frame_tiled_at_the_package_tile_is_the_whole_frame(reference, package):
+    """The host's exact tiling with each package's own tile (and overlap from its receptive
+    field) stitches the integer scores the quantized model gives the whole frame: a photo
+    resized to 512x1024 with a saturated band and a black band across tile seams."""
+    from fcnseg.host.segmenter import Segmenter
+    from fcnseg.host.tiling import make_canvas, run_tiled
+
+    photo = Image.open(SAMPLES[0]).convert("RGB").resize((1024, 512), Image.BILINEAR)
+    frame = np.asarray(photo).copy()
+    frame[:, 300:340] = 255
+    frame[200:232, :] = 0
+    seg = Segmenter.load(package)
+    plan = seg.plan(*frame.shape[:2])
+    assert plan.exact
+    canvas = make_canvas(frame, seg.geometry)
+    stitched = run_tiled(plan, seg.engine.run, canvas)
+    want = reference.run(canvas[None])[0]
+    assert stitched.shape == want.shape and (stitched != want).sum() == 0
