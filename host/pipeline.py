@@ -72,6 +72,8 @@ HOST_ENGINE_PHASES = (
     "copy_output_from_device",
     "unpack_output",
 )
+#: Threads finishing images by default: two suit a Zynq's two ARM cores (docs/arm_budget.md).
+FINISH_WORKERS = 2
 #: Accelerator busy fraction above which the host is said to keep up.
 KEEPS_UP = 0.9
 _DONE = object()
@@ -396,7 +398,7 @@ class Pipeline:
         decode: Callable[[Any], np.ndarray] | None = None,
         write: Callable[[Result], Any] | None = None,
         depth: int = 2,
-        finish_workers: int = 1,
+        finish_workers: int = FINISH_WORKERS,
         accelerate_workers: int | None = None,
         fabric_fps: float | None = None,
     ) -> None:

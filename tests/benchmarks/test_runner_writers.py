@@ -109,7 +109,7 @@ def test_run_one_statuses(monkeypatch):
 def test_unknown_benchmark_is_a_user_error():
     with pytest.raises(UserError, match="nope"):
         run_benchmarks(["nope"], Context(quick=True, log=lambda m: None))
-    assert list(BENCHMARKS)[0] == "simulator" and len(BENCHMARKS) == 7
+    assert list(BENCHMARKS)[0] == "simulator" and len(BENCHMARKS) == 9
 
 
 SPREAD = {"median": 2.5, "min": 2.0, "max": 3.25, "q1": 2.25, "q3": 3.0, "n": 5}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import numpy as np
@@ -175,3 +176,12 @@ def test_pillow_warnings_are_not_printed(package_dir: Path, tmp_path: Path) -> N
         line for line in proc.stderr.strip().splitlines() if line.startswith("fcnseg: ")
     ]
     assert "Warning" not in proc.stderr and str(damaged) in proc.stderr
+
+
+def test_segment_workers_default_is_the_pipelines():
+    from fcnseg.host.cli import segment
+    from fcnseg.host.pipeline import FINISH_WORKERS, Pipeline
+
+    workers = next(p for p in segment.params if p.name == "workers")
+    assert workers.default == FINISH_WORKERS == 2
+    assert inspect.signature(Pipeline.__init__).parameters["finish_workers"].default == 2
