@@ -144,7 +144,7 @@ SCORES_HELP = (
 @click.option(
     "--workers",
     type=click.IntRange(min=1),
-    default=2,  # fcnseg.host.pipeline.FINISH_WORKERS (this module stays numpy-free: tested)
+    default=2,  # = fcnseg.host.pipeline.FINISH_WORKERS (tested); this module imports no numpy
     show_default=True,
     help="Threads finishing images (upsample, argmax, writing) in the pipeline; two suit a "
     "Pynq-Z2's two cores (the finishing releases the GIL most of its time).",
