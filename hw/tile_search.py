@@ -21,8 +21,8 @@ ones need more line buffer and more parallelism per tile. The search:
    unestimated_bounds`, :func:`~fcnseg.hw.fit.skip_fifo_bounds`).
 3. **Frames/s** per candidate from :mod:`fcnseg.hw.throughput` (the fabric's ``II`` = finn's
    ``max_cycles`` or the IODMA's cycles per tile, ``L`` = finn's critical path): ``--objective
-   throughput`` maximises frames/s with the host's default tiles in flight
-   (:data:`~fcnseg.hw.throughput.HOST_IN_FLIGHT`), ``latency`` one frame's time alone.
+   throughput`` maximises frames/s with the pynq backend's default tiles in flight
+   (:func:`fcnseg.hw.info.pynq_host`), ``latency`` one frame's time alone.
 4. **Choose, report** (:func:`format_table`, ``BUILD/report/tile_search.json``), then the caller
    (:func:`compile_for_frame`) re-exports the checkpoint at the winning tile and compiles it with
    the winning target rate, and compares the fresh build's finn figures with the prediction.
@@ -41,7 +41,6 @@ from typing import TYPE_CHECKING, Any
 
 from fcnseg.errors import UserError
 from fcnseg.hw.fit import Fit, added_resources, bisect_fps, check_fit
-from fcnseg.hw.throughput import HOST_IN_FLIGHT
 
 if TYPE_CHECKING:
     from qonnx.core.modelwrapper import ModelWrapper
@@ -168,6 +167,11 @@ class Row:
         return float(self.throughput.get("latency", {}).get("steady_tiles_per_s", 0.0))
 
     @property
+    def in_flight(self) -> int:
+        """Tiles the host keeps in flight in these figures (0 when nothing fits)."""
+        return int(self.throughput.get("latency", {}).get("in_flight", 0))
+
+    @property
     def steady_frames_per_s(self) -> float:
         return float(self.throughput.get("latency", {}).get("steady_frames_per_s", 0.0))
 
@@ -239,15 +243,15 @@ class Evaluator:
 
     def frames(self, plan: Plan, est: Estimate) -> dict[str, Any]:
         """Frames/s of ``plan``'s tiles per frame for one folding, by the figures ``fcnseg
-        compile`` / ``info`` give a package (:func:`fcnseg.hw.info.frames`): the pipeline of
-        :func:`~fcnseg.hw.info.fabric_of`, the host's default depth and batch limit, finn's
-        latency in ``latency`` and the row model's (:mod:`fcnseg.hw.latency`) in
-        ``streaming``."""
+        compile`` / ``info`` give a package (:func:`fcnseg.hw.build.frames_per_second`): the
+        pipeline of :func:`~fcnseg.hw.info.fabric_of`, the pynq backend's default tiles in
+        flight (:func:`~fcnseg.hw.info.pynq_host`), finn's latency in ``latency`` and the row
+        model's (:mod:`fcnseg.hw.latency`) in ``streaming``."""
         from finn.analysis.fpgadataflow.exp_cycles_per_layer import exp_cycles_per_layer
 
-        from fcnseg.hw.info import fabric_of, max_batch_of
+        from fcnseg.hw.info import fabric_of, pynq_host
         from fcnseg.hw.latency import streaming_of
-        from fcnseg.hw.throughput import Host, estimate
+        from fcnseg.hw.throughput import estimate
         from fcnseg.hw.to_package import layers_from_model
 
         folded = est.folded
@@ -261,7 +265,7 @@ class Evaluator:
         }
         layers, io = layers_from_model(folded)
         streamed = streaming_of(layers, figures, io)
-        fabric, host = fabric_of(figures, io), Host(max_batch=max_batch_of(io))
+        fabric, host = fabric_of(figures, io), pynq_host(io)
         out = {"latency": estimate(fabric, plan.tiles_per_frame, host)}
         if streamed is not None:
             fast = replace(fabric, latency_cycles=int(streamed.latency_cycles))
@@ -405,9 +409,9 @@ def search(
 
 def format_table(result: Search) -> str:
     """The table of what the search tried (evaluated rows, then a count of the pruned ones)."""
-    depth = "alone" if result.objective == "latency" else f"@{HOST_IN_FLIGHT}"
+    depth = "alone" if result.objective == "latency" else "@fly"
     head = (
-        f"{'tile':>10} {'tiles':>5} {'kept':>6} {'tiles/s':>8} {'steady':>7} "
+        f"{'tile':>10} {'tiles':>5} {'kept':>6} {'tiles/s':>8} {'steady':>7} {'fly':>4} "
         f"{'finn ' + depth:>10} {'rows ' + depth:>10} {'LUT':>4} {'BRAM':>4} {'DSP':>4}  fits"
     )
     lines = [
@@ -428,7 +432,8 @@ def format_table(result: Search) -> str:
         finn = row.frames_per_s(result.objective, "latency")
         lines.append(
             f"{tile:>10} {row.plan.tiles_per_frame:>5} {row.plan.kept_share:>6.1%} "
-            f"{row.tiles_per_s:>8.1f} {row.steady_frames_per_s:>7.2f} {finn:>10.2f} "
+            f"{row.tiles_per_s:>8.1f} {row.steady_frames_per_s:>7.2f} {row.in_flight:>4} "
+            f"{finn:>10.2f} "
             f"{row.score(result.objective):>10.2f} {use.get('LUT', 0):>4.0%} "
             f"{use.get('BRAM_18K', 0):>4.0%} {use.get('DSP', 0):>4.0%}"
             f"  {'yes' if row.fits else 'no: ' + row.note}{mark}"
@@ -436,13 +441,10 @@ def format_table(result: Search) -> str:
     if pruned:
         lines.append(f"({pruned} more candidates pruned: most computed px per frame)")
     lines.append(
-        "tiles/s, steady: the pipeline's rate (finn's bottleneck cycles or the IODMA's); "
+        "tiles/s, steady: the pipeline's rate (finn's bottleneck cycles or the IODMA's); fly: "
+        "tiles the pynq backend keeps in flight (its calls of as many tiles as its buffers hold); "
         f"finn {depth} / rows {depth}: frames/s "
-        + (
-            "one frame at a time"
-            if result.objective == "latency"
-            else f"with {HOST_IN_FLIGHT} tiles in flight"
-        )
+        + ("one frame at a time" if result.objective == "latency" else "with those in flight")
         + " at finn's pessimistic latency / the row model's (fcnseg.hw.latency; ranked by it)"
     )
     lines += result.notes

@@ -86,7 +86,7 @@ def test_candidates_are_the_smallest_tile_per_count_on_each_axis(tiny):
 
 
 def test_one_row_rederived_from_the_tile_plan_and_the_throughput_model(tiny, searched):
-    from fcnseg.host.backends.pynq import DEFAULT_BUFFER_LIMIT, DEFAULT_MAX_BATCH
+    from fcnseg.host.backends.pynq import DEFAULT_BUFFER_LIMIT, DEFAULT_CALLS, DEFAULT_MAX_BATCH
     from fcnseg.hw.throughput import Fabric, Host, estimate
 
     result = searched["throughput"]
@@ -105,7 +105,10 @@ def test_one_row_rederived_from_the_tile_plan_and_the_throughput_model(tiny, sea
     dma = max(math.ceil(in_bytes * 8 / 64), math.ceil(out_bytes * 8 / 64))
     fabric = Fabric(1e8, est.max_cycles, est.critical_path_cycles, dma)
     batch = max(1, min(DEFAULT_MAX_BATCH, DEFAULT_BUFFER_LIMIT // (in_bytes + out_bytes)))
-    want = estimate(fabric, len(plan.tiles), Host(max_batch=batch))
+    # the pynq backend's default: DEFAULT_CALLS calls of as many tiles as its buffers hold
+    host = Host(in_flight=DEFAULT_CALLS * batch, batch=batch, max_batch=batch)
+    want = estimate(fabric, len(plan.tiles), host)
+    assert row.in_flight == DEFAULT_CALLS * batch
     got = row.throughput["latency"]
     assert got["frames_per_s"] == pytest.approx(want["frames_per_s"], rel=1e-12)
     assert got["steady_tiles_per_s"] == pytest.approx(1e8 / max(est.max_cycles, dma), rel=1e-12)
