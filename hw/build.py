@@ -18,7 +18,6 @@ and puts ``bitfile/`` and ``driver/settings.json`` into the package.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import io
 import json
@@ -26,7 +25,7 @@ import logging
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,7 +36,8 @@ from fcnseg.host.card import CARD_FILE, ModelCard
 from fcnseg.hw import report as reports
 from fcnseg.hw.boards import Board
 from fcnseg.hw.compat import check_finn_deps, has_vivado, prepare_finn, restore_stdio
-from fcnseg.hw.fit import Fit, bisect_fps, check_fit, find_headroom, misfit_message
+from fcnseg.hw.fit import Fit, added_resources, bisect_fps, check_fit, find_headroom, misfit_message
+from fcnseg.hw.folding import estimator
 from fcnseg.hw.preflight import check_qonnx
 from fcnseg.hw.steps import ESTIMATE_STEPS, HW_GRAPH_STEP, REFOLD_FROM_STEP, VIVADO_STEPS
 from fcnseg.hw.steps.exact_thresholds import EXACT_DIR, check_model
@@ -319,64 +319,12 @@ def annotate_folding(hw_graph: ModelWrapper, folded: ModelWrapper) -> dict[str, 
     return folding
 
 
-@contextlib.contextmanager
-def _finn_log_into(log_path: Path) -> Iterator[None]:
-    """Send finn's logger (``finn_logger``: SetFolding's per-layer warnings) to ``log_path``
-    instead of the terminal while in the block."""
-    finn_log = logging.getLogger("finn_logger")
-    handler = logging.FileHandler(log_path)
-    handler.setFormatter(logging.Formatter("[%(asctime)s] finn: %(message)s"))
-    saved = finn_log.propagate
-    finn_log.addHandler(handler)
-    finn_log.propagate = False
-    try:
-        yield
-    finally:
-        finn_log.removeHandler(handler)
-        finn_log.propagate = saved
-        handler.close()
-
-
-def _estimator(
-    spec_path: Path, opts: BuildOptions, scratch: Path
-) -> Callable[[float], tuple[float, Fit]]:
-    """``target_fps -> (estimated fps, Fit)`` by re-folding the specialised model in-process."""
-    from finn.analysis.fpgadataflow.dataflow_performance import dataflow_performance
-    from finn.analysis.fpgadataflow.op_and_param_counts import aggregate_dict_keys
-    from finn.analysis.fpgadataflow.res_estimation import res_estimation
-    from finn.builder.build_dataflow_steps import (
-        step_minimize_bit_width,
-        step_target_fps_parallelization,
-    )
-    from finn.transformation.fpgadataflow.annotate_cycles import AnnotateCycles
-    from qonnx.core.modelwrapper import ModelWrapper
-
-    base = ModelWrapper(str(spec_path))
-    clock_ns = opts.resolved_clock_ns()
-
-    def estimate(target_fps: float) -> tuple[float, Fit]:
-        cfg = make_config(replace(opts, out_dir=scratch), [], target_fps=target_fps)
-        (scratch / "report").mkdir(parents=True, exist_ok=True)
-        # SetFolding prints per unknown op and logs per missed target: into the build log
-        with contextlib.redirect_stdout(io.StringIO()), _finn_log_into(opts.out_dir / LOG_NAME):
-            model = step_target_fps_parallelization(base, cfg)
-            model = step_minimize_bit_width(model, cfg)
-        totals = aggregate_dict_keys(
-            model.analysis(functools.partial(res_estimation, fpgapart=opts.board.part))
-        )
-        model = model.transform(AnnotateCycles())
-        max_cycles = model.analysis(dataflow_performance)["max_cycles"]
-        return 1e9 / clock_ns / max_cycles, check_fit(totals, opts.board, opts.margin)
-
-    return estimate
-
-
 def _headroom(opts: BuildOptions, tiles_per_s: float, runner: _Runner) -> dict[str, Any] | None:
     """A faster folding that still fits the board (:func:`fcnseg.hw.fit.find_headroom`: a few
     in-process re-foldings of the specialised model, 0.5 s each), noted and reported."""
     with tempfile.TemporaryDirectory(dir=opts.out_dir) as scratch:
         spec = _intermediate(opts.out_dir, REFOLD_FROM_STEP)
-        room = find_headroom(_estimator(spec, opts, Path(scratch)), tiles_per_s)
+        room = find_headroom(estimator(spec, opts, Path(scratch)), tiles_per_s)
     if room is None:
         return None
     runner.note(
@@ -386,43 +334,43 @@ def _headroom(opts: BuildOptions, tiles_per_s: float, runner: _Runner) -> dict[s
     return room.to_json()
 
 
-def refold(
-    base: ModelWrapper, opts: BuildOptions, scratch: Path, target_fps: float
-) -> ModelWrapper:
-    """``base`` (a specialised, unfolded HW graph) folded for ``target_fps`` tiles/s by finn's
-    own folding steps, in-process, with cycles annotated (the tile search's re-folding; the
-    same steps as ``_estimator``)."""
-    from finn.builder.build_dataflow_steps import (
-        step_minimize_bit_width,
-        step_target_fps_parallelization,
-    )
-    from finn.transformation.fpgadataflow.annotate_cycles import AnnotateCycles
-
-    cfg = make_config(replace(opts, out_dir=scratch), [], target_fps=target_fps)
-    (scratch / "report").mkdir(parents=True, exist_ok=True)
-    with contextlib.redirect_stdout(io.StringIO()), _finn_log_into(opts.out_dir / LOG_NAME):
-        model = step_target_fps_parallelization(base, cfg)
-        model = step_minimize_bit_width(model, cfg)
-    return model.transform(AnnotateCycles())
-
-
 def specialise_export(opts: BuildOptions, progress: Progress = _stderr) -> Path:
     """Run the flow on ``opts.export_dir`` up to ``REFOLD_FROM_STEP`` in ``opts.out_dir`` (the
     tile search's one streamlining); returns the specialised, unfolded graph's path."""
-    model_path, _card = _read_card(Path(opts.export_dir))
+    model_path, _card, opts = _prepare(opts)
+    cfg = make_config(opts, ESTIMATE_STEPS, target_fps=None)
+    cfg = replace(cfg, stop_step=REFOLD_FROM_STEP)
+    _Runner(opts.out_dir, progress).run(model_path, cfg)
+    return _intermediate(opts.out_dir, REFOLD_FROM_STEP)
+
+
+def _prepare(opts: BuildOptions) -> tuple[Path, ModelCard, BuildOptions]:
+    """Check the export (QONNX, model card, exact record: refused up front if missing or
+    malformed) and set up the build folder: the exact record copied in, a fresh log, finn's
+    scratch. Returns the model's path, its card and ``opts`` with the folder resolved."""
+    model_path, card = _read_card(Path(opts.export_dir))
     load_net(opts.export_dir)
-    out_dir = Path(opts.out_dir)
+    out_dir = Path(opts.out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     copy_net(opts.export_dir, out_dir / EXACT_DIR)
     (out_dir / LOG_NAME).write_text("")
     prepare_finn(out_dir / "finn_tmp")
-    cfg = make_config(opts, ESTIMATE_STEPS, target_fps=None)
-    cfg = replace(cfg, stop_step=REFOLD_FROM_STEP)
-    _Runner(out_dir, progress).run(model_path, cfg)
-    return _intermediate(out_dir, REFOLD_FROM_STEP)
+    return model_path, card, replace(opts, out_dir=out_dir)
 
 
 # --------------------------------------------------------------------------- the flow
+
+
+def _build_fit(opts: BuildOptions) -> tuple[Fit, dict[str, Any]]:
+    """The board fit of the build's folded graph: finn's resource report
+    (``estimate_layer_resources.json``) plus what finn leaves at 0
+    (:func:`fcnseg.hw.fit.added_resources`), and that report."""
+    from qonnx.core.modelwrapper import ModelWrapper
+
+    resources = json.loads((opts.out_dir / "report" / "estimate_layer_resources.json").read_text())
+    folded = ModelWrapper(str(_intermediate(opts.out_dir, ESTIMATE_STEPS[-1])))
+    added = added_resources(folded, resources)
+    return check_fit(resources["total"], opts.board, opts.margin, added), resources
 
 
 def _read_card(export_dir: Path) -> tuple[Path, ModelCard]:
@@ -439,15 +387,9 @@ def compile_export(opts: BuildOptions, progress: Progress = _stderr) -> BuildRes
         raise UserError("give either --target-fps or --folding, not both")
     if opts.folding_file is not None and not Path(opts.folding_file).exists():
         raise UserError(f"folding file {opts.folding_file} not found")
-    model_path, card = _read_card(Path(opts.export_dir))
-    load_net(opts.export_dir)  # the exact record: refused up front if missing or malformed
-    out_dir = Path(opts.out_dir).resolve()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    opts = replace(opts, out_dir=out_dir)
-    copy_net(opts.export_dir, out_dir / EXACT_DIR)
-    (out_dir / LOG_NAME).write_text("")
+    model_path, card, opts = _prepare(opts)
+    out_dir = opts.out_dir
     opts.save(out_dir / OPTIONS_NAME)
-    prepare_finn(out_dir / "finn_tmp")
     runner = _Runner(out_dir, progress)
     vivado = has_vivado() if opts.vivado is None else opts.vivado
     if vivado and not has_vivado():
@@ -469,15 +411,14 @@ def compile_export(opts: BuildOptions, progress: Progress = _stderr) -> BuildRes
     estimate_cfg = replace(estimate_cfg, stop_step=ESTIMATE_STEPS[-1].rsplit(".", 1)[-1])
     runner.run(model_path, estimate_cfg)
 
-    resources = json.loads((out_dir / "report" / "estimate_layer_resources.json").read_text())
-    fit = check_fit(resources["total"], opts.board, opts.margin)
+    fit, resources = _build_fit(opts)
     refold = None
     if not fit.fits:
         if target is None:
             raise UserError(misfit_message(fit, resources, opts.board))
         runner.note(f"estimate does not fit {opts.board.name}: re-folding at a lower target rate")
         with tempfile.TemporaryDirectory(dir=out_dir) as scratch:
-            estimate = _estimator(_intermediate(out_dir, REFOLD_FROM_STEP), opts, Path(scratch))
+            estimate = estimator(_intermediate(out_dir, REFOLD_FROM_STEP), opts, Path(scratch))
             best, probes = bisect_fps(estimate, high_fps=target)
         for p in probes:
             verdict = "fits" if p.fit.fits else "over " + ",".join(p.fit.over)
@@ -498,8 +439,7 @@ def compile_export(opts: BuildOptions, progress: Progress = _stderr) -> BuildRes
         )
         cfg = replace(cfg, stop_step=ESTIMATE_STEPS[-1].rsplit(".", 1)[-1])
         runner.run(model_path, cfg)
-        resources = json.loads((out_dir / "report" / "estimate_layer_resources.json").read_text())
-        fit = check_fit(resources["total"], opts.board, opts.margin)
+        fit, resources = _build_fit(opts)
 
     from qonnx.core.modelwrapper import ModelWrapper
 
@@ -604,27 +544,40 @@ def _summary(
     return summary
 
 
-def frames_per_second(
-    card: ModelCard, frame: tuple[int, int], summary: dict[str, Any], hw_graph: ModelWrapper
-) -> dict[str, Any]:
-    """Frames/s on ``frame``-sized images, counting the tiles the host's exact tiling plan runs,
-    at the steady rate and, in ``["latency"]`` / ``["streaming"]``, at the host's default
-    in-flight depth and batch limit for the package's io with finn's latency / the row model's
-    (:func:`fcnseg.hw.info.frames`, the computation ``fcnseg info --frame`` uses on the package
-    ``hw_graph`` becomes, so the package records what ``info`` prints by default)."""
-    from fcnseg.hw.info import fabric_of, frames, pynq_host
+def feeding(figures: dict[str, Any], hw_graph: ModelWrapper) -> tuple[Any, Any, int | None]:
+    """``(fabric, host, streaming latency cycles)`` of a HW graph with finn's ``figures``
+    (``max_cycles``, ``critical_path_cycles``, ``clock_ns``, ``board.dma_port_width``,
+    per-layer ``layers`` cycles): the pipeline (:func:`fcnseg.hw.info.fabric_of`), the pynq
+    backend's default feeding of its io (:func:`~fcnseg.hw.info.pynq_host`) and the row
+    model's latency (:mod:`fcnseg.hw.latency`; None without per-layer cycles)."""
+    from fcnseg.hw.info import fabric_of, pynq_host
     from fcnseg.hw.latency import streaming_of
     from fcnseg.hw.to_package import layers_from_model
 
     layers, io = layers_from_model(hw_graph)
-    streamed = streaming_of(layers, summary, io)
+    streamed = streaming_of(layers, figures, io)
+    cycles = None if streamed is None else streamed.latency_cycles
+    return fabric_of(figures, io), pynq_host(io), cycles
+
+
+def frames_per_second(
+    card: ModelCard, frame: tuple[int, int], summary: dict[str, Any], hw_graph: ModelWrapper
+) -> dict[str, Any]:
+    """Frames/s on ``frame``-sized images, counting the tiles the host's exact tiling plan runs,
+    at the steady rate and, in ``["latency"]`` / ``["streaming"]``, at the pynq backend's default
+    feeding with finn's latency / the row model's (:func:`feeding`,
+    :func:`fcnseg.hw.info.frames`: what ``fcnseg info --frame`` computes on the package
+    ``hw_graph`` becomes, so the package records what ``info`` prints by default)."""
+    from fcnseg.hw.info import frames
+
+    fabric, host, streaming_cycles = feeding(summary, hw_graph)
     return frames(
         card.geometry(),
         frame,
         float(summary["estimated_fps"]),
-        fabric=fabric_of(summary, io),
-        host=pynq_host(io),
-        streaming_cycles=None if streamed is None else streamed.latency_cycles,
+        fabric=fabric,
+        host=host,
+        streaming_cycles=streaming_cycles,
     )
 
 

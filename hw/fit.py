@@ -96,21 +96,26 @@ class Fit:
         }
 
     def added_note(self) -> str | None:
-        """One line: what the fit counted beside finn's estimates, by layer kind."""
-        if not self.added:
-            return None
-        kinds: dict[str, list] = {}
-        for name, res in self.added.items():
-            kind = "skip FIFO" if name.startswith(SKIP_FIFO_PREFIX) else name.rsplit("_", 1)[0]
-            entry = kinds.setdefault(kind, [0, 0.0, 0.0])
-            entry[0] += 1
-            entry[1] += float(res.get("LUT", 0.0))
-            entry[2] += float(res.get("BRAM_18K", 0.0))
-        parts = [
-            f"{kind}: {n} layer{'s' * (n != 1)}, bound {lut:.0f} LUT / {bram:.0f} BRAM added"
-            for kind, (n, lut, bram) in sorted(kinds.items())
-        ]
-        return "not estimated by finn, counted in the fit: " + "; ".join(parts)
+        """:func:`added_note` of this fit's ``added``."""
+        return added_note(self.added)
+
+
+def added_note(added: Mapping[str, Mapping[str, float]] | None) -> str | None:
+    """One line: what a fit counted beside finn's estimates (``Fit.added``), by layer kind."""
+    if not added:
+        return None
+    kinds: dict[str, list] = {}
+    for name, res in added.items():
+        kind = "skip FIFO" if name.startswith(SKIP_FIFO_PREFIX) else name.rsplit("_", 1)[0]
+        entry = kinds.setdefault(kind, [0, 0.0, 0.0])
+        entry[0] += 1
+        entry[1] += float(res.get("LUT", 0.0))
+        entry[2] += float(res.get("BRAM_18K", 0.0))
+    parts = [
+        f"{kind}: {n} layer{'s' * (n != 1)}, bound {lut:.0f} LUT / {bram:.0f} BRAM added"
+        for kind, (n, lut, bram) in sorted(kinds.items())
+    ]
+    return "not estimated by finn, counted in the fit: " + "; ".join(parts)
 
 
 def check_fit(

@@ -79,10 +79,8 @@ def frames(
     achieves, counting finn's latency per call (:func:`fcnseg.hw.throughput.estimate`), and
     with ``streaming_cycles`` (:mod:`fcnseg.hw.latency`'s row model) ``streaming``: the same
     with that latency instead of finn's pessimistic one."""
-    from dataclasses import replace
-
     from fcnseg.host.tiling import plan_tiles
-    from fcnseg.hw.throughput import Host, estimate
+    from fcnseg.hw.throughput import Host
 
     height, width = frame
     if height < 1 or width < 1:
@@ -100,10 +98,23 @@ def frames(
         "frames_per_s": tiles_per_s / tiles,
     }
     if fabric is not None:
-        out["latency"] = estimate(fabric, tiles, host or Host())
-        if streaming_cycles is not None:
-            streamed = replace(fabric, latency_cycles=int(streaming_cycles))
-            out["streaming"] = estimate(streamed, tiles, host or Host())
+        out.update(rates(fabric, tiles, host or Host(), streaming_cycles))
+    return out
+
+
+def rates(
+    fabric: Fabric, tiles: int, host: Host, streaming_cycles: int | None = None
+) -> dict[str, Any]:
+    """``latency``: :func:`fcnseg.hw.throughput.estimate` for frames of ``tiles`` tiles with
+    finn's latency; ``streaming`` (with ``streaming_cycles``): the same with the row model's."""
+    from dataclasses import replace
+
+    from fcnseg.hw.throughput import estimate
+
+    out = {"latency": estimate(fabric, tiles, host)}
+    if streaming_cycles is not None:
+        streamed = replace(fabric, latency_cycles=int(streaming_cycles))
+        out["streaming"] = estimate(streamed, tiles, host)
     return out
 
 

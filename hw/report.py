@@ -22,6 +22,7 @@ from typing import Any
 
 from fcnseg.atomic import atomic_write_text
 from fcnseg.errors import UserError
+from fcnseg.hw.fit import added_note
 
 SUMMARY_JSON = "fcnseg_summary.json"
 SUMMARY_TXT = "fcnseg_summary.txt"
@@ -147,6 +148,9 @@ def fit_lines(summary: Mapping[str, Any]) -> list[str]:
             f"board {board.get('name')} ({board.get('part')}): {verdict} with a "
             f"{fit['margin']:.0%} margin; utilisation {util}"
         )
+        note = added_note(fit.get("added"))
+        if note:
+            lines.append(note)
     refold = summary.get("refold")
     if refold:
         lines.append(

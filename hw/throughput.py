@@ -53,12 +53,6 @@ from fcnseg.errors import UserError
 #: tiles per call the IODMA's 32-bit ``numReps`` register allows (see the module docstring).
 IODMA_MAX_BATCH = 2**32 - 1
 
-#: tiles the host keeps in flight today: ``Segmenter(batch=4)`` tiles per engine call, one call
-#: at a time (``fcnseg.host.segmenter``, ``fcnseg.host.backends.pynq`` waits for each call).
-#: Keep in sync with the Segmenter's ``batch`` default (tested).
-HOST_IN_FLIGHT = 4
-
-
 @dataclass(frozen=True)
 class Fabric:
     """The accelerator as a pipeline: clock, initiation interval and latency in cycles."""
@@ -101,8 +95,9 @@ def dma_cycles(tile_bytes: int, port_width_bits: int) -> int:
 class Host:
     """How the host feeds the fabric: tiles in flight, tiles per call, its own costs."""
 
-    #: ``D``: tiles submitted and not yet returned
-    in_flight: int = HOST_IN_FLIGHT
+    #: ``D``: tiles submitted and not yet returned (the pynq backend's default for a package:
+    #: :func:`fcnseg.hw.info.pynq_host`)
+    in_flight: int = 1
     #: ``B``: tiles per DMA call; None: ``in_flight`` up to ``max_batch``
     batch: int | None = None
     #: the most tiles one call may carry (the IODMA register, or the host's buffers)

@@ -30,7 +30,6 @@ ones need more line buffer and more parallelism per tile. The search:
 
 from __future__ import annotations
 
-import functools
 import json
 import tempfile
 import time
@@ -40,7 +39,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fcnseg.errors import UserError
-from fcnseg.hw.fit import Fit, added_resources, bisect_fps, check_fit
+from fcnseg.hw.fit import Fit, bisect_fps
+from fcnseg.hw.folding import Estimate, estimate
 
 if TYPE_CHECKING:
     from qonnx.core.modelwrapper import ModelWrapper
@@ -135,19 +135,6 @@ def requested_overlap(geometry: Geometry, overlap: int | None) -> int:
 
 
 @dataclass
-class Estimate:
-    """finn's figures for one folding of one retiled graph, with the fit."""
-
-    target_fps: float
-    max_cycles: int
-    critical_path_cycles: int
-    finn_total: dict[str, float]
-    fit: Fit
-    #: the folded graph (dropped once the candidate is done)
-    folded: Any = None
-
-
-@dataclass
 class Row:
     """One candidate as the table and the JSON show it."""
 
@@ -221,41 +208,19 @@ class Evaluator:
 
     def estimate(self, model: ModelWrapper, target_fps: float) -> Estimate:
         """finn's folding for ``target_fps`` of a retiled ``model``: cycles, resources, fit."""
-        from finn.analysis.fpgadataflow.dataflow_performance import dataflow_performance
-        from finn.analysis.fpgadataflow.op_and_param_counts import aggregate_dict_keys
-        from finn.analysis.fpgadataflow.res_estimation import res_estimation
-
-        from fcnseg.hw.build import refold
-
-        folded = refold(model, self.opts, self.scratch, target_fps)
-        layers = folded.analysis(functools.partial(res_estimation, fpgapart=self.opts.board.part))
-        total = {k: float(v) for k, v in aggregate_dict_keys(layers).items()}
-        added = added_resources(folded, layers)
-        perf = folded.analysis(dataflow_performance)
-        return Estimate(
-            folded=folded,
-            target_fps=target_fps,
-            max_cycles=int(perf["max_cycles"]),
-            critical_path_cycles=int(perf["critical_path_cycles"]),
-            finn_total=total,
-            fit=check_fit(total, self.opts.board, self.opts.margin, added),
-        )
+        return estimate(model, self.opts, self.scratch, target_fps)
 
     def frames(self, plan: Plan, est: Estimate) -> dict[str, Any]:
         """Frames/s of ``plan``'s tiles per frame for one folding, by the figures ``fcnseg
-        compile`` / ``info`` give a package (:func:`fcnseg.hw.build.frames_per_second`): the
-        pipeline of :func:`~fcnseg.hw.info.fabric_of`, the pynq backend's default tiles in
-        flight (:func:`~fcnseg.hw.info.pynq_host`), finn's latency in ``latency`` and the row
-        model's (:mod:`fcnseg.hw.latency`) in ``streaming``."""
+        compile`` / ``info`` give a package (:func:`fcnseg.hw.build.feeding`,
+        :func:`fcnseg.hw.info.rates`): finn's latency in ``latency``, the row model's in
+        ``streaming``, at the pynq backend's default tiles in flight."""
         from finn.analysis.fpgadataflow.exp_cycles_per_layer import exp_cycles_per_layer
 
-        from fcnseg.hw.info import fabric_of, pynq_host
-        from fcnseg.hw.latency import streaming_of
-        from fcnseg.hw.throughput import estimate
-        from fcnseg.hw.to_package import layers_from_model
+        from fcnseg.hw.build import feeding
+        from fcnseg.hw.info import rates
 
-        folded = est.folded
-        cycles = folded.analysis(exp_cycles_per_layer)
+        cycles = est.folded.analysis(exp_cycles_per_layer)
         figures = {
             "max_cycles": est.max_cycles,
             "critical_path_cycles": est.critical_path_cycles,
@@ -263,14 +228,8 @@ class Evaluator:
             "board": {"dma_port_width": self.opts.board.dma_port_width},
             "layers": [{"name": name, "cycles": int(c)} for name, c in cycles.items()],
         }
-        layers, io = layers_from_model(folded)
-        streamed = streaming_of(layers, figures, io)
-        fabric, host = fabric_of(figures, io), pynq_host(io)
-        out = {"latency": estimate(fabric, plan.tiles_per_frame, host)}
-        if streamed is not None:
-            fast = replace(fabric, latency_cycles=int(streamed.latency_cycles))
-            out["streaming"] = estimate(fast, plan.tiles_per_frame, host)
-        return out
+        fabric, host, streaming_cycles = feeding(figures, est.folded)
+        return rates(fabric, plan.tiles_per_frame, host, streaming_cycles)
 
     def evaluate(self, plan: Plan) -> Row:
         """The fastest fitting folding of ``plan.tile`` and its frames/s for the frame."""

@@ -72,13 +72,14 @@ def test_bisect_reports_when_nothing_fits():
 def test_refold_in_a_real_build_reaches_a_fitting_lower_fps(build_fcn8s, exports, tmp_path):
     """A board whose LUT budget lies between the minimum folding and the requested one: the
     build re-folds lower, fits, and reports the FPS it reached."""
-    from fcnseg.hw.build import BuildOptions, _estimator, _intermediate, compile_export
+    from fcnseg.hw.build import BuildOptions, _intermediate, compile_export
+    from fcnseg.hw.folding import estimator
 
     first = build_fcn8s.summary
     board = get_board("pynq-z2")
     opts = BuildOptions(exports["fcn8s"].dir, build_fcn8s.out_dir, board, target_fps=4000)
     spec = _intermediate(build_fcn8s.out_dir, "step_specialize_layers")
-    low_fps, low_fit = _estimator(spec, opts, tmp_path)(1.0)
+    low_fps, low_fit = estimator(spec, opts, tmp_path)(1.0)
     lut_min, lut_max = low_fit.used["LUT"], first["total"]["LUT"]
     assert lut_max > lut_min * 1.1, "the session build should be folded well above the minimum"
     small = replace(board, name="pynq-z2-small", lut=int((lut_min + lut_max) / 2 / 0.9))

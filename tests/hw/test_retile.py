@@ -85,7 +85,8 @@ def _estimates(model, opts, scratch: Path) -> tuple[dict, dict, dict]:
     from finn.analysis.fpgadataflow.exp_cycles_per_layer import exp_cycles_per_layer
     from finn.analysis.fpgadataflow.res_estimation import res_estimation
 
-    from fcnseg.hw.build import folding_of, refold
+    from fcnseg.hw.build import folding_of
+    from fcnseg.hw.folding import refold
 
     scratch.mkdir(parents=True, exist_ok=True)
     folded = refold(model, opts, scratch, target_fps=2000)
