@@ -164,16 +164,24 @@ def default_tiles(tile: tuple[int, int]) -> list[Tile]:
 
 
 def image_tile(path: str | Path, tile: tuple[int, int]) -> Tile:
-    """The centre ``tile`` of an image (RGB); one-line error if unreadable or too small."""
+    """The centre ``tile`` of an image (RGB): a photo smaller than the tile along an axis is
+    first scaled up (bilinear, the smallest factor that covers the tile), so a large tile is
+    still verified on photo content; one-line error if unreadable."""
+    from PIL import Image
+
     from fcnseg.host.images.decode import load_image
 
     img = load_image(Path(path))
     h, w = tile
+    name = Path(path).name
     if img.shape[0] < h or img.shape[1] < w:
-        raise UserError(f"{path}: {img.shape[1]}x{img.shape[0]} is smaller than the {w}x{h} tile")
+        factor = max(h / img.shape[0], w / img.shape[1])
+        size = (max(w, round(img.shape[1] * factor)), max(h, round(img.shape[0] * factor)))
+        img = np.asarray(Image.fromarray(img).resize(size, Image.BILINEAR))
+        name = f"{name} scaled to {size[0]}x{size[1]}"
     top, left = (img.shape[0] - h) // 2, (img.shape[1] - w) // 2
     crop = np.ascontiguousarray(img[top : top + h, left : left + w])
-    return Tile(f"{Path(path).name}[{top}:{top + h},{left}:{left + w}]", crop)
+    return Tile(f"{name}[{top}:{top + h},{left}:{left + w}]", crop)
 
 
 def hardware_for(
