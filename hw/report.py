@@ -185,7 +185,8 @@ def frames_line(frames: Mapping[str, Any]) -> str:
     )
     rate = frames["frames_per_s"]
     return (
-        f"{frames['frame'][0]}x{frames['frame'][1]} frames: {frames['tiles_per_frame']} tiles "
+        f"{frames['frame'][0]}x{frames['frame'][1]} frames: {frames['tiles_per_frame']} "
+        f"tile{'s' * (frames['tiles_per_frame'] != 1)} "
         f"of {frames['tile'][0]}x{frames['tile'][1]} (overlap {frames['overlap']} px, {exact}"
         f"{kept}) -> {rate:.{2 if rate < 10 else 1}f} frames/s"
     )

@@ -209,7 +209,7 @@ def test_headroom_line_in_the_report():
     room = find_headroom(_refold_model(150.0, 5_000.0), summary["estimated_fps"])
     text = format_table({**summary, "headroom": room.to_json()})
     line = [t for t in text.splitlines() if "faster fold" in t]
-    assert len(line) == 1 and line[0].startswith("LUT 40%, BRAM_18K 27%: a faster fold fits")
+    assert len(line) == 1 and line[0].startswith("LUT 43%, BRAM_18K 29%: a faster fold fits")
     assert "(estimated, " in line[0] and f"try --target-fps {room.suggested_target()}" in line[0]
     bare = {k: v for k, v in summary.items() if k != "headroom"}  # a build without the check
     assert "headroom" not in format_table(bare) and "faster fold" not in format_table(bare)
