@@ -44,16 +44,6 @@ LONG = ez.FabricTiming(interval_s=0.01, latency_s=0.25)
 
 
 @pytest.fixture(scope="module")
-def package():
-    return load_package(DATA / "fcn8s-tiny")
-
-
-@pytest.fixture(scope="module")
-def board(package, tmp_path_factory):
-    return load_package(ez.emulated_package(package, tmp_path_factory.mktemp("emu") / "pkg"))
-
-
-@pytest.fixture(scope="module")
 def tiles(package):
     """37 tiles of the tiny package's size from the sample photos, plus boundary tiles: all 0,
     all 255 (the input's range ends)."""

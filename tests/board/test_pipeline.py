@@ -13,24 +13,12 @@ import pytest
 pytest.importorskip("pynq")
 
 from fcnseg.host.backends.pynq import open_engine  # noqa: E402
-from fcnseg.host.package import load_package  # noqa: E402
 from fcnseg.host.pipeline import Pipeline, run_serial  # noqa: E402
 from fcnseg.host.segmenter import Segmenter  # noqa: E402
 from fcnseg.testing import emulated_zynq as ez  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-DATA = Path(__file__).parent / "data"
 PHOTOS = sorted((ROOT / "samples").glob("*.jpg"))
-
-
-@pytest.fixture(scope="module")
-def package():
-    return load_package(DATA / "fcn8s-tiny")
-
-
-@pytest.fixture(scope="module")
-def board(package, tmp_path_factory):
-    return load_package(ez.emulated_package(package, tmp_path_factory.mktemp("emu") / "pkg"))
 
 
 def _threads() -> list[str]:
