@@ -12,6 +12,21 @@ world-writable). So it is read once per process, under a lock (:func:`process_um
 from ``/proc/self/status``, without setting it at all), and each new file gets its mode with
 :func:`os.chmod`. A program that changes its umask after its first atomic write keeps the old
 one for these files.
+
+Temporaries carry their owner, so concurrent runs cannot delete each other's: a temporary is
+``.NAME.<host>-<pid>-<start>.<random>.tmp``, where ``host`` is this machine's name (letters,
+digits and ``_`` only), ``pid`` the writing process and ``start`` its start time (clock ticks
+since boot, field 22 of ``/proc/<pid>/stat``; ``0`` where there is no ``/proc``). A large image
+written in strips keeps its temporary open for a long time, and a second ``fcnseg segment`` on
+the same folder must leave it alone. :func:`remove_stale_temps` therefore removes a temporary only
+when its owner is provably gone -- same host, and the pid is not running, or is running with
+another start time (the pid was reused) -- or, where that cannot be told (another host sharing
+the folder, no ``/proc``, the old ``.NAME.<random>.tmp`` names, or a name it cannot parse), when
+it was last modified more than :data:`STALE_AGE_SECONDS` ago. A live writer's temporary is never
+removed (a temporary that grows is modified all the time, so the age rule spares it too). No
+lock files: the name alone says who writes, and nothing needs cleaning up if a run is killed.
+Two runs that both write one output each replace it atomically; the last rename wins, and
+both wrote the same bytes.
 """
 
 from __future__ import annotations
@@ -19,10 +34,14 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import platform
+import re
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -57,7 +76,117 @@ def file_mode() -> int:
     return 0o666 & ~process_umask()
 
 
-_TEMP_SUFFIX = ".tmp"  # temporaries are ``.NAME.<random>.tmp`` next to ``NAME``
+_TEMP_SUFFIX = ".tmp"  # temporaries are ``.NAME.<owner>.<random>.tmp`` next to ``NAME``
+
+#: A temporary whose owner cannot be checked is removed once it is this old (seconds since its
+#: last modification): far longer than any single output takes to write.
+STALE_AGE_SECONDS = 24 * 3600
+
+#: ``<host>-<pid>-<start>.<random>`` (what ``mkstemp`` puts between the prefix and the suffix).
+_OWNED = re.compile(r"([A-Za-z0-9_]{1,64})-([0-9]{1,10})-([0-9]{1,20})\.[A-Za-z0-9_]{1,32}")
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Who writes a temporary: host name (sanitised), process id, process start time (0 if
+    unknown)."""
+
+    host: str
+    pid: int
+    start: int
+
+    @property
+    def tag(self) -> str:
+        """The form in the temporary's name: ``<host>-<pid>-<start>``."""
+        return f"{self.host}-{self.pid}-{self.start}"
+
+
+def _host_name() -> str:
+    """This machine's name, reduced to ``[A-Za-z0-9_]`` (at most 64 characters)."""
+    return (re.sub(r"[^A-Za-z0-9_]", "_", platform.node()) or "unknown")[:64]
+
+
+def process_start(pid: int) -> int | None:
+    """The start time of process ``pid`` (clock ticks since boot, ``/proc/<pid>/stat`` field
+    22), or None if there is no such process, it is a zombie, or ``/proc`` cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            text = stat.read().decode("ascii", "replace")
+        fields = text[text.rindex(")") + 2 :].split()  # the name in (...) may hold spaces
+        return None if fields[0] == "Z" else int(fields[19])  # fields[0] is field 3
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def this_owner() -> Owner:
+    """The owner written into this process's temporaries (re-read after a fork)."""
+    pid = os.getpid()
+    return Owner(_host_name(), pid, process_start(pid) or 0)
+
+
+def parse_owner(path: str | os.PathLike[str], target: str | os.PathLike[str]) -> Owner | None:
+    """The owner in the name of temporary ``path`` of ``target``, or None (the old format
+    without one, or a name this module did not write)."""
+    prefix = f".{Path(target).name}."
+    name = Path(path).name
+    if not (name.startswith(prefix) and name.endswith(_TEMP_SUFFIX)):
+        return None
+    match = _OWNED.fullmatch(name[len(prefix) : -len(_TEMP_SUFFIX)])
+    if match is None:
+        return None
+    return Owner(match[1], int(match[2]), int(match[3]))
+
+
+def _pid_running(pid: int) -> bool | None:
+    """Is ``pid`` running? None where this cannot be asked (not POSIX: there ``os.kill``
+    terminates)."""
+    if os.name != "posix":
+        return None
+    if pid <= 0:  # 0 and negatives address process groups, not a process
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, owned by someone else
+        return True
+    return True
+
+
+def owner_gone(owner: Owner) -> bool | None:
+    """True if ``owner`` has certainly exited, False if it is certainly running, None if this
+    cannot be told here (another host, or no way to read start times)."""
+    if owner.host != _host_name():
+        return None
+    running = _pid_running(owner.pid)
+    if running is None:
+        return None
+    if not running:
+        return True
+    start = process_start(owner.pid)
+    if start is None or owner.start == 0:
+        return None  # running, start time not comparable (no /proc, or it just exited): age rule
+    return start != owner.start  # another start time: the pid was reused, the writer is gone
+
+
+def is_stale(
+    tmp: str | os.PathLike[str],
+    target: str | os.PathLike[str],
+    *,
+    max_age: float = STALE_AGE_SECONDS,
+    now: float | None = None,
+) -> bool:
+    """May temporary ``tmp`` of ``target`` be removed? (module docstring: owner gone, or owner
+    unknown and not modified for ``max_age`` seconds.)"""
+    owner = parse_owner(tmp, target)
+    gone = owner_gone(owner) if owner is not None else None
+    if gone is not None:
+        return gone
+    try:
+        modified = os.stat(tmp).st_mtime
+    except OSError:
+        return False
+    return (time.time() if now is None else now) - modified > max_age
 
 
 @contextlib.contextmanager
@@ -69,7 +198,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[str]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TEMP_SUFFIX, dir=path.parent)
+    prefix = f".{path.name}.{this_owner().tag}."
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=_TEMP_SUFFIX, dir=path.parent)
     os.close(fd)
     try:
         yield tmp
@@ -116,14 +246,19 @@ def replace_dir(new: str | os.PathLike[str], target: str | os.PathLike[str]) -> 
     shutil.rmtree(aside, ignore_errors=True)
 
 
-def remove_stale_temps(path: str | os.PathLike[str]) -> int:
+def remove_stale_temps(
+    path: str | os.PathLike[str], *, max_age: float = STALE_AGE_SECONDS, now: float | None = None
+) -> int:
     """Delete the temporaries a killed writer (SIGKILL, power loss) left next to ``path``;
-    return how many. Safe only while nobody is writing ``path``."""
+    return how many. Safe while other processes write ``path``: only temporaries of writers that
+    are gone, or of unknown writers untouched for ``max_age`` seconds, go (:func:`is_stale`)."""
     path = Path(path)
     removed = 0
     if path.parent.is_dir():
         pattern = f".{glob.escape(path.name)}.*{_TEMP_SUFFIX}"
         for tmp in path.parent.glob(pattern):
+            if not is_stale(tmp, path, max_age=max_age, now=now):
+                continue
             with contextlib.suppress(OSError):
                 tmp.unlink()
                 removed += 1

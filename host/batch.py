@@ -207,7 +207,7 @@ class Batch:
                     self.say(f"fcnseg: {job.source}: {record.message}")
                     self.bar.update()
                     continue
-                for path in outputs.files():  # what a killed run may have left
+                for path in outputs.files():  # a killed run's leftovers (never a live run's)
                     remove_stale_temps(path)
                 (big if self.streamed(job) else todo).append((job, record))
             self.pipelined(todo, workers)
