@@ -53,6 +53,7 @@ from fcnseg.errors import UserError
 #: tiles per call the IODMA's 32-bit ``numReps`` register allows (see the module docstring).
 IODMA_MAX_BATCH = 2**32 - 1
 
+
 @dataclass(frozen=True)
 class Fabric:
     """The accelerator as a pipeline: clock, initiation interval and latency in cycles."""
