@@ -407,6 +407,11 @@ def compile_export(opts: BuildOptions, progress: Progress = _stderr) -> BuildRes
         f"{1e3 / opts.resolved_clock_ns():.0f} MHz, "
         + (f"target {target:g} tiles/s" if target else f"folding {opts.folding_file}")
     )
+    from fcnseg.hw.info import tiling_warning
+
+    warning = tiling_warning(card.geometry())
+    if warning:
+        runner.note(f"warning: {warning}")
     estimate_cfg = make_config(opts, steps, target_fps=target)
     estimate_cfg = replace(estimate_cfg, stop_step=ESTIMATE_STEPS[-1].rsplit(".", 1)[-1])
     runner.run(model_path, estimate_cfg)
@@ -464,6 +469,7 @@ def compile_export(opts: BuildOptions, progress: Progress = _stderr) -> BuildRes
     annotate_folding(hw_graph, folded)
     hw_graph.save(str(out_dir / "hw_graph.onnx"))
     summary["frames"] = frames_per_second(card, opts.frame, summary, hw_graph)
+    summary["tiling_warning"] = warning
     if opts.hardware_sources:
         summary["hardware_sources_seconds"] = _generate_sources(opts, out_dir, runner)
 

@@ -226,6 +226,32 @@ def verification_facts(package: Package) -> dict[str, Any] | None:
     }
 
 
+def smallest_exact_tile(geometry: Geometry) -> int | None:
+    """The shortest tile side (px, a multiple of the net stride ``g``) whose stitch is exact:
+    the exact overlap plus ``g`` (tiles must still advance by ``g``); None if the receptive
+    field is unknown. :func:`fcnseg.host.tiling.plan_tiles` caps the overlap of *both* axes at
+    the tile's short side minus ``g``, so both sides need at least this."""
+    if geometry.receptive_field is None:
+        return None
+    return geometry.default_overlap + geometry.net_stride
+
+
+def tiling_warning(geometry: Geometry) -> str | None:
+    """One line when no image larger than the tile can be stitched exactly (a side shorter than
+    :func:`smallest_exact_tile`), naming the smallest exact tile; None when it can or when the
+    receptive field is unknown (the facts say so already)."""
+    side = smallest_exact_tile(geometry)
+    th, tw = geometry.tile
+    if side is None or min(th, tw) >= side:
+        return None
+    return (
+        f"tile {th}x{tw} px is smaller than exact tiling needs (exact overlap "
+        f"{geometry.default_overlap} px + net stride {geometry.net_stride}): images larger than "
+        f"one tile are never stitched exactly; the smallest exact tile is "
+        f"{max(th, side)}x{max(tw, side)} px (at least {side} px per side)"
+    )
+
+
 def accelerator_facts(package: Package) -> dict[str, Any]:
     """Classes, tile, strides, receptive field, exact overlap, board and bitfile, the generated
     hardware and its verification, as data."""
@@ -242,6 +268,7 @@ def accelerator_facts(package: Package) -> dict[str, Any]:
         "output_stride": geometry.output_stride,
         "receptive_field": geometry.receptive_field,
         "exact_overlap": geometry.default_overlap if geometry.receptive_field else None,
+        "tiling_warning": tiling_warning(geometry),
         "hardware": hardware_facts(package),
         "verification": verification_facts(package),
     }
@@ -307,6 +334,7 @@ def facts_lines(facts: dict[str, Any]) -> list[str]:
         f"tile     {tile}; net stride {facts['net_stride']}, output stride "
         f"{facts['output_stride']} (one score per {facts['output_stride']} px)",
         f"tiling   {tiling}",
+        *([f"warning  {facts['tiling_warning']}"] if facts.get("tiling_warning") else []),
         f"hardware {hardware_line(facts.get('hardware'))}",
         f"verified {verification_line(facts.get('verification'))}",
     ]
@@ -336,6 +364,8 @@ def info_summary(
                 streaming_cycles=None if streamed is None else streamed.latency_cycles,
             )
         summary["accelerator"] = accelerator_facts(described.package)
+        # From the package's geometry: also for packages built before compile recorded it.
+        summary["tiling_warning"] = summary["accelerator"]["tiling_warning"]
     elif (summary.get("frames") or {}).get("frame") != list(frame):
         raise UserError(
             f"{described.path} has no package/: frames/s for {frame[0]}x{frame[1]} need the "
@@ -348,6 +378,8 @@ def info_summary(
 def format_info(summary: dict[str, Any]) -> str:
     """What ``fcnseg info`` prints: the accelerator facts, then the estimate table."""
     facts = summary.get("accelerator")
+    if facts and "layers" in summary:  # the table says the tiling warning: once is enough
+        facts = {**facts, "tiling_warning": None}
     head = [*facts_lines(facts), ""] if facts else []
     if "layers" not in summary:
         return "\n".join([*head, "no finn estimates in this package: cycles, rates unknown"])

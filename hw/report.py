@@ -245,6 +245,8 @@ def latency_lines(
 def format_table(summary: Mapping[str, Any]) -> str:
     """The per-layer table and the headline figures, as terminal text."""
     lines = [*_layer_lines(summary), "", rate_line(summary), *fit_lines(summary)]
+    if summary.get("tiling_warning"):
+        lines.append(f"warning: {summary['tiling_warning']}")
     if summary.get("frames"):
         lines.append(frames_line(summary["frames"]))
         frames = summary["frames"]

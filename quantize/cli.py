@@ -429,7 +429,7 @@ def export(checkpoint: Path, tile: tuple[int, int], out_dir: Path, threads: int)
     with quiet_warnings():
         import torch
 
-        from fcnseg.quantize.export import check_tile, export_checkpoint
+        from fcnseg.quantize.export import check_tile, export_checkpoint, tiling_warning
 
         torch.set_num_threads(threads)
         tile = check_tile(tile)
@@ -442,3 +442,6 @@ def export(checkpoint: Path, tile: tuple[int, int], out_dir: Path, threads: int)
         f"{card['output_stride']}, receptive field {card['receptive_field']} px; export "
         f"{card['export_seconds']:.1f} s, wall time {time.perf_counter() - started:.1f} s"
     )
+    warning = tiling_warning(card)
+    if warning:
+        click.echo(f"warning: {warning}", err=True)

@@ -216,6 +216,14 @@ def export_checkpoint(
     return export_model(model, meta, tile, out_dir, source=checkpoint)
 
 
+def tiling_warning(card: dict[str, Any]) -> str | None:
+    """The line ``fcnseg compile`` and ``info`` print when ``card``'s tile is too small for an
+    exact stitch (:func:`fcnseg.hw.info.tiling_warning`), said already at export time."""
+    from fcnseg.hw.info import tiling_warning as geometry_warning
+
+    return geometry_warning(ModelCard.from_json(card, where=CARD_FILE).geometry())
+
+
 def integer_scores(logits: np.ndarray, card: dict[str, Any]) -> np.ndarray:
     """Logits NCHW -> the integer scores ``round((logits - bias) / scale)`` (int64)."""
     scale = np.asarray(card["output_scale"], dtype=np.float64).reshape(1, -1, 1, 1)
