@@ -14,19 +14,21 @@ from ``/proc/self/status``, without setting it at all), and each new file gets i
 one for these files.
 
 Temporaries carry their owner, so concurrent runs cannot delete each other's: a temporary is
-``.NAME.<host>-<pid>-<start>.<random>.tmp``, where ``host`` is this machine's name (letters,
-digits and ``_`` only), ``pid`` the writing process and ``start`` its start time (clock ticks
-since boot, field 22 of ``/proc/<pid>/stat``; ``0`` where there is no ``/proc``). A large image
-written in strips keeps its temporary open for a long time, and a second ``fcnseg segment`` on
-the same folder must leave it alone. :func:`remove_stale_temps` therefore removes a temporary only
-when its owner is provably gone -- same host, and the pid is not running, or is running with
-another start time (the pid was reused) -- or, where that cannot be told (another host sharing
-the folder, no ``/proc``, the old ``.NAME.<random>.tmp`` names, or a name it cannot parse), when
-it was last modified more than :data:`STALE_AGE_SECONDS` ago. A live writer's temporary is never
-removed (a temporary that grows is modified all the time, so the age rule spares it too). No
-lock files: the name alone says who writes, and nothing needs cleaning up if a run is killed.
-Two runs that both write one output each replace it atomically; the last rename wins, and
-both wrote the same bytes.
+``.NAME.<host>-<pid>-<start>.<random>.tmp``, where ``host`` names the pid space (this machine's
+name, and on Linux the boot id and pid namespace: boards flashed from one image share a name, and
+containers share a kernel; :func:`_host_name`), ``pid`` is the writing process and ``start`` its
+start time (clock ticks since boot, field 22 of ``/proc/<pid>/stat``; ``0`` where there is no
+``/proc``). A large image written in strips keeps its temporary open for a long time, and a second
+``fcnseg segment`` on the same folder must leave it alone. :func:`remove_stale_temps` therefore
+removes a temporary only when its owner is provably gone -- same host, and the pid is not running,
+or is running with another start time (the pid was reused) -- or, where that cannot be told
+(another host or an earlier boot, no ``/proc``, the old ``.NAME.<random>.tmp`` names, or a name
+it cannot parse), when it was last modified more than :data:`STALE_AGE_SECONDS` ago. So a
+running writer's temporary on this host is never removed, one elsewhere only after a day without
+a write; the price is that what a power cut left behind stays (hidden) for a day. No lock files:
+the name alone says who writes, and nothing needs cleaning up if a run is killed. Two runs that
+both write one output each replace it atomically; the last rename wins, and both wrote the same
+bytes.
 """
 
 from __future__ import annotations
@@ -83,7 +85,7 @@ _TEMP_SUFFIX = ".tmp"  # temporaries are ``.NAME.<owner>.<random>.tmp`` next to 
 STALE_AGE_SECONDS = 24 * 3600
 
 #: ``<host>-<pid>-<start>.<random>`` (what ``mkstemp`` puts between the prefix and the suffix).
-_OWNED = re.compile(r"([A-Za-z0-9_]{1,64})-([0-9]{1,10})-([0-9]{1,20})\.[A-Za-z0-9_]{1,32}")
+_OWNED = re.compile(r"([A-Za-z0-9_]{1,80})-([0-9]{1,10})-([0-9]{1,20})\.[A-Za-z0-9_]{1,32}")
 
 
 @dataclass(frozen=True)
@@ -102,8 +104,19 @@ class Owner:
 
 
 def _host_name() -> str:
-    """This machine's name, reduced to ``[A-Za-z0-9_]`` (at most 64 characters)."""
-    return (re.sub(r"[^A-Za-z0-9_]", "_", platform.node()) or "unknown")[:64]
+    """Where pids mean the same thing, as ``[A-Za-z0-9_]`` (at most 80 characters): this
+    machine's name, and on Linux this boot's id (12 hex digits of
+    ``/proc/sys/kernel/random/boot_id``) and the pid namespace's inode. Boards flashed from one
+    image share a host name (and a machine id) and may share a network folder; containers share
+    a kernel but not pids: each sees the others as another host, never as dead pids."""
+    name = (re.sub(r"[^A-Za-z0-9_]", "_", platform.node()) or "unknown")[:40]
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/sys/kernel/random/boot_id", encoding="ascii") as boot:
+            boot_id = boot.read().strip().replace("-", "")[:12]
+        if re.fullmatch(r"[0-9a-f]{12}", boot_id) is None:
+            raise ValueError(boot_id)
+        name += f"_{boot_id}_{os.stat('/proc/self/ns/pid').st_ino}"
+    return name
 
 
 def process_start(pid: int) -> int | None:

@@ -96,11 +96,23 @@ def test_live_pid_with_another_start_time_is_removed(tmp_path: Path) -> None:
     assert not reused.exists() and not earlier.exists()
 
 
-def test_other_host_is_kept_until_the_age_bound(tmp_path: Path) -> None:
+def _other_hosts() -> list[str]:
+    """Other pid spaces: another machine name; on Linux also this name with another boot (a
+    board flashed from the same image) and with another pid namespace (a container)."""
+    host = this_owner().host
+    others = ["x" + host[:79]]
+    parts = host.rsplit("_", 2)
+    if len(parts) == 3 and HAS_PROC:
+        name, boot, ns = parts
+        others += [f"{name}_{'0' * 12 if boot != '0' * 12 else '1' * 12}_{ns}", f"{name}_{boot}_1"]
+    return others
+
+
+@pytest.mark.parametrize("other", _other_hosts())
+def test_other_host_is_kept_until_the_age_bound(tmp_path: Path, other: str) -> None:
     target = tmp_path / "a.png"
-    me = this_owner()
-    other = "x" + me.host[:63] if me.host != "x" else "y"
-    dead = _dead_pid()
+    assert other != this_owner().host
+    dead = _dead_pid()  # would be removed if it were this host's
     young = _plant(target, Owner(other, dead, 1), age=atomic.STALE_AGE_SECONDS - 60)
     old = _plant(target, Owner(other, dead + 1, 1), age=atomic.STALE_AGE_SECONDS + 60)
     assert remove_stale_temps(target) == 1
@@ -114,7 +126,7 @@ def test_old_format_and_junk_follow_the_age_rule(tmp_path: Path) -> None:
     young_old_format = _plant(target, "ab12cd_e")  # what mkstemp made before owners
     old_old_format = _plant(target, "zz99yy_x", age=atomic.STALE_AGE_SECONDS + 1)
     junk = ["", "-", "a-b-c.x", "vm-12-", "vm--1-2.abc", "vm-1-2", "v m-1-2.abc", "é-1-2.ab"]
-    junk += ["vm-1-2.a.b", "vm-99999999999-2.abc", "vm-1-2." + "a" * 40, "x" * 65 + "-1-2.ab"]
+    junk += ["vm-1-2.a.b", "vm-99999999999-2.abc", "vm-1-2." + "a" * 40, "x" * 81 + "-1-2.ab"]
     planted = [_plant(target, name) for name in junk]
     for tmp in [young_old_format, old_old_format, *planted]:
         assert parse_owner(tmp, target) is None, tmp.name
