@@ -20,8 +20,10 @@ One job per module; every public name is importable from here:
 Every output is written to a temporary file in the target folder and renamed with
 :func:`os.replace` (:mod:`fcnseg.atomic`), so a reader never sees a half-written file and an
 interrupted run leaves no truncated output. A process killed outright (SIGKILL, power loss) can
-leave a hidden temporary ``.NAME.*.tmp`` next to an output, never the output itself;
-:func:`remove_stale_temps` clears them on the next run.
+leave a hidden temporary ``.NAME.<host>-<pid>-<start>.<random>.tmp`` next to an output, never
+the output itself; :func:`remove_stale_temps` clears those whose writer is gone (or untouched for
+a day), never a running writer's, so concurrent runs on one folder do not break each other
+(:mod:`fcnseg.atomic`).
 """
 
 from __future__ import annotations
