@@ -16,6 +16,7 @@ pytest.importorskip("brevitas")
 
 from torch import nn  # noqa: E402
 
+from fcnseg.errors import UserError  # noqa: E402
 from fcnseg.quantize import fc_to_conv  # noqa: E402
 
 torch.set_num_threads(1)
@@ -243,9 +244,121 @@ def test_quant_linear_keeps_quantizers_and_integer_outputs():
 
 
 def test_unsupported_inputs():
-    with pytest.raises(ValueError, match="Flatten"):
+    with pytest.raises(UserError, match="Flatten"):
         fc_to_conv(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Linear(4, 2)))
-    with pytest.raises(ValueError, match="C\\*K\\*K"):
-        fc_to_conv(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 5, 2)))
-    with pytest.raises(TypeError):
+    with pytest.raises(UserError, match="features` and `classifier`; got Linear"):
         fc_to_conv(nn.Linear(3, 3))
+    with pytest.raises(UserError, match="has no Linear"):
+        fc_to_conv(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.ReLU()))
+
+
+def refused(model: nn.Module) -> str:
+    """fc_to_conv's one-line refusal of ``model``, which it must leave untouched."""
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(UserError) as caught:
+        fc_to_conv(model)
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith("fc_to_conv: ")
+    after = model.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    return message
+
+
+def named(model: nn.Module, name: str) -> nn.Module:
+    """The module ``name`` (qualified) of ``model``: the message names a real layer."""
+    return dict(model.named_modules())[name]
+
+
+def with_head(*head: nn.Module, c: int = 4) -> VGGLike:
+    model = VGGLike(c)
+    model.classifier = nn.Sequential(*head)
+    return model
+
+
+def test_batchnorm1d_in_the_head_is_refused_by_its_name():
+    # Sequential layout: fc6 (child 9), relu (10), then the BatchNorm1d as child 11.
+    layers = list(unpadded_classifier())
+    model = nn.Sequential(*layers[:11], nn.BatchNorm1d(16), *layers[11:])
+    message = refused(model)
+    assert message.startswith("fc_to_conv: cannot convert 11 (BatchNorm1d): ")
+    assert isinstance(named(model, "11"), nn.BatchNorm1d)
+    # features/classifier layout, BatchNorm1d straight after the first Linear.
+    model = with_head(nn.Linear(4 * 49, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 5))
+    assert refused(model).startswith("fc_to_conv: cannot convert classifier.1 (BatchNorm1d): ")
+    assert isinstance(named(model, "classifier.1"), nn.BatchNorm1d)
+    # ... and before it (it would see the flattened C*K*K vector, per feature).
+    model = with_head(nn.BatchNorm1d(4 * 49), nn.Linear(4 * 49, 5))
+    assert refused(model).startswith("fc_to_conv: cannot convert classifier.0 (BatchNorm1d): ")
+
+
+def test_other_non_elementwise_layers_are_refused():
+    model = with_head(nn.Linear(4 * 49, 16), nn.LayerNorm(16), nn.Linear(16, 5))
+    assert refused(model).startswith("fc_to_conv: cannot convert classifier.1 (LayerNorm): ")
+    # Softmax over the last axis is the features of (N, F) but the width of a map.
+    model = with_head(nn.Linear(4 * 49, 5), nn.Softmax(dim=-1))
+    assert refused(model).startswith("fc_to_conv: cannot convert classifier.1 (Softmax): ")
+
+
+def test_linear_in_a_nested_sequential_is_refused_by_its_name():
+    inner = nn.Sequential(nn.Dropout(), nn.Linear(4 * 49, 16), nn.ReLU())
+    model = with_head(inner, nn.Linear(16, 5))
+    message = refused(model)
+    assert message.startswith(
+        "fc_to_conv: classifier.0.1 is a Linear inside a nested Sequential (classifier.0)"
+    )
+    assert isinstance(named(model, "classifier.0.1"), nn.Linear)
+    # In the Sequential layout the first Linear nested one level down: child 9, its child 0.
+    layers = list(unpadded_classifier())
+    model = nn.Sequential(*layers[:9], nn.Sequential(layers[9], layers[10]), *layers[11:])
+    assert refused(model).startswith("fc_to_conv: 9.0 is a Linear inside a nested Sequential (9)")
+    assert isinstance(named(model, "9.0"), nn.Linear)
+
+
+def test_linear_sizes_that_do_not_chain_are_refused_by_name():
+    # C = 6 feature channels (the last conv): 6*7*7 = 294 fits, 4*5 = 20 and 6*7*7 + 6 do not.
+    message = refused(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 5, 2)))
+    assert message.startswith("fc_to_conv: 2 (Linear) has 20 inputs, not C*K*K for the C=4 ")
+    layers = list(unpadded_classifier())
+    model = nn.Sequential(*layers[:9], nn.Linear(6 * 49 + 6, 16), *layers[10:])
+    assert refused(model).startswith("fc_to_conv: 9 (Linear) has 300 inputs, not C*K*K for the C=6")
+    model = with_head(nn.Linear(4 * 48, 5))  # 4 * 48: divisible by C, 48 not a square
+    assert refused(model).startswith("fc_to_conv: classifier.0 (Linear) has 192 inputs, not C*K*K")
+    model = with_head(nn.Linear(4 * 49, 16), nn.ReLU(), nn.Linear(15, 5))
+    assert refused(model).startswith(
+        "fc_to_conv: classifier.2 (Linear) takes 15 inputs but the Linear before it gives 16"
+    )
+
+
+def test_bare_linear_classifier_and_softmax_over_classes_convert_exactly():
+    """A classifier that is one Linear, and a head ending in Softmax(dim=1): crops equal."""
+    model = integer_weights(unpadded_classifier().double()).eval()
+    features = nn.Sequential(*list(model)[:8])
+    image = torch.randint(0, 16, (1, 3, IMAGE, IMAGE), generator=torch.Generator().manual_seed(4))
+    image = image.double()
+
+    class Bare(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.features = features
+            self.classifier = nn.Linear(6 * 49, 5).double()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.classifier(torch.flatten(self.features(x), 1))
+
+    bare = integer_weights(Bare()).eval()
+    conv = fc_to_conv(bare).eval()
+    assert isinstance(conv.classifier[0], nn.Conv2d)
+    with torch.no_grad():
+        assert torch.equal(conv(image), crop_scores(bare, image))
+    # Softmax(dim=1): scores scaled by 2**-14 (exact) so it does not saturate to 0/1. The scores
+    # are bit-equal (above); torch's softmax over a map's channels and over a vector may round
+    # differently, by at most an ulp or so.
+    with torch.no_grad():
+        model[-1].weight *= 2.0**-14
+        model[-1].bias *= 2.0**-14
+    soft = nn.Sequential(*model, nn.Softmax(dim=1)).eval()
+    with torch.no_grad():
+        full, crops_ = fc_to_conv(soft).eval()(image), crop_scores(soft, image)
+    assert 0.01 < full.min() and full.max() < 0.99
+    eps = torch.finfo(torch.float64).eps
+    assert torch.allclose(full, crops_, rtol=2 * eps, atol=0)
