@@ -2,11 +2,12 @@
 
 The estimate table comes from :mod:`fcnseg.hw.report`; this module adds what a user deciding how
 to run the accelerator needs beside it: the classes, the tile, the net and output strides, the
-receptive field and the overlap that makes the stitch exact, whether the package carries a
-bitfile (fabric) or is estimate-only (simulator), the generated hardware it carries and whether
-and how that was verified against the simulator (``verification.json``), and frames/s for any
-frame size from the host's exact tiling plan (:func:`fcnseg.host.tiling.plan_tiles`), since the
-accelerator's own rate counts tiles.
+receptive field and the overlap that makes the stitch exact (with a warning naming the smallest
+exact tile when the tile is too small for one: :func:`tiling_warning`), whether the package
+carries a bitfile (fabric) or is estimate-only (simulator), the generated hardware it carries
+and whether and how that was verified against the simulator (``verification.json``), and
+frames/s for any frame size from the host's exact tiling plan
+(:func:`fcnseg.host.tiling.plan_tiles`), since the accelerator's own rate counts tiles.
 
 numpy-only (the package loader and the tiling plan): ``fcnseg info`` runs on a board, where
 finn, onnx and torch are absent.
