@@ -320,9 +320,11 @@ def facts_lines(facts: dict[str, Any]) -> list[str]:
     if field is None:
         tiling = "receptive field unknown: the stitch cannot be proved exact"
     else:
+        # plan_tiles caps the overlap at the short side - g (a too-small tile: not exact).
+        used = min(facts["exact_overlap"], min(facts["tile"]) - facts["net_stride"])
         tiling = (
             f"receptive field {field} px; exact overlap {facts['exact_overlap']} px "
-            f"(tiles {facts['tile'][0] - facts['exact_overlap']} px apart at most)"
+            f"(tiles {facts['tile'][0] - used} px apart at most)"
         )
     if facts["bitfile"]:
         runs = f"bitfile {facts['bitfile']}: runs on the fabric (--backend pynq)"

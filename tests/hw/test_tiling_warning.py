@@ -130,6 +130,8 @@ def test_compile_and_info_warn_on_the_tiny_package(build_fcn8s):
     bare = format_info({"accelerator": facts})
     assert f"warning  {summary['tiling_warning']}" in bare.splitlines()
     assert bare.count(expected) == 1
+    # The overlap plan_tiles uses is capped at 64 - 32: tiles 32 px apart (not 64 - 128 = -64).
+    assert "exact overlap 128 px (tiles 32 px apart at most)" in bare
 
 
 def test_info_is_quiet_on_an_exact_package():
