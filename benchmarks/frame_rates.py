@@ -1,7 +1,7 @@
 """Benchmark 8: frames/s ESTIMATES per board, frame size and tile choice (issue 15).
 
 For every deployment package with finn estimates — each shipped ``fcn8s-<board>*`` package (the
-256x256 tile and the tiles chosen by ``fcnseg compile --frame``) and the subject's own — and each
+256x256 tile and the tiles chosen by ``fcnseg compile --frame``) and ``--package`` — and each
 frame size of :data:`FRAMES` (Cityscapes at half resolution, 720p, Cityscapes full): the tiles of
 the host's exact tiling of one frame (:func:`fcnseg.host.tiling.plan_tiles`, the receptive
 field's overlap), the share of computed pixels kept, and three rates from
@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 from fcnseg.benchmarks.runner import Context, Skipped, headline
-from fcnseg.benchmarks.subjects import default_subject
 
 #: frame sizes (height, width) the table covers
 FRAMES: tuple[tuple[int, int], ...] = ((512, 1024), (720, 1280), (1024, 2048))
@@ -36,16 +35,18 @@ FRAMES: tuple[tuple[int, int], ...] = ((512, 1024), (720, 1280), (1024, 2048))
 
 def packages(ctx: Context) -> list[tuple[Path, str]]:
     """``(package folder, label)`` of every package measured: the shipped ones for any board,
-    then the subject's when it is not one of them."""
+    then ``--package`` when it is not one of them (reading estimates needs no subject: no
+    torch, no build)."""
     found: list[tuple[Path, str]] = []
     if ctx.packages_dir is not None and Path(ctx.packages_dir).is_dir():
         for path in sorted(Path(ctx.packages_dir).iterdir()):
             if (path / "accelerator.json").is_file():
                 found.append((path, f"shipped {path.name}"))
-    subject = default_subject(ctx)
     shipped = {p.resolve() for p, _ in found}
-    if subject.package_dir.exists() and subject.package_dir.resolve() not in shipped:
-        found.append((subject.package_dir, subject.source))
+    given = Path(ctx.package) if ctx.package is not None else None
+    if given is not None and (given / "accelerator.json").is_file():
+        if given.resolve() not in shipped:
+            found.append((given, f"--package {given.name}"))
     return found
 
 
