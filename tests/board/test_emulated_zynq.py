@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,11 +13,8 @@ import pytest
 pytest.importorskip("pynq")
 
 from fcnseg.host.backends.pynq import finn_pack, finn_unpack  # noqa: E402
-from fcnseg.host.package import load_package  # noqa: E402
 from fcnseg.host.sim.engine import SimEngine  # noqa: E402
 from fcnseg.testing import emulated_zynq as ez  # noqa: E402
-
-DATA = Path(__file__).parent / "data"
 
 # (dtype, values along the folded innermost dimension, the bytes finn's zynq-iodma DMA moves),
 # worked out by hand from the convention: value i at bits [i*b, (i+1)*b) of a little-endian word.
@@ -55,16 +51,6 @@ def test_packing_matches_hand_computed_bytes(dtype, values, expected):
     np.testing.assert_array_equal(back, v)
     np.testing.assert_array_equal(ez.unpack_le(want, dtype, len(values)), v)
     np.testing.assert_array_equal(finn_unpack(want, dtype, len(values)), v)
-
-
-@pytest.fixture(scope="module")
-def package():
-    return load_package(DATA / "fcn8s-tiny")
-
-
-@pytest.fixture(scope="module")
-def board_pkg(package, tmp_path_factory):
-    return load_package(ez.emulated_package(package, tmp_path_factory.mktemp("emu") / "pkg"))
 
 
 def test_settings_like_finn_driver_step(package):
@@ -152,13 +138,13 @@ def _start_by_hand(overlay, ibuf, obuf, n):
         ip.write(0x00, 1)
 
 
-def test_iodma_protocol_by_hand(package, board_pkg):
+def test_iodma_protocol_by_hand(package, board):
     import pynq
 
     x = np.random.default_rng(1).integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
     inp, out = ez.ports_of(package)
     with ez.EmulatedZynq(ez.sim_accelerator(package)):
-        bit = next(board_pkg.file("bitfile").glob("*.bit"))
+        bit = next(board.file("bitfile").glob("*.bit"))
         overlay = pynq.Overlay(str(bit))
         assert overlay.odma0.read(0x00) & 0x4  # idle after download
         ibuf = pynq.allocate((3, *inp.packed), dtype=np.uint8)
@@ -177,12 +163,12 @@ def test_iodma_protocol_by_hand(package, board_pkg):
     np.testing.assert_array_equal(got, want)
 
 
-def test_stalled_fabric_never_raises_done(package, board_pkg):
+def test_stalled_fabric_never_raises_done(package, board):
     import pynq
 
     with ez.EmulatedZynq(ez.sim_accelerator(package)) as dev:
         dev.stall = True
-        overlay = pynq.Overlay(str(next(board_pkg.file("bitfile").glob("*.bit"))))
+        overlay = pynq.Overlay(str(next(board.file("bitfile").glob("*.bit"))))
         inp, out = ez.ports_of(package)
         ibuf = pynq.allocate((1, *inp.packed), dtype=np.uint8)
         obuf = pynq.allocate((1, *out.packed), dtype=np.uint8)
