@@ -90,6 +90,21 @@ class Geometry:
         """The largest overlap that still advances: tiles ``g`` pixels apart."""
         return min(self.tile) - self.net_stride
 
+    @property
+    def smallest_exact_side(self) -> int | None:
+        """The shortest tile side whose stitch is exact: the exact overlap plus ``g`` (tiles
+        must still advance by ``g``). :func:`plan_tiles` caps the overlap of *both* axes at
+        :attr:`max_overlap`, so both sides need at least this. None if ``R`` is unknown."""
+        if self.receptive_field is None:
+            return None
+        return self.default_overlap + self.net_stride
+
+    @property
+    def planned_overlap(self) -> int:
+        """The overlap :func:`plan_tiles` uses by default: the exact one, capped at
+        :attr:`max_overlap` (below :attr:`smallest_exact_side` the stitch is not exact)."""
+        return min(self.default_overlap, self.max_overlap)
+
     def canvas_shape(self, height: int, width: int) -> tuple[int, int]:
         """``(Hc, Wc)``: the image rounded up to ``g`` and to at least one tile."""
         if height < 1 or width < 1:

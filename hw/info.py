@@ -227,21 +227,11 @@ def verification_facts(package: Package) -> dict[str, Any] | None:
     }
 
 
-def smallest_exact_tile(geometry: Geometry) -> int | None:
-    """The shortest tile side (px, a multiple of the net stride ``g``) whose stitch is exact:
-    the exact overlap plus ``g`` (tiles must still advance by ``g``); None if the receptive
-    field is unknown. :func:`fcnseg.host.tiling.plan_tiles` caps the overlap of *both* axes at
-    the tile's short side minus ``g``, so both sides need at least this."""
-    if geometry.receptive_field is None:
-        return None
-    return geometry.default_overlap + geometry.net_stride
-
-
 def tiling_warning(geometry: Geometry) -> str | None:
     """One line when no image larger than the tile can be stitched exactly (a side shorter than
-    :func:`smallest_exact_tile`), naming the smallest exact tile; None when it can or when the
-    receptive field is unknown (the facts say so already)."""
-    side = smallest_exact_tile(geometry)
+    :attr:`~fcnseg.host.tiling.Geometry.smallest_exact_side`), naming the smallest exact tile;
+    None when it can or when the receptive field is unknown (the facts say so already)."""
+    side = geometry.smallest_exact_side
     th, tw = geometry.tile
     if side is None or min(th, tw) >= side:
         return None
@@ -269,6 +259,7 @@ def accelerator_facts(package: Package) -> dict[str, Any]:
         "output_stride": geometry.output_stride,
         "receptive_field": geometry.receptive_field,
         "exact_overlap": geometry.default_overlap if geometry.receptive_field else None,
+        "planned_overlap": geometry.planned_overlap,
         "tiling_warning": tiling_warning(geometry),
         "hardware": hardware_facts(package),
         "verification": verification_facts(package),
@@ -320,11 +311,9 @@ def facts_lines(facts: dict[str, Any]) -> list[str]:
     if field is None:
         tiling = "receptive field unknown: the stitch cannot be proved exact"
     else:
-        # plan_tiles caps the overlap at the short side - g (a too-small tile: not exact).
-        used = min(facts["exact_overlap"], min(facts["tile"]) - facts["net_stride"])
         tiling = (
             f"receptive field {field} px; exact overlap {facts['exact_overlap']} px "
-            f"(tiles {facts['tile'][0] - used} px apart at most)"
+            f"(tiles {facts['tile'][0] - facts['planned_overlap']} px apart at most)"
         )
     if facts["bitfile"]:
         runs = f"bitfile {facts['bitfile']}: runs on the fabric (--backend pynq)"

@@ -20,7 +20,6 @@ from fcnseg.hw.info import (
     facts_lines,
     format_info,
     info_summary,
-    smallest_exact_tile,
     tiling_warning,
 )
 from fcnseg.hw.report import format_table
@@ -54,7 +53,7 @@ def brute_smallest_side(output_stride: int, net_stride: int, field: int) -> int:
 def test_smallest_exact_tile_is_the_brute_force_one(s, g, field):
     side = brute_smallest_side(s, g, field)
     at = Geometry((side, side), s, g, field)
-    assert smallest_exact_tile(at) == side
+    assert at.smallest_exact_side == side
     assert tiling_warning(at) is None  # exactly at the bound: exact, no warning
     if side > g:
         below = Geometry((side - g, side - g), s, g, field)
@@ -77,7 +76,7 @@ def test_one_short_side_is_enough_to_lose_exactness():
 
 def test_unknown_receptive_field_gives_no_claim():
     geometry = Geometry((64, 64), 8, 32, None)
-    assert smallest_exact_tile(geometry) is None and tiling_warning(geometry) is None
+    assert geometry.smallest_exact_side is None and tiling_warning(geometry) is None
 
 
 def test_export_cli_warns_at_a_small_tile(tmp_path, capsys):
