@@ -149,11 +149,10 @@ def max_batch_of(io: dict[str, Any], calls: int | None = None) -> int:
     """Tiles per call the pynq backend allows by default for ``io``: its ``DEFAULT_MAX_BATCH``,
     and what one of its ``calls`` buffer sets (``DEFAULT_CALLS``) holds of its
     ``DEFAULT_BUFFER_LIMIT`` of contiguous memory (packed input + output per tile)."""
-    from fcnseg.host.backends.pynq import DEFAULT_BUFFER_LIMIT, DEFAULT_CALLS, DEFAULT_MAX_BATCH
+    from fcnseg.host.backends.pynq import DEFAULT_CALLS, tiles_per_call
 
     per_tile = _tile_bytes(io["input"]) + _tile_bytes(io["output"])
-    sets = DEFAULT_CALLS if calls is None else int(calls)
-    return max(1, min(DEFAULT_MAX_BATCH, DEFAULT_BUFFER_LIMIT // (per_tile * sets)))
+    return max(1, tiles_per_call(per_tile, calls=DEFAULT_CALLS if calls is None else calls))
 
 
 def pynq_host(io: dict[str, Any], **given: Any) -> Host:

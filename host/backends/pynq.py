@@ -113,6 +113,21 @@ DEFAULT_MAX_BATCH = 16
 #: shipped packages' max-plus model (:mod:`fcnseg.hw.throughput`) needs 2 (Pynq-Z2) and 3
 #: (ZCU104) calls of 16 to reach the fabric's rate; one more hides the host's packing.
 DEFAULT_CALLS = 4
+
+
+def tiles_per_call(
+    tile_bytes: int,
+    max_batch: int = DEFAULT_MAX_BATCH,
+    buffer_limit: int = DEFAULT_BUFFER_LIMIT,
+    calls: int = DEFAULT_CALLS,
+) -> int:
+    """Tiles one DMA call carries: at most ``max_batch``, and what one of ``calls`` buffer sets
+    holds of ``buffer_limit`` bytes at ``tile_bytes`` (packed input + output) a tile; 0 when
+    not even one tile fits (:class:`PynqEngine` refuses that; :func:`fcnseg.hw.info.pynq_host`
+    models the engine with this)."""
+    return min(int(max_batch), int(buffer_limit) // (int(tile_bytes) * int(calls)))
+
+
 #: Phases of one accelerator call, timed in :attr:`PynqEngine.timing` (seconds, summed over
 #: calls), like finn-plus-driver's ``throughput_test``: pack, copy + flush (submitting thread),
 #: DMA run + wait (input DMA start to output DMA done: calls in flight overlap, so these sum to
@@ -325,7 +340,7 @@ class PynqEngine:
         #: DMA calls in flight at most (buffer sets)
         self.calls = int(calls)
         per_tile = int(np.prod(self.ipacked)) + int(np.prod(self.opacked))
-        self.batch = min(int(max_batch), int(buffer_limit) // (per_tile * self.calls))
+        self.batch = tiles_per_call(per_tile, max_batch, buffer_limit, self.calls)
         if self.batch < 1:
             raise ParameterError(
                 f"{{buffer_limit}} is below the {per_tile * self.calls} bytes of DMA buffers one "
