@@ -145,14 +145,13 @@ def fabric_of(estimates: dict[str, Any], io: dict[str, Any]) -> Fabric | None:
     return Fabric.from_estimates(estimates, dma_cycles=cycles)
 
 
-def max_batch_of(io: dict[str, Any], calls: int | None = None) -> int:
-    """Tiles per call the pynq backend allows by default for ``io``: its ``DEFAULT_MAX_BATCH``,
-    and what one of its ``calls`` buffer sets (``DEFAULT_CALLS``) holds of its
-    ``DEFAULT_BUFFER_LIMIT`` of contiguous memory (packed input + output per tile)."""
-    from fcnseg.host.backends.pynq import DEFAULT_CALLS, tiles_per_call
+def max_batch_of(io: dict[str, Any]) -> int:
+    """Tiles per call the pynq backend allows by default for ``io``
+    (:func:`fcnseg.host.backends.pynq.tiles_per_call` at its defaults: ``DEFAULT_MAX_BATCH``,
+    one of ``DEFAULT_CALLS`` buffer sets of ``DEFAULT_BUFFER_LIMIT``), at least 1."""
+    from fcnseg.host.backends.pynq import tiles_per_call
 
-    per_tile = _tile_bytes(io["input"]) + _tile_bytes(io["output"])
-    return max(1, tiles_per_call(per_tile, calls=DEFAULT_CALLS if calls is None else calls))
+    return max(1, tiles_per_call(_tile_bytes(io["input"]) + _tile_bytes(io["output"])))
 
 
 def pynq_host(io: dict[str, Any], **given: Any) -> Host:
