@@ -361,16 +361,16 @@ def _prepare(opts: BuildOptions) -> tuple[Path, ModelCard, BuildOptions]:
 # --------------------------------------------------------------------------- the flow
 
 
-def _build_fit(opts: BuildOptions) -> tuple[Fit, dict[str, Any]]:
+def _build_fit(opts: BuildOptions) -> tuple[Fit, dict[str, Any], ModelWrapper]:
     """The board fit of the build's folded graph: finn's resource report
     (``estimate_layer_resources.json``) plus what finn leaves at 0
-    (:func:`fcnseg.hw.fit.added_resources`), and that report."""
+    (:func:`fcnseg.hw.fit.added_resources`); with that report and the folded graph."""
     from qonnx.core.modelwrapper import ModelWrapper
 
     resources = json.loads((opts.out_dir / "report" / "estimate_layer_resources.json").read_text())
     folded = ModelWrapper(str(_intermediate(opts.out_dir, ESTIMATE_STEPS[-1])))
     added = added_resources(folded, resources)
-    return check_fit(resources["total"], opts.board, opts.margin, added), resources
+    return check_fit(resources["total"], opts.board, opts.margin, added), resources, folded
 
 
 def _read_card(export_dir: Path) -> tuple[Path, ModelCard]:
@@ -416,7 +416,7 @@ def compile_export(opts: BuildOptions, progress: Progress = _stderr) -> BuildRes
     estimate_cfg = replace(estimate_cfg, stop_step=ESTIMATE_STEPS[-1].rsplit(".", 1)[-1])
     runner.run(model_path, estimate_cfg)
 
-    fit, resources = _build_fit(opts)
+    fit, resources, folded = _build_fit(opts)
     refold = None
     if not fit.fits:
         if target is None:
@@ -444,11 +444,10 @@ def compile_export(opts: BuildOptions, progress: Progress = _stderr) -> BuildRes
         )
         cfg = replace(cfg, stop_step=ESTIMATE_STEPS[-1].rsplit(".", 1)[-1])
         runner.run(model_path, cfg)
-        fit, resources = _build_fit(opts)
+        fit, resources, folded = _build_fit(opts)
 
     from qonnx.core.modelwrapper import ModelWrapper
 
-    folded = ModelWrapper(str(_intermediate(out_dir, ESTIMATE_STEPS[-1])))
     summary = _summary(opts, card, fit, folding_of(folded), target, refold)
     if refold is None and fit.fits:
         summary["headroom"] = _headroom(opts, summary["estimated_fps"], runner)
