@@ -21,9 +21,19 @@ from collections.abc import Sequence
 import numpy as np
 
 from fcnseg.errors import UserError
-from fcnseg.host.package import Layer, dtype_bits, parse_dtype
+from fcnseg.host.dtypes import parse_dtype
+from fcnseg.host.package import Layer
 
-from .ranges import FLOAT_EXACT, Range, gemm_dtype, matmul_range, storage_dtype
+from .ranges import (
+    FLOAT_EXACT,
+    Range,
+    act_bias_scale,
+    const_range,
+    count_range,
+    gemm_dtype,
+    layer_ranges,
+    storage_dtype,
+)
 
 #: Threshold lookup tables up to this many entries (channels x input range); above, searchsorted.
 LUT_MAX_ENTRIES = 1 << 24
@@ -86,8 +96,7 @@ class ThresholdCounter:
                 self.clip = (wlo, whi)
                 lo, hi = wlo, whi
         self.lo, self.channels, self.steps = lo, channels, steps
-        ends = (bias, bias + scale * steps)
-        self.out_range: Range = (min(ends), max(ends))
+        self.out_range: Range = count_range(bias, scale, steps)
         self.out_dtype = storage_dtype(self.out_range)
         span = hi - lo + 2  # keys lo..hi+1 per channel
         self.span = span
@@ -97,13 +106,18 @@ class ThresholdCounter:
             self.lut = (scale * counts + bias).astype(self.out_dtype).ravel()
             offsets = np.arange(channels, dtype=np.int64) * span - lo
             self.offsets = offsets.astype(self.idx_dtype)
-            self.flat = None
+            self.flat = self.rows = None
         else:
             self.lut = None
-            shift = np.arange(channels, dtype=np.int64) * span
-            self.flat = (t + shift[:, None]).ravel()
-            self.shift = shift
             self.scale, self.bias = scale, bias
+            if channels * span < 2**62:
+                shift = np.arange(channels, dtype=np.int64) * span
+                self.flat = (t + shift[:, None]).ravel()
+                self.shift = shift
+                self.rows = None
+            else:  # shifted keys would overflow int64 (huge accumulators): a search per channel
+                self.flat = None
+                self.rows = t
         #: per-channel ``(r, b, lo, hi)`` of the verified affine count (see :meth:`_fit_affine`)
         self.affine: tuple[np.ndarray, ...] | None = None
         self._tiled: dict[int, tuple[np.ndarray, ...]] = {}
@@ -124,7 +138,7 @@ class ThresholdCounter:
         """
         lo, span, ch = self.lo, self.span, self.channels
         hi = lo + span - 2
-        if not (FLOAT_EXACT[dt] > max(abs(lo), abs(hi) + 1)):
+        if dt not in FLOAT_EXACT or not FLOAT_EXACT[dt] > max(abs(lo), abs(hi) + 1):
             return None
         r = np.zeros(ch, np.float64)
         b = np.zeros(ch, np.float64)
@@ -202,9 +216,14 @@ class ThresholdCounter:
         key = x.astype(np.int64)
         if self.clip is not None:
             np.clip(key, *self.clip, out=key)
-        key += self.shift
-        cnt = np.searchsorted(self.flat, key, side="right")
-        cnt -= np.arange(self.channels, dtype=np.int64) * self.steps
+        if self.rows is not None:
+            cnt = np.empty(key.shape, np.int64)
+            for c, row in enumerate(self.rows):
+                cnt[..., c] = np.searchsorted(row, key[..., c], side="right")
+        else:
+            key += self.shift
+            cnt = np.searchsorted(self.flat, key, side="right")
+            cnt -= np.arange(self.channels, dtype=np.int64) * self.steps
         return (self.scale * cnt + self.bias).astype(self.out_dtype)
 
 
@@ -231,11 +250,6 @@ def _progression(t: np.ndarray, d_single: float) -> tuple[float, float] | None:
     return (t_lo + t_hi) / 2, d
 
 
-def _act_bias_scale(odt: str, act_val: int) -> tuple[int, int]:
-    """finn's output mapping of a threshold count: BIPOLAR -> 2c - 1, else c + ActVal."""
-    return (-1, 2) if odt == "BIPOLAR" else (int(act_val), 1)
-
-
 class MVAU(Op):
     """Matrix-vector-activation: ``acc = x @ W`` (integers), then thresholds or the raw ``acc``.
 
@@ -255,8 +269,8 @@ class MVAU(Op):
         if w.shape != (mw, mh):
             raise UserError(f"layer {layer.name}: weights {w.shape} are not (MW, MH) = {(mw, mh)}")
         self.mw, self.mh = mw, mh
-        acc_range, bound = matmul_range(self.in_ranges[0], w)
-        self.acc_range = acc_range
+        proven = layer_ranges(layer, self.in_ranges)
+        acc_range = self.acc_range = proven.acc
         acc_dt = self.attrs.get("accDataType")
         #: the proven accumulator range exceeds the declared accumulator type (hardware would
         #: wrap; the simulator computes the true integers)
@@ -264,22 +278,24 @@ class MVAU(Op):
         if acc_dt:
             alo, ahi = parse_dtype(str(acc_dt))
             self.acc_may_wrap = acc_range[0] < alo or acc_range[1] > ahi
-        self.gemm = gemm_dtype(bound)
+        self.gemm = gemm_dtype(proven.bound)
         self.w = np.ascontiguousarray(w.astype(self.gemm))
         self.no_act = int(self.attr("noActivation", 0)) == 1
         if not self.no_act and "thresholds" not in layer.arrays:
             raise UserError(f"layer {layer.name}: MVAU with activation has no thresholds")
+        self.out_ranges = proven.outputs
         if self.no_act:
             self.thr = None
-            self.out_ranges = [acc_range]
             self.out_dtype = storage_dtype(acc_range)
         else:
             odt = layer.output_dtypes[0] if layer.output_dtypes else ""
-            bias, scale = _act_bias_scale(odt, int(self.attr("ActVal", 0)))
+            bias, scale = act_bias_scale(odt, int(self.attr("ActVal", 0)))
+            # the affine fast path is for float accumulators; an int64 GEMM (partial sums past
+            # 2^53) thresholds through the table or searchsorted
+            float_acc = self.gemm if self.gemm.kind == "f" else None
             self.thr = ThresholdCounter(
-                layer.arrays["thresholds"], mh, acc_range, bias, scale, float_input=self.gemm
+                layer.arrays["thresholds"], mh, acc_range, bias, scale, float_input=float_acc
             )
-            self.out_ranges = [self.thr.out_range]
 
     def __call__(self, x: np.ndarray) -> list[np.ndarray]:
         lead = x.shape[:-1]
@@ -303,7 +319,7 @@ class ConvolutionInputGenerator(Op):
         self.k = tuple(int(v) for v in self.attr("ConvKernelDim"))
         self.s = tuple(int(v) for v in self.attr("Stride", [1, 1]))
         self.d = tuple(int(v) for v in self.attr("Dilation", [1, 1]))
-        self.out_ranges = [self.in_ranges[0]]
+        self.out_ranges = layer_ranges(layer, self.in_ranges).outputs
         self.out_dtype: np.dtype | None = None
 
     def out_dims(self, h: int, w: int) -> tuple[int, int]:
@@ -479,8 +495,7 @@ class FMPadding(Op):
     def __init__(self, layer: Layer, in_ranges: Sequence[Range]):
         super().__init__(layer, in_ranges)
         self.pad = [int(v) for v in self.attr("Padding")]
-        lo, hi = self.in_ranges[0]
-        self.out_ranges = [(min(lo, 0), max(hi, 0))]
+        self.out_ranges = layer_ranges(layer, self.in_ranges).outputs
 
     def __call__(self, x: np.ndarray) -> list[np.ndarray]:
         top, left, bottom, right = self.pad
@@ -502,19 +517,8 @@ class Pool(Op):
         self.fn = str(self.attr("Function"))
         kh, kw = (int(v) for v in self.attr("KernelSize"))
         self.k2 = kh * kw
-        lo, hi = self.in_ranges[0]
-        if self.fn == "MaxPool":
-            self.out_ranges = [(lo, hi)]
-        elif self.fn == "AccPool":
-            self.out_ranges = [(lo * self.k2, hi * self.k2)]
-        elif self.fn == "QuantAvgPool":
-            ibits = dtype_bits(layer.input_dtypes[0])[0]
-            obits = dtype_bits(layer.output_dtypes[0])[0]
-            maxbits = int((2**ibits - 1) * self.k2).bit_length()
-            self.shift = max(maxbits - obits, 0)
-            self.out_ranges = [(lo * self.k2 >> self.shift, hi * self.k2 >> self.shift)]
-        else:
-            raise UserError(f"layer {layer.name}: pool function {self.fn!r} is not integer")
+        proven = layer_ranges(layer, self.in_ranges)  # refuses a non-integer function
+        self.out_ranges, self.shift = proven.outputs, proven.shift
 
     def __call__(self, x: np.ndarray) -> list[np.ndarray]:
         c = x.shape[-1] // self.k2
@@ -559,9 +563,9 @@ class Thresholding(Op):
         t = layer.arrays["thresholds"]
         ch = int(self.attr("NumChannels", t.shape[0]))
         odt = layer.output_dtypes[0] if layer.output_dtypes else ""
-        bias, scale = _act_bias_scale(odt, int(self.attr("ActVal", 0)))
+        bias, scale = act_bias_scale(odt, int(self.attr("ActVal", 0)))
         self.thr = ThresholdCounter(t, ch, self.in_ranges[0], bias, scale)
-        self.out_ranges = [self.thr.out_range]
+        self.out_ranges = layer_ranges(layer, self.in_ranges).outputs
 
     def __call__(self, x: np.ndarray) -> list[np.ndarray]:
         return [self.thr(x)]
@@ -572,7 +576,7 @@ class DuplicateStreams(Op):
 
     def __init__(self, layer: Layer, in_ranges: Sequence[Range]):
         super().__init__(layer, in_ranges)
-        self.out_ranges = [self.in_ranges[0]] * len(layer.outputs)
+        self.out_ranges = layer_ranges(layer, self.in_ranges).outputs
 
     def __call__(self, x: np.ndarray) -> list[np.ndarray]:
         return [x] * len(self.layer.outputs)
@@ -583,7 +587,7 @@ class Identity(Op):
 
     def __init__(self, layer: Layer, in_ranges: Sequence[Range]):
         super().__init__(layer, in_ranges)
-        self.out_ranges = [self.in_ranges[0]]
+        self.out_ranges = layer_ranges(layer, self.in_ranges).outputs
 
     def __call__(self, x: np.ndarray) -> list[np.ndarray]:
         return [x]
@@ -605,24 +609,12 @@ class Elementwise(Op):
         self.fn = self.FUNCS[layer.kind]
         self.consts = {k: np.asarray(layer.arrays[k]) for k in ("lhs", "rhs") if k in layer.arrays}
         it = iter(self.in_ranges)
-        ranges = []
-        for side in ("lhs", "rhs"):
-            if side in self.consts:
-                c = self.consts[side]
-                ranges.append((int(c.min()), int(c.max())))
-            else:
-                ranges.append(next(it))
-        (a0, a1), (b0, b1) = ranges
-        if self.fn is np.add:
-            r = (a0 + b0, a1 + b1)
-        elif self.fn is np.subtract:
-            r = (a0 - b1, a1 - b0)
-        elif self.fn is np.multiply:
-            p = [a0 * b0, a0 * b1, a1 * b0, a1 * b1]
-            r = (min(p), max(p))
-        else:
-            r = (max(a0, b0), max(a1, b1))
-        self.out_ranges = [r]
+        (a0, a1), (b0, b1) = (
+            const_range(self.consts[side]) if side in self.consts else next(it)
+            for side in ("lhs", "rhs")
+        )
+        self.out_ranges = layer_ranges(layer, self.in_ranges).outputs
+        r = self.out_ranges[0]
         # compute in a dtype holding both operands and the result, store in the result's
         self.dtype = storage_dtype((min(a0, b0, r[0]), max(a1, b1, r[1])))
         self.out_dtype = storage_dtype(r)
@@ -648,7 +640,7 @@ class UpsampleNearestNeighbour(Op):
         if ho % hi_ or wo % wi:
             raise UserError(f"layer {layer.name}: upsampling {hi_}x{wi}->{ho}x{wo} not integer")
         self.f = (ho // hi_, wo // wi)
-        self.out_ranges = [self.in_ranges[0]]
+        self.out_ranges = layer_ranges(layer, self.in_ranges).outputs
 
     def __call__(self, x: np.ndarray) -> list[np.ndarray]:
         n, h, w, c = x.shape
