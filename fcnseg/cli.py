@@ -23,6 +23,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("fcnseg.quantize.cli:evaluate", "Report the FCN metrics of a checkpoint or package."),
     "compile": ("fcnseg.hw.cli:compile_", "Run the finn-plus flow: export -> deployment package."),
     "info": ("fcnseg.hw.cli:info", "Print the reports of a build or deployment package."),
+    "upgrade": (
+        "fcnseg.hw.cli:upgrade",
+        "Upgrade a deployment package to the current format, keeping its files.",
+    ),
     "verify": (
         "fcnseg.hw.verify.cli:verify",
         "Run the generated HLS/RTL hardware and compare it with the simulator.",
@@ -37,6 +41,7 @@ COMMAND_EXTRAS: dict[str, str] = {
     "export": "train",
     "eval": "train",
     "compile": "compile",
+    "upgrade": "compile",
 }
 
 #: top-level module -> (extras that provide it, the distribution to name); modules a command

@@ -19,10 +19,11 @@ A package is a folder::
 This module is numpy-only (json, hashlib, numpy) so it loads on a PYNQ image (Python 3.10,
 numpy 1.x). It is the ONLY place the format is defined; ``fcnseg.hw.to_package`` fills it in.
 
-accelerator.json (``FORMAT_VERSION`` 1)::
+accelerator.json (``FORMAT_VERSION`` 2)::
 
     format          "fcnseg-accelerator"
-    format_version  1                  a loader refuses any other version (newer: upgrade fcnseg)
+    format_version  2                  a loader refuses any other version (newer: upgrade fcnseg;
+                                       1: upgrade the package, ``fcnseg upgrade``)
     model_card      the export's model.json without output_scale/output_bias (those are in
                      io.output): {classes [str], output_stride, tile [H, W], receptive_field,
                      palette [[r,g,b]], arch, model_config, ...}; keys, types and the rules for
@@ -37,7 +38,11 @@ accelerator.json (``FORMAT_VERSION`` 1)::
                     {kind        finn op type, e.g. "MVAU" (see LAYER_KINDS)
                      name        node name in hw_graph.onnx (folding files are keyed by it)
                      inputs, outputs        tensor names (the dataflow graph; io names above)
-                     attributes  {size-free attributes the simulator needs, JSON scalars/lists}
+                     attributes  {size-free attributes the simulator needs, JSON scalars/lists,
+                                  and the layer's declared datatypes (finn's names; required):
+                                  MVAU weightDataType, accDataType; Thresholding
+                                  weightDataType (its thresholds' type); Elementwise*
+                                  lhs_dtype, rhs_dtype, out_dtype}
                      input_dtypes, output_dtypes   canonical qonnx names ("UINT4", "INT16")
                      input_shapes, output_shapes   at the tile size, NHWC
                      folding     {"PE": int, "SIMD": int, ...}
@@ -50,7 +55,12 @@ accelerator.json (``FORMAT_VERSION`` 1)::
     estimates       free-form dict from the finn-plus estimate reports (may be {})
     board           board name ("pynq-z2", "zcu104", "kv260") or null
     files           {relative path: sha256 hex} for every file of the package but this json
+    manifest_sha256 sha256 hex of this json without this key, in canonical form
+                    (:func:`manifest_digest`); ``files`` is inside, so this one digest covers
+                    every file of the package: it is the package's identity (``fcnseg info``)
     created_by      "fcnseg <version>"
+    upgraded_from   optional, only in an upgraded package: {format_version, created_by,
+                    accelerator_json_sha256} of the package it was upgraded from
 
 Shapes baked at the tile size (``input_shapes``, ``IFMDim`` ...) are informative: the simulator
 re-derives every spatial size from the actual input, so a package runs on any multiple of the
@@ -59,9 +69,16 @@ net's stride (:attr:`Package.net_stride`, derived from the layers: 32 for five 2
 Every optional file is listed in ``files`` like the others (hashed); a ``verification.json`` or
 ``hardware.tar.xz`` that is present but not listed is refused, since nothing vouches for it.
 
-Versioning: any change a version-1 reader would misread (a new required field, a new meaning)
+Versioning: any change an older reader would misread (a new required field, a new meaning)
 bumps ``FORMAT_VERSION``; readers refuse versions they do not know. New optional keys and new
 layer kinds (which old readers refuse by kind) do not need a bump.
+
+Version 2 (issue 16) over version 1: ``manifest_sha256`` (in version 1 nothing covered
+accelerator.json itself: an edited one loaded), the declared datatypes above are required, and
+thresholds are stored sorted. A version-1 package is refused with the command that upgrades it,
+``fcnseg upgrade PACKAGE`` (:mod:`fcnseg.hw.upgrade`): it reads the declared types from the
+package's own hw_graph.onnx and keeps every other file (bitfile, driver, generated hardware,
+verification), so hours of Vivado and verification need not be redone.
 """
 
 from __future__ import annotations
@@ -91,7 +108,11 @@ if TYPE_CHECKING:
     from fcnseg.host.tiling import Geometry
 
 FORMAT_NAME = "fcnseg-accelerator"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: older versions ``fcnseg upgrade`` turns into this one (:func:`read_for_upgrade`)
+UPGRADABLE_VERSIONS = (1,)
+#: the key of accelerator.json holding :func:`manifest_digest` of the rest
+MANIFEST_KEY = "manifest_sha256"
 JSON_NAME = "accelerator.json"
 NPZ_NAME = "accelerator.npz"
 HW_GRAPH_NAME = "hw_graph.onnx"
@@ -132,6 +153,36 @@ def sha256_file(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def manifest_digest(meta: Mapping[str, Any]) -> str:
+    """The sha256 hex of ``meta`` (a parsed accelerator.json) without its ``manifest_sha256``.
+
+    Hashed in canonical form: ``json.dumps(sort_keys=True, separators=(",", ":"),
+    ensure_ascii=False, allow_nan=True)``, UTF-8. Parsing a written json and dumping it again
+    gives the same text (Python writes floats in their shortest round-trip form), so the digest
+    depends on the json's content, not on its layout. Lone surrogates (``"\\ud800"`` parses to
+    one) are encoded as themselves (``surrogatepass``) rather than raising.
+    """
+    body = {k: v for k, v in meta.items() if k != MANIFEST_KEY}
+    text = json.dumps(
+        body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=True
+    )
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _with_manifest(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """``meta`` as a reader will parse it back, with its ``manifest_sha256`` set.
+
+    It goes through its JSON text first, so what is hashed is exactly what a loader reads
+    (tuples become lists, and so on)."""
+    body = json.loads(json.dumps({k: v for k, v in meta.items() if k != MANIFEST_KEY}))
+    return {**body, MANIFEST_KEY: manifest_digest(body)}
+
+
+def _write_meta(folder: Path, meta: Mapping[str, Any]) -> None:
+    """Write ``meta`` with its manifest digest as ``folder``/accelerator.json."""
+    (folder / JSON_NAME).write_text(json.dumps(_with_manifest(meta), indent=1) + "\n")
 
 
 @dataclass(frozen=True)
@@ -296,6 +347,7 @@ def write_package(
     hw_graph: bytes | None = None,
     extra_files: Mapping[str, str | os.PathLike] | None = None,
     overwrite: bool = True,
+    upgraded_from: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a package folder atomically and return its path.
 
@@ -304,6 +356,8 @@ def write_package(
     HW graph; ``extra_files`` maps package-relative paths (``bitfile/top.bit``,
     ``driver/settings.json``) to files to copy in. Integer arrays keep their dtype in the npz.
     ``model_card`` (a :class:`ModelCard` or its JSON) gets the tile of ``io`` if it has none.
+    ``upgraded_from``: what ``fcnseg upgrade`` records of the package it upgraded. The json
+    gets its ``manifest_sha256`` last (:func:`manifest_digest`).
     """
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -334,8 +388,10 @@ def write_package(
             "board": board,
             "files": files,
         }
+        if upgraded_from is not None:
+            meta["upgraded_from"] = _jsonable(dict(upgraded_from))
         _check_meta(meta, where=str(out))
-        (tmp / JSON_NAME).write_text(json.dumps(meta, indent=1) + "\n")
+        _write_meta(tmp, meta)
         replace_dir(tmp, out)
     finally:
         if tmp.exists():
@@ -422,17 +478,38 @@ def _check_version(meta: Mapping[str, Any], where: str) -> None:
     if meta.get("format") != FORMAT_NAME:
         raise UserError(f"{where}: not an fcnseg deployment package ({JSON_NAME} format)")
     version = meta.get("format_version")
-    if not isinstance(version, int):
+    if not isinstance(version, int) or isinstance(version, bool):
         raise UserError(f"{where}: {JSON_NAME} has no integer format_version")
     if version > FORMAT_VERSION:
         raise UserError(
             f"{where}: package format version {version} is newer than this fcnseg "
             f"supports ({FORMAT_VERSION}); upgrade fcnseg"
         )
+    if version in UPGRADABLE_VERSIONS:
+        raise UserError(
+            f"{where}: package format version {version} is older than this fcnseg reads "
+            f"({FORMAT_VERSION}); upgrade it with `fcnseg upgrade {where}` (keeps its bitfile, "
+            "hardware and verification; needs fcnseg[compile]) or rebuild it"
+        )
     if version != FORMAT_VERSION:
         raise UserError(
             f"{where}: package format version {version} is not supported "
             f"(this fcnseg reads {FORMAT_VERSION}); rebuild the package"
+        )
+
+
+def _check_manifest(meta: Mapping[str, Any], where: str) -> None:
+    """The format and version are this module's and ``manifest_sha256`` is the digest of the
+    rest (:func:`manifest_digest`): nothing of an edited accelerator.json is trusted, and since
+    ``files`` is inside, nothing of any file it lists either."""
+    _check_version(meta, where)
+    recorded = meta.get(MANIFEST_KEY)
+    if not isinstance(recorded, str) or not _SHA256_RE.match(recorded):
+        raise UserError(f"{where}: {JSON_NAME} has no {MANIFEST_KEY} (a sha256 hex digest)")
+    if manifest_digest(meta) != recorded:
+        raise UserError(
+            f"{where}: {JSON_NAME} was changed after it was written (manifest sha256 "
+            "mismatch); rebuild or re-upgrade the package"
         )
 
 
@@ -493,11 +570,13 @@ def load_package(path: str | os.PathLike) -> Package:
     """Read and verify a package folder; refuse a damaged or foreign one with a UserError.
 
     Checks, before anything else is done with it: the json parses, its format name and version
-    are this module's, every listed file is present with its recorded sha256, the npz is listed,
-    every layer kind is known, every referenced array exists and is integer.
+    are this module's, its ``manifest_sha256`` is the digest of the rest, every listed file is
+    present with its recorded sha256, the npz is listed, every layer kind is known, every
+    referenced array exists and is integer.
     """
     root = Path(path)
     meta = _read_meta(root)
+    _check_manifest(meta, str(root))
     card = _check_meta(meta, where=str(root))
     _verify_files(root, meta["files"])
     arrays = _read_arrays(root)
@@ -515,6 +594,36 @@ def load_package(path: str | os.PathLike) -> Package:
         verification=_read_listed_json(root, meta["files"], VERIFICATION_NAME, check_verification),
         hardware=_read_hardware(root, meta["files"]),
     )
+
+
+def read_for_upgrade(path: str | os.PathLike) -> tuple[dict[str, Any], list[Layer]]:
+    """The accelerator.json and layers of a package of an older format version
+    (:data:`UPGRADABLE_VERSIONS`), for ``fcnseg upgrade`` (:mod:`fcnseg.hw.upgrade`), which adds
+    what this version needs and writes it anew with :func:`write_package`.
+
+    Verified as far as its version allows (it has no manifest digest): the format name, an
+    upgradable version, the structure as this version checks it, every listed file present
+    with its recorded sha256, the arrays pickle-free and integer. A damaged package is refused
+    in one line, never upgraded: an upgrade must not vouch for files nothing vouched for.
+    """
+    root = Path(path)
+    where = str(root)
+    meta = _read_meta(root)
+    version = meta.get("format_version")
+    if meta.get("format") == FORMAT_NAME and version == FORMAT_VERSION:
+        raise UserError(f"{where}: already package format version {FORMAT_VERSION}")
+    if isinstance(version, bool) or version not in UPGRADABLE_VERSIONS:
+        _check_version(meta, where)  # raises: foreign, newer, or too old to upgrade
+    if meta.get("format") != FORMAT_NAME:
+        raise UserError(f"{where}: not an fcnseg deployment package ({JSON_NAME} format)")
+    _check_meta({**meta, "format_version": FORMAT_VERSION}, where)
+    _verify_files(root, meta["files"])
+    arrays = _read_arrays(root)
+    try:
+        layers = _layers_of(meta, arrays, root)
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise UserError(f"{root}: malformed {JSON_NAME} layer ({type(e).__name__}: {e})") from None
+    return meta, layers
 
 
 def _check_strides(
@@ -787,14 +896,16 @@ def add_package_files(package_dir: str | os.PathLike, files: Mapping[str, bytes]
 
     Atomic like :func:`write_package`: the package is verified, copied to a temporary sibling,
     the files are written there, their sha256 recorded in ``files`` of accelerator.json (the
-    listed files are re-hashed from the copy), the copy is loaded as a package (so a malformed
-    ``verification.json`` is refused before anything changes), and only then replaces the
-    original. Refuses names that escape the package or are accelerator.json/.npz.
+    listed files are re-hashed from the copy; the manifest digest anew), the copy is loaded as
+    a package (so a malformed ``verification.json`` is refused before anything changes), and
+    only then replaces the original. Refuses names that escape the package or are
+    accelerator.json/.npz.
     """
     root = Path(package_dir)
     for rel in files:
         _check_file_name(rel, "package file")
     meta = _read_meta(root)
+    _check_manifest(meta, str(root))
     _check_meta(meta, where=str(root))
     _verify_files(root, meta["files"])  # never re-hash a damaged file into a valid package
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
@@ -809,7 +920,7 @@ def add_package_files(package_dir: str | os.PathLike, files: Mapping[str, bytes]
                 raise UserError(f"{root}: cannot write {rel} ({type(e).__name__})") from None
         names = sorted({*meta["files"], *(Path(rel).as_posix() for rel in files)})
         meta = {**meta, "files": {rel: sha256_file(tmp / rel) for rel in names}}
-        (tmp / JSON_NAME).write_text(json.dumps(meta, indent=1) + "\n")
+        _write_meta(tmp, meta)
         load_package(tmp)
         replace_dir(tmp, root)
     finally:

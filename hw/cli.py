@@ -1,4 +1,4 @@
-"""``fcnseg compile`` and ``fcnseg info``: the hw stage's commands.
+"""``fcnseg compile``, ``fcnseg info`` and ``fcnseg upgrade``: the hw stage's commands.
 
 Heavy imports (finn, qonnx, onnx) happen inside the ``compile`` command, after its up-front
 checks (:mod:`fcnseg.hw.compat`, :mod:`fcnseg.hw.preflight`) have turned a missing extra, a
@@ -247,3 +247,30 @@ def info(
     }
     summary = info_summary(describe(path), (int(frame[0]), int(frame[1])), host)
     click.echo(json.dumps(summary, indent=2) if as_json else format_info(summary))
+
+
+@click.command("upgrade")
+@click.argument("package", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    metavar="NEW",
+    help="Write the upgraded package to NEW (a new folder) [default: upgrade PACKAGE in place].",
+)
+def upgrade(package: Path, out_dir: Path | None) -> None:
+    """Upgrade PACKAGE, a deployment package of an older format version, to the current one.
+
+    Keeps its files (bitfile, driver settings, generated hardware, verification record): the
+    package is verified, the datatypes the new version declares are read from its own
+    hw_graph.onnx, and the result is loaded with every check before it replaces anything
+    (fcnseg.hw.upgrade). Needs the compile extra (qonnx, finn-plus) to read the graph.
+    """
+    from fcnseg.hw.compat import check_dependencies
+
+    check_dependencies()
+    from fcnseg.hw.upgrade import upgrade_line, upgrade_package
+
+    click.echo(upgrade_line(upgrade_package(package, out_dir)))

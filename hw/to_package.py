@@ -37,7 +37,16 @@ LAYOUT_OPS = {"Transpose", "Reshape", "Identity"}
 #: attributes copied into accelerator.json per kind (size-free ones drive the simulator; the
 #: tile-size ones are kept for reference and for the board driver).
 ATTRS: dict[str, tuple[str, ...]] = {
-    "MVAU": ("MW", "MH", "ActVal", "noActivation", "binaryXnorMode", "accDataType", "mem_mode"),
+    "MVAU": (
+        "MW",
+        "MH",
+        "ActVal",
+        "noActivation",
+        "binaryXnorMode",
+        "accDataType",
+        "weightDataType",
+        "mem_mode",
+    ),
     "ConvolutionInputGenerator": (
         "ConvKernelDim",
         "IFMChannels",
@@ -49,7 +58,7 @@ ATTRS: dict[str, tuple[str, ...]] = {
     ),
     "FMPadding": ("ImgDim", "Padding", "NumChannels"),
     "Pool": ("Channels", "KernelSize", "Function", "OutImgDims", "AccumBits", "Size"),
-    "Thresholding": ("NumChannels", "numSteps", "ActVal"),
+    "Thresholding": ("NumChannels", "numSteps", "ActVal", "weightDataType"),
     "DuplicateStreams": ("NumChannels", "NumOutputStreams"),
     "UpsampleNearestNeighbour": ("HI", "WI", "HO", "WO", "NumChannels"),
     "StreamingDataWidthConverter": ("inWidth", "outWidth"),
@@ -57,7 +66,28 @@ ATTRS: dict[str, tuple[str, ...]] = {
     "AddStreams": ("NumChannels",),
 }
 for _k in ("ElementwiseAdd", "ElementwiseSub", "ElementwiseMul", "ElementwiseMax"):
-    ATTRS[_k] = ("lhs_shape", "rhs_shape", "out_shape", "lhs_style", "rhs_style")
+    ATTRS[_k] = (
+        "lhs_shape",
+        "rhs_shape",
+        "out_shape",
+        "lhs_style",
+        "rhs_style",
+        "lhs_dtype",
+        "rhs_dtype",
+        "out_dtype",
+    )
+#: the datatypes a layer declares beside its streams (finn attribute names), which a version-2
+#: package must carry: the host checks the arrays against them on load (weights within
+#: ``weightDataType``; for Thresholding finn's ``weightDataType`` is the thresholds' type;
+#: Elementwise constants within ``lhs_dtype``/``rhs_dtype``). Each is in :data:`ATTRS` too.
+DECLARED_TYPES: dict[str, tuple[str, ...]] = {
+    "MVAU": ("weightDataType", "accDataType"),
+    "Thresholding": ("weightDataType",),
+    **{
+        k: ("lhs_dtype", "rhs_dtype", "out_dtype")
+        for k in ("ElementwiseAdd", "ElementwiseSub", "ElementwiseMul", "ElementwiseMax")
+    },
+}
 #: the folding attributes of a HW layer: what a finn folding JSON sets per node, carried from
 #: the folded model onto hw_graph.onnx (``fcnseg.hw.build``), into the reports and into each
 #: package layer's ``folding`` record, which can therefore be written back as a ``--folding``
@@ -90,6 +120,11 @@ def _hw_graph(model: ModelWrapper) -> ModelWrapper:
     return model
 
 
+def hw_nodes(model: ModelWrapper) -> dict[str, Any]:
+    """The HW-layer nodes of a graph (inside its dataflow partition, if any) by node name."""
+    return {n.name: n for n in _hw_graph(model).graph.node if n.domain.startswith(HW_DOMAIN)}
+
+
 def _integer(name: str, arr: np.ndarray, what: str) -> np.ndarray:
     a = np.asarray(arr)
     if a.dtype.kind == "f":
@@ -104,12 +139,51 @@ def _compact(a: np.ndarray) -> np.ndarray:
 
 
 def _thresholds(name: str, t: np.ndarray, in_range: tuple[int, int]) -> np.ndarray:
+    """finn's float thresholds as the package's integers: ``ceil``, clipped to ``[lo, hi + 1]``
+    and sorted per row (counts ``#{t : x >= t}`` do not depend on the order; a version-2
+    package's thresholds are sorted, so the host need not sort them)."""
     t = np.asarray(t, dtype=np.float64)
     if not np.all(np.isfinite(t)):
         raise UserError(f"layer {name}: thresholds are not finite")
     lo, hi = in_range
-    t = np.clip(np.ceil(t), lo, hi + 1).astype(np.int64)
+    t = np.sort(np.clip(np.ceil(t), lo, hi + 1).astype(np.int64), axis=-1)
     return _compact(t)
+
+
+def declared_types(node) -> dict[str, str]:
+    """The datatypes a HW node declares (:data:`DECLARED_TYPES` of its kind) that are set, by
+    finn attribute name; an unset one is left out.
+
+    Read as they are: in the middle of the flow some are not integers yet (a Thresholding's
+    ``weightDataType`` is FLOAT32 until its thresholds are rounded). :func:`check_declared`
+    says whether a layer has all it needs to be packaged. Used by :func:`node_to_layer` and by
+    ``fcnseg upgrade`` (:mod:`fcnseg.hw.upgrade`), so both read a graph's types the same way.
+    """
+    from qonnx.custom_op.registry import getCustomOp
+
+    inst = getCustomOp(node)
+    types = inst.get_nodeattr_types()
+    present = {a.name for a in node.attribute}
+    return {
+        attr: str(inst.get_nodeattr(attr))
+        for attr in DECLARED_TYPES.get(base_kind(node.op_type), ())
+        # a required attribute that is unset makes qonnx raise a bare Exception
+        if attr in types and (attr in present or not inst.get_nodeattr_def(attr)[1])
+    }
+
+
+def check_declared(layer: Layer) -> None:
+    """Refuse, in one line naming the layer, a layer that lacks one of its declared types
+    (:data:`DECLARED_TYPES`) or whose type is not an integer datatype: a version-2 package
+    must carry them, since the host checks the layer's arrays against them on load."""
+    for attr in DECLARED_TYPES.get(layer.kind, ()):
+        value = layer.attributes.get(attr)
+        if not is_integer_dtype(value):
+            state = "unset" if value is None else repr(value)
+            raise UserError(
+                f"layer {layer.name} ({layer.kind}): declared type {attr} is {state}, not an "
+                "integer datatype (a package needs it to check the layer's arrays)"
+            )
 
 
 def node_to_layer(model: ModelWrapper, node, ranges: dict[str, tuple[int, int]]) -> Layer:
@@ -125,7 +199,12 @@ def node_to_layer(model: ModelWrapper, node, ranges: dict[str, tuple[int, int]])
         raise UserError(f"layer {node.name}: HW layer kind {kind} is not supported by fcnseg")
     inst = getCustomOp(node)
     types = inst.get_nodeattr_types()
-    attrs = {a: inst.get_nodeattr(a) for a in ATTRS.get(kind, ()) if a in types}
+    declared = declared_types(node)
+    attrs = {
+        a: declared[a] if a in declared else inst.get_nodeattr(a)
+        for a in ATTRS.get(kind, ())
+        if a in types and (a in declared or a not in DECLARED_TYPES.get(kind, ()))
+    }
     folding = {a: inst.get_nodeattr(a) for a in FOLDING_ATTRS if a in types}
     dyn = [t for t in node.input if t and model.get_initializer(t) is None]
     in_dts = [model.get_tensor_datatype(t).name for t in dyn]
@@ -257,6 +336,8 @@ def build_package(
     else:
         card = ModelCard.load(model_card)
     layers, io = layers_from_model(hw_model)
+    for layer in layers:
+        check_declared(layer)
     if folding:
         merged = []
         for layer in layers:

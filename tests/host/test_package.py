@@ -7,6 +7,7 @@ numpy computation.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -19,10 +20,14 @@ from fcnseg.host.package import (
     FORMAT_VERSION,
     HW_GRAPH_NAME,
     JSON_NAME,
+    MANIFEST_KEY,
     NPZ_NAME,
     Layer,
+    add_package_files,
     load_package,
+    manifest_digest,
     parse_dtype,
+    sha256_file,
     write_package,
 )
 from fcnseg.host.sim.engine import SimEngine
@@ -117,9 +122,13 @@ def test_refuses_missing_file(pkg_dir: Path):
     _refuses(pkg_dir, "no accelerator.json")
 
 
-def _edit_json(pkg_dir: Path, edit) -> None:
+def _edit_json(pkg_dir: Path, edit, *, resign: bool = True) -> None:
+    """Edit accelerator.json; ``resign`` records the edited json's manifest digest, as a
+    consistent forger would, so the checks behind the digest are reached."""
     meta = json.loads((pkg_dir / JSON_NAME).read_text())
     edit(meta)
+    if resign:
+        meta[MANIFEST_KEY] = manifest_digest(meta)
     (pkg_dir / JSON_NAME).write_text(json.dumps(meta))
 
 
@@ -219,3 +228,121 @@ def test_extra_files_and_estimates(tmp_path: Path):
             layers=make_layers(),
             extra_files={"../x.bit": bit},
         )
+
+
+# --------------------------------------------------------------------------------------------
+# The manifest digest (format version 2): accelerator.json is covered like every other file
+# --------------------------------------------------------------------------------------------
+
+DIGEST_MISMATCH = (
+    r": accelerator\.json was changed after it was written \(manifest sha256 mismatch\); "
+    r"rebuild or re-upgrade the package$"
+)
+
+
+def test_written_digest_is_the_canonical_one(pkg_dir: Path):
+    meta = json.loads((pkg_dir / JSON_NAME).read_text())
+    assert meta["format_version"] == FORMAT_VERSION == 2
+    assert meta[MANIFEST_KEY] == manifest_digest(meta)
+    canonical = json.dumps(
+        {k: v for k, v in meta.items() if k != MANIFEST_KEY},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        allow_nan=True,
+    )
+    assert meta[MANIFEST_KEY] == hashlib.sha256(canonical.encode()).hexdigest()
+    assert load_package(pkg_dir).meta[MANIFEST_KEY] == meta[MANIFEST_KEY]
+
+
+def test_digest_depends_on_content_not_layout(pkg_dir: Path):
+    meta = json.loads((pkg_dir / JSON_NAME).read_text())
+    shuffled = dict(reversed(list(meta.items())))
+    (pkg_dir / JSON_NAME).write_text(json.dumps(shuffled, indent=7, ensure_ascii=True))
+    load_package(pkg_dir)  # other key order, indentation and escaping: the same content
+    assert manifest_digest({**meta, "board": "zcu104"}) != manifest_digest(meta)
+    assert manifest_digest({**meta, MANIFEST_KEY: "0" * 64}) == manifest_digest(meta)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda m: m["io"]["output"]["scale"].__setitem__(0, float("nan")),
+        lambda m: m["io"]["output"]["bias"].__setitem__(1, float("inf")),
+        lambda m: m["model_card"].update(receptive_field=32),
+        lambda m: m["layers"][2]["attributes"].update(MW=28),
+        lambda m: m["files"].update({NPZ_NAME: "0" * 64}),
+        lambda m: m.update(note="added"),
+        lambda m: m.pop("estimates"),
+        lambda m: m["model_card"]["classes"].__setitem__(0, "\ud800"),
+    ],
+)
+def test_refuses_json_edited_without_its_digest(pkg_dir: Path, edit):
+    """Each edit alone would load (or fail later, deeper); the digest stops it first."""
+    _edit_json(pkg_dir, edit, resign=False)
+    _refuses(pkg_dir, DIGEST_MISMATCH)
+
+
+def test_refuses_npz_swapped_with_its_sha256_updated_but_not_the_digest(pkg_dir: Path, tmp_path):
+    other = write_package(tmp_path / "other", model_card=CARD, io=IO, layers=make_layers())
+    (pkg_dir / NPZ_NAME).write_bytes((other / NPZ_NAME).read_bytes())
+    _edit_json(
+        pkg_dir,
+        lambda m: m["files"].update({NPZ_NAME: sha256_file(other / NPZ_NAME)}),
+        resign=False,
+    )
+    _refuses(pkg_dir, DIGEST_MISMATCH)
+
+
+@pytest.mark.parametrize("value", [None, 7, "abc", "A" * 64])
+def test_refuses_missing_or_malformed_digest(pkg_dir: Path, value):
+    _edit_json(
+        pkg_dir,
+        lambda m: m.pop(MANIFEST_KEY) if value is None else m.update({MANIFEST_KEY: value}),
+        resign=False,
+    )
+    _refuses(pkg_dir, r"accelerator\.json has no manifest_sha256 \(a sha256 hex digest\)$")
+
+
+def test_refuses_version_1_naming_the_upgrade(pkg_dir: Path):
+    _edit_json(pkg_dir, lambda m: m.update(format_version=1))
+    _refuses(
+        pkg_dir,
+        r"package format version 1 is older than this fcnseg reads \(2\); upgrade it with "
+        rf"`fcnseg upgrade {pkg_dir}` \(keeps its bitfile, hardware and verification; needs "
+        r"fcnseg\[compile\]\) or rebuild it$",
+    )
+
+
+@pytest.mark.parametrize("version", [0, True, "2"])
+def test_refuses_unknown_older_or_non_integer_version(pkg_dir: Path, version):
+    _edit_json(pkg_dir, lambda m: m.update(format_version=version))
+    _refuses(pkg_dir, "not supported|no integer format_version")
+
+
+def test_add_package_files_re_digests_and_refuses_an_edited_json(pkg_dir: Path):
+    add_package_files(pkg_dir, {"notes/readme.txt": b"hello"})
+    meta = json.loads((pkg_dir / JSON_NAME).read_text())
+    assert "notes/readme.txt" in meta["files"] and meta[MANIFEST_KEY] == manifest_digest(meta)
+    load_package(pkg_dir)
+    _edit_json(pkg_dir, lambda m: m.update(board="zcu104"), resign=False)
+    with pytest.raises(UserError, match=DIGEST_MISMATCH):
+        add_package_files(pkg_dir, {"notes/more.txt": b"x"})  # never re-digests a forged json
+    assert not (pkg_dir / "notes" / "more.txt").exists()
+
+
+SHIPPED = sorted(
+    p.parent
+    for p in (Path(__file__).resolve().parents[2] / "host" / "packages").glob("*/accelerator.json")
+)
+
+
+@pytest.mark.parametrize("package", SHIPPED, ids=[p.name for p in SHIPPED])
+def test_shipped_json_parse_dump_is_stable(package: Path):
+    """The digest hashes the parsed json dumped again: for the shipped packages' floats
+    (scales, estimates) parse -> dump -> parse -> dump gives the same text, and the recorded
+    digest is the canonical one."""
+    meta = json.loads((package / JSON_NAME).read_text())
+    once = json.dumps(meta, sort_keys=True, separators=(",", ":"), allow_nan=True)
+    assert json.dumps(json.loads(once), sort_keys=True, separators=(",", ":")) == once
+    assert meta[MANIFEST_KEY] == manifest_digest(json.loads(once))
