@@ -53,11 +53,12 @@ def photos():
 
 def rehash(folder: Path):
     """Re-record the sha256 of every file after a test edited one (a deliberate variant)."""
-    from fcnseg.host.package import sha256_file
+    from fcnseg.host.package import MANIFEST_KEY, manifest_digest, sha256_file
 
     meta_path = folder / "accelerator.json"
     meta = json.loads(meta_path.read_text())
     meta["files"] = {rel: sha256_file(folder / rel) for rel in meta["files"]}
+    meta[MANIFEST_KEY] = manifest_digest(meta)
     meta_path.write_text(json.dumps(meta))
     return load_package(folder)
 

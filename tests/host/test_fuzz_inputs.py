@@ -22,7 +22,14 @@ from PIL import Image
 
 from fcnseg.errors import UserError
 from fcnseg.host.images import load_image, open_rows
-from fcnseg.host.package import JSON_NAME, NPZ_NAME, load_package, sha256_file
+from fcnseg.host.package import (
+    JSON_NAME,
+    MANIFEST_KEY,
+    NPZ_NAME,
+    load_package,
+    manifest_digest,
+    sha256_file,
+)
 from fcnseg.host.segmenter import Segmenter
 from tests.helpers.images import image
 from tests.helpers.packages import tiny_package
@@ -148,6 +155,7 @@ def _rehash(folder: Path) -> None:
             rel: sha256_file(folder / rel) if (folder / rel).is_file() else digest
             for rel, digest in meta["files"].items()
         }
+        meta[MANIFEST_KEY] = manifest_digest(meta)  # a consistent forger: the checks behind it
         meta_path.write_text(json.dumps(meta))
 
 
@@ -220,6 +228,8 @@ def test_mutated_accelerator_json(data: st.DataObject, package_dir: Path) -> Non
                 del parent[where[-1]]
             else:
                 parent[where[-1]] = data.draw(JSON_VALUES)
+            if data.draw(st.booleans()):  # re-signed, to reach the checks behind the digest
+                meta[MANIFEST_KEY] = manifest_digest(meta)
             path.write_text(json.dumps(meta))
         else:
             path.write_bytes(data.draw(mutated({"json": path.read_bytes()})))

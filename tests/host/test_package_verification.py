@@ -109,6 +109,7 @@ def package(tmp_path: Path) -> Path:
     meta = json.loads((out / JSON_NAME).read_text())
     if meta["files"].pop(HARDWARE_ARCHIVE, None):
         (out / HARDWARE_ARCHIVE).unlink()
+        meta[pkg.MANIFEST_KEY] = pkg.manifest_digest(meta)
         (out / JSON_NAME).write_text(json.dumps(meta, indent=1) + "\n")
     return out
 
@@ -216,9 +217,11 @@ def test_result_exact_with_a_mismatching_node_is_refused(package):
 
 
 def _rehash(folder: Path) -> None:
-    """Re-record every listed file's sha256 (a damaged file that someone re-hashed)."""
+    """Re-record every listed file's sha256 and the manifest digest (a damaged file that
+    someone re-hashed)."""
     meta = json.loads((folder / JSON_NAME).read_text())
     meta["files"] = {rel: sha256_file(folder / rel) for rel in meta["files"]}
+    meta[pkg.MANIFEST_KEY] = pkg.manifest_digest(meta)
     (folder / JSON_NAME).write_text(json.dumps(meta))
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from fcnseg.cli import main
+from fcnseg.host.package import manifest_digest
 from fcnseg.hw.boards import get_board
 from fcnseg.hw.fit import Fit, check_fit, find_headroom
 from fcnseg.hw.report import SUMMARY_JSON, SUMMARY_TXT, format_table, load_summary
@@ -222,6 +223,7 @@ def test_info_on_a_package_without_estimates_still_says_what_it_is(tmp_path, cap
     shutil.copytree(SHIPPED / "fcn8s-zcu104", package)
     meta = json.loads((package / "accelerator.json").read_text())
     del meta["estimates"]
+    meta["manifest_sha256"] = manifest_digest(meta)
     (package / "accelerator.json").write_text(json.dumps(meta))
     assert main(["info", str(package)]) == 0
     text = capsys.readouterr().out
