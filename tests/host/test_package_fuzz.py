@@ -1,0 +1,254 @@
+"""Issue 16, part 6: a fuzzer of deployment packages, run as a test.
+
+Hypothesis mutates a valid package (:mod:`tests.helpers.package_fuzz`: array values, dtypes,
+shapes and npz members; every JSON value, key and layer of accelerator.json; the files, the
+generated-hardware archive and the verification record) and re-hashes it the way a hostile
+user would (``files`` sha256 and the manifest digest). The property, for every mutation:
+
+- **refused**: a :class:`~fcnseg.errors.UserError` of one line naming the package, raised
+  before anything is computed (through the CLI: exit 2, exactly one stderr line
+  ``fcnseg: error: ...``, no output folder); or
+- **accepted**: the simulator computes exactly the unmutated package's integer scores on fixed
+  inputs (zeros, all 255, tiles whose first convolution lands on its thresholds and one below,
+  and an image larger than a tile, tiled and stitched), and the same labels unless the edit
+  touched the output scale/bias. Mutations that give a valid package of another meaning (the
+  helper's ``strict=False``) must only load and run cleanly, or be refused.
+
+Never a traceback (any other exception fails), never a hang or a runaway allocation (each
+example runs under a time bound and an address-space cap). Bases: the hand-made tiny package
+and the checked-in FCN-8s from the flow (``tests/board/data/fcn8s-tiny``, with its hardware
+archive). The default run draws a few hundred examples; the ``slow`` test many more.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from fcnseg.cli import main
+from tests.helpers import package_fuzz as fuzz
+from tests.helpers.packages import tiny_package
+
+# Damaged archives and images make libraries warn on the way to the outcome checked here.
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+FUZZ = settings(
+    max_examples=150,
+    deadline=5000,  # ms per example (copy, edit, load, run): shared cores are slow, not this
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    derandomize=True,  # the same examples every run (CI must be reproducible)
+)
+FUZZ_CLI = settings(FUZZ, max_examples=40)
+FUZZ_MANY = settings(FUZZ, max_examples=1500)
+#: seconds one example may take before it counts as a hang (the deadline reports slowness)
+TIME_BOUND = 30
+
+FCN8S_TINY = Path(__file__).resolve().parents[1] / "board" / "data" / "fcn8s-tiny"
+
+
+@dataclass(frozen=True)
+class Case:
+    """A base package, the fixed inputs, and what the unmutated package computes on them."""
+
+    base: fuzz.Base
+    tiles: np.ndarray
+    image: np.ndarray
+    reference: fuzz.Outcome
+    photo: Path  #: ``image`` as a PNG, for the CLI
+    cli_mask: np.ndarray  #: the CLI's mask of ``photo`` with the unmutated package
+    cli_scores: np.ndarray  #: and its integer scores (--scores)
+
+
+def _cli(package: Path, photo: Path, out: Path) -> int:
+    return main(
+        ["segment", str(photo), "--package", str(package), "-o", str(out)]
+        + ["--scores", "--workers", "1"]
+    )
+
+
+def _cli_outputs(out: Path, photo: Path) -> tuple[np.ndarray, np.ndarray]:
+    with Image.open(out / f"{photo.stem}.png") as mask:
+        labels = np.asarray(mask)
+    with np.load(out / f"{photo.stem}_scores.npz", allow_pickle=False) as npz:
+        return labels, npz["scores"]
+
+
+@pytest.fixture(scope="module", params=["tiny", "fcn8s-tiny"])
+def case(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Case:
+    folder = tmp_path_factory.mktemp(f"base-{request.param}")
+    src = tiny_package(folder / "tiny") if request.param == "tiny" else FCN8S_TINY
+    base = fuzz.Base.read(src)
+    tiles, image = fuzz.fixed_inputs(base)
+    reference = fuzz.run_package(base.copy_to(folder / "reference"), tiles, image)
+    assert reference.refusal is None, f"the unmutated package is refused: {reference.refusal}"
+    photo = folder / "photo.png"
+    Image.fromarray(image).save(photo)
+    assert _cli(folder / "reference", photo, folder / "out") == 0
+    mask, scores = _cli_outputs(folder / "out", photo)
+    return Case(base, tiles, image, reference, photo, mask, scores)
+
+
+@pytest.fixture()
+def scratch(tmp_path: Path) -> Path:
+    return tmp_path
+
+
+def _fresh(case: Case, scratch: Path, mutation: fuzz.Mutation) -> Path:
+    """A new copy of the base in ``scratch`` with ``mutation`` applied."""
+    for old in ("pkg", "out"):
+        shutil.rmtree(scratch / old, ignore_errors=True)
+    root = case.base.copy_to(scratch / "pkg")
+    mutation.apply(root)
+    return root
+
+
+def _assert_refusal(message: str, root: Path, mutation: fuzz.Mutation) -> None:
+    assert message.strip() and "\n" not in message, f"{mutation}: not one line: {message!r}"
+    assert str(root) in message, f"{mutation}: the refusal does not name the package: {message}"
+
+
+def check_mutation(case: Case, scratch: Path, mutation: fuzz.Mutation) -> None:
+    """The property, through the Python API (load_package, the simulator, the Segmenter)."""
+    root = _fresh(case, scratch, mutation)
+    with fuzz.bounded(TIME_BOUND):
+        got = fuzz.run_package(root, case.tiles, case.image)
+    if got.refusal is not None:
+        _assert_refusal(got.refusal, root, mutation)
+        return
+    if not mutation.strict:
+        return  # a valid package of another meaning: it loaded and ran, which is all it owes
+    for what, mine, theirs in zip(
+        ("tile", "stitched image"), got.scores, case.reference.scores, strict=True
+    ):
+        assert mine.shape == theirs.shape and np.array_equal(mine, theirs), (
+            f"{mutation}: accepted, but its {what} scores differ from the unmutated package's"
+        )
+    if not mutation.rescales:
+        assert np.array_equal(got.labels, case.reference.labels), f"{mutation}: other labels"
+
+
+def check_cli(case: Case, scratch: Path, mutation: fuzz.Mutation, capsys) -> None:
+    """The property through ``fcnseg segment``: exit 2 with one line and no output, or exit 0
+    with the unmutated package's mask and scores."""
+    root = _fresh(case, scratch, mutation)
+    out = scratch / "out"
+    capsys.readouterr()
+    with fuzz.bounded(TIME_BOUND):
+        code = _cli(root, case.photo, out)
+    err = capsys.readouterr().err
+    if code == 2:
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith("fcnseg: error: "), f"{mutation}: {err}"
+        assert str(root) in lines[0], f"{mutation}: the refusal does not name the package"
+        assert not out.exists(), f"{mutation}: output written before the refusal"
+        return
+    assert code == 0, f"{mutation}: exit {code}: {err}"
+    if mutation.strict:
+        mask, scores = _cli_outputs(out, case.photo)
+        assert np.array_equal(scores, case.cli_scores), f"{mutation}: accepted with other scores"
+        if not mutation.rescales:
+            assert np.array_equal(mask, case.cli_mask), f"{mutation}: accepted with other mask"
+
+
+@FUZZ
+@given(data=st.data())
+def test_mutated_package_is_refused_or_scores_the_same(case, scratch, data) -> None:
+    check_mutation(case, scratch, data.draw(fuzz.package_mutations(case.base), "mutation"))
+
+
+@FUZZ_CLI
+@given(data=st.data())
+def test_mutated_package_through_the_cli(case, scratch, capsys, data) -> None:
+    check_cli(case, scratch, data.draw(fuzz.package_mutations(case.base), "mutation"), capsys)
+
+
+@pytest.mark.slow
+@FUZZ_MANY
+@given(data=st.data())
+def test_many_mutated_packages(case, scratch, data) -> None:
+    check_mutation(case, scratch, data.draw(fuzz.package_mutations(case.base), "mutation"))
+
+
+# ------------------------------------------------------------------------- the fuzzer's own parts
+
+
+def test_rehash_keeps_an_unedited_package_valid(case, scratch) -> None:
+    """Re-hashing alone changes nothing a loader could object to: same scores."""
+    check_mutation(case, scratch, fuzz.Mutation("re-hashed only", fuzz.rehash))
+    root = scratch / "pkg"
+    assert fuzz.read_meta(root) == fuzz.with_manifest(fuzz.read_meta(root))
+
+
+def test_rehash_records_an_edited_npz(case, scratch) -> None:
+    """After an npz edit and :func:`rehash`, the loader sees the edit, not a sha256 mismatch."""
+    root = case.base.copy_to(scratch / "pkg")
+    arrays = fuzz.read_arrays(root)
+    arrays["zzz_extra"] = np.zeros(3, dtype=np.int8)
+    fuzz.write_arrays(root, arrays)
+    fuzz.rehash(root)
+    got = fuzz.run_package(root, case.tiles, case.image)
+    assert got.refusal is None or "sha256" not in got.refusal, got.refusal
+    assert fuzz.read_meta(root)["files"][fuzz.NPZ_NAME] == fuzz.sha256_file(root / fuzz.NPZ_NAME)
+
+
+def test_boundary_tiles_hit_thresholds(case) -> None:
+    """The boundary tiles put the first convolution's accumulator exactly on its thresholds."""
+    pad, swg, mvau = case.base.meta["layers"][:3]
+    w = case.base.arrays[mvau["arrays"]["weights"]].astype(np.int64)
+    t = case.base.arrays[mvau["arrays"]["thresholds"]].astype(np.int64)
+    p, k = pad["attributes"]["Padding"][0], swg["attributes"]["ConvKernelDim"][0]
+    tiles = fuzz.boundary_tiles(case.base)
+    padded = np.pad(tiles.astype(np.int64), ((0, 0), (p, p), (p, p), (0, 0)))
+    n, h, wd, c = padded.shape
+    patches = np.stack(
+        [
+            padded[:, y : y + k, x : x + k].reshape(n, -1)
+            for y in range(h - k + 1)
+            for x in range(wd - k + 1)
+        ]
+    )
+    acc = patches @ w  # (positions, tiles, channels)
+    hits = sum(int(np.isin(acc[..., ch], t[min(ch, len(t) - 1)]).sum()) for ch in range(w.shape[1]))
+    assert hits >= 8, f"only {hits} accumulators on a threshold"
+
+
+def _weights_entry(declared: str | None) -> dict:
+    attrs = {"MW": 2, "MH": 2} | ({} if declared is None else {"weightDataType": declared})
+    return {"kind": "MVAU", "attributes": attrs, "input_dtypes": ["UINT4"]}
+
+
+@pytest.mark.parametrize(
+    ("values", "declared", "legal"),
+    [
+        ([[-8, 7], [0, 1]], "INT4", True),  # the type's extremes
+        ([[-9, 7], [0, 1]], "INT4", False),  # one below
+        ([[-8, 8], [0, 1]], "INT4", False),  # one above
+        ([[0, 0], [0, 0]], "INT4", True),  # valid, another meaning: not strict
+        ([[0, 1], [2, 3]], None, False),  # no declared type: a v2 loader must refuse it
+    ],
+)
+def test_array_legal_weights(values, declared, legal) -> None:
+    old = np.array([[1, 2], [3, 4]], dtype=np.int8)
+    new = np.array(values, dtype=np.int8)
+    assert fuzz.array_legal(_weights_entry(declared), "weights", new, old) is legal
+
+
+def test_array_legal_thresholds_order_shape_and_bounds() -> None:
+    entry = {"kind": "Thresholding", "attributes": {}, "input_dtypes": ["INT8"]}
+    old = np.array([[-3, 0, 5], [1, 2, 3]], dtype=np.int16)
+    legal = [[-128, 0, 128], [1, 1, 1]]  # [lo, hi + 1] of the input, ties allowed
+    assert fuzz.array_legal(entry, "thresholds", np.array(legal, dtype=np.int16), old)
+    assert fuzz.array_legal(entry, "thresholds", old[:1], old)  # one row for every channel
+    assert not fuzz.array_legal(entry, "thresholds", old[:, ::-1], old)  # not monotone
+    assert not fuzz.array_legal(entry, "thresholds", old + 126, old)  # 131 > hi + 1
+    assert not fuzz.array_legal(entry, "thresholds", old[:, :2], old)  # a step missing
+    assert not fuzz.array_legal(entry, "thresholds", old.astype(np.float32), old)
+    assert fuzz.same_values(old[:1].repeat(2, axis=0)[:1], old[:1])
+    assert not fuzz.same_values(old[:1], old)
