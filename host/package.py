@@ -85,6 +85,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -526,6 +527,7 @@ def _check_io(io: Mapping[str, Any], card: ModelCard, where: str) -> None:
     nc = int(out["shape"][-1])
     if len(out["scale"]) != nc or len(out["bias"]) != nc:
         raise UserError(f"{where}: output scale/bias need {nc} entries (one per class)")
+    _check_output_affine(out["scale"], out["bias"], where)
     if card.num_classes != nc:
         raise UserError(
             f"{where}: model_card has {card.num_classes} classes, output has {nc} channels"
@@ -537,6 +539,23 @@ def _check_io(io: Mapping[str, Any], card: ModelCard, where: str) -> None:
         raise UserError(
             f"{where}: model_card tile {card.tile} is not the input's {list(in_shape[1:3])}"
         )
+
+
+def _check_output_affine(scale: Sequence[Any], bias: Sequence[Any], where: str) -> None:
+    """``logits = scores * scale + bias``: finite numbers, every scale positive (a NaN or
+    infinite logit has no argmax, a zero scale ties every class, a negative one reverses the
+    order of the scores)."""
+
+    def number(v: Any) -> bool:
+        return not isinstance(v, bool) and isinstance(v, int | float) and math.isfinite(v)
+
+    for i, (s, b) in enumerate(zip(scale, bias, strict=True)):
+        if not number(s) or s <= 0:
+            raise UserError(
+                f"{where}: {JSON_NAME}: output scale[{i}] {s!r} is not a positive number"
+            )
+        if not number(b):
+            raise UserError(f"{where}: {JSON_NAME}: output bias[{i}] {b!r} is not a finite number")
 
 
 def _check_layers(entries: Sequence[Mapping[str, Any]], io: Mapping[str, Any], where: str) -> None:
@@ -574,7 +593,11 @@ def load_package(path: str | os.PathLike) -> Package:
     present with its recorded sha256, the npz is listed, every layer kind is known, every
     referenced array exists and is integer.
     """
+    from fcnseg.host.validation import check_json_size, validate_package
+
     root = Path(path)
+    if (root / JSON_NAME).is_file():
+        check_json_size(root / JSON_NAME, root)
     meta = _read_meta(root)
     _check_manifest(meta, str(root))
     card = _check_meta(meta, where=str(root))
@@ -585,6 +608,7 @@ def load_package(path: str | os.PathLike) -> Package:
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         # _check_meta checks structure; a layer entry lacking a field still gets here (fuzzed)
         raise UserError(f"{root}: malformed {JSON_NAME} layer ({type(e).__name__}: {e})") from None
+    validate_package(meta, layers, card, root)
     _check_strides(card, layers, meta["io"], root)
     return Package(
         path=root,
@@ -676,13 +700,44 @@ def _verify_files(root: Path, files: Any) -> None:
 
 
 def _read_arrays(root: Path) -> dict[str, np.ndarray]:
-    """All arrays of accelerator.npz, pickle-free."""
+    """All arrays of accelerator.npz, pickle-free, bounded before they are allocated.
+
+    The npz is read member by member (it is a zip of ``.npy`` files, as ``np.savez`` writes
+    it): each member's header (shape, dtype) is checked against its stored size and the bounds
+    of :mod:`fcnseg.host.validation` first, so a header claiming terabytes is refused instead of
+    allocated; only integer arrays are accepted (no pickles, no objects). numpy 1.x and 2.x.
+    """
+    from fcnseg.host.validation import MAX_NPZ_BYTES, Refusal, check_npy_header
+
+    arrays: dict[str, np.ndarray] = {}
+    total = 0
     try:
-        with np.load(root / NPZ_NAME, allow_pickle=False) as npz:
-            return {k: npz[k] for k in npz.files}
+        with zipfile.ZipFile(root / NPZ_NAME) as zf:
+            for info in zf.infolist():
+                key = info.filename.removesuffix(".npy")
+                if key == info.filename or key in arrays:
+                    raise Refusal(root, NPZ_NAME)(f"member {info.filename!r} is not one .npy array")
+                with zf.open(info) as f:
+                    version = np.lib.format.read_magic(f)
+                    if version == (1, 0):
+                        shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+                    elif version == (2, 0):
+                        shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+                    else:
+                        raise ValueError(f"npy format version {version}")
+                    nbytes = check_npy_header(key, shape, dtype, info.file_size - f.tell(), root)
+                    total += nbytes
+                    if total > MAX_NPZ_BYTES:
+                        raise Refusal(root, NPZ_NAME)(f"arrays exceed {MAX_NPZ_BYTES} bytes")
+                    data = bytearray(f.read(nbytes))
+                if len(data) != nbytes:
+                    raise EOFError(f"{key}: truncated")
+                arr = np.frombuffer(data, dtype=dtype)
+                arrays[key] = arr.reshape(shape, order="F" if fortran else "C")
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
-        # numpy's npz reader surfaces a damaged zip as any of these (found by fuzzing)
+        # a damaged zip surfaces as any of these (found by fuzzing)
         raise UserError(f"{root}: {NPZ_NAME} unreadable ({type(e).__name__})") from None
+    return arrays
 
 
 def _layers_of(

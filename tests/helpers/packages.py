@@ -1,6 +1,8 @@
 """A hand-made deployment package: pad, 3x3 conv (MVAU + thresholds), 2x2 max-pool, 1x1 score
 (8x8 tile, output stride 2, 3 classes), its layers, io and model card, and :func:`tiny_package`
-which writes it. Each :func:`make_layers` call draws fresh weights from one module-level RNG."""
+which writes it. Each :func:`make_layers` call draws fresh weights from one module-level RNG.
+The layers declare what a package must (shapes at the tile, weight and accumulator types), and
+the card the receptive field the layers have: the package passes the load-time validation."""
 
 from __future__ import annotations
 
@@ -21,7 +23,15 @@ def make_layers():
     w2 = RNG.integers(-8, 8, size=(C1, NC)).astype(np.int8)
     return [
         Layer(
-            "FMPadding", "pad0", ("x",), ("p0",), {"Padding": [1, 1, 1, 1]}, ("UINT8",), ("UINT8",)
+            "FMPadding",
+            "pad0",
+            ("x",),
+            ("p0",),
+            {"Padding": [1, 1, 1, 1]},
+            ("UINT8",),
+            ("UINT8",),
+            ((1, 8, 8, 3),),
+            ((1, 10, 10, 3),),
         ),
         Layer(
             "ConvolutionInputGenerator",
@@ -31,6 +41,8 @@ def make_layers():
             {"ConvKernelDim": [3, 3], "Stride": [1, 1], "Dilation": [1, 1]},
             ("UINT8",),
             ("UINT8",),
+            ((1, 10, 10, 3),),
+            ((1, 8, 8, 27),),
             folding={"SIMD": 3},
         ),
         Layer(
@@ -38,9 +50,11 @@ def make_layers():
             "conv1",
             ("c0",),
             ("a1",),
-            {"MW": 27, "MH": C1, "ActVal": 0},
+            {"MW": 27, "MH": C1, "ActVal": 0, "weightDataType": "INT4", "accDataType": "INT17"},
             ("UINT8",),
             ("UINT4",),
+            ((1, 8, 8, 27),),
+            ((1, 8, 8, C1),),
             folding={"PE": 2, "SIMD": 9},
             arrays={"weights": w1, "thresholds": t1},
         ),
@@ -52,6 +66,8 @@ def make_layers():
             {"ConvKernelDim": [2, 2], "Stride": [2, 2], "Dilation": [1, 1], "depthwise": 1},
             ("UINT4",),
             ("UINT4",),
+            ((1, 8, 8, C1),),
+            ((1, 4, 4, 4 * C1),),
         ),
         Layer(
             "Pool",
@@ -61,15 +77,25 @@ def make_layers():
             {"Function": "MaxPool", "KernelSize": [2, 2]},
             ("UINT4",),
             ("UINT4",),
+            ((1, 4, 4, 4 * C1),),
+            ((1, 4, 4, C1),),
         ),
         Layer(
             "MVAU",
             "score",
             ("m1",),
             ("y",),
-            {"MW": C1, "MH": NC, "noActivation": 1},
+            {
+                "MW": C1,
+                "MH": NC,
+                "noActivation": 1,
+                "weightDataType": "INT4",
+                "accDataType": "INT16",
+            },
             ("UINT4",),
             ("INT16",),
+            ((1, 4, 4, C1),),
+            ((1, 4, 4, NC),),
             arrays={"weights": w2},
         ),
     ]
@@ -93,7 +119,7 @@ CARD = {
     "palette": [[0, 0, 0], [1, 2, 3], [4, 5, 6]],
     "tile": [8, 8],
     "output_stride": 2,
-    "receptive_field": 6,
+    "receptive_field": 4,  # 3x3 conv (3), then a 2x2/2 pool (+1)
     "normalisation": "x/255",
 }
 
