@@ -50,8 +50,10 @@ accelerator.json (``FORMAT_VERSION`` 2)::
                     array roles: MVAU "weights" (MW, MH) and, with an activation,
                     "thresholds" (MH or 1, steps); Thresholding "thresholds" (C or 1, steps);
                     Elementwise* "lhs"/"rhs" constants. Thresholds are integers: ``ceil`` of
-                    finn's float thresholds (same counts for integer inputs), sorted per row
-                    by the reader; an output is ``#{t : x >= t} + ActVal`` (BIPOLAR: 2c - 1).
+                    finn's float thresholds (same counts for integer inputs), clipped to the
+                    input's ``[lo, hi + 1]``, sorted (non-decreasing) per row by the writer — a
+                    loader refuses unsorted rows; an output is ``#{t : x >= t} + ActVal``
+                    (BIPOLAR: 2c - 1), ``2^bits - 1`` thresholds per row.
     estimates       free-form dict from the finn-plus estimate reports (may be {})
     board           board name ("pynq-z2", "zcu104", "kv260") or null
     files           {relative path: sha256 hex} for every file of the package but this json
@@ -62,9 +64,16 @@ accelerator.json (``FORMAT_VERSION`` 2)::
     upgraded_from   optional, only in an upgraded package: {format_version, created_by,
                     accelerator_json_sha256} of the package it was upgraded from
 
-Shapes baked at the tile size (``input_shapes``, ``IFMDim`` ...) are informative: the simulator
-re-derives every spatial size from the actual input, so a package runs on any multiple of the
-net's stride (:attr:`Package.net_stride`, derived from the layers: 32 for five 2x2 pools).
+Shapes baked at the tile size (``input_shapes``, ``IFMDim`` ...) describe the tile: the
+simulator re-derives every spatial size from the actual input, so a package runs on any multiple
+of the net's stride (:attr:`Package.net_stride`, derived from the layers: 32 for five 2x2 pools).
+
+Validation on load: after the structural checks and the hashes, :func:`load_package` checks that
+the package means what it declares (:mod:`fcnseg.host.validation`): every shape recomputed from
+the tile, every array within its declared datatype and role shape, thresholds as above, every
+tensor's proven integer range within its dtype (no wrapping in the hardware), the receptive
+field recomputed from the layers equal to the card's, and every claimed size bounded before it
+is allocated. Each violation is one line naming the package, the file, the layer and the rule.
 
 Every optional file is listed in ``files`` like the others (hashed); a ``verification.json`` or
 ``hardware.tar.xz`` that is present but not listed is refused, since nothing vouches for it.
