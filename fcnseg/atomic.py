@@ -29,6 +29,14 @@ a write; the price is that what a power cut left behind stays (hidden) for a day
 the name alone says who writes, and nothing needs cleaning up if a run is killed. Two runs that
 both write one output each replace it atomically; the last rename wins, and both wrote the same
 bytes.
+
+Files that belong together (an image's mask, overlay and scores) are written with
+:func:`atomic_group`: each into a hidden staging folder named like a temporary of the group's
+*last* file (``.MASK.<owner>.<random>.tmp/``), and only once all of them are complete are they
+renamed into place, the last one last. The last file's presence therefore means the whole set is
+there; if any of them fails, the staging folder goes and no file of the set appears (a rename
+that fails half-way removes the ones this group already renamed). A killed writer's staging
+folder is a temporary like any other: :func:`remove_stale_temps` removes it by the same rule.
 """
 
 from __future__ import annotations
@@ -84,8 +92,10 @@ _TEMP_SUFFIX = ".tmp"  # temporaries are ``.NAME.<owner>.<random>.tmp`` next to 
 #: last modification): far longer than any single output takes to write.
 STALE_AGE_SECONDS = 24 * 3600
 
+#: ``<host>-<pid>-<start>``: an owner tag (:attr:`Owner.tag`).
+_TAG = r"([A-Za-z0-9_]{1,80})-([0-9]{1,10})-([0-9]{1,20})"
 #: ``<host>-<pid>-<start>.<random>`` (what ``mkstemp`` puts between the prefix and the suffix).
-_OWNED = re.compile(r"([A-Za-z0-9_]{1,80})-([0-9]{1,10})-([0-9]{1,20})\.[A-Za-z0-9_]{1,32}")
+_OWNED = re.compile(_TAG + r"\.[A-Za-z0-9_]{1,32}")
 
 
 @dataclass(frozen=True)
@@ -101,6 +111,12 @@ class Owner:
     def tag(self) -> str:
         """The form in the temporary's name: ``<host>-<pid>-<start>``."""
         return f"{self.host}-{self.pid}-{self.start}"
+
+    @classmethod
+    def parse(cls, tag: str) -> Owner | None:
+        """The owner written as :attr:`tag`, or None if ``tag`` is not one."""
+        match = re.fullmatch(_TAG, tag)
+        return None if match is None else cls(match[1], int(match[2]), int(match[3]))
 
 
 def _host_name() -> str:
@@ -202,6 +218,16 @@ def is_stale(
     return (time.time() if now is None else now) - modified > max_age
 
 
+def owned_temp(path: str | os.PathLike[str]) -> str:
+    """Create an empty temporary file of ``path`` next to it, named for this process
+    (``.NAME.<owner>.<random>.tmp``, module docstring), and return its path."""
+    path = Path(path)
+    prefix = f".{path.name}.{this_owner().tag}."
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=_TEMP_SUFFIX, dir=path.parent)
+    os.close(fd)
+    return tmp
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[str]:
     """Yield a temporary path next to ``path``; on success it is renamed onto ``path``.
@@ -211,9 +237,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[str]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    prefix = f".{path.name}.{this_owner().tag}."
-    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=_TEMP_SUFFIX, dir=path.parent)
-    os.close(fd)
+    tmp = owned_temp(path)
     try:
         yield tmp
         os.chmod(tmp, file_mode())
@@ -240,6 +264,74 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
         handle.write(text.encode("utf-8"))
 
 
+class AtomicGroup:
+    """Files that appear together or not at all, the :attr:`last` one last (module docstring).
+
+    Made by :func:`atomic_group`; each member is written (by any writer, atomic or not) to
+    :meth:`path` of its target, inside the staging folder.
+    """
+
+    def __init__(self, last: str | os.PathLike[str]) -> None:
+        self.last = Path(last)
+        self.last.parent.mkdir(parents=True, exist_ok=True)
+        prefix = f".{self.last.name}.{this_owner().tag}."
+        self.staging = Path(
+            tempfile.mkdtemp(prefix=prefix, suffix=_TEMP_SUFFIX, dir=self.last.parent)
+        )
+        self.targets: list[Path] = []
+
+    def path(self, target: str | os.PathLike[str]) -> Path:
+        """Where to write ``target`` (a file in the last file's folder) until the commit."""
+        target = Path(target)
+        if target.parent != self.last.parent:
+            raise ValueError(f"{target} is not in the folder of {self.last}")
+        if target not in self.targets:
+            self.targets.append(target)
+        return self.staging / target.name
+
+    def commit(self) -> None:
+        """Rename every member into place, the last file last; if a rename fails, remove the
+        members already renamed (no part of the set stays) and re-raise."""
+        order = [t for t in self.targets if t != self.last]
+        order += [self.last] if self.last in self.targets else []
+        renamed: list[Path] = []
+        try:
+            if self.last not in self.targets:
+                raise FileNotFoundError(f"{self.last} was not written")
+            for target in order:
+                os.replace(self.staging / target.name, target)
+                renamed.append(target)
+        except BaseException:
+            for target in renamed:
+                with contextlib.suppress(OSError):
+                    os.unlink(target)
+            raise
+        finally:
+            self.abort()
+
+    def abort(self) -> None:
+        """Remove the staging folder and whatever is still in it."""
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_group(last: str | os.PathLike[str]) -> Iterator[AtomicGroup]:
+    """Yield an :class:`AtomicGroup` whose members appear when the block ends without an
+    exception, ``last`` last; on an exception none of them appears.
+
+    >>> with atomic_group("out/a.png") as group:          # doctest: +SKIP
+    ...     save_overlay(group.path("out/a_overlay.jpg"), ...)
+    ...     save_mask(group.path("out/a.png"), ...)
+    """
+    group = AtomicGroup(last)
+    try:
+        yield group
+    except BaseException:
+        group.abort()
+        raise
+    group.commit()
+
+
 def replace_dir(new: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
     """Move the complete folder ``new`` onto ``target``, replacing an existing folder.
 
@@ -262,9 +354,10 @@ def replace_dir(new: str | os.PathLike[str], target: str | os.PathLike[str]) -> 
 def remove_stale_temps(
     path: str | os.PathLike[str], *, max_age: float = STALE_AGE_SECONDS, now: float | None = None
 ) -> int:
-    """Delete the temporaries a killed writer (SIGKILL, power loss) left next to ``path``;
-    return how many. Safe while other processes write ``path``: only temporaries of writers that
-    are gone, or of unknown writers untouched for ``max_age`` seconds, go (:func:`is_stale`)."""
+    """Delete the temporaries a killed writer (SIGKILL, power loss) left next to ``path``
+    (files, and the staging folders of :func:`atomic_group`); return how many. Safe while other
+    processes write ``path``: only temporaries of writers that are gone, or of unknown writers
+    untouched for ``max_age`` seconds, go (:func:`is_stale`)."""
     path = Path(path)
     removed = 0
     if path.parent.is_dir():
@@ -273,6 +366,9 @@ def remove_stale_temps(
             if not is_stale(tmp, path, max_age=max_age, now=now):
                 continue
             with contextlib.suppress(OSError):
-                tmp.unlink()
+                if tmp.is_dir() and not tmp.is_symlink():
+                    shutil.rmtree(tmp)
+                else:
+                    tmp.unlink()
                 removed += 1
     return removed

@@ -15,23 +15,50 @@ For a job of stem ``S`` (:mod:`fcnseg.host.inputs`) in ``OUT``:
 Images above :data:`STREAM_PIXELS` (and any binary PPM/PGM) are segmented in strips
 (:meth:`~fcnseg.host.segmenter.Segmenter.stream`: mask and scores written row by row, memory
 bounded by a row of tiles) unless the overlay or shift-and-stitch needs the whole image; the
-others go through :class:`~fcnseg.host.pipeline.Pipeline`. Every file is written atomically and
-the mask last, so an existing mask means a finished image.
+others go through :class:`~fcnseg.host.pipeline.Pipeline`.
+
+What a batch promises about its output folder (issue 16):
+
+- **Checked up front**: before any image is read, ``OUT`` must be (or be made) a writable folder
+  on a writable file system with room for the largest input's outputs
+  (:func:`~fcnseg.host.output_folder.check_output_folder`); else one line, exit 2.
+- **An image's outputs appear together**: mask, overlay and scores are written into a staging
+  folder and renamed into place together, the mask last (:func:`fcnseg.atomic.atomic_group`),
+  also in strips. An existing mask means a finished image with all its outputs; a failure leaves
+  none of them.
+- **A full disk stops the batch**: a write that fails with "disk full" (or quota, or a file
+  system turned read-only) is one line naming the image; the images after it are not attempted
+  (``not-attempted: disk full`` in the summary), exit 1; a re-run does the rest.
+- **Concurrent runs share the work**: an image is claimed (:mod:`fcnseg.host.claims`) before it
+  is decoded, after checking that its mask is not there yet, and checked again once claimed; an
+  image claimed by another live run is left to it and looked at again at the end of the batch
+  (``another-run`` in the summary). With ``--overwrite``, a mask written since this run started
+  counts as another run's.
 """
 
 from __future__ import annotations
 
 import contextlib
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from fcnseg.atomic import atomic_group
 from fcnseg.errors import UserError, for_flags
+from fcnseg.host.claims import Claim, remove_stale_claim, try_claim
 from fcnseg.host.inputs import Job
+from fcnseg.host.output_folder import (
+    check_output_folder,
+    disk_trouble,
+    estimate_bytes,
+    largest_sizes,
+)
 from fcnseg.host.summary import BatchSummary, ImageRecord
 
 #: Images above this many pixels are segmented in strips (:meth:`Segmenter.stream`), with
@@ -39,6 +66,16 @@ from fcnseg.host.summary import BatchSummary, ImageRecord
 STREAM_PIXELS = 4096 * 4096
 #: ``overlay_format`` -> the overlay's file suffix (the suffix chooses the encoder).
 OVERLAY_SUFFIXES = {"jpeg": ".jpg", "png": ".png"}
+
+
+class BatchStopped(Exception):
+    """Writing failed in a way no later image can avoid (disk full, quota, read-only): the
+    batch stops. ``reason`` is :func:`~fcnseg.host.output_folder.disk_trouble`'s word for it."""
+
+    def __init__(self, job: Job, reason: str, error: BaseException) -> None:
+        detail = getattr(error, "strerror", None) or error
+        super().__init__(f"{job.source}: {reason} ({detail})")
+        self.job, self.reason = job, reason
 
 
 @dataclass(frozen=True)
@@ -104,6 +141,10 @@ class Batch:
         self.summary.classes = self.table.names
         # A "background" class (VOC's, the synthetic scenes') is left clear in overlays.
         self.clear = tuple(i for i, name in enumerate(self.table.names) if name == "background")
+        self.overwrite = False
+        self.started = time.time()  #: wall clock at the start of :meth:`all` (masks' mtimes)
+        self.claims: dict[int, Claim] = {}  #: id(job) -> the claim held on it
+        self.claims_lock = threading.Lock()  # claimed by the decoder, released by finishers
 
     # --- reporting ---------------------------------------------------------------------------
 
@@ -152,8 +193,89 @@ class Batch:
             if self.debug:
                 raise error
             line = f"{job.source}: {type(error).__name__}: {error} (--debug: traceback)"
-        record.status, record.message = "error", line
+        record.status, record.message = "failed", line
         self.say(f"fcnseg: {line}")
+
+    # --- the output folder, claims --------------------------------------------------------------
+
+    def check_output(self, jobs: list[Job]) -> None:
+        """The up-front check of the output folder (module docstring), sized for the largest
+        input's outputs."""
+        need = estimate_bytes(
+            largest_sizes(job.source for job in jobs),
+            overlay=self.overlay_format if self.overlay else None,
+            scores=self.scores,
+            stride=max(1, self.seg.geometry.output_stride // self.seg.shifts.factor),
+            classes=len(self.table.names),
+        )
+        check_output_folder(self.out_dir, need)
+
+    def finished_elsewhere(self, mask: Path) -> bool:
+        """Has another run finished this mask since this one started? (It exists: without
+        ``--overwrite`` it was not there at the start; with it, it was written since.)"""
+        try:
+            modified = mask.stat().st_mtime
+        except OSError:
+            return False
+        return not self.overwrite or modified >= self.started
+
+    def take(self, job: Job, record: ImageRecord, *, last: bool) -> bool:
+        """Claim ``job`` for this run: True if this run is to segment it now. False if another
+        run did it, or holds it (then, on the ``last`` look, it is recorded as that run's).
+        A write error while claiming that stops the batch raises :class:`BatchStopped`."""
+        mask = self.outputs(job).mask
+        if self.finished_elsewhere(mask):
+            self.by_another(record, "done by another run")
+            return False
+        try:
+            claim = try_claim(mask)
+        except OSError as error:
+            if (reason := disk_trouble(error)) is not None:
+                raise BatchStopped(job, reason, error) from error
+            self.fail(job, record, UserError(f"cannot claim {mask} ({error.strerror or error})"))
+            self.bar.update()
+            return False
+        if not isinstance(claim, Claim):
+            if last:
+                self.by_another(record, f"being segmented by another run ({claim.describe()})")
+            return False
+        if self.finished_elsewhere(mask):  # the other run finished it just before we claimed
+            claim.release()
+            self.by_another(record, "done by another run")
+            return False
+        with self.claims_lock:
+            self.claims[id(job)] = claim
+        return True
+
+    def by_another(self, record: ImageRecord, message: str) -> None:
+        record.status, record.message = "another-run", message
+        self.bar.update()
+
+    def release(self, job: Job) -> None:
+        """Give up the claim on ``job`` (after its mask is committed, or it failed)."""
+        with self.claims_lock:
+            claim = self.claims.pop(id(job), None)
+        if claim is not None:
+            claim.release()
+
+    def release_all(self) -> None:
+        with self.claims_lock:
+            held, self.claims = list(self.claims.values()), {}
+        for claim in held:
+            claim.release()
+
+    def claimed(self, jobs: list[tuple[Job, ImageRecord]]) -> Iterator[tuple[Job, ImageRecord]]:
+        """The jobs this run claims, in order; those another run holds are looked at again
+        after the others (it may have finished, or given up, by then)."""
+        later = []
+        for job, record in jobs:
+            if self.take(job, record, last=False):
+                yield job, record
+            elif record.status == "not-attempted" and record.message is None:
+                later.append((job, record))
+        for job, record in later:
+            if self.take(job, record, last=True):
+                yield job, record
 
     # --- routing -----------------------------------------------------------------------------
 
@@ -181,21 +303,28 @@ class Batch:
                 raise UserError(f"{folder}: cannot write classes.json ({reason})") from None
 
     def all(self, jobs: list[Job], *, overwrite: bool, workers: int) -> None:
-        """Run ``jobs``: skip finished ones (unless ``overwrite``), pipeline or stream the rest."""
+        """Run ``jobs``: check the output folder, skip finished ones (unless ``overwrite``),
+        pipeline or stream the rest; a full disk stops the batch (module docstring). Refusals
+        before any image (:class:`~fcnseg.errors.UserError`) propagate."""
         from tqdm import tqdm
 
         from fcnseg.host.images import remove_stale_temps
 
         start = time.perf_counter()
+        self.overwrite, self.started = overwrite, time.time()
+        self.check_distinct(jobs)
+        self.check_output(jobs)
+        self.write_classes(jobs)
         self.bar = tqdm(total=len(jobs), unit="img", desc="segment", file=sys.stderr, disable=None)
         todo: list[tuple[Job, ImageRecord]] = []
         big: list[tuple[Job, ImageRecord]] = []
         try:
-            self.check_distinct(jobs)
-            self.write_classes(jobs)
             for job in jobs:
                 outputs = self.outputs(job)
                 record = self.summary.add(ImageRecord(str(job.source), outputs=outputs.to_json()))
+                record.frames = job.frames_record()
+                if job.note is not None:  # frame 0 of a multi-frame file (--frames first)
+                    self.say(f"fcnseg: note: {job.note}")
                 if job.renamed_for is not None:
                     self.say(
                         f"fcnseg: note: {job.source}: outputs named {job.stem.name}.* "
@@ -205,30 +334,40 @@ class Batch:
                     record.status = "skipped"
                     record.message = f"{outputs.mask} exists, skipped (use --overwrite)"
                     self.say(f"fcnseg: {job.source}: {record.message}")
+                    remove_stale_claim(outputs.mask)  # a run killed after its last commit
                     self.bar.update()
                     continue
                 for path in outputs.files():  # a killed run's leftovers (never a live run's)
                     remove_stale_temps(path)
                 (big if self.streamed(job) else todo).append((job, record))
             self.pipelined(todo, workers)
-            for job, record in big:
+            for job, record in self.claimed(big):
                 self.strips(job, record)
                 self.bar.update()
+        except BatchStopped as stop:
+            self.summary.stopped = stop.reason
+            self.summary.not_attempted(stop.reason)
+            left = len(self.summary.of_status("not-attempted"))
+            self.say(
+                f"fcnseg: {stop}: batch stopped, {left} image(s) not attempted; make room and "
+                "run the same command again to do the rest"
+            )
         finally:
+            self.release_all()
             self.summary.seconds = time.perf_counter() - start
 
     # --- whole images, pipelined -------------------------------------------------------------
 
     def pipelined(self, jobs: list[tuple[Job, ImageRecord]], workers: int) -> None:
         """Decode, accelerate and finish + write, overlapped (:mod:`fcnseg.host.pipeline`)."""
-        from fcnseg.host.images import load_image
         from fcnseg.host.pipeline import Pipeline
 
         images: dict[int, Any] = {}  # decoded images kept for the overlay until it is written
         records = {id(job): record for job, record in jobs}
+        sources = (job for job, _ in self.claimed(jobs))
 
         def decode(job: Job) -> Any:
-            image = load_image(job.source, self.max_pixels)
+            image = job.load(self.max_pixels)  # its frame, for a frame of a multi-frame file
             self.note_plan(*image.shape[:2])
             if self.overlay:
                 images[id(job)] = image
@@ -239,42 +378,51 @@ class Batch:
             self.write(job, records[id(job)], result, images.pop(id(job), None))
 
         pipe = Pipeline(self.seg, decode=decode, write=write, finish_workers=workers)
-        for result in pipe.run([job for job, _ in jobs]):
-            images.pop(id(result.source), None)
-            record = records[id(result.source)]
-            record.seconds = sum(
-                result.times.get(s, 0.0) for s in ("decode", "accelerate", "finish")
-            )
-            if result.ok:
-                record.status = "ok"
-            else:
-                record.histogram = None
-                self.fail(result.source, record, result.exception or UserError(result.error))
-            self.bar.update()
+        with contextlib.closing(pipe.run(sources)) as results:  # closing: the workers stop
+            for result in results:
+                job = result.source
+                images.pop(id(job), None)
+                self.release(job)
+                record = records[id(job)]
+                record.seconds = sum(
+                    result.times.get(s, 0.0) for s in ("decode", "accelerate", "finish")
+                )
+                if result.ok:
+                    record.status = "done"
+                else:
+                    record.histogram = None
+                    if (reason := disk_trouble(result.exception)) is not None:
+                        raise BatchStopped(job, reason, result.exception) from result.exception
+                    self.fail(job, record, result.exception or UserError(result.error))
+                self.bar.update()
 
     def write(self, job: Job, record: ImageRecord, result: Any, image: Any) -> None:
-        """Write one pipelined image's outputs (in a finish worker); the mask last, so its
-        presence means the image is done."""
+        """Write one pipelined image's outputs (in a finish worker), together and the mask last
+        (:func:`~fcnseg.atomic.atomic_group`), so its presence means the image is done."""
         from fcnseg.host.images import save_mask, save_overlay, save_scores
 
         seg, outputs = result.segmentation, self.outputs(job)
         record.size = tuple(seg.labels.shape)
-        if outputs.scores is not None:
-            save_scores(outputs.scores, seg.scores.astype(np.int32), **self.score_fields(seg))
-        if outputs.overlay is not None:
-            legend = self.table if self.legend else None
-            save_overlay(
-                outputs.overlay,
-                image,
-                seg.labels,
-                self.seg.palette,
-                self.alpha,
-                self.clear,
-                legend,
-                quality=self.jpeg_quality,
-            )
-        save_mask(outputs.mask, seg.labels, self.seg.palette, self.table)
+        with atomic_group(outputs.mask) as group:
+            if outputs.scores is not None:
+                fields = self.score_fields(seg)
+                save_scores(group.path(outputs.scores), seg.scores.astype(np.int32), **fields)
+            if outputs.overlay is not None:
+                legend = self.table if self.legend else None
+                save_overlay(
+                    group.path(outputs.overlay),
+                    image,
+                    seg.labels,
+                    self.seg.palette,
+                    self.alpha,
+                    self.clear,
+                    legend,
+                    quality=self.jpeg_quality,
+                )
+            save_mask(group.path(outputs.mask), seg.labels, self.seg.palette, self.table)
         record.count(seg.labels, len(self.table.names))
+        record.status = "done"  # now: a batch stopped before this result is read knows it
+        self.release(job)
 
     def score_fields(self, seg: Any) -> dict[str, Any]:
         """What ``NAME_scores.npz`` says about its scores, but the image size."""
@@ -291,23 +439,32 @@ class Batch:
 
     def strips(self, job: Job, record: ImageRecord) -> None:
         """Segment one large image band by band, writing the mask (and scores) as it goes."""
-        from fcnseg.host.images import open_rows
-
         start = time.perf_counter()
         try:
-            rows = open_rows(job.source, self.max_pixels)
+            rows = job.rows(self.max_pixels)  # open_rows, or the job's frame decoded whole
         except Exception as error:
+            self.release(job)
             self.fail(job, record, error)
             return
         try:
             record.size = (rows.height, rows.width)
             self.note_plan(rows.height, rows.width)
-            self.stream(rows, self.outputs(job), record)
-            record.status = "ok"
+            outputs = self.outputs(job)
+            with atomic_group(outputs.mask) as group:
+                staged = Outputs(
+                    group.path(outputs.mask),
+                    None,
+                    group.path(outputs.scores) if outputs.scores is not None else None,
+                )
+                self.stream(rows, staged, record)
+            record.status = "done"
         except Exception as error:
             record.histogram = None
+            if (reason := disk_trouble(error)) is not None:
+                raise BatchStopped(job, reason, error) from error
             self.fail(job, record, error)
         finally:
+            self.release(job)
             rows.close()
             record.seconds = time.perf_counter() - start
 

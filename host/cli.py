@@ -26,11 +26,23 @@ How a batch runs (issue 9):
 - A bad input is one ``fcnseg: FILE: reason`` line; the batch goes on; exit status 1 at the end.
   Anything that is not a :class:`~fcnseg.errors.UserError` (a bug) is one line too, with its
   type, or a traceback under ``--debug``.
-- Every output is written to a hidden temporary file and renamed (atomic); the mask is written
-  last, so an existing mask means a finished image. Ctrl-C stops the batch (exit 130, one
-  line): images in the middle of being written finish, the rest are untouched, and the
-  ``--json`` summary says what was done. After a SIGKILL the next run removes the temporary
-  files left behind. Re-running the same command skips finished images and does the rest.
+- The output folder is checked before any image is read: a folder that cannot be made or
+  written, a read-only file system, too little space for the first image's outputs: one
+  ``fcnseg: error: OUT: ...`` line, exit 2 (:mod:`fcnseg.host.output_folder`).
+- An image's outputs are written into a hidden staging folder and renamed into place together,
+  the mask last, so an existing mask means a finished image with all its outputs
+  (:mod:`fcnseg.host.batch`). A disk that fills up (or turns read-only) mid-run stops the
+  batch: one line naming the image, the rest not attempted, exit 1. Ctrl-C stops the batch
+  (exit 130, one line): images in the middle of being written finish, the rest are untouched,
+  and the ``--json`` summary says what was done. After a SIGKILL the next run removes the
+  temporary files left behind. Re-running the same command skips finished images and does the
+  rest.
+- Concurrent runs on one output folder share the work: each image is claimed before it is
+  worked on (:mod:`fcnseg.host.claims`), and a run leaves images another live run holds to it
+  (``done by another run`` in its summary).
+- The closing line counts what happened; each failed input is listed above it with its reason,
+  and ``--json`` records every input, also those that never became an image
+  (:mod:`fcnseg.host.summary`).
 """
 
 from __future__ import annotations
@@ -137,10 +149,19 @@ SCORES_HELP = (
     "json_path",
     type=click.Path(dir_okay=False),
     default=None,
-    help="Write a per-image summary to this file at the end (also when interrupted): input, "
-    "outputs, size, seconds, pixels per class, status ok/error/skipped with the message.",
+    help="Write a per-input summary to this file at the end (also when interrupted or "
+    "stopped): input, outputs, size, seconds, pixels per class, status done / skipped / "
+    "another-run / failed / not-attempted with the reason.",
 )
 @click.option("--overwrite", is_flag=True, help="Replace existing outputs.")
+@click.option(
+    "--frames",
+    type=click.Choice(["first", "all"]),
+    default="first",
+    show_default=True,
+    help="Of a multi-frame file (animated GIF/WebP/PNG, multi-page TIFF): frame 0 only (and a "
+    "note saying so), or every frame, each its own image NAME_f000.png, NAME_f001.png, ...",
+)
 @click.option(
     "--workers",
     type=click.IntRange(min=1),
@@ -170,7 +191,8 @@ def segment(ctx: click.Context, inputs: tuple[str, ...], **options: Any) -> None
     (a.png, a.bmp.png). Images above 16 Mpx (and any PPM/PGM) are segmented in strips unless
     --overlay or --shift-stitch needs the whole image: memory is bounded by a row of tiles for
     PPM/PGM and 8-bit PNG; other formats are decoded whole first. Exit status 1 if any input
-    failed, 130 if interrupted.
+    failed or the disk filled up, 2 if OUT cannot be used (checked before any image), 130 if
+    interrupted.
     """
     debug = bool(options.pop("debug_here")) or _debug(ctx)
     raise SystemExit(_run(inputs, options, debug=debug))
@@ -193,7 +215,8 @@ def _open_segmenter(options: dict[str, Any]) -> Any:
 
 
 def _run(inputs: tuple[str, ...], options: dict[str, Any], *, debug: bool) -> int:
-    """Run one batch; the exit status (0, 1: some input failed, 130: interrupted)."""
+    """Run one batch; the exit status (0, 1: some input failed or the disk filled up, 130:
+    interrupted); a batch refused before any image raises :class:`UserError` (exit 2)."""
     from fcnseg.host.batch import Batch
     from fcnseg.host.images import MAX_PIXELS
     from fcnseg.host.images.decode import quiet_pillow
@@ -201,7 +224,7 @@ def _run(inputs: tuple[str, ...], options: dict[str, Any], *, debug: bool) -> in
 
     quiet_pillow()
     out_dir = Path(options["output"])
-    jobs, failures = collect_inputs(inputs, exclude=out_dir)
+    jobs, failures = collect_inputs(inputs, exclude=out_dir, frames=options["frames"])
     for line in failures:
         click.echo(f"fcnseg: {line}", err=True)
     batch = Batch(
@@ -218,29 +241,38 @@ def _run(inputs: tuple[str, ...], options: dict[str, Any], *, debug: bool) -> in
         flags=FLAGS,
     )
     for line in failures:
-        batch.summary.add(ImageRecord(line.split(": ", 1)[0], "error", line))
-    status = 0
+        batch.summary.add(ImageRecord(line.split(": ", 1)[0], "failed", line))
+    status, refused = 0, False
     try:
         batch.all(jobs, overwrite=options["overwrite"], workers=options["workers"])
     except KeyboardInterrupt:
         batch.summary.interrupted = True
+        batch.summary.not_attempted("interrupted")
         status = 130
+    except UserError:  # refused before any image (the output folder): one line, no summary
+        refused = True
+        raise
     finally:
         batch.close()
-        if options["json_path"] and not _write_summary(
-            batch, Path(options["json_path"]), options["backend"]
+        if (
+            options["json_path"]
+            and not refused
+            and not _write_summary(batch, Path(options["json_path"]), options["backend"])
         ):
             status = status or 1
     if status == 130:
-        done = len(batch.summary.of_status("ok"))
+        done = len(batch.summary.of_status("done"))
         click.echo(
             f"fcnseg: interrupted after {done} image(s); finished outputs are complete, run "
             "the same command again to do the rest",
             err=True,
         )
         return status
+    for line in batch.summary.failure_lines():
+        click.echo(line)
     click.echo(batch.summary.line(batch.out_dir))
-    return 1 if status or batch.summary.of_status("error") else 0
+    failed = batch.summary.of_status("failed") or batch.summary.stopped
+    return 1 if status or failed else 0
 
 
 def _write_summary(batch: Batch, path: Path, backend: str) -> bool:

@@ -1,20 +1,35 @@
 """What a ``fcnseg segment`` batch did, per image: the last line, and ``--json FILE``.
 
-Every input gets an :class:`ImageRecord` (input, outputs, size, seconds, pixels per class,
-status ``ok`` / ``error`` / ``skipped`` with the one-line message, or ``pending`` for the
-images an interrupted batch did not reach). :class:`BatchSummary` counts them for the closing
-line and writes them as one JSON document, atomically, when the batch ends, also when it is
-interrupted (``"interrupted": true``). Its top-level fields (:meth:`BatchSummary.to_json`)::
+Every input gets an :class:`ImageRecord` (input, outputs, size, seconds, pixels per class, a
+status and, unless it is ``done``, the one-line reason), also the inputs that never became an
+image (no such file, an unreadable entry: :func:`fcnseg.host.inputs.collect_inputs`). The
+statuses (:data:`STATUSES`):
 
-    {"format": "fcnseg-segment-summary/1", "package": ..., "backend": ..., "output": ...,
-     "classes": [names], "interrupted": false, "seconds": wall time of the batch,
-     "counts": {"ok": n, "error": n, "skipped": n, "pending": n}, "images": [record, ...]}
+- ``done``: segmented and written by this run;
+- ``skipped``: its mask existed when the run started (``--overwrite`` redoes it);
+- ``another-run``: a concurrent run on the same folder did it, or is doing it (its claim,
+  :mod:`fcnseg.host.claims`; the message says which);
+- ``failed``: a bad input (or a bug), with its one line;
+- ``not-attempted``: the batch stopped before it (Ctrl-C, a full disk: the message says why).
+
+:class:`BatchSummary` counts them for the closing line (each failed input listed above it, with
+its reason) and writes them as one JSON document, atomically, when the batch ends, also when it
+is interrupted (``"interrupted": true``) or stopped (``"stopped"``: the reason, e.g. ``"disk
+full"``). Its top-level fields (:meth:`BatchSummary.to_json`)::
+
+    {"format": "fcnseg-segment-summary/2", "package": ..., "backend": ..., "output": ...,
+     "classes": [names], "interrupted": false, "stopped": null, "seconds": wall time,
+     "counts": {"done": n, "skipped": n, "another-run": n, "failed": n, "not-attempted": n},
+     "images": [record, ...]}
 
 and a record::
 
-    {"input": "in/a.jpg", "status": "ok", "message": null, "size": [H, W],
+    {"input": "in/a.jpg", "status": "done", "message": null, "size": [H, W],
      "seconds": 0.41, "pixels_per_class": {"background": 9000, "disc": 240, ...},
      "outputs": {"mask": "out/a.png", "overlay": ..., "scores": ...}}
+
+(Format 1 called ``done`` ``ok``, ``failed`` ``error`` and ``not-attempted`` ``pending``, and
+had no ``another-run``.)
 
 ``seconds`` of an image is the time spent on it: summed over the pipeline's stages (decode,
 accelerate, finish + write) for images segmented whole, or the wall time of its strips.
@@ -32,8 +47,10 @@ import numpy as np
 
 from fcnseg.atomic import atomic_write_text
 
-FORMAT = "fcnseg-segment-summary/1"
-STATUSES = ("ok", "error", "skipped", "pending")
+FORMAT = "fcnseg-segment-summary/2"
+STATUSES = ("done", "skipped", "another-run", "failed", "not-attempted")
+#: How the closing line names the statuses it counts only when there are any.
+_NAMED = {"another-run": "done by another run", "not-attempted": "not attempted"}
 
 
 @dataclass
@@ -41,12 +58,15 @@ class ImageRecord:
     """One input's outcome (module docstring)."""
 
     input: str
-    status: str = "pending"  #: pending (not done yet) | ok | error | skipped
+    status: str = "not-attempted"  #: one of :data:`STATUSES` (not-attempted until it is done)
     message: str | None = None
     size: tuple[int, int] | None = None  #: (H, W)
     seconds: float = 0.0
     histogram: np.ndarray | None = None  #: pixels per class index
     outputs: dict[str, str] = field(default_factory=dict)
+    #: the frames of a multi-frame file this record is about: ``{"used": [k], "of": n}``
+    #: (:meth:`fcnseg.host.inputs.Job.frames_record`); None for inputs that are no image
+    frames: dict[str, object] | None = None
 
     def count(self, labels: np.ndarray, classes: int) -> None:
         """Add the pixels of ``labels`` (a whole mask or one band of it) to the histogram."""
@@ -65,6 +85,7 @@ class ImageRecord:
             "seconds": round(self.seconds, 4),
             "pixels_per_class": per_class,
             "outputs": dict(self.outputs),
+            "frames": self.frames,
         }
 
 
@@ -76,6 +97,7 @@ class BatchSummary:
     records: list[ImageRecord] = field(default_factory=list)
     seconds: float = 0.0
     interrupted: bool = False
+    stopped: str | None = None  #: why the batch stopped early (``"disk full"``), if it did
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, record: ImageRecord) -> ImageRecord:
@@ -84,21 +106,37 @@ class BatchSummary:
         return record
 
     def of_status(self, status: str) -> list[ImageRecord]:
+        if status not in STATUSES:
+            raise ValueError(f"unknown status {status!r}: one of {', '.join(STATUSES)}")
         return [r for r in self.records if r.status == status]
+
+    def not_attempted(self, reason: str) -> None:
+        """Give every record the batch did not reach ``reason`` as its message."""
+        for record in self.of_status("not-attempted"):
+            if record.message is None:
+                record.message = f"not attempted: {reason}"
 
     @property
     def pixels(self) -> int:
-        return sum(r.size[0] * r.size[1] for r in self.of_status("ok") if r.size is not None)
+        return sum(r.size[0] * r.size[1] for r in self.of_status("done") if r.size is not None)
 
     def line(self, out_dir: object) -> str:
         """The closing line on stdout."""
         mpx = self.pixels / 1e6
         rate = mpx / self.seconds if self.seconds > 0 else 0.0
-        return (
-            f"segmented {len(self.of_status('ok'))} image(s), {mpx:.2f} Mpx in "
+        text = (
+            f"segmented {len(self.of_status('done'))} image(s), {mpx:.2f} Mpx in "
             f"{self.seconds:.1f} s ({rate:.2f} Mpx/s) -> {out_dir}; skipped "
-            f"{len(self.of_status('skipped'))}; failed {len(self.of_status('error'))}"
+            f"{len(self.of_status('skipped'))}; failed {len(self.of_status('failed'))}"
         )
+        for status, name in _NAMED.items():
+            if n := len(self.of_status(status)):
+                text += f"; {name} {n}"
+        return text
+
+    def failure_lines(self) -> list[str]:
+        """One line per failed input, with its reason (printed above the closing line)."""
+        return [f"failed: {r.message or r.input}" for r in self.of_status("failed")]
 
     def to_json(self, **context: object) -> dict[str, object]:
         """The ``--json`` document; ``context`` (package, backend, output) goes on top."""
@@ -107,6 +145,7 @@ class BatchSummary:
             **context,
             "classes": list(self.classes),
             "interrupted": self.interrupted,
+            "stopped": self.stopped,
             "seconds": round(self.seconds, 4),
             "counts": {s: len(self.of_status(s)) for s in STATUSES},
             "images": [r.to_json(self.classes) for r in self.records],

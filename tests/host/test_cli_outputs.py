@@ -156,24 +156,37 @@ def test_json_summary(package_dir: Path, inputs: Path, tmp_path: Path, capsys) -
     args = [inputs, tmp_path / "nothing*.jpg", "--package", package_dir, "-o", out]
     assert segment(*args, "--json", report) == 1
     summary = json.loads(report.read_text())
-    assert summary["format"] == "fcnseg-segment-summary/1" and summary["interrupted"] is False
+    assert summary["format"] == "fcnseg-segment-summary/2" and summary["interrupted"] is False
     assert summary["classes"] == NAMES and summary["backend"] == "sim"
-    assert summary["counts"] == {"ok": 2, "error": 2, "skipped": 0, "pending": 0}
+    assert summary["stopped"] is None
+    assert summary["counts"] == {
+        "done": 2,
+        "skipped": 0,
+        "another-run": 0,
+        "failed": 2,
+        "not-attempted": 0,
+    }
     records = {Path(r["input"]).name: r for r in summary["images"]}
     assert set(records) == {"nothing*.jpg", "a.jpg", "b.png", "broken.png"}
     for name, size in (("a.jpg", [30, 41]), ("b.png", [17, 9])):
         record = records[name]
-        assert record["status"] == "ok" and record["message"] is None
+        assert record["status"] == "done" and record["message"] is None
         assert record["size"] == size and record["seconds"] > 0
         labels = mask_of(Path(record["outputs"]["mask"]))[0]
         counts = np.bincount(labels.ravel(), minlength=3).tolist()
         assert list(record["pixels_per_class"].values()) == counts
         assert list(record["pixels_per_class"]) == NAMES
     broken = records["broken.png"]
-    assert broken["status"] == "error" and "not an image" in broken["message"]
+    assert broken["status"] == "failed" and "not an image" in broken["message"]
     assert "\n" not in broken["message"] and broken["pixels_per_class"] is None
-    assert records["nothing*.jpg"]["status"] == "error"
-    capsys.readouterr()
+    nothing = records["nothing*.jpg"]  # never became a job: still recorded, with its reason
+    assert nothing["status"] == "failed" and "no such file" in nothing["message"]
+    # the closing summary lists each failed input with its reason, above the counts
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1].startswith("segmented 2 image(s)") and "failed 2" in lines[-1]
+    assert sorted(lines[:-1]) == sorted(
+        f"failed: {records[name]['message']}" for name in ("broken.png", "nothing*.jpg")
+    )
     assert segment(*args, "--json", report) == 1  # again: the finished ones are skipped
     statuses = {
         Path(r["input"]).name: r["status"] for r in json.loads(report.read_text())["images"]
@@ -203,8 +216,9 @@ def test_json_summary_of_an_interrupted_batch(
     assert "interrupted after 1 image(s)" in capsys.readouterr().err
     summary = json.loads(report.read_text())
     assert summary["interrupted"] is True
-    assert [r["status"] for r in summary["images"]] == ["ok", "pending", "pending"]
-    assert summary["counts"]["ok"] == 1 and summary["counts"]["pending"] == 2
+    assert [r["status"] for r in summary["images"]] == ["done", "not-attempted", "not-attempted"]
+    assert summary["counts"]["done"] == 1 and summary["counts"]["not-attempted"] == 2
+    assert {r["message"] for r in summary["images"][1:]} == {"not attempted: interrupted"}
 
 
 def test_same_stem_inputs_get_distinct_outputs(
@@ -295,7 +309,7 @@ def test_unwritable_outputs_are_one_line(package_dir: Path, inputs: Path, tmp_pa
     assert code == 2 and "Traceback" not in err
     lines = err.strip().splitlines()
     assert len(lines) == 1
-    assert lines[0].startswith(f"fcnseg: error: {blocker / 'out'}: cannot write classes.json (")
+    assert lines[0] == f"fcnseg: error: {blocker / 'out'}: cannot be made ({blocker} is a file)"
     out = tmp_path / "out"
     code = segment(inputs / "a.jpg", "--package", package_dir, "-o", out, "--json", blocker / "j")
     captured = capsys.readouterr()
