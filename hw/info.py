@@ -242,12 +242,16 @@ def tiling_warning(geometry: Geometry) -> str | None:
 
 
 def accelerator_facts(package: Package) -> dict[str, Any]:
-    """Classes, tile, strides, receptive field, exact overlap, board and bitfile, the generated
-    hardware and its verification, as data."""
+    """The package's identity (its manifest sha256, which covers every file), classes, tile,
+    strides, receptive field, exact overlap, board and bitfile, the generated hardware and its
+    verification, as data."""
+    from fcnseg.host.package import MANIFEST_KEY
+
     geometry = package.geometry
     card = package.card
     return {
         "package": str(package.path),
+        "package_sha256": package.meta[MANIFEST_KEY],
         "board": package.board,
         "bitfile": bitfile_of(package),
         "arch": card.arch,
@@ -320,6 +324,7 @@ def facts_lines(facts: dict[str, Any]) -> list[str]:
     classes = facts["classes"]
     return [
         f"package  {facts['package']} (built for {facts['board']}); {runs}",
+        f"sha256   {facts['package_sha256']} (the package's identity: covers every file)",
         f"model    {facts['arch']}, {len(classes)} classes: {', '.join(classes)}",
         f"tile     {tile}; net stride {facts['net_stride']}, output stride "
         f"{facts['output_stride']} (one score per {facts['output_stride']} px)",
