@@ -5,6 +5,10 @@ reader of formats that cannot be streamed uses it); :func:`image_size` reads the
 from the header alone (to route huge images to the strip path without decoding them).
 
 - EXIF orientation is applied first (a phone photo is segmented the way it is displayed).
+- A multi-frame file (animated GIF/WebP/PNG, multi-page TIFF) gives its first frame unless a
+  ``frame`` is asked for; each frame is guarded and converted like a single image.
+  :mod:`fcnseg.host.images.frames` counts frames and decodes every one of them in order
+  (:func:`frame_rgb`), which is how ``fcnseg segment --frames all`` reads them.
 - The size is checked against ``max_pixels`` (:mod:`fcnseg.host.images.guard`) before anything
   is decoded; each call has its own limit.
 - Pixel modes become RGB by the rules of :mod:`fcnseg.host.images.modes`.
@@ -23,8 +27,10 @@ from the header alone (to route huge images to the strip path without decoding t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -32,58 +38,116 @@ from PIL import Image, ImageOps
 
 from fcnseg.errors import UserError
 from fcnseg.host.images.guard import MAX_PIXELS, check_pixels, open_unguarded
-from fcnseg.host.images.messages import image_error, os_error, reason
+from fcnseg.host.images.messages import frame_label, image_error, os_error, reason
 from fcnseg.host.images.modes import to_rgb
 
 _ORIENTATION = 0x0112  # EXIF tag
 _TRANSPOSED = (5, 6, 7, 8)  # orientations that swap width and height
 
 
-def _load_upright(path: Path, max_pixels: int) -> Image.Image:
-    """Open, guard and decode ``path``; the upright image. Pillow's exceptions pass through."""
-    image = open_unguarded(path)
+@contextlib.contextmanager
+def one_line(label: str) -> Iterator[None]:
+    """Turn what opening and decoding raise into the one-line :class:`UserError` of
+    :mod:`~fcnseg.host.images.messages`, naming ``label`` (the path, or a frame of it)."""
     try:
-        check_pixels(path, *image.size, max_pixels)
-        image.load()
-        # exif_transpose copies even an upright image: only call it to rotate
-        if image.getexif().get(_ORIENTATION, 1) in (None, 1):
-            return image
-        upright = ImageOps.exif_transpose(image)
-    except BaseException:
-        image.close()
-        raise
-    if upright is None or upright is image:
-        return image
-    image.close()
-    return upright
-
-
-def decode(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """The upright, fully decoded Pillow image of ``path``; any failure is a :class:`UserError`."""
-    path = Path(path)
-    try:
-        return _load_upright(path, max_pixels)
+        yield
     except UserError:
         raise
     except Image.UnidentifiedImageError:
-        raise image_error(path, "unidentified") from None
+        raise image_error(label, "unidentified") from None
     except (FileNotFoundError, IsADirectoryError, PermissionError) as error:
-        raise os_error(path, error) from None
+        raise os_error(label, error) from None
     except Image.DecompressionBombError as error:  # Pillow's own guard, while decoding frames
-        raise image_error(path, "pillow_bomb", reason=error) from None
+        raise image_error(label, "pillow_bomb", reason=error) from None
     except MemoryError:
-        raise image_error(path, "memory") from None
+        raise image_error(label, "memory") from None
     except Exception as error:  # Pillow's plugins raise many kinds on malformed data
-        raise image_error(path, "undecodable", reason=reason(error)) from None
+        raise image_error(label, "undecodable", reason=reason(error)) from None
 
 
-def load_image(path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Decode ``path`` to ``(H, W, 3) uint8`` RGB, upright; a bad file raises :class:`UserError`."""
-    image = decode(path, max_pixels)
+def _seek(image: Image.Image, label: str, frame: int, max_pixels: int) -> None:
+    """Move ``image`` to ``frame`` and guard that frame's size: TIFF pages have sizes of their
+    own, and a GIF frame may extend the canvas. Pillow's seek is cheap for TIFF (it follows the
+    IFD chain); for GIF, WebP and APNG it decodes every frame between, each a delta on the one
+    before (:mod:`fcnseg.host.images.frames` walks them in order)."""
+    if image.tell() != frame:
+        image.seek(frame)
+    check_pixels(label, *image.size, max_pixels)
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """The decoded ``image`` turned by its EXIF orientation: ``image`` itself when upright
+    (``exif_transpose`` would copy even an upright image), else a turned copy.
+
+    Pillow turns TIFF pages itself while loading them, each by its own tag, which it then drops,
+    so a loaded TIFF page reads upright here; a GIF, WebP or APNG has one EXIF block for the
+    file, applied to every frame."""
+    if image.getexif().get(_ORIENTATION, 1) in (None, 1):
+        return image
+    return ImageOps.exif_transpose(image) or image
+
+
+def _rgb(image: Image.Image, label: str) -> np.ndarray:
     try:
         return to_rgb(image)
     except Exception as error:  # a mode to_rgb cannot convert
-        raise image_error(path, "unconvertible", reason=reason(error)) from None
+        raise image_error(label, "unconvertible", reason=reason(error)) from None
+
+
+def _load_upright(path: Path, label: str, max_pixels: int, frame: int) -> Image.Image:
+    """Open, guard and decode frame ``frame`` of ``path``; the upright image. Pillow's
+    exceptions pass through."""
+    image = open_unguarded(path)
+    try:
+        check_pixels(label, *image.size, max_pixels)
+        if frame:
+            _seek(image, label, frame, max_pixels)
+        image.load()
+        upright = _upright(image)
+    except BaseException:
+        image.close()
+        raise
+    if upright is not image:
+        image.close()
+    return upright
+
+
+def decode(
+    path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS, frame: int | None = None
+) -> Image.Image:
+    """The upright, fully decoded Pillow image of ``path`` (of its frame ``frame``, named so in
+    messages; None: the first or only image, named as the file); any failure is a
+    :class:`UserError`."""
+    path = Path(path)
+    label = frame_label(path, frame)
+    with one_line(label):
+        return _load_upright(path, label, max_pixels, frame or 0)
+
+
+def frame_rgb(image: Image.Image, label: str, frame: int, max_pixels: int) -> np.ndarray:
+    """Frame ``frame`` of the open ``image`` as upright ``(H, W, 3) uint8`` RGB, converted like a
+    whole file (:func:`load_image`). ``image`` stays open at that frame, so the next frame of a
+    GIF, WebP or APNG is decoded from it, not from the start; any failure is a
+    :class:`UserError` naming ``label``."""
+    with one_line(label):
+        _seek(image, label, frame, max_pixels)
+        image.load()
+        upright = _upright(image)
+    try:
+        return _rgb(upright, label)
+    finally:
+        if upright is not image:
+            upright.close()
+
+
+def load_image(
+    path: str | os.PathLike[str], max_pixels: int = MAX_PIXELS, frame: int | None = None
+) -> np.ndarray:
+    """Decode ``path`` (its frame ``frame``: :func:`decode`) to ``(H, W, 3) uint8`` RGB, upright;
+    a bad file raises :class:`UserError`."""
+    image = decode(path, max_pixels, frame)
+    try:
+        return _rgb(image, frame_label(path, frame))
     finally:
         image.close()
 
@@ -108,6 +172,8 @@ def _orientation(image: Image.Image) -> int:
     """The EXIF orientation from the header. PNG keeps EXIF in an ``eXIf`` chunk that Pillow
     finds only by decoding, so for PNG only an ``eXIf`` before the pixels is seen (where the
     PNG spec wants it)."""
+    if image.format == "TIFF" and image.size != (image.tag_v2.get(256), image.tag_v2.get(257)):
+        return 1  # Pillow has turned the size already (it turns TIFF pages while loading them)
     if image.format != "PNG":
         return image.getexif().get(_ORIENTATION, 1)
     raw = image.info.get("exif")
