@@ -72,10 +72,10 @@ class BatchStopped(Exception):
     """Writing failed in a way no later image can avoid (disk full, quota, read-only): the
     batch stops. ``reason`` is :func:`~fcnseg.host.output_folder.disk_trouble`'s word for it."""
 
-    def __init__(self, job: Job, reason: str, error: BaseException) -> None:
+    def __init__(self, job: Job, record: ImageRecord, reason: str, error: BaseException) -> None:
         detail = getattr(error, "strerror", None) or error
         super().__init__(f"{job.source}: {reason} ({detail})")
-        self.job, self.reason = job, reason
+        self.job, self.record, self.reason = job, record, reason
 
 
 @dataclass(frozen=True)
@@ -231,7 +231,7 @@ class Batch:
             claim = try_claim(mask)
         except OSError as error:
             if (reason := disk_trouble(error)) is not None:
-                raise BatchStopped(job, reason, error) from error
+                raise BatchStopped(job, record, reason, error) from error
             self.fail(job, record, UserError(f"cannot claim {mask} ({error.strerror or error})"))
             self.bar.update()
             return False
@@ -345,6 +345,7 @@ class Batch:
                 self.strips(job, record)
                 self.bar.update()
         except BatchStopped as stop:
+            stop.record.status, stop.record.message = "failed", str(stop)
             self.summary.stopped = stop.reason
             self.summary.not_attempted(stop.reason)
             left = len(self.summary.of_status("not-attempted"))
@@ -392,7 +393,8 @@ class Batch:
                 else:
                     record.histogram = None
                     if (reason := disk_trouble(result.exception)) is not None:
-                        raise BatchStopped(job, reason, result.exception) from result.exception
+                        error = result.exception
+                        raise BatchStopped(job, record, reason, error) from error
                     self.fail(job, record, result.exception or UserError(result.error))
                 self.bar.update()
 
@@ -461,7 +463,7 @@ class Batch:
         except Exception as error:
             record.histogram = None
             if (reason := disk_trouble(error)) is not None:
-                raise BatchStopped(job, reason, error) from error
+                raise BatchStopped(job, record, reason, error) from error
             self.fail(job, record, error)
         finally:
             self.release(job)

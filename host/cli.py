@@ -91,7 +91,7 @@ SCORES_HELP = (
     "--output",
     default="out",
     show_default=True,
-    type=click.Path(file_okay=False),
+    type=click.Path(),  # not file_okay=False: the up-front check says what is wrong in one line
     help="Output folder.",
 )
 @click.option(
@@ -241,7 +241,7 @@ def _run(inputs: tuple[str, ...], options: dict[str, Any], *, debug: bool) -> in
         flags=FLAGS,
     )
     for line in failures:
-        batch.summary.add(ImageRecord(line.split(": ", 1)[0], "failed", line))
+        batch.summary.add(ImageRecord(line.path, "failed", line))
     status, refused = 0, False
     try:
         batch.all(jobs, overwrite=options["overwrite"], workers=options["workers"])
