@@ -75,6 +75,21 @@ def _seek(image: Image.Image, label: str, frame: int, max_pixels: int) -> None:
     check_pixels(label, *image.size, max_pixels)
 
 
+def _stored_size(image: Image.Image) -> tuple[int, int]:
+    """A TIFF page's size as stored (Pillow 11+ reports it turned by the orientation tag)."""
+    return (image.tag_v2.get(256), image.tag_v2.get(257))
+
+
+def _load(image: Image.Image) -> None:
+    """Decode ``image``. Works around Pillow 11-13 (seen in 12.3 and 13.0): an uncompressed
+    single-strip TIFF page in a mode Pillow memory-maps (L, P, RGBA, 16-bit gray) whose
+    orientation swaps width and height is mapped with the turned size, so its rows come out
+    scrambled; without a file name Pillow decodes it through the ordinary path, which is right."""
+    if image.format == "TIFF" and image.size != _stored_size(image):
+        image.filename = ""  # ImageFile.load memory-maps only images that have one
+    image.load()
+
+
 def _upright(image: Image.Image) -> Image.Image:
     """The decoded ``image`` turned by its EXIF orientation: ``image`` itself when upright
     (``exif_transpose`` would copy even an upright image), else a turned copy.
@@ -102,7 +117,7 @@ def _load_upright(path: Path, label: str, max_pixels: int, frame: int) -> Image.
         check_pixels(label, *image.size, max_pixels)
         if frame:
             _seek(image, label, frame, max_pixels)
-        image.load()
+        _load(image)
         upright = _upright(image)
     except BaseException:
         image.close()
@@ -131,7 +146,7 @@ def frame_rgb(image: Image.Image, label: str, frame: int, max_pixels: int) -> np
     :class:`UserError` naming ``label``."""
     with one_line(label):
         _seek(image, label, frame, max_pixels)
-        image.load()
+        _load(image)
         upright = _upright(image)
     try:
         return _rgb(upright, label)
@@ -172,7 +187,7 @@ def _orientation(image: Image.Image) -> int:
     """The EXIF orientation from the header. PNG keeps EXIF in an ``eXIf`` chunk that Pillow
     finds only by decoding, so for PNG only an ``eXIf`` before the pixels is seen (where the
     PNG spec wants it)."""
-    if image.format == "TIFF" and image.size != (image.tag_v2.get(256), image.tag_v2.get(257)):
+    if image.format == "TIFF" and image.size != _stored_size(image):
         return 1  # Pillow has turned the size already (it turns TIFF pages while loading them)
     if image.format != "PNG":
         return image.getexif().get(_ORIENTATION, 1)
