@@ -10,7 +10,11 @@ is refused, since the host could not run it.
 
 Float tensors from finn become integers here, exactly: weights must be integer-valued; thresholds
 ``t`` become ``ceil(t)`` (for integer inputs ``x >= t`` iff ``x >= ceil(t)``) clipped to the
-proven input range ``[lo, hi + 1]`` (counts unchanged), stored in the smallest dtype.
+proven input range ``[lo, hi + 1]`` (counts unchanged) and sorted per row, stored in the smallest
+dtype. Each layer also records the datatypes its node declares (:data:`DECLARED_TYPES`: the
+weights', the thresholds', the operands'), which the host checks the arrays against; the writer
+refuses a layer whose type is unset or not an integer, since a package must carry them (the
+flow's own analyses, which read half-converted graphs, see whatever the graph has).
 finn/qonnx/onnx are imported inside functions.
 """
 
