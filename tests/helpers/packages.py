@@ -16,8 +16,11 @@ RNG = np.random.default_rng(7)
 C1, NC = 4, 3
 
 
-def make_layers():
-    """The package's six layers; weights and thresholds freshly drawn from :data:`RNG`."""
+def make_layers(tile: int = 8):
+    """The package's six layers; weights and thresholds freshly drawn from :data:`RNG`.
+
+    ``tile`` (even) only sets the shapes the layers declare (a package at another tile)."""
+    t, h = tile, tile // 2
     w1 = RNG.integers(-8, 8, size=(27, C1)).astype(np.int8)
     t1 = np.sort(RNG.integers(-400, 400, size=(C1, 15)), axis=1).astype(np.int16)
     w2 = RNG.integers(-8, 8, size=(C1, NC)).astype(np.int8)
@@ -30,8 +33,8 @@ def make_layers():
             {"Padding": [1, 1, 1, 1]},
             ("UINT8",),
             ("UINT8",),
-            ((1, 8, 8, 3),),
-            ((1, 10, 10, 3),),
+            ((1, t, t, 3),),
+            ((1, t + 2, t + 2, 3),),
         ),
         Layer(
             "ConvolutionInputGenerator",
@@ -41,8 +44,8 @@ def make_layers():
             {"ConvKernelDim": [3, 3], "Stride": [1, 1], "Dilation": [1, 1]},
             ("UINT8",),
             ("UINT8",),
-            ((1, 10, 10, 3),),
-            ((1, 8, 8, 27),),
+            ((1, t + 2, t + 2, 3),),
+            ((1, t, t, 27),),
             folding={"SIMD": 3},
         ),
         Layer(
@@ -53,8 +56,8 @@ def make_layers():
             {"MW": 27, "MH": C1, "ActVal": 0, "weightDataType": "INT4", "accDataType": "INT17"},
             ("UINT8",),
             ("UINT4",),
-            ((1, 8, 8, 27),),
-            ((1, 8, 8, C1),),
+            ((1, t, t, 27),),
+            ((1, t, t, C1),),
             folding={"PE": 2, "SIMD": 9},
             arrays={"weights": w1, "thresholds": t1},
         ),
@@ -66,8 +69,8 @@ def make_layers():
             {"ConvKernelDim": [2, 2], "Stride": [2, 2], "Dilation": [1, 1], "depthwise": 1},
             ("UINT4",),
             ("UINT4",),
-            ((1, 8, 8, C1),),
-            ((1, 4, 4, 4 * C1),),
+            ((1, t, t, C1),),
+            ((1, h, h, 4 * C1),),
         ),
         Layer(
             "Pool",
@@ -77,8 +80,8 @@ def make_layers():
             {"Function": "MaxPool", "KernelSize": [2, 2]},
             ("UINT4",),
             ("UINT4",),
-            ((1, 4, 4, 4 * C1),),
-            ((1, 4, 4, C1),),
+            ((1, h, h, 4 * C1),),
+            ((1, h, h, C1),),
         ),
         Layer(
             "MVAU",
@@ -94,8 +97,8 @@ def make_layers():
             },
             ("UINT4",),
             ("INT16",),
-            ((1, 4, 4, C1),),
-            ((1, 4, 4, NC),),
+            ((1, h, h, C1),),
+            ((1, h, h, NC),),
             arrays={"weights": w2},
         ),
     ]

@@ -57,7 +57,7 @@ def wide_tile_package(folder: Path, tile: int = TILE) -> Path:
         "output": {**IO["output"], "shape": [1, tile // 2, tile // 2, 3]},
     }
     card = {**CARD, "tile": [tile, tile]}
-    return write_package(folder, model_card=card, io=io, layers=make_layers(), board="pynq-z2")
+    return write_package(folder, model_card=card, io=io, layers=make_layers(tile), board="pynq-z2")
 
 
 def write_ppm(path: Path, height: int, width: int, band: int = 256) -> None:
