@@ -2,6 +2,9 @@
 
 Temporaries carry their owner (host, pid, start time; :mod:`fcnseg.atomic`) and the stale-temp
 cleanup removes only those of writers that are gone, or of unknown writers past the age bound.
+Images are claimed before they are worked on (:mod:`fcnseg.host.claims`), so each is segmented
+and written by one run: the claim rules are unit-tested here, and many processes racing for one
+claim (fresh, or a dead run's) must produce exactly one winner.
 
 Unit tests decide each rule with planted names (this process, a reaped child, a reused pid, another
 host, the old format, junk). The integration tests start two real ``python -m fcnseg.cli segment``
@@ -10,11 +13,13 @@ strips -- with a temporary planted for an output, owned by a live helper process
 cleaned it would be deleting a live writer's file. The race between the two runs is real; what is
 asserted is not timing-dependent: both exit 0, every output equals a single run's byte for byte,
 the live writer's temporary survives both runs (and goes once its owner has exited), a dead
-writer's goes, and nothing else is left.
+writer's goes, and nothing else is left; from the two runs' ``--json`` summaries, every image was
+done by exactly one of them (the other says ``another-run`` or ``skipped``), and no claim is left.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -28,6 +33,8 @@ from PIL import Image
 from fcnseg import atomic
 from fcnseg.atomic import Owner, atomic_path, parse_owner, remove_stale_temps, this_owner
 from fcnseg.cli import main
+from fcnseg.host import claims
+from fcnseg.host.claims import Claim, Holder, claim_path, remove_stale_claim, try_claim
 from tests.helpers.images import image
 from tests.helpers.packages import tiny_package
 
@@ -153,6 +160,113 @@ def test_a_name_with_dots_and_brackets_is_matched_literally(tmp_path: Path) -> N
     assert remove_stale_temps(target) == 1 and not dead.exists() and neighbour.exists()
 
 
+# --- unit: claims --------------------------------------------------------------------------
+
+
+def _plant_claim(target: Path, text: str, *, age: float = 0.0) -> Path:
+    path = claim_path(target)
+    path.write_text(text + "\n")
+    if age:
+        stamp = time.time() - age
+        os.utime(path, (stamp, stamp))
+    return path
+
+
+def test_a_claim_is_exclusive_and_released(tmp_path: Path) -> None:
+    target = tmp_path / "a.png"
+    mine = try_claim(target)
+    assert isinstance(mine, Claim) and mine.path == tmp_path / ".a.png.claim"
+    assert mine.path.read_text().strip() == this_owner().tag
+    other = try_claim(target)  # this process is alive: its claim is held
+    assert isinstance(other, Holder) and other.owner == this_owner()
+    assert other.describe() == f"pid {os.getpid()}"
+    assert remove_stale_claim(target) is False and mine.path.exists()
+    mine.release()
+    mine.release()  # idempotent
+    assert not mine.path.exists() and isinstance(try_claim(target), Claim)
+
+
+def test_release_leaves_someone_elses_claim(tmp_path: Path) -> None:
+    target = tmp_path / "a.png"
+    mine = try_claim(target)
+    assert isinstance(mine, Claim)
+    mine.path.write_text("vm-1-2\n")  # taken over meanwhile (as if this run were judged gone)
+    mine.release()
+    assert mine.path.read_text() == "vm-1-2\n"
+
+
+def test_a_dead_runs_claim_is_taken_over(tmp_path: Path) -> None:
+    target = tmp_path / "a.png"
+    me = this_owner()
+    _plant_claim(target, Owner(me.host, _dead_pid(), me.start).tag)  # fresh: age does not save it
+    mine = try_claim(target)
+    assert isinstance(mine, Claim) and mine.path.read_text().strip() == me.tag
+    assert not (tmp_path / ".a.png.claim.break").exists()
+
+
+@pytest.mark.parametrize("other", _other_hosts()[:1])
+def test_an_unknown_owner_is_judged_by_age(tmp_path: Path, other: str) -> None:
+    target = tmp_path / "a.png"
+    young = _plant_claim(target, Owner(other, 1, 1).tag, age=atomic.STALE_AGE_SECONDS - 60)
+    holder = try_claim(target)
+    assert isinstance(holder, Holder) and holder.owner == Owner(other, 1, 1)
+    assert holder.describe() == f"pid 1 on host {other}"
+    assert remove_stale_claim(target) is False and young.exists()
+    assert remove_stale_claim(target, now=time.time() + 120) is True and not young.exists()
+    for text in ("", "junk"):  # being written, or not ours: the age rule too
+        _plant_claim(target, text)
+        assert isinstance(try_claim(target), Holder)
+        assert isinstance(try_claim(target, now=time.time() + 2 * atomic.STALE_AGE_SECONDS), Claim)
+        claim_path(target).unlink()
+
+
+def test_a_break_in_progress_is_waited_for_and_a_dead_one_cleared(tmp_path: Path) -> None:
+    target = tmp_path / "a.png"
+    me = this_owner()
+    stale = _plant_claim(target, Owner(me.host, _dead_pid(), me.start).tag)
+    breaker = tmp_path / ".a.png.claim.break"
+    breaker.write_text(me.tag)  # someone is breaking it right now
+    assert isinstance(try_claim(target), Holder) and stale.exists() and breaker.exists()
+    stamp = time.time() - claims.BREAK_AGE_SECONDS - 5  # ... or died doing so a while ago
+    os.utime(breaker, (stamp, stamp))
+    assert isinstance(try_claim(target), Claim) and not breaker.exists()
+
+
+_RACE = """
+import sys, time
+from fcnseg.host.claims import Claim, try_claim
+at = float(sys.argv[2])
+while time.time() < at:
+    pass
+got = try_claim(sys.argv[1])
+print("won" if isinstance(got, Claim) else "lost", flush=True)
+sys.stdin.read()  # hold the claim until told to exit
+"""
+
+
+@pytest.mark.parametrize("planted", ["none", "dead"])
+def test_many_processes_racing_for_one_claim_have_one_winner(tmp_path: Path, planted) -> None:
+    """Eight processes try at the same instant, on a free claim or on a dead run's (which they
+    must break): exactly one wins, every time."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for attempt in range(3):
+        target = tmp_path / f"a{attempt}.png"
+        if planted == "dead":
+            me = this_owner()
+            _plant_claim(target, Owner(me.host, _dead_pid(), me.start).tag)
+        at = time.time() + 1.5
+        racers = [
+            subprocess.Popen([sys.executable, "-c", _RACE, str(target), str(at)], env=env,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+            for _ in range(8)
+        ]  # fmt: skip
+        said = [racer.stdout.readline().strip() for racer in racers]
+        for racer in racers:
+            racer.communicate(input="")
+        assert sorted(said) == ["lost"] * 7 + ["won"], said
+        assert not (tmp_path / f".a{attempt}.png.claim.break").exists()
+
+
 # --- integration: two real runs on one folder ------------------------------------------------
 
 
@@ -182,6 +296,24 @@ def _outputs(folder: Path) -> dict[str, bytes]:
     }
 
 
+def _each_done_once(summaries: list[dict], inputs: list[str]) -> list[int]:
+    """Every input is ``done`` by exactly one run, the other run calls it ``another-run`` (or
+    ``skipped``: done before it started); how many each run did."""
+    done_by: dict[str, int] = {}
+    for k, summary in enumerate(summaries):
+        assert summary["stopped"] is None and not summary["interrupted"]
+        assert sorted(Path(r["input"]).name for r in summary["images"]) == sorted(inputs)
+        for record in summary["images"]:
+            name = Path(record["input"]).name
+            if record["status"] == "done":
+                assert name not in done_by, f"{name} was segmented by both runs"
+                done_by[name] = k
+            else:
+                assert record["status"] in ("another-run", "skipped"), record
+    assert sorted(done_by) == sorted(inputs), "some image was done by neither run"
+    return [list(done_by.values()).count(k) for k in range(len(summaries))]
+
+
 def _race(package: Path, inputs: Path, tmp_path: Path, first: str) -> list[str]:
     """Run twice at once on one folder, with a live writer's and a dead writer's temporary
     planted for ``first`` (an output both runs clean before writing); check everything and
@@ -200,21 +332,25 @@ def _race(package: Path, inputs: Path, tmp_path: Path, first: str) -> list[str]:
         live = _plant(out / first, Owner(me.host, holder.pid, start))
         dead = _plant(out / first, Owner(me.host, _dead_pid(), start))
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        reports = [tmp_path / f"run{k}.json" for k in range(2)]
         runs = [
             subprocess.Popen(
-                _command(package, inputs, out),
+                [*_command(package, inputs, out), "--json", str(report)],
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
                 env=env,
                 cwd=ROOT,
             )
-            for _ in range(2)
+            for report in reports
         ]
         results = [run.communicate(timeout=600) for run in runs]
         for run, (stdout, stderr) in zip(runs, results, strict=True):
             assert run.returncode == 0, stderr
             assert "Traceback" not in stderr and "failed 0" in stdout, stdout + stderr
+        summaries = [json.loads(report.read_text()) for report in reports]
+        _each_done_once(summaries, sorted(p.name for p in inputs.iterdir()))
+        assert not list(out.rglob("*.claim*")), "a claim was left behind"
         got = _outputs(out)
         assert got.keys() == expected.keys()
         for name, data in expected.items():
@@ -263,6 +399,29 @@ def test_two_runs_large_image_in_strips(
     inputs = tmp_path / "in"
     inputs.mkdir()
     _write_ppm(inputs / "big.ppm", image(600, 480, seed=3))
-    _write_ppm(inputs / "big2.ppm", image(320, 400, seed=4))
+    for k in range(2, 5):
+        _write_ppm(inputs / f"big{k}.ppm", image(320, 400, seed=k))
     _race(package, inputs, tmp_path, "big.png")
-    assert sorted(streamed) == ["big.ppm", "big2.ppm"]
+    assert sorted(streamed) == ["big.ppm", "big2.ppm", "big3.ppm", "big4.ppm"]
+
+
+def test_a_killed_runs_claims_are_taken_over_or_cleared(package: Path, tmp_path: Path) -> None:
+    """A run killed outright leaves claims: on an image it had not finished (the next run takes
+    it over and does the image) and on one whose mask it had just committed (the next run skips
+    the image and removes the claim)."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for i in range(3):
+        Image.fromarray(image(30, 36, seed=i)).save(inputs / f"img{i}.png")
+    out = tmp_path / "out"
+    assert main(_command(package, inputs / "img0.png", out)[3:]) == 0
+    me = this_owner()
+    for name in ("img0.png", "img1.png"):
+        _plant_claim(out / name, Owner(me.host, _dead_pid(), me.start).tag)
+    report = tmp_path / "run.json"
+    assert main([*_command(package, inputs, out)[3:], "--json", str(report)]) == 0
+    statuses = {
+        Path(r["input"]).name: r["status"] for r in json.loads(report.read_text())["images"]
+    }
+    assert statuses == {"img0.png": "skipped", "img1.png": "done", "img2.png": "done"}
+    assert not list(out.glob(".*")), "claims or temporaries left"
