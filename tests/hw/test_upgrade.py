@@ -10,6 +10,7 @@ files, since the upgrade exists to keep them.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import numpy as np
 import pytest
 
 from fcnseg.cli import main
+from fcnseg.errors import UserError
 from fcnseg.host.package import (
     HW_GRAPH_NAME,
     JSON_NAME,
@@ -249,3 +251,61 @@ def test_refuses_a_newer_or_foreign_package(v1, capsys):
     _refused(capsys, v1, "package format version 3 is newer than this fcnseg supports")
     (v1 / JSON_NAME).write_text(json.dumps({**meta, "format": "other"}))
     _refused(capsys, v1, "not an fcnseg deployment package")
+
+
+# --------------------------------------------------------------------------------------------
+# The writer: the declared types come from the graph, and a package is not written without them
+# --------------------------------------------------------------------------------------------
+
+
+def _build_from_graph(graph: Path, out: Path) -> Path:
+    from fcnseg.hw.to_package import build_package
+
+    meta = json.loads((TINY / JSON_NAME).read_text())
+    return build_package(
+        graph,
+        out,
+        model_card=meta["model_card"],
+        output_scale=meta["io"]["output"]["scale"],
+        output_bias=meta["io"]["output"]["bias"],
+    )
+
+
+def test_the_writer_on_the_fixtures_graph_gives_the_upgraded_fixtures_layers(tmp_path):
+    """The checked-in fixture was upgraded; writing its own graph anew gives the same layers
+    (with the same declared types) and arrays: upgrade and writer read the types alike."""
+    written = load_package(_build_from_graph(TINY / HW_GRAPH_NAME, tmp_path / "pkg"))
+    fixture = load_package(TINY)
+    assert written.meta["layers"] == fixture.meta["layers"]
+    for a, b in zip(written.layers, fixture.layers, strict=True):
+        assert a.arrays.keys() == b.arrays.keys()
+        assert all(np.array_equal(a.arrays[k], b.arrays[k]) for k in a.arrays)
+
+
+@pytest.mark.parametrize(
+    "node,attr,value,state",
+    [
+        ("MVAU_2", "weightDataType", None, "unset"),
+        ("Thresholding_0", "weightDataType", "FLOAT32", "'FLOAT32'"),
+        ("ElementwiseAdd_1", "rhs_dtype", "FIXED<8,4>", "'FIXED<8,4>'"),
+    ],
+)
+def test_the_writer_refuses_a_layer_without_an_integer_declared_type(
+    tmp_path, node, attr, value, state
+):
+    import onnx
+
+    shutil.copy(TINY / HW_GRAPH_NAME, tmp_path / HW_GRAPH_NAME)
+    model = onnx.load(str(tmp_path / HW_GRAPH_NAME))
+    target = next(n for n in model.graph.node if n.name == node)
+    if value is None:
+        drop_attribute(target, attr)
+    else:
+        set_string_attribute(target, attr, value)
+    onnx.save(model, str(tmp_path / HW_GRAPH_NAME))
+    kind = node.rsplit("_", 1)[0]
+    with pytest.raises(
+        UserError, match=rf"^layer {node} \({kind}\): declared type {attr} is {re.escape(state)}, "
+    ):
+        _build_from_graph(tmp_path / HW_GRAPH_NAME, tmp_path / "pkg")
+    assert not (tmp_path / "pkg").exists()
