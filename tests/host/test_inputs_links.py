@@ -203,14 +203,22 @@ def shared_tmp() -> Iterator[Path]:
 
 def _as_unprivileged(*items: Path) -> dict:
     """``collect_inputs(items)`` (and each job's decode) as a user whom permissions stop."""
-    command = [sys.executable, "-c", _AS_NOBODY, *map(str, items)]
+    drop: list[str] = []
     if os.geteuid() == 0:
         if shutil.which("setpriv") is None:
             pytest.skip("running as root without setpriv: permissions stop no one here")
-        command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]
+        drop = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+        probe = subprocess.run(
+            [*drop, sys.executable, "-c", "import fcnseg.host.inputs"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if probe.returncode != 0:  # e.g. an interpreter installed under /root
+            reason = (probe.stderr.strip().splitlines() or ["?"])[-1]
+            pytest.skip(f"nobody cannot run {sys.executable} here: {reason}")
+    command = [*drop, sys.executable, "-c", _AS_NOBODY, *map(str, items)]
     proc = subprocess.run(command, capture_output=True, text=True, timeout=120)
-    if proc.returncode != 0 and "setpriv" in proc.stderr:
-        pytest.skip(f"cannot drop privileges here: {proc.stderr.strip()}")
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
