@@ -530,8 +530,11 @@ def _check_io(io: Mapping[str, Any], card: ModelCard, where: str) -> None:
         parse_dtype(spec["dtype"])
         if spec.get("layout") != "NHWC":
             raise UserError(f"{where}: {port} layout {spec.get('layout')!r} is not NHWC")
-        if len(spec["shape"]) != 4:
-            raise UserError(f"{where}: {port} shape {spec['shape']} is not 4-d NHWC")
+        shape = spec["shape"]
+        if not isinstance(shape, list) or len(shape) != 4:
+            raise UserError(f"{where}: {port} shape {shape} is not 4-d NHWC")
+        if not all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in shape):
+            raise UserError(f"{where}: {port} shape {shape} is not 4 positive integers")
     out = io["output"]
     nc = int(out["shape"][-1])
     if len(out["scale"]) != nc or len(out["bias"]) != nc:

@@ -128,7 +128,15 @@ def validate_package(
     rule families below run in an order where each relies only on what the earlier ones
     established (attributes before shapes, shapes before ranges)."""
     fail = Refusal(root)
-    io = meta["io"]
+    try:
+        _validate(meta["io"], layers, card, fail)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, ZeroDivisionError) as e:
+        # every rule checks the types it reads first; this is the net under a value no rule
+        # foresaw (found by fuzzing): still one line, never a traceback
+        raise fail(f"malformed ({type(e).__name__}: {e})") from None
+
+
+def _validate(io: Mapping[str, Any], layers: Sequence[Layer], card: ModelCard, fail: Refusal):
     if len(layers) > MAX_LAYERS:
         raise fail(f"{len(layers)} layers, more than {MAX_LAYERS}")
     check_graph(layers, io, fail)
