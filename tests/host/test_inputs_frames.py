@@ -11,14 +11,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import GifImagePlugin, Image, ImageSequence, TiffImagePlugin
 
 from fcnseg.cli import main
+from fcnseg.errors import UserError
 from fcnseg.host import batch as batch_module
 from fcnseg.host.images import frames as frames_module
 from fcnseg.host.images import image_size, load_image
 from fcnseg.host.images.frames import FrameSource, frame_count
-from fcnseg.host.inputs import Job, _frame_jobs, collect_inputs
+from fcnseg.host.inputs import InputError, Job, _frame_jobs, collect_inputs
 from fcnseg.host.segmenter import Segmenter
 from tests.helpers.images import image
 from tests.helpers.packages import tiny_package
@@ -151,8 +154,6 @@ def test_frames_are_decoded_in_order_from_one_open(
 
 
 def test_a_failing_frame_names_the_frame_and_closes_the_file(tmp_path: Path) -> None:
-    from fcnseg.errors import UserError
-
     path = _gif(tmp_path / "a.gif", 3)
     source = FrameSource(path, 5)  # says 5: frame 3 is not there
     source.load(2)
@@ -252,8 +253,6 @@ def test_unreadable_headers_become_jobs_that_say_why(tmp_path: Path) -> None:
     junk.write_bytes(b"not an image at all")
     (job,), errors = collect_inputs((str(junk),), frames="all")
     assert errors == [] and job.frames is None and job.frames_record() is None
-    from fcnseg.errors import UserError
-
     with pytest.raises(UserError, match="not an image Pillow can read"):
         job.load(1 << 20)
 
@@ -327,3 +326,59 @@ def test_large_multipage_tiff_in_strips_takes_each_page(
     seg = Segmenter.load(package_dir)
     for k, page in enumerate(pages):
         np.testing.assert_array_equal(_mask(out / f"big_f{k:03d}.png"), seg(page))
+
+
+# --- damaged multi-frame files -----------------------------------------------------------------
+
+
+def _multi(fmt: str) -> bytes:
+    pages = [Image.fromarray(a) for a in _frames(3, 9, 13)]
+    buffer = io.BytesIO()
+    if fmt == "GIF":
+        pages = [p.quantize(16) for p in pages]
+    extra = {"lossless": True} if fmt == "WEBP" else {}
+    pages[0].save(buffer, format=fmt, save_all=True, append_images=pages[1:], **extra)
+    return buffer.getvalue()
+
+
+MULTI = {fmt: _multi(fmt) for fmt in ("GIF", "TIFF", "PNG", "WEBP")}
+
+
+@st.composite
+def damaged(draw: st.DrawFn) -> bytes:
+    """A multi-frame file with a few bytes changed, a run inserted, or its tail cut."""
+    data = bytearray(MULTI[draw(st.sampled_from(sorted(MULTI)))])
+    for _ in range(draw(st.integers(1, 3))):
+        at = draw(st.integers(0, len(data) - 1))
+        kind = draw(st.sampled_from(["flip", "insert", "truncate"]))
+        if kind == "flip":
+            data[at] ^= draw(st.integers(1, 255))
+        elif kind == "insert":
+            data[at:at] = draw(st.binary(min_size=1, max_size=8))
+        elif at > 0:
+            del data[at:]
+    return bytes(data)
+
+
+@settings(
+    max_examples=120,
+    deadline=2000,  # ms: a runaway count or decode fails
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    derandomize=True,
+)
+@given(data=damaged())
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_damaged_multiframe_files_give_frames_or_one_line(data: bytes, tmp_path: Path) -> None:
+    """Counting and decoding every frame of a damaged file: RGB frames or one line each."""
+    path = tmp_path / "damaged.img"
+    path.write_bytes(data)
+    jobs, errors = collect_inputs((str(path),), frames="all")
+    assert all(isinstance(e, InputError) and e.startswith(f"{path}: ") for e in errors)
+    assert all("\n" not in e for e in errors) and len(jobs) <= frames_module.MAX_FRAMES
+    for job in jobs:
+        try:
+            rgb = job.load(1 << 20)
+        except UserError as error:
+            assert str(error).startswith(str(path)) and "\n" not in str(error)
+            continue
+        assert rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3
