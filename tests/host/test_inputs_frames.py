@@ -282,6 +282,8 @@ def test_segment_frames_first_says_so_once(package_dir: Path, tmp_path: Path, ca
     assert sorted(p.name for p in out.glob("a*.png")) == ["a.png"]
     (record,) = json.loads(summary.read_text())["images"]
     assert record["frames"] == {"used": [0], "of": 3}
+    assert main([*args, "--frames", "every"]) == 2  # a usage error
+    assert "Invalid value for '--frames'" in capsys.readouterr().err
 
 
 def test_segment_frames_all_one_mask_per_frame(package_dir: Path, tmp_path: Path, capsys) -> None:
