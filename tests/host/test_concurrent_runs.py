@@ -425,3 +425,57 @@ def test_a_killed_runs_claims_are_taken_over_or_cleared(package: Path, tmp_path:
     }
     assert statuses == {"img0.png": "skipped", "img1.png": "done", "img2.png": "done"}
     assert not list(out.glob(".*")), "claims or temporaries left"
+
+
+def test_an_image_a_live_run_holds_is_left_to_it(package: Path, tmp_path: Path) -> None:
+    """A claim whose owner is alive (a helper process standing in for another run): the image
+    is not touched, and the summary says who has it; the rest is done; exit 0."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for i in range(2):
+        Image.fromarray(image(30, 36, seed=i)).save(inputs / f"img{i}.png")
+    out = tmp_path / "out"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=-1)
+    try:
+        me = this_owner()
+        tag = Owner(me.host, holder.pid, atomic.process_start(holder.pid) or 0).tag
+        held = _plant_claim(out / "img1.png", tag)
+        report = tmp_path / "run.json"
+        assert main([*_command(package, inputs, out)[3:], "--json", str(report)]) == 0
+        records = {Path(r["input"]).name: r for r in json.loads(report.read_text())["images"]}
+        assert records["img0.png"]["status"] == "done"
+        assert records["img1.png"]["status"] == "another-run"
+        message = f"being segmented by another run (pid {holder.pid})"
+        assert records["img1.png"]["message"] == message
+        assert not (out / "img1.png").exists() and held.read_text().strip() == tag
+    finally:
+        holder.communicate(input=b"")
+    assert main(_command(package, inputs, out)[3:]) == 0  # its owner gone: taken over and done
+    assert (out / "img1.png").is_file() and not list(out.glob(".*"))
+
+
+def test_with_overwrite_a_mask_written_since_the_start_is_another_runs(
+    package: Path, tmp_path: Path
+) -> None:
+    """--overwrite redoes masks from before the run; one written after the run started (by a
+    concurrent run, here dated ahead) counts as done by another run and is left alone."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for i in range(2):
+        Image.fromarray(image(30, 36, seed=i)).save(inputs / f"img{i}.png")
+    out = tmp_path / "out"
+    assert main(_command(package, inputs, out)[3:]) == 0
+    old, new = out / "img0.png", out / "img1.png"
+    past, future = time.time() - 3600, time.time() + 3600
+    os.utime(old, (past, past))
+    new.write_bytes(b"another run's mask")
+    os.utime(new, (future, future))
+    report = tmp_path / "run.json"
+    args = [*_command(package, inputs, out)[3:], "--overwrite", "--json", str(report)]
+    assert main(args) == 0
+    statuses = {
+        Path(r["input"]).name: r["status"] for r in json.loads(report.read_text())["images"]
+    }
+    assert statuses == {"img0.png": "done", "img1.png": "another-run"}
+    assert old.stat().st_mtime > past + 60 and new.read_bytes() == b"another run's mask"
