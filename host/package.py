@@ -642,8 +642,12 @@ def read_for_upgrade(path: str | os.PathLike) -> tuple[dict[str, Any], list[Laye
     with its recorded sha256, the arrays pickle-free and integer. A damaged package is refused
     in one line, never upgraded: an upgrade must not vouch for files nothing vouched for.
     """
+    from fcnseg.host.validation import check_json_size
+
     root = Path(path)
     where = str(root)
+    if (root / JSON_NAME).is_file():
+        check_json_size(root / JSON_NAME, root)
     meta = _read_meta(root)
     version = meta.get("format_version")
     if meta.get("format") == FORMAT_NAME and version == FORMAT_VERSION:

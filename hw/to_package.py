@@ -176,6 +176,27 @@ def declared_types(node) -> dict[str, str]:
     }
 
 
+def complete_declared(
+    kind: str, declared: Mapping[str, str], input_dtypes: tuple[str, ...] | list[str]
+) -> dict[str, str]:
+    """``declared`` (:func:`declared_types`) with a Thresholding's thresholds type filled in
+    where finn has not set it yet: FLOAT32 until finn's ``RoundAndClipThresholds``, which ceils
+    thresholds on an integer input to ``[min, max + 1]`` and declares the smallest type holding
+    that (an INT32 input gives INT33). This writer rounds and clips float thresholds the same way
+    (:func:`_thresholds`, within the input's proven range), so the type is finn's own rule, not a
+    guess. An unset type, or any other, stays as the graph has it (:func:`check_declared`
+    judges it)."""
+    out = dict(declared)
+    if kind == "Thresholding" and str(out.get("weightDataType")).startswith("FLOAT"):
+        if input_dtypes and is_integer_dtype(input_dtypes[0]):
+            from qonnx.core.datatype import DataType
+
+            lo, hi = parse_dtype(input_dtypes[0])
+            edge = hi + 1 if lo >= 0 else -(hi + 1) - 1
+            out["weightDataType"] = DataType.get_smallest_possible(edge).name
+    return out
+
+
 def check_declared(layer: Layer) -> None:
     """Refuse, in one line naming the layer, a layer that lacks one of its declared types
     (:data:`DECLARED_TYPES`) or whose type is not an integer datatype: a version-2 package
@@ -203,16 +224,16 @@ def node_to_layer(model: ModelWrapper, node, ranges: dict[str, tuple[int, int]])
         raise UserError(f"layer {node.name}: HW layer kind {kind} is not supported by fcnseg")
     inst = getCustomOp(node)
     types = inst.get_nodeattr_types()
-    declared = declared_types(node)
+    dyn = [t for t in node.input if t and model.get_initializer(t) is None]
+    in_dts = [model.get_tensor_datatype(t).name for t in dyn]
+    out_dts = [model.get_tensor_datatype(t).name for t in node.output]
+    declared = complete_declared(kind, declared_types(node), in_dts)
     attrs = {
         a: declared[a] if a in declared else inst.get_nodeattr(a)
         for a in ATTRS.get(kind, ())
         if a in types and (a in declared or a not in DECLARED_TYPES.get(kind, ()))
     }
     folding = {a: inst.get_nodeattr(a) for a in FOLDING_ATTRS if a in types}
-    dyn = [t for t in node.input if t and model.get_initializer(t) is None]
-    in_dts = [model.get_tensor_datatype(t).name for t in dyn]
-    out_dts = [model.get_tensor_datatype(t).name for t in node.output]
     for dt in in_dts + out_dts:
         if not is_integer_dtype(dt):
             raise UserError(

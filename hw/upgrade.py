@@ -6,9 +6,9 @@ them. What version 2 adds (:mod:`fcnseg.host.package`) can be had without a rebu
 
 - the declared datatypes (``weightDataType`` ...): read from the package's own
   ``hw_graph.onnx``, the graph its layers were made from, node by node (matched by name, read by
-  :func:`fcnseg.hw.to_package.declared_types`, as the writer reads them). A layer whose node is
-  missing, of another kind, or lacks a type is refused, never guessed; a type the old package
-  already records (``accDataType``) must agree with the graph.
+  :func:`fcnseg.hw.to_package.declared_types` and ``complete_declared``, as the writer reads
+  them). A layer whose node is missing, of another kind, or lacks a type is refused, never
+  guessed; a type the old package already records (``accDataType``) must agree with the graph.
 - the thresholds sorted: the version-1 reader sorted them, so sorting changes no count;
 - the manifest digest: :func:`fcnseg.host.package.write_package` writes it.
 
@@ -114,7 +114,12 @@ def upgrade_package(old: str | Path, new: str | Path | None = None) -> Upgraded:
 def upgraded_layers(layers: list[Layer], nodes: dict[str, Any], where: Path) -> list[Layer]:
     """``layers`` with the declared types of their graph ``nodes`` (name -> node) added and their
     thresholds sorted; a one-line UserError for a layer the graph cannot type."""
-    from fcnseg.hw.to_package import base_kind, check_declared, declared_types
+    from fcnseg.hw.to_package import (
+        base_kind,
+        check_declared,
+        complete_declared,
+        declared_types,
+    )
 
     out = []
     for layer in layers:
@@ -129,7 +134,7 @@ def upgraded_layers(layers: list[Layer], nodes: dict[str, Any], where: Path) -> 
                 f"{where}: layer {layer.name!r} is a {layer.kind} but its {HW_GRAPH_NAME} node is "
                 f"a {node.op_type} (rebuild the package)"
             )
-        declared = declared_types(node)
+        declared = complete_declared(layer.kind, declared_types(node), layer.input_dtypes)
         for attr, value in declared.items():
             if attr in layer.attributes and layer.attributes[attr] != value:
                 raise UserError(

@@ -193,11 +193,24 @@ def test_refuses_a_graph_that_lacks_a_declared_type(v1, capsys):
 
 def test_refuses_a_graph_whose_type_is_not_an_integer(v1, capsys):
     edit_graph(
-        v1, lambda nodes: set_string_attribute(nodes["Thresholding_0"], "weightDataType", "FLOAT32")
+        v1, lambda nodes: set_string_attribute(nodes["ElementwiseAdd_0"], "rhs_dtype", "FLOAT32")
     )
     _refused(
-        capsys, v1, "layer Thresholding_0 (Thresholding): declared type weightDataType is 'FLOAT32'"
+        capsys, v1, "layer ElementwiseAdd_0 (ElementwiseAdd): declared type rhs_dtype is 'FLOAT32'"
     )
+
+
+def test_unrounded_thresholds_get_the_type_finns_rounding_gives(v1, tmp_path, capsys):
+    """A graph finn has not rounded yet declares FLOAT32 thresholds; on an INT32 input finn's
+    RoundAndClipThresholds would declare INT33, as the reference package records."""
+    edit_graph(
+        v1,
+        lambda nodes: set_string_attribute(nodes["Thresholding_0"], "weightDataType", "FLOAT32"),
+    )
+    code, _, err = upgrade(capsys, v1, "-o", tmp_path / "new")
+    assert (code, err) == (0, "")
+    layer = next(x for x in load_package(tmp_path / "new").layers if x.kind == "Thresholding")
+    assert layer.input_dtypes == ("INT32",) and layer.attributes["weightDataType"] == "INT33"
 
 
 def test_refuses_a_graph_that_lacks_the_node(v1, capsys):
@@ -286,7 +299,7 @@ def test_the_writer_on_the_fixtures_graph_gives_the_upgraded_fixtures_layers(tmp
     "node,attr,value,state",
     [
         ("MVAU_2", "weightDataType", None, "unset"),
-        ("Thresholding_0", "weightDataType", "FLOAT32", "'FLOAT32'"),
+        ("Thresholding_0", "weightDataType", None, "unset"),
         ("ElementwiseAdd_1", "rhs_dtype", "FIXED<8,4>", "'FIXED<8,4>'"),
     ],
 )
