@@ -49,8 +49,8 @@ from fcnseg.host.package import (
     NPZ_NAME,
     VERIFICATION_NAME,
     parse_dtype,
-    sha256_file,
 )
+from tests.helpers import tamper
 
 #: accelerator.json's manifest digest key (format version 2); absent from version-1 packages
 MANIFEST_KEY = getattr(package_format, "MANIFEST_KEY", "manifest_sha256")
@@ -90,18 +90,16 @@ def write_meta(root: Path, meta: Any, *, manifest: bool = True) -> None:
 
 
 def rehash(root: Path, *, listed: Sequence[str] = ()) -> None:
-    """Record the current sha256 of every listed file that exists (plus ``listed``), then the
-    manifest digest: what a hostile user does after editing a package."""
+    """Record the current sha256 of every listed file that exists (plus the new ``listed``
+    ones), then the manifest digest: what a hostile user does after editing a package
+    (:func:`tests.helpers.tamper.rehash`)."""
     meta = read_meta(root)
-    files = meta.get("files") if isinstance(meta, dict) else None
-    if not isinstance(files, dict):
+    if not isinstance(meta, dict) or not isinstance(meta.get("files"), dict):
         write_meta(root, meta)
         return
-    for rel in [*files, *listed]:
-        path = root / rel
-        if isinstance(rel, str) and path.is_file() and not path.is_symlink():
-            files[rel] = sha256_file(path)
-    write_meta(root, meta)
+    for rel in listed:
+        meta["files"].setdefault(rel, "")
+    tamper.rehash(root, meta)
 
 
 def read_arrays(root: Path) -> dict[str, np.ndarray]:
@@ -127,6 +125,9 @@ class Base:
     path: Path
     meta: dict[str, Any]
     arrays: dict[str, np.ndarray]
+
+    def __repr__(self) -> str:  # hypothesis prints it with every strategy: keep it short
+        return f"Base({str(self.path)!r})"
 
     @classmethod
     def read(cls, path: Path) -> Base:
@@ -384,10 +385,10 @@ def _member_edit(key: str, how: str) -> Mutation:
 
 # JSON ------------------------------------------------------------------------------------------
 
-Path_ = tuple  # a path into the JSON: keys and indices
+JsonPath = tuple  # a path into the JSON: keys and indices
 
 
-def json_paths(data: Any, prefix: Path_ = ()) -> Iterator[Path_]:
+def json_paths(data: Any, prefix: JsonPath = ()) -> Iterator[JsonPath]:
     """Every path of ``data`` (containers and leaves), hash keys excluded at the top."""
     if isinstance(data, dict):
         for k, v in data.items():
@@ -400,7 +401,7 @@ def json_paths(data: Any, prefix: Path_ = ()) -> Iterator[Path_]:
             yield from json_paths(v, (*prefix, i))
 
 
-def _get(data: Any, path: Path_) -> Any:
+def _get(data: Any, path: JsonPath) -> Any:
     for k in path:
         data = data[k]
     return data
@@ -481,7 +482,7 @@ def _json_edit(
     return Mutation(f"{JSON_NAME}: {label}", apply, strict, rescales)
 
 
-def _set(path: Path_, value: Any) -> Callable[[Any], Any]:
+def _set(path: JsonPath, value: Any) -> Callable[[Any], Any]:
     def edit(meta: Any) -> Any:
         if not path:
             return value
@@ -491,7 +492,7 @@ def _set(path: Path_, value: Any) -> Callable[[Any], Any]:
     return edit
 
 
-def _legal_value_change(base: Base, path: Path_, new: Any) -> bool:
+def _legal_value_change(base: Base, path: JsonPath, new: Any) -> bool:
     """A JSON value change that gives another valid package (not strict, see the module doc)."""
     old = _get(base.meta, path)
     if new == old and type(new) is type(old):
@@ -539,7 +540,7 @@ def json_mutations(draw: st.DrawFn, base: Base) -> Mutation:
         keyed = [p for p in paths if isinstance(p[-1], str)]
         path = draw(st.sampled_from(keyed))
 
-        def remove(meta: Any, path: Path_ = path) -> Any:
+        def remove(meta: Any, path: JsonPath = path) -> Any:
             del _get(meta, path[:-1])[path[-1]]
             return meta
 
@@ -569,7 +570,7 @@ def _stale(edit: Callable[[Any], Any]) -> Callable[[Path], None]:
     return apply
 
 
-def _show(path: Path_) -> str:
+def _show(path: JsonPath) -> str:
     return "".join(f"[{k}]" if isinstance(k, int) else f".{k}" for k in path).lstrip(".") or "/"
 
 
@@ -577,9 +578,26 @@ def _show(path: Path_) -> str:
 def _layer_list_edit(draw: st.DrawFn, base: Base) -> Mutation:
     layers = base.meta["layers"]
     n = len(layers)
-    how = draw(st.sampled_from(["swap", "duplicate", "remove", "rename tensor"]))
+    how = draw(st.sampled_from(["swap", "duplicate", "remove", "rename tensor", "rewire", "op"]))
     i = draw(st.integers(0, n - 1))
     j = draw(st.integers(0, n - 1))
+    if how == "rewire":  # one input of a layer read from another tensor
+        k = draw(st.integers(0, len(layers[i]["inputs"]) - 1))
+        new = draw(st.sampled_from(sorted(base.tensors())))
+        path = ("layers", i, "inputs", k)
+        old = _get(base.meta, path)
+        label = f"{_show(path)} {old!r} -> {new!r}"
+        return _json_edit(label, _set(path, new), strict=not _legal_value_change(base, path, new))
+    if how == "op":  # another elementwise op, or another pool function
+        ops = [(p, ELEMENTWISE) for p in _paths_to(base, "kind", ELEMENTWISE)]
+        ops += [(p, POOL_FUNCTIONS) for p in _paths_to(base, "Function", POOL_FUNCTIONS)]
+        if ops:
+            path, choices = draw(st.sampled_from(ops))
+            new = draw(st.sampled_from(choices))
+            label = f"{_show(path)} {_get(base.meta, path)!r} -> {new!r}"
+            strict = not _legal_value_change(base, path, new)
+            return _json_edit(label, _set(path, new), strict=strict)
+        how = "swap"
     if how == "rename tensor":  # one tensor renamed everywhere: the same graph
         tensors = sorted(base.tensors())
         name = draw(st.sampled_from(tensors))
@@ -597,6 +615,17 @@ def _layer_list_edit(draw: st.DrawFn, base: Base) -> Mutation:
 
     what = {"swap": f"layers {i} and {j} swapped", "duplicate": f"layer {i} copied to {j}"}
     return _json_edit(what.get(how, f"layer {i} removed"), edit)
+
+
+def _paths_to(base: Base, key: str, values: Sequence[str]) -> list[JsonPath]:
+    """Paths of the layers' ``kind`` / ``attributes.Function`` values that are in ``values``."""
+    out = []
+    for i, entry in enumerate(base.meta["layers"]):
+        if key == "kind" and entry["kind"] in values:
+            out.append(("layers", i, "kind"))
+        if entry.get("attributes", {}).get(key) in values:
+            out.append(("layers", i, "attributes", key))
+    return out
 
 
 def _rename_tensor(old: str, new: str) -> Callable[[Any], Any]:
@@ -660,80 +689,86 @@ def _rewrite_archive(archive: Path, edit: Callable[[dict[str, bytes]], None]) ->
     archive.write_bytes(buf.getvalue())
 
 
-@st.composite
-def file_mutations(draw: st.DrawFn, base: Base) -> Mutation:
+def file_mutations(base: Base) -> st.SearchStrategy[Mutation]:
     """Truncations and byte flips (re-hashed or not), unlisted extra files, listed files
     missing, odd ``files`` entries, a damaged accelerator.json, a replaced npz, and damage to
     hardware.tar.xz and verification.json, which have their own checks."""
-    listed = sorted(base.meta["files"])
-    how = draw(
-        st.sampled_from(
-            ["truncate", "flip", "delete", "ghost", "extra", "entry", "json", "special"]
-            + ["verification", "verification", "hardware", "hardware"]
-        )
+    damage = st.sampled_from(sorted(_JSON_DAMAGE)).map(
+        lambda what: Mutation(f"{JSON_NAME}: {what}", _JSON_DAMAGE[what], True)
     )
-    if how in ("truncate", "flip", "delete"):
-        rel = draw(st.sampled_from(listed))
-        size = (base.path / rel).stat().st_size
-        at = draw(st.integers(0, max(size - 1, 0)))
-        rehashed = draw(st.booleans())
+    special = st.sampled_from(["symlink to /dev/zero", "folder", "symlink loop"]).map(
+        lambda what: _file_edit(f"{NPZ_NAME} replaced by a {what}", _special(what), rehashed=False)
+    )
+    return st.one_of(
+        _bytes_edit(base),
+        _extra_file(base),
+        _files_entry(),
+        st.just(_file_edit("files lists ghost.bin", _ghost)),
+        damage,
+        special,
+        _verification_edit(base),
+        _hardware_edit(base),
+    )
 
-        def edit(root: Path) -> None:
-            path = root / rel
-            data = bytearray(path.read_bytes())
-            if how == "truncate":
-                path.write_bytes(bytes(data[:at]))
-            elif how == "flip":
-                data[at] ^= 0x5A
-                path.write_bytes(bytes(data))
-            else:
-                path.unlink()
 
-        return _file_edit(f"{rel}: {how} at byte {at}", edit, rehashed=rehashed and how != "delete")
-    if how == "ghost":
-        return _file_edit("files lists ghost.bin", _ghost)
-    if how == "extra":
-        rel = draw(
-            st.sampled_from(["notes.txt", "bitfile/x.bit", VERIFICATION_NAME, HARDWARE_ARCHIVE])
-        )
-        if (base.path / rel).exists():
-            rel = "notes.txt"
+@st.composite
+def _bytes_edit(draw: st.DrawFn, base: Base) -> Mutation:
+    """A listed file truncated, one byte flipped (re-hashed or not), or deleted."""
+    rel = draw(st.sampled_from(sorted(base.meta["files"])))
+    how = draw(st.sampled_from(["truncate", "flip", "delete"]))
+    at = draw(st.integers(0, max((base.path / rel).stat().st_size - 1, 0)))
+    rehashed = draw(st.booleans()) and how != "delete"
 
-        def extra(root: Path, rel: str = rel) -> None:
-            (root / rel).parent.mkdir(parents=True, exist_ok=True)
-            (root / rel).write_bytes(b"\x00not listed\n")
+    def edit(root: Path) -> None:
+        path = root / rel
+        data = bytearray(path.read_bytes())
+        if how == "truncate":
+            path.write_bytes(bytes(data[:at]))
+        elif how == "flip":
+            data[at] ^= 0x5A
+            path.write_bytes(bytes(data))
+        else:
+            path.unlink()
 
-        return _file_edit(f"unlisted {rel} added", extra)
-    if how == "entry":
-        name, digest = draw(
-            st.sampled_from(
-                [
-                    ("../escape", "0" * 64),
-                    ("/etc/hostname", "0" * 64),
-                    (JSON_NAME, "0" * 64),
-                    (NPZ_NAME, None),
-                    (NPZ_NAME, 7),
-                    (NPZ_NAME, ["x"]),
-                    ("sub/", "0" * 64),
-                ]
-            )
-        )
+    return _file_edit(f"{rel}: {how} at byte {at}", edit, rehashed=rehashed)
 
-        def entry(root: Path) -> None:
-            meta = read_meta(root)
-            meta["files"][name] = digest
-            write_meta(root, meta)
 
-        return Mutation(f"files[{name!r}] = {digest!r}", entry, True)
-    if how == "json":
-        damage = draw(st.sampled_from(sorted(_JSON_DAMAGE)))
-        return Mutation(f"{JSON_NAME}: {damage}", _JSON_DAMAGE[damage], True)
-    if how == "special":
-        what = draw(st.sampled_from(["symlink to /dev/zero", "folder", "symlink loop"]))
-        return _file_edit(f"{NPZ_NAME} replaced by a {what}", _special(what), rehashed=False)
-    if how == "verification":
-        return draw(_verification_edit(base))
-    return draw(_hardware_edit(base))
+@st.composite
+def _extra_file(draw: st.DrawFn, base: Base) -> Mutation:
+    """A file the package does not list (the optional files among them are refused)."""
+    rel = draw(st.sampled_from(["notes.txt", "bitfile/x.bit", VERIFICATION_NAME, HARDWARE_ARCHIVE]))
+    if (base.path / rel).exists():
+        rel = "notes.txt"
+
+    def extra(root: Path) -> None:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"\x00not listed\n")
+
+    return _file_edit(f"unlisted {rel} added", extra)
+
+
+#: odd ``files`` entries: names escaping the package, the json itself, digests of other types
+FILES_ENTRIES: tuple[tuple[str, Any], ...] = (
+    ("../escape", "0" * 64),
+    ("/etc/hostname", "0" * 64),
+    (JSON_NAME, "0" * 64),
+    (NPZ_NAME, None),
+    (NPZ_NAME, 7),
+    (NPZ_NAME, ["x"]),
+    ("sub/", "0" * 64),
+)
+
+
+@st.composite
+def _files_entry(draw: st.DrawFn) -> Mutation:
+    name, digest = draw(st.sampled_from(FILES_ENTRIES))
+
+    def entry(root: Path) -> None:
+        meta = read_meta(root)
+        meta["files"][name] = digest
+        write_meta(root, meta)
+
+    return Mutation(f"files[{name!r}] = {digest!r}", entry, True)
 
 
 def _ghost(root: Path) -> None:

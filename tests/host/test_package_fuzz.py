@@ -33,6 +33,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from fcnseg.cli import main
+from fcnseg.host.package import sha256_file
 from tests.helpers import package_fuzz as fuzz
 from tests.helpers.packages import tiny_package
 
@@ -64,6 +65,9 @@ class Case:
     photo: Path  #: ``image`` as a PNG, for the CLI
     cli_mask: np.ndarray  #: the CLI's mask of ``photo`` with the unmutated package
     cli_scores: np.ndarray  #: and its integer scores (--scores)
+
+    def __repr__(self) -> str:  # hypothesis prints it with every failing example
+        return f"Case({self.base!r})"
 
 
 def _cli(package: Path, photo: Path, out: Path) -> int:
@@ -195,7 +199,7 @@ def test_rehash_records_an_edited_npz(case, scratch) -> None:
     fuzz.rehash(root)
     got = fuzz.run_package(root, case.tiles, case.image)
     assert got.refusal is None or "sha256" not in got.refusal, got.refusal
-    assert fuzz.read_meta(root)["files"][fuzz.NPZ_NAME] == fuzz.sha256_file(root / fuzz.NPZ_NAME)
+    assert fuzz.read_meta(root)["files"][fuzz.NPZ_NAME] == sha256_file(root / fuzz.NPZ_NAME)
 
 
 def test_boundary_tiles_hit_thresholds(case) -> None:
@@ -252,3 +256,11 @@ def test_array_legal_thresholds_order_shape_and_bounds() -> None:
     assert not fuzz.array_legal(entry, "thresholds", old.astype(np.float32), old)
     assert fuzz.same_values(old[:1].repeat(2, axis=0)[:1], old[:1])
     assert not fuzz.same_values(old[:1], old)
+
+
+def test_the_verification_template_is_well_formed() -> None:
+    """The fuzzer damages a valid record one value at a time: the template itself must pass."""
+    from fcnseg.host.package import check_verification
+
+    record = fuzz.valid_verification()
+    assert check_verification(record, "t") is record
