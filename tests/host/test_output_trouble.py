@@ -177,11 +177,11 @@ def test_a_dead_writers_staging_folder_is_a_stale_temporary(tmp_path: Path) -> N
 def test_estimate_counts_the_largest_image_with_a_floor() -> None:
     small = estimate_bytes([(10, 10)], overlay=None, scores=False, stride=2, classes=3)
     assert small == MIN_FREE_BYTES
-    big = [(4000, 6000), (100, 100)]
+    big = [(20000, 30000), (100, 100)]
     mask = estimate_bytes(big, overlay=None, scores=False, stride=32, classes=21)
-    assert mask == int(4000 * 6000 * output_folder.MASK_BYTES_PER_PIXEL)
+    assert mask == int(20000 * 30000 * output_folder.MASK_BYTES_PER_PIXEL) > MIN_FREE_BYTES
     scores = estimate_bytes(big, overlay=None, scores=True, stride=32, classes=21)
-    assert scores - mask == 125 * 188 * 21 * 4  # int32 cells, rounded up
+    assert scores - mask == 625 * 938 * 21 * 4  # int32 cells, rounded up
     jpeg = estimate_bytes(big, overlay="jpeg", scores=False, stride=32, classes=21)
     png = estimate_bytes(big, overlay="png", scores=False, stride=32, classes=21)
     assert mask < jpeg < png
