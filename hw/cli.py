@@ -268,9 +268,6 @@ def upgrade(package: Path, out_dir: Path | None) -> None:
     hw_graph.onnx, and the result is loaded with every check before it replaces anything
     (fcnseg.hw.upgrade). Needs the compile extra (qonnx, finn-plus) to read the graph.
     """
-    from fcnseg.hw.compat import check_dependencies
-
-    check_dependencies()
     from fcnseg.hw.upgrade import upgrade_line, upgrade_package
 
     click.echo(upgrade_line(upgrade_package(package, out_dir)))

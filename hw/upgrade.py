@@ -75,6 +75,9 @@ def upgrade_package(old: str | Path, new: str | Path | None = None) -> Upgraded:
         raise UserError(
             f"{src}: has no {HW_GRAPH_NAME} to read the declared types from; rebuild the package"
         )
+    from fcnseg.hw.compat import check_dependencies
+
+    check_dependencies()  # reading the graph needs qonnx and finn-plus; the checks above do not
     graph = (src / HW_GRAPH_NAME).read_bytes()
     layers = upgraded_layers(layers, _graph_nodes(graph, src), src)
     carried = tuple(sorted(rel for rel in files if rel not in (NPZ_NAME, HW_GRAPH_NAME)))
