@@ -81,14 +81,16 @@ def upgrade_package(old: str | Path, new: str | Path | None = None) -> Upgraded:
     graph = (src / HW_GRAPH_NAME).read_bytes()
     layers = upgraded_layers(layers, _graph_nodes(graph, src), src)
     carried = tuple(sorted(rel for rel in files if rel not in (NPZ_NAME, HW_GRAPH_NAME)))
+    target = dst.resolve()  # `fcnseg upgrade .` or `..`: the folder's real name and parent
     try:
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{dst.name}.upgrade-", dir=dst.parent))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.upgrade-", dir=target.parent))
     except OSError as e:
-        raise UserError(f"{dst.parent}: cannot write the upgraded package ({e.strerror})") from None
+        raise UserError(f"{dst}: cannot write the upgraded package ({e.strerror})") from None
     try:
-        staged = write_package(
-            staging / dst.name,
+        staged = _write(
+            staging / target.name,
+            src,
             model_card=meta["model_card"],
             io=meta["io"],
             layers=layers,
@@ -107,11 +109,26 @@ def upgrade_package(old: str | Path, new: str | Path | None = None) -> Upgraded:
         except UserError as e:
             message = str(e).replace(str(staged), str(src))
             raise UserError(f"not upgraded, the result would be refused: {message}") from None
-        digest = package.meta[MANIFEST_KEY]
-        replace_dir(staged, dst)
+        changed = [
+            rel for rel in (*carried, HW_GRAPH_NAME) if package.meta["files"][rel] != files[rel]
+        ]
+        if changed:  # a file changed between the verification and its copy
+            raise UserError(f"{src}: {changed[0]} changed during the upgrade; nothing was replaced")
+        replace_dir(staged, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    return Upgraded(src, dst, int(meta["format_version"]), digest, carried)
+    return Upgraded(src, dst, int(meta["format_version"]), package.meta[MANIFEST_KEY], carried)
+
+
+def _write(out: Path, src: Path, **package: Any) -> Path:
+    """:func:`write_package` into the staging folder ``out``; its refusals and a failed write
+    name the package being upgraded, not the hidden folder."""
+    try:
+        return write_package(out, **package)
+    except UserError as e:
+        raise UserError(f"not upgraded: {str(e).replace(str(out), str(src))}") from None
+    except OSError as e:
+        raise UserError(f"{src}: not upgraded, writing failed ({e.strerror})") from None
 
 
 def upgraded_layers(layers: list[Layer], nodes: dict[str, Any], where: Path) -> list[Layer]:

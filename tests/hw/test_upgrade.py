@@ -227,6 +227,27 @@ def test_refuses_a_graph_that_disagrees_with_the_json(v1, capsys):
     )
 
 
+def test_refuses_a_result_the_current_checks_refuse(v1, capsys):
+    """The graph says MVAU_0's weights are INT2; they are not: the upgraded package would be
+    refused on load, so nothing is replaced and the message names the old package."""
+    edit_graph(v1, lambda nodes: set_string_attribute(nodes["MVAU_0"], "weightDataType", "INT2"))
+    before = snapshot(v1)
+    code, out, err = upgrade(capsys, v1)
+    assert code == 2 and out == "" and err.count("\n") == 1
+    assert err.startswith(f"fcnseg: error: not upgraded, the result would be refused: {v1}: ")
+    assert "MVAU_0" in err and "INT2" in err and ".upgrade-" not in err, err
+    assert snapshot(v1) == before
+    assert sorted(p.name for p in v1.parent.iterdir()) == [v1.name]
+
+
+def test_in_place_upgrade_of_the_current_folder(v1, capsys, monkeypatch):
+    monkeypatch.chdir(v1)
+    code, out, err = upgrade(capsys, ".")
+    assert (code, err) == (0, "") and out.startswith("upgraded . in place")
+    assert load_package(v1).meta["format_version"] == 2
+    assert sorted(p.name for p in v1.parent.iterdir()) == [v1.name]
+
+
 def _flip_byte(path: Path) -> None:
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0x01
