@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -521,3 +522,74 @@ def test_receptive_field_of_the_toy_package(package_dir: Path) -> None:
     assert receptive_field(p.layers, "x", "y", 2) == 4 == p.card.receptive_field
     meta = json.loads((package_dir / "accelerator.json").read_text())
     assert meta["model_card"]["receptive_field"] == 4
+
+
+@pytest.mark.parametrize("shift", [20, 40])
+def test_huge_weights_of_a_declared_wide_type_simulate_exactly(copy: Path, shift: int) -> None:
+    """conv1's weights and thresholds times 2^shift, declared INT48 / INT64: a valid package
+    whose accumulators pass 2^53 (shift 40: the int64 GEMM); every count, hence every score,
+    is the original's."""
+    before = _scores(copy)
+    wkey, tkey = array_key(copy, "conv1", "weights"), array_key(copy, "conv1", "thresholds")
+    w = read_array(copy, wkey).astype(np.int64) << shift
+    t = read_array(copy, tkey).astype(np.int64) << shift
+    types = {"weightDataType": "INT48", "accDataType": "INT64"}
+    tamper(
+        copy,
+        arrays={wkey: w, tkey: t},
+        layer_edit=("conv1", lambda e: e["attributes"].update(types)),
+    )
+    engine = SimEngine(load_package(copy))
+    conv1 = next(op for op, _, _ in engine.steps if op.layer.name == "conv1")
+    assert conv1.mvau.gemm == np.dtype(np.int64 if shift == 40 else np.float64)
+    assert np.array_equal(_scores(copy), before)
+
+
+def test_threshold_windows_beyond_int64_keys_count_exactly() -> None:
+    """Thresholds spread over more than 2^62 per channel: the shifted-key search would overflow,
+    so each channel is searched on its own."""
+    from fcnseg.host.sim.layers import ThresholdCounter
+
+    big = 2**61
+    t = np.array([[-big, 0, big], [-big + 5, 1, big - 5], [-3, 2, big]], np.int64)
+    counter = ThresholdCounter(t, 3, (-(2**62), 2**62), bias=0)
+    assert counter.rows is not None
+    x = np.array([[-big, 0, big], [-big + 4, 1, 2], [big, big, -4]], np.int64)
+    expect = (x[:, :, None] >= t[None]).sum(axis=-1)
+    assert np.array_equal(counter(x), expect)
+
+
+# ---- bounded reading -----------------------------------------------------------------------
+
+
+def test_npz_member_with_object_dtype_is_refused_unread(copy: Path) -> None:
+    key = array_key(copy, "conv1", "weights")
+    raw = npy_bytes(np.zeros((2, 2), np.int8)).replace(b"'|i1'", b"'|O' ")
+    write_npz_member(copy, key, raw)
+    tamper(copy)
+    with pytest.raises(UserError, match="is object, not integer"):
+        load_package(copy)
+
+
+def test_npz_member_shorter_than_its_header_claims(copy: Path) -> None:
+    key = array_key(copy, "conv1", "weights")
+    write_npz_member(copy, key, npy_bytes(read_array(copy, key))[:-5])
+    tamper(copy)
+    with pytest.raises(UserError, match="holds"):
+        load_package(copy)
+
+
+def test_npz_member_not_an_npy(copy: Path) -> None:
+    with zipfile.ZipFile(copy / NPZ_NAME, "a") as zf:
+        zf.writestr("notes.txt", b"hello")
+    tamper(copy)
+    with pytest.raises(UserError, match="'notes.txt' is not one .npy array"):
+        load_package(copy)
+
+
+def test_oversized_accelerator_json_is_refused_unread(copy: Path, monkeypatch) -> None:
+    import fcnseg.host.validation as validation
+
+    monkeypatch.setattr(validation, "MAX_JSON_BYTES", 1000)
+    with pytest.raises(UserError, match="more than the 1000 a package may have"):
+        load_package(copy)
