@@ -110,15 +110,17 @@ def test_group_commits_every_member_the_last_one_last(
     with atomic_group(tmp_path / "a.png") as group:
         staged = [group.path(tmp_path / n) for n in ("a.png", "a_scores.npz", "a_overlay.jpg")]
         for path in staged:
-            with atomic.atomic_open(path) as handle:  # writers stay atomic inside the staging
+            with atomic.atomic_open(path) as handle:  # written in place: no temp of a temp
                 handle.write(path.name.encode())
-        assert {p.parent for p in staged} == {group.staging} and visible(tmp_path) == [
-            group.staging.name
-        ]
+        assert visible(tmp_path) == sorted(p.name for p in staged)  # only the temporaries
+        for path, name in zip(staged, ("a.png", "a_scores.npz", "a_overlay.jpg"), strict=True):
+            assert atomic.parse_owner(path, tmp_path / name) == this_owner()
+            assert path.name.endswith(".tmp" + Path(name).suffix)  # writers pick formats by it
         monkeypatch.setattr(atomic.os, "replace", recording)
     assert order == ["a_scores.npz", "a_overlay.jpg", "a.png"]  # the mask last
     assert visible(tmp_path) == ["a.png", "a_overlay.jpg", "a_scores.npz"]
-    assert (tmp_path / "a_overlay.jpg").read_bytes() == b"a_overlay.jpg"
+    assert (tmp_path / "a_overlay.jpg").read_bytes().startswith(b".a_overlay.jpg.")
+    assert (tmp_path / "a.png").stat().st_mode & 0o777 == atomic.file_mode()  # not mkstemp's
 
 
 def test_group_failing_inside_leaves_nothing(tmp_path: Path) -> None:
@@ -148,27 +150,24 @@ def test_group_whose_last_rename_fails_removes_what_it_renamed(
 
 
 def test_group_without_its_last_member_commits_nothing(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError), atomic_group(tmp_path / "a.png") as group:
-        group.path(tmp_path / "a_scores.npz").write_bytes(b"x")
-    with (
-        pytest.raises(ValueError, match="not in the folder"),
-        atomic_group(tmp_path / "a.png") as g,
-    ):
-        g.path(tmp_path / "sub" / "b.png")
+    with pytest.raises(FileNotFoundError, match="a.png was not written"):
+        with atomic_group(tmp_path / "a.png") as group:
+            group.path(tmp_path / "a_scores.npz").write_bytes(b"x")
     assert visible(tmp_path) == []
 
 
-def test_a_dead_writers_staging_folder_is_a_stale_temporary(tmp_path: Path) -> None:
+def test_a_dead_writers_group_member_is_a_stale_temporary(tmp_path: Path) -> None:
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
     me = this_owner()
-    dead = tmp_path / f".a.png.{Owner(me.host, child.pid, me.start).tag}.k3x9q_2a.tmp"
-    (dead / "inner").mkdir(parents=True)
-    (dead / "inner" / "a.png").write_bytes(b"partial")
-    live = tmp_path / f".a.png.{me.tag}.z9z9z9z9.tmp"
-    live.mkdir()
-    assert remove_stale_temps(tmp_path / "a.png") == 1
-    assert not dead.exists() and live.is_dir()
+    dead = tmp_path / f".a_overlay.jpg.{Owner(me.host, child.pid, me.start).tag}.k3x9q_2a.tmp.jpg"
+    live = tmp_path / f".a_overlay.jpg.{me.tag}.z9z9z9z9.tmp.jpg"
+    other = tmp_path / f".a_overlay.jpg.{Owner(me.host, child.pid, me.start).tag}.k3x9.tmp.png"
+    for path in (dead, live, other):
+        path.write_bytes(b"partial")
+    assert remove_stale_temps(tmp_path / "a_overlay.jpg") == 1
+    assert not dead.exists() and live.exists()
+    assert other.exists()  # not a name this module gives a temporary of a_overlay.jpg
 
 
 # --- unit: what the up-front check needs, what stops a batch -----------------------------------
@@ -405,7 +404,7 @@ def test_a_failing_mask_leaves_none_of_its_images_outputs(
     save_mask = images.save_mask
 
     def failing_for_i3(path, labels, *args, **kwargs) -> None:
-        if Path(path).name == "i3.png":
+        if Path(path).name.startswith(".i3.png."):  # its temporary, renamed by the group
             raise ValueError("the mask could not be encoded")
         save_mask(path, labels, *args, **kwargs)
 
