@@ -29,7 +29,7 @@ numpy only (the host's import path).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -174,8 +174,10 @@ def check_graph(layers: Sequence[Layer], io: Mapping[str, Any], fail: Refusal) -
         expect_in = {"AddStreams": 2, **{k: 2 - len(consts) for k in ELEMENTWISE}}.get(
             layer.kind, 1
         )
-        if n_in != expect_in or expect_in == 0:
-            raise fail(f"{layer.kind} reads {n_in} streams, not {max(expect_in, 1)}", name)
+        if expect_in == 0:
+            raise fail(f"{layer.kind} has two constants and no stream", name)
+        if n_in != expect_in:
+            raise fail(f"{layer.kind} reads {n_in} streams, not {expect_in}", name)
         if layer.kind == "DuplicateStreams":
             if n_out < 2:
                 raise fail(f"DuplicateStreams has {n_out} outputs, needs 2 or more", name)
@@ -227,51 +229,85 @@ def _flag(layer: Layer, key: str, fail: Refusal) -> int:
 
 def check_attributes(layer: Layer, fail: Refusal) -> None:
     """The attributes the simulator computes with: present, typed, in range (per kind)."""
-    kind, name = layer.kind, layer.name
     for dt in (*layer.input_dtypes, *layer.output_dtypes):
         if not is_integer_dtype(dt):
-            raise fail(f"datatype {dt!r} is not an integer datatype", name)
-    if kind == "MVAU":
-        _int(layer, "MW", fail, lo=1), _int(layer, "MH", fail, lo=1)
-        _int(layer, "ActVal", fail, default=0, lo=-RANGE_LIMIT)
-        no_act = _flag(layer, "noActivation", fail)
-        if _flag(layer, "binaryXnorMode", fail):
-            raise fail("binaryXnorMode MVAUs are not supported", name)
-        if layer.input_dtypes[0] == "BIPOLAR":
-            raise fail("BIPOLAR-input MVAUs are not supported", name)
-        _dtype_attr(layer, "weightDataType", fail)
-        _dtype_attr(layer, "accDataType", fail)
-        if no_act and "thresholds" in layer.arrays:
-            raise fail("noActivation MVAU carries thresholds it would ignore", name)
-        if not no_act and "thresholds" not in layer.arrays:
-            raise fail("MVAU with activation has no thresholds", name)
-    elif kind == "ConvolutionInputGenerator":
-        _ints(layer, "ConvKernelDim", 2, fail)
-        _ints(layer, "Stride", 2, fail, default=[1, 1])
-        _ints(layer, "Dilation", 2, fail, default=[1, 1])
-        _flag(layer, "depthwise", fail)
-    elif kind == "FMPadding":
-        _ints(layer, "Padding", 4, fail, lo=0)
-    elif kind == "Pool":
-        if layer.attributes.get("Function") not in POOL_FUNCTIONS:
-            fn = layer.attributes.get("Function")
-            raise fail(f"pool function {fn!r} is not one of {', '.join(POOL_FUNCTIONS)}", name)
-        _ints(layer, "KernelSize", 2, fail)
-    elif kind == "Thresholding":
-        _int(layer, "NumChannels", fail, lo=1)
-        _int(layer, "ActVal", fail, default=0, lo=-RANGE_LIMIT)
-        _dtype_attr(layer, "weightDataType", fail)
-    elif kind == "UpsampleNearestNeighbour":
-        hi, wi, ho, wo = (_int(layer, k, fail, lo=1) for k in ("HI", "WI", "HO", "WO"))
-        if ho % hi or wo % wi:
-            raise fail(f"upsampling {hi}x{wi} -> {ho}x{wo} is not by an integer factor", name)
-    elif kind == "DuplicateStreams":
-        n = _int(layer, "NumOutputStreams", fail, default=len(layer.outputs), lo=1)
-        if n != len(layer.outputs):
-            raise fail(f"NumOutputStreams {n} but {len(layer.outputs)} outputs", name)
-    elif kind in ELEMENTWISE:
-        for key in ("lhs_dtype", "rhs_dtype", "out_dtype"):
-            _dtype_attr(layer, key, fail)
+            raise fail(f"datatype {dt!r} is not an integer datatype", layer.name)
+    rule = _ATTRIBUTE_RULES.get(layer.kind)
+    if rule is not None:
+        rule(layer, fail)
+
+
+def _mvau_attributes(layer: Layer, fail: Refusal) -> None:
+    """MW, MH, ActVal, flags, and the declared weight and accumulator types (without them the
+    weights and the accumulator cannot be checked against what the hardware holds)."""
+    name = layer.name
+    _int(layer, "MW", fail, lo=1), _int(layer, "MH", fail, lo=1)
+    _int(layer, "ActVal", fail, default=0, lo=-RANGE_LIMIT)
+    no_act = _flag(layer, "noActivation", fail)
+    if _flag(layer, "binaryXnorMode", fail):
+        raise fail("binaryXnorMode MVAUs are not supported", name)
+    if layer.input_dtypes[0] == "BIPOLAR":
+        raise fail("BIPOLAR-input MVAUs are not supported", name)
+    _dtype_attr(layer, "weightDataType", fail)
+    _dtype_attr(layer, "accDataType", fail)
+    if no_act and "thresholds" in layer.arrays:
+        raise fail("noActivation MVAU carries thresholds it would ignore", name)
+    if not no_act and "thresholds" not in layer.arrays:
+        raise fail("MVAU with activation has no thresholds", name)
+
+
+def _window_attributes(layer: Layer, fail: Refusal) -> None:
+    _ints(layer, "ConvKernelDim", 2, fail)
+    _ints(layer, "Stride", 2, fail, default=[1, 1])
+    _ints(layer, "Dilation", 2, fail, default=[1, 1])
+    _flag(layer, "depthwise", fail)
+
+
+def _padding_attributes(layer: Layer, fail: Refusal) -> None:
+    _ints(layer, "Padding", 4, fail, lo=0)  # [top, left, bottom, right]
+
+
+def _pool_attributes(layer: Layer, fail: Refusal) -> None:
+    fn = layer.attributes.get("Function")
+    if fn not in POOL_FUNCTIONS:
+        raise fail(f"pool function {fn!r} is not one of {', '.join(POOL_FUNCTIONS)}", layer.name)
+    _ints(layer, "KernelSize", 2, fail)
+
+
+def _thresholding_attributes(layer: Layer, fail: Refusal) -> None:
+    _int(layer, "NumChannels", fail, lo=1)
+    _int(layer, "ActVal", fail, default=0, lo=-RANGE_LIMIT)
+    _dtype_attr(layer, "weightDataType", fail)
+
+
+def _upsample_attributes(layer: Layer, fail: Refusal) -> None:
+    """Only the factor ``HO / HI`` is size-free, so it must be an integer."""
+    hi, wi, ho, wo = (_int(layer, k, fail, lo=1) for k in ("HI", "WI", "HO", "WO"))
+    if ho % hi or wo % wi:
+        raise fail(f"upsampling {hi}x{wi} -> {ho}x{wo} is not by an integer factor", layer.name)
+
+
+def _duplicate_attributes(layer: Layer, fail: Refusal) -> None:
+    n = _int(layer, "NumOutputStreams", fail, default=len(layer.outputs), lo=1)
+    if n != len(layer.outputs):
+        raise fail(f"NumOutputStreams {n} but {len(layer.outputs)} outputs", layer.name)
+
+
+def _elementwise_attributes(layer: Layer, fail: Refusal) -> None:
+    for key in ("lhs_dtype", "rhs_dtype", "out_dtype"):
+        _dtype_attr(layer, key, fail)
+
+
+_ATTRIBUTE_RULES: dict[str, Callable[[Layer, Refusal], None]] = {
+    "MVAU": _mvau_attributes,
+    "ConvolutionInputGenerator": _window_attributes,
+    "FMPadding": _padding_attributes,
+    "Pool": _pool_attributes,
+    "Thresholding": _thresholding_attributes,
+    "UpsampleNearestNeighbour": _upsample_attributes,
+    "DuplicateStreams": _duplicate_attributes,
+    **{k: _elementwise_attributes for k in ELEMENTWISE},
+}
 
 
 # --------------------------------------------------------------------------------------------
