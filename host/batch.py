@@ -22,8 +22,8 @@ What a batch promises about its output folder (issue 16):
 - **Checked up front**: before any image is read, ``OUT`` must be (or be made) a writable folder
   on a writable file system with room for the largest input's outputs
   (:func:`~fcnseg.host.output_folder.check_output_folder`); else one line, exit 2.
-- **An image's outputs appear together**: mask, overlay and scores are written into a staging
-  folder and renamed into place together, the mask last (:func:`fcnseg.atomic.atomic_group`),
+- **An image's outputs appear together**: mask, overlay and scores are all written to hidden
+  temporaries first, then renamed into place, the mask last (:func:`fcnseg.atomic.atomic_group`),
   also in strips. An existing mask means a finished image with all its outputs; a failure leaves
   none of them.
 - **A full disk stops the batch**: a write that fails with "disk full" (or quota, or a file

@@ -29,7 +29,7 @@ How a batch runs (issue 9):
 - The output folder is checked before any image is read: a folder that cannot be made or
   written, a read-only file system, too little space for the first image's outputs: one
   ``fcnseg: error: OUT: ...`` line, exit 2 (:mod:`fcnseg.host.output_folder`).
-- An image's outputs are written into a hidden staging folder and renamed into place together,
+- An image's outputs are all written to hidden temporaries, then renamed into place together,
   the mask last, so an existing mask means a finished image with all its outputs
   (:mod:`fcnseg.host.batch`). A disk that fills up (or turns read-only) mid-run stops the
   batch: one line naming the image, the rest not attempted, exit 1. Ctrl-C stops the batch
