@@ -1,10 +1,11 @@
 """Mutations of a valid deployment package, and the oracle the package fuzzer checks them with.
 
 Used by ``tests/host/test_package_fuzz.py`` (issue 16, part 6). A hostile user edits a package
-and re-hashes it consistently: :func:`rehash` rewrites the ``files`` sha256 of accelerator.json
-and, where the format has one (format version 2), its manifest digest
-(``fcnseg.host.package.manifest_digest``, looked up with ``getattr`` so this module works with
-either format). What must then refuse an edit is the loader's validation, not the hashes.
+and re-hashes it consistently: :func:`rehash` (:func:`tests.helpers.tamper.rehash`) rewrites the
+``files`` sha256 of accelerator.json and, where the format has one (format version 2), its
+manifest digest (``fcnseg.host.package.manifest_digest``, looked up with ``getattr``). What must
+then refuse an edit is the loader's validation, not the hashes. A few mutations leave the hashes
+stale on purpose: those the hashes alone must refuse.
 
 A :class:`Mutation` is one edit (arrays, JSON values, files) with a label saying exactly what it
 did and a ``strict`` flag:
@@ -20,6 +21,10 @@ Which array values are legal is decided here (:func:`array_legal`, from the laye
 types and the format's rules), not by asking the loader under test. Rules of thumb for the
 classification: ``strict`` unless the result is demonstrably a valid package; a mutation this
 module cannot classify is strict.
+
+The last section runs a package the way the property needs it (:func:`run_package`, under
+:func:`bounded` time and memory) on fixed inputs (:func:`fixed_inputs`), including tiles whose
+first convolution lands exactly on its thresholds (:func:`boundary_tiles`).
 """
 
 from __future__ import annotations
@@ -523,10 +528,12 @@ def _same_tensor_type(base: Base, layer: int, old: Any, new: Any, entry: Mapping
 def json_mutations(draw: st.DrawFn, base: Base) -> Mutation:
     """A value replaced (type-confusing or nearby), a key removed or added, layers reordered,
     duplicated or removed, tensor names swapped, or an edit left un-hashed."""
-    kind = draw(st.sampled_from(["replace", "replace", "replace", "remove", "add", "layers"]))
+    kind = draw(st.sampled_from(["replace"] * 3 + ["remove", "add", "layers", "tile"]))
     paths = sorted(json_paths(base.meta), key=repr)
     if kind == "layers":
         return draw(_layer_list_edit(base))
+    if kind == "tile":
+        return draw(_tile_edit())
     if kind == "add":
         dicts = [()] + [p for p in paths if isinstance(_get(base.meta, p), dict)]
         path = draw(st.sampled_from(dicts))
@@ -537,8 +544,7 @@ def json_mutations(draw: st.DrawFn, base: Base) -> Mutation:
             name = "zz_unknown"
         return _json_edit(f"{_show(path)} gains {name!r}: {value!r}", _set((*path, name), value))
     if kind == "remove":
-        keyed = [p for p in paths if isinstance(p[-1], str)]
-        path = draw(st.sampled_from(keyed))
+        path = draw(_path_by_section([p for p in paths if isinstance(p[-1], str)]))
 
         def remove(meta: Any, path: JsonPath = path) -> Any:
             del _get(meta, path[:-1])[path[-1]]
@@ -546,7 +552,7 @@ def json_mutations(draw: st.DrawFn, base: Base) -> Mutation:
 
         rescales = path[:2] == ("io", "output")
         return _json_edit(f"{_show(path)} removed", remove, rescales=rescales)
-    path = draw(st.sampled_from(paths))
+    path = draw(_path_by_section(paths))
     old = _get(base.meta, path)
     pool = [*_near(old), *CONFUSERS, *strings_of(base.meta)]
     new = draw(st.sampled_from(pool))
@@ -561,6 +567,31 @@ def json_mutations(draw: st.DrawFn, base: Base) -> Mutation:
     if draw(st.integers(0, 9)) == 0:  # an edit without a new manifest digest
         return Mutation(f"{JSON_NAME}: {label}, manifest stale", _stale(_set(path, new)), True)
     return _json_edit(label, _set(path, new), strict=strict, rescales=rescales)
+
+
+def _path_by_section(paths: Sequence[JsonPath]) -> st.SearchStrategy[JsonPath]:
+    """A path, its top-level section drawn first: the model card and io (a few dozen values
+    that steer tiling and dequantization) are drawn as often as the layers (thousands)."""
+    sections: dict[str, list[JsonPath]] = {}
+    for p in paths:
+        key = p[0] if p[0] in ("model_card", "io", "layers") else "other"
+        sections.setdefault(key, []).append(p)
+    return st.sampled_from(sorted(sections)).flatmap(lambda k: st.sampled_from(sections[k]))
+
+
+@st.composite
+def _tile_edit(draw: st.DrawFn) -> Mutation:
+    """The tile changed consistently in the card and the input shape (the layers' declared
+    shapes left at the old one): not a multiple of the stride, empty, or huge."""
+    side = st.sampled_from([0, 1, 250, 30016, 2**31, 32, 64, 96])
+    h, w = draw(side), draw(side)
+
+    def edit(meta: Any) -> Any:
+        meta["model_card"]["tile"] = [h, w]
+        meta["io"]["input"]["shape"][1:3] = [h, w]
+        return meta
+
+    return _json_edit(f"tile and input shape -> {h}x{w}", edit)
 
 
 def _stale(edit: Callable[[Any], Any]) -> Callable[[Path], None]:
