@@ -62,7 +62,7 @@ def _dead_pid() -> int:
 
 
 def _temps(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.rglob(".*.tmp"))
+    return sorted(p.name for p in folder.rglob(".*.tmp*"))  # also group members (.tmp.png)
 
 
 # --- unit: the rules -------------------------------------------------------------------------
