@@ -313,7 +313,8 @@ class Batch:
         start = time.perf_counter()
         self.overwrite, self.started = overwrite, time.time()
         self.check_distinct(jobs)
-        self.check_output(jobs)
+        if jobs:  # nothing to write, nothing to check (and no folder made)
+            self.check_output(jobs)
         self.write_classes(jobs)
         self.bar = tqdm(total=len(jobs), unit="img", desc="segment", file=sys.stderr, disable=None)
         todo: list[tuple[Job, ImageRecord]] = []
@@ -349,9 +350,10 @@ class Batch:
             self.summary.stopped = stop.reason
             self.summary.not_attempted(stop.reason)
             left = len(self.summary.of_status("not-attempted"))
+            fix = "make it writable" if stop.reason == "read-only file system" else "make room"
             self.say(
-                f"fcnseg: {stop}: batch stopped, {left} image(s) not attempted; make room and "
-                "run the same command again to do the rest"
+                f"fcnseg: {stop}: batch stopped, {left} image(s) not attempted; {fix} and run "
+                "the same command again to do the rest"
             )
         finally:
             self.release_all()

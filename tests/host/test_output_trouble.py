@@ -300,22 +300,24 @@ def _reference(package: Path, inputs: Path, tmp_path: Path, extra: list[str]) ->
     return {p.name: p.read_bytes() for p in ref.iterdir()}
 
 
-def _check_stopped(out: Path, report: Path, err: str, names: list[str], suffixes) -> int:
+def _check_stopped(
+    out: Path, report: Path, err: str, names: list[str], suffixes, reason: str = "disk full"
+) -> int:
     """The batch stopped cleanly: one line naming an image and the disk, complete sets only,
     nothing hidden left, the summary saying what was and was not done; returns images done."""
     line = one_error_line(err)
-    assert "disk full" in line and "batch stopped" in line, line
+    assert reason in line and "batch stopped" in line, line
     summary = json.loads(report.read_text())
-    assert summary["stopped"] == "disk full"
+    assert summary["stopped"] == reason
     records = {Path(r["input"]).stem: r for r in summary["images"]}
     statuses = {stem: r["status"] for stem, r in records.items()}
     failed = [stem for stem, status in statuses.items() if status == "failed"]
     assert len(failed) == 1 and f"{failed[0]}." in line  # the line names the image
-    assert "disk full" in records[failed[0]]["message"]
+    assert reason in records[failed[0]]["message"]
     assert set(statuses.values()) <= {"done", "failed", "not-attempted"}
     for record in records.values():
         if record["status"] == "not-attempted":
-            assert record["message"] == "not attempted: disk full"
+            assert record["message"] == f"not attempted: {reason}"
     files = set(visible(out))
     assert not [f for f in files if f.startswith(".")], files  # no temporaries, no claims
     for stem in names:
@@ -359,11 +361,27 @@ def test_disk_filling_mid_run_stops_cleanly_and_a_rerun_finishes(
     assert got == expected  # everything, equal to an undisturbed run's
 
 
+@pytest.mark.parametrize(
+    ("code", "reason", "fix"),
+    [
+        (errno.ENOSPC, "disk full", "make room"),
+        (errno.EDQUOT, "disk quota exceeded", "make room"),
+        (errno.EROFS, "read-only file system", "make it writable"),
+    ],
+)
 def test_disk_full_without_a_mount(
-    package: Path, inputs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+    package: Path,
+    inputs: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys,
+    code: int,
+    reason: str,
+    fix: str,
 ) -> None:
-    """The same rules where nothing can be mounted: ``os.fsync`` raises ENOSPC for files of the
-    output folder from the 9th on (the probe, ``classes.json``, then three per image)."""
+    """The same rules where nothing can be mounted: ``os.fsync`` raises ENOSPC (or EDQUOT, or
+    EROFS: a file system remounted read-only) for files of the output folder from the 9th on
+    (the probe, ``classes.json``, then three per image)."""
     extra = ["--overlay-format", "png", "--overlay", "--scores"]
     expected = _reference(package, inputs, tmp_path, extra)
     capsys.readouterr()
@@ -376,17 +394,19 @@ def test_disk_full_without_a_mount(
                 return fsync(fd)
         calls.append(fd)
         if len(calls) > 8:
-            raise OSError(errno.ENOSPC, "No space left on device")
+            raise OSError(code, os.strerror(code))
         return fsync(fd)
 
     monkeypatch.setattr(os, "fsync", full_after_some)
-    code = segment(inputs, "--package", package, "-o", out, *extra, "--workers", "1",
-                   "--json", report)  # fmt: skip
+    status = segment(inputs, "--package", package, "-o", out, *extra, "--workers", "1",
+                     "--json", report)  # fmt: skip
     captured = capsys.readouterr()
-    assert code == 1, captured.err
+    assert status == 1, captured.err
     monkeypatch.setattr(os, "fsync", fsync)
-    done = _check_stopped(out, report, captured.err, [f"i{i}" for i in range(8)], SUFFIXES)
+    names = [f"i{i}" for i in range(8)]
+    done = _check_stopped(out, report, captured.err, names, SUFFIXES, reason)
     assert done == 2  # probe, classes.json, then three fsyncs per image
+    assert f"5 image(s) not attempted; {fix} and run the same command again" in captured.err
     assert segment(inputs, "--package", package, "-o", out, *extra) == 0
     assert {p.name: p.read_bytes() for p in out.iterdir()} == expected
 
