@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import contextlib
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -51,7 +50,7 @@ import numpy as np
 
 from fcnseg.atomic import atomic_group
 from fcnseg.errors import UserError, for_flags
-from fcnseg.host.claims import Claim, remove_stale_claim, try_claim
+from fcnseg.host.claims import Claim, Held, remove_stale_claim, try_claim
 from fcnseg.host.inputs import Job
 from fcnseg.host.output_folder import (
     check_output_folder,
@@ -143,8 +142,7 @@ class Batch:
         self.clear = tuple(i for i, name in enumerate(self.table.names) if name == "background")
         self.overwrite = False
         self.started = time.time()  #: wall clock at the start of :meth:`all` (masks' mtimes)
-        self.claims: dict[int, Claim] = {}  #: id(job) -> the claim held on it
-        self.claims_lock = threading.Lock()  # claimed by the decoder, released by finishers
+        self.held = Held()  #: id(job) -> the claim this run holds on it
 
     # --- reporting ---------------------------------------------------------------------------
 
@@ -243,8 +241,7 @@ class Batch:
             claim.release()
             self.by_another(record, "done by another run")
             return False
-        with self.claims_lock:
-            self.claims[id(job)] = claim
+        self.held.add(id(job), claim)
         return True
 
     def by_another(self, record: ImageRecord, message: str) -> None:
@@ -253,16 +250,7 @@ class Batch:
 
     def release(self, job: Job) -> None:
         """Give up the claim on ``job`` (after its mask is committed, or it failed)."""
-        with self.claims_lock:
-            claim = self.claims.pop(id(job), None)
-        if claim is not None:
-            claim.release()
-
-    def release_all(self) -> None:
-        with self.claims_lock:
-            held, self.claims = list(self.claims.values()), {}
-        for claim in held:
-            claim.release()
+        self.held.release(id(job))
 
     def claimed(self, jobs: list[tuple[Job, ImageRecord]]) -> Iterator[tuple[Job, ImageRecord]]:
         """The jobs this run claims, in order; those another run holds are looked at again
@@ -356,7 +344,7 @@ class Batch:
                 "the same command again to do the rest"
             )
         finally:
-            self.release_all()
+            self.held.release_all()
             self.summary.seconds = time.perf_counter() - start
 
     # --- whole images, pipelined -------------------------------------------------------------

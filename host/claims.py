@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -77,6 +78,32 @@ class Claim:
         if _read(self.path) == self.text:
             with contextlib.suppress(OSError):
                 os.unlink(self.path)
+
+
+class Held:
+    """The claims one process holds, by a key of the caller's (thread-safe: a batch claims in
+    its decoding thread and releases in its finishing threads)."""
+
+    def __init__(self) -> None:
+        self._claims: dict[object, Claim] = {}
+        self._lock = threading.Lock()
+
+    def add(self, key: object, claim: Claim) -> None:
+        with self._lock:
+            self._claims[key] = claim
+
+    def release(self, key: object) -> None:
+        """Release the claim held under ``key``, if any."""
+        with self._lock:
+            claim = self._claims.pop(key, None)
+        if claim is not None:
+            claim.release()
+
+    def release_all(self) -> None:
+        with self._lock:
+            claims, self._claims = list(self._claims.values()), {}
+        for claim in claims:
+            claim.release()
 
 
 def _read(path: Path) -> str | None:

@@ -34,7 +34,14 @@ from fcnseg import atomic
 from fcnseg.atomic import Owner, atomic_path, parse_owner, remove_stale_temps, this_owner
 from fcnseg.cli import main
 from fcnseg.host import claims
-from fcnseg.host.claims import Claim, Holder, claim_path, remove_stale_claim, try_claim
+from fcnseg.host.claims import (
+    Claim,
+    Held,
+    Holder,
+    claim_path,
+    remove_stale_claim,
+    try_claim,
+)
 from tests.helpers.images import image
 from tests.helpers.packages import tiny_package
 
@@ -184,6 +191,19 @@ def test_a_claim_is_exclusive_and_released(tmp_path: Path) -> None:
     mine.release()
     mine.release()  # idempotent
     assert not mine.path.exists() and isinstance(try_claim(target), Claim)
+
+
+def test_held_claims_are_released_by_key_or_all_at_once(tmp_path: Path) -> None:
+    held = Held()
+    claims = {k: try_claim(tmp_path / f"{k}.png") for k in "abc"}
+    for key, claim in claims.items():
+        assert isinstance(claim, Claim)
+        held.add(key, claim)
+    held.release("a")
+    held.release("a")  # nothing held under it any more
+    assert [c.path.exists() for c in claims.values()] == [False, True, True]
+    held.release_all()
+    assert not list(tmp_path.iterdir())
 
 
 def test_release_leaves_someone_elses_claim(tmp_path: Path) -> None:
