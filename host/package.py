@@ -527,7 +527,7 @@ def _check_io(io: Mapping[str, Any], card: ModelCard, where: str) -> None:
     """Input and output ports: integer dtypes, NHWC, one channel per class, the card's tile."""
     for port in ("input", "output"):
         spec = io[port]
-        parse_dtype(spec["dtype"])
+        _check_dtype(spec["dtype"], f"{where}: {port}")
         if spec.get("layout") != "NHWC":
             raise UserError(f"{where}: {port} layout {spec.get('layout')!r} is not NHWC")
         shape = spec["shape"]
@@ -551,6 +551,12 @@ def _check_io(io: Mapping[str, Any], card: ModelCard, where: str) -> None:
         raise UserError(
             f"{where}: model_card tile {card.tile} is not the input's {list(in_shape[1:3])}"
         )
+
+
+def _check_dtype(name: Any, where: str) -> None:
+    """An integer datatype name, or a one-line refusal naming ``where`` it was found."""
+    if not is_integer_dtype(name):
+        raise UserError(f"{where}: datatype {name!r} is not an integer datatype (e.g. UINT8)")
 
 
 def _check_output_affine(scale: Sequence[Any], bias: Sequence[Any], where: str) -> None:
@@ -589,7 +595,7 @@ def _check_layers(entries: Sequence[Mapping[str, Any]], io: Mapping[str, Any], w
             )
         produced.update(entry["outputs"])
         for dt in list(entry["input_dtypes"]) + list(entry["output_dtypes"]):
-            parse_dtype(dt)
+            _check_dtype(dt, f"{where}: layer {entry['name']!r}")
         missing = [role for role in LAYER_KINDS[kind] if role not in entry["arrays"]]
         if missing:
             raise UserError(f"{where}: layer {entry['name']!r} lacks array {missing[0]!r}")
@@ -620,7 +626,9 @@ def load_package(path: str | os.PathLike) -> Package:
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         # _check_meta checks structure; a layer entry lacking a field still gets here (fuzzed)
         raise UserError(f"{root}: malformed {JSON_NAME} layer ({type(e).__name__}: {e})") from None
-    validate_package(meta, layers, card, root)
+    field_px = validate_package(meta, layers, card, root)
+    if card.receptive_field is None:  # unknown to the card: the layers' (the tiling needs it)
+        card = card.replace(receptive_field=field_px)
     _check_strides(card, layers, meta["io"], root)
     return Package(
         path=root,
@@ -692,7 +700,7 @@ def _read_meta(root: Path) -> dict[str, Any]:
         raise UserError(f"{root}: not a deployment package (no {JSON_NAME})")
     try:
         meta = json.loads(jpath.read_text())
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:  # RecursionError: deep nesting
         raise UserError(f"{jpath}: unreadable ({type(e).__name__})") from None
     if not isinstance(meta, dict):
         raise UserError(f"{jpath}: not a JSON object")
@@ -750,7 +758,15 @@ def _read_arrays(root: Path) -> dict[str, np.ndarray]:
                     raise EOFError(f"{key}: truncated")
                 arr = np.frombuffer(data, dtype=dtype)
                 arrays[key] = arr.reshape(shape, order="F" if fortran else "C")
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as e:
+    except (
+        OSError,
+        ValueError,
+        EOFError,
+        zipfile.BadZipFile,
+        zlib.error,
+        NotImplementedError,  # zipfile: a flipped byte claims another compression/version
+        RuntimeError,  # zipfile: ... or an encrypted member
+    ) as e:
         # a damaged zip surfaces as any of these (found by fuzzing)
         raise UserError(f"{root}: {NPZ_NAME} unreadable ({type(e).__name__})") from None
     return arrays
@@ -822,7 +838,7 @@ def _read_listed_json(
         return None
     try:
         data = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:
         raise UserError(f"{root}: {rel} unreadable ({type(e).__name__})") from None
     return check(data, f"{root}: {rel}")
 
@@ -840,7 +856,7 @@ def _read_hardware(root: Path, files: Mapping[str, str]) -> dict[str, Any] | Non
         raise UserError(f"{where} is missing")
     try:
         parsed = json.loads(data)
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:
         raise UserError(f"{where} unreadable ({type(e).__name__})") from None
     return check_hardware(parsed, where)
 

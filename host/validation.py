@@ -20,7 +20,8 @@ with what the package declares, after the structural checks of :mod:`fcnseg.host
 - **shapes**: every tensor's NHWC shape recomputed from the tile equals the declared one;
 - **the tile**: a positive multiple of the net stride;
 - **the receptive field** (:func:`receptive_field`), recomputed from the layers, equals the
-  model card's (the host's tiling overlap is derived from it: a smaller claim breaks exactness).
+  model card's (the host's tiling overlap is derived from it: a smaller claim breaks exactness);
+  a card without one gets the layers' (:func:`fcnseg.host.package.load_package`).
 
 Each violation is one :class:`UserError` line ``"{package}: {file}: layer {name!r}: {rule}"``.
 numpy only (the host's import path).
@@ -121,22 +122,26 @@ def check_npy_header(key: str, shape: Any, dtype: np.dtype, stored: int, root: s
 
 def validate_package(
     meta: Mapping[str, Any], layers: Sequence[Layer], card: ModelCard, root: str | Path
-) -> None:
-    """Refuse (one-line :class:`UserError`) a package whose layers do not mean what it declares.
+) -> int:
+    """Refuse (one-line :class:`UserError`) a package whose layers do not mean what it declares;
+    return the receptive field of its layers (:func:`receptive_field`).
 
     Runs after the structural checks and the sha256 verification, on the loaded layers; the
     rule families below run in an order where each relies only on what the earlier ones
-    established (attributes before shapes, shapes before ranges)."""
+    established (attributes before shapes, shapes before ranges). A card without a receptive
+    field is not refused (the loader gives it the layers'); one with another is."""
     fail = Refusal(root)
     try:
-        _validate(meta["io"], layers, card, fail)
+        return _validate(meta["io"], layers, card, fail)
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, ZeroDivisionError) as e:
         # every rule checks the types it reads first; this is the net under a value no rule
         # foresaw (found by fuzzing): still one line, never a traceback
         raise fail(f"malformed ({type(e).__name__}: {e})") from None
 
 
-def _validate(io: Mapping[str, Any], layers: Sequence[Layer], card: ModelCard, fail: Refusal):
+def _validate(
+    io: Mapping[str, Any], layers: Sequence[Layer], card: ModelCard, fail: Refusal
+) -> int:
     if len(layers) > MAX_LAYERS:
         raise fail(f"{len(layers)} layers, more than {MAX_LAYERS}")
     check_graph(layers, io, fail)
@@ -148,13 +153,13 @@ def _validate(io: Mapping[str, Any], layers: Sequence[Layer], card: ModelCard, f
         check_arrays(layer, fail)
     check_dtypes(layers, io, fail)
     check_ranges(layers, io, fail)
+    got = receptive_field(layers, io["input"]["name"], io["output"]["name"], net_stride)
+    if got is None:
+        raise fail(f"the layers' receptive field exceeds {MAX_RF_IMAGE // 8} px")
     rf = card.receptive_field
-    if rf is not None:
-        got = receptive_field(layers, io["input"]["name"], io["output"]["name"], net_stride)
-        if got is None:
-            raise fail(f"the layers' receptive field exceeds {MAX_RF_IMAGE // 8} px")
-        if got != rf:
-            raise fail(f"model_card receptive_field {rf} but the layers give {got}")
+    if rf is not None and got != rf:
+        raise fail(f"model_card receptive_field {rf} but the layers give {got}")
+    return got
 
 
 # --------------------------------------------------------------------------------------------

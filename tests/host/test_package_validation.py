@@ -593,3 +593,12 @@ def test_oversized_accelerator_json_is_refused_unread(copy: Path, monkeypatch) -
     monkeypatch.setattr(validation, "MAX_JSON_BYTES", 1000)
     with pytest.raises(UserError, match="more than the 1000 a package may have"):
         load_package(copy)
+
+
+def test_a_card_without_receptive_field_gets_the_layers(copy: Path) -> None:
+    """Unknown to the card is not a lie: the loaded card carries the layers' field, so the
+    tiling overlap (and the stitched scores) are those of the complete package."""
+    tamper(copy, json_edit=lambda meta: meta["model_card"].pop("receptive_field"))
+    pkg = load_package(copy)
+    assert "receptive_field" not in pkg.model_card
+    assert pkg.card.receptive_field == 4 and pkg.geometry.receptive_field == 4
