@@ -23,6 +23,7 @@ archive). The default run draws a few hundred examples; the ``slow`` test many m
 from __future__ import annotations
 
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -264,3 +265,13 @@ def test_the_verification_template_is_well_formed() -> None:
 
     record = fuzz.valid_verification()
     assert check_verification(record, "t") is record
+
+
+def test_bounded_stops_hangs_and_runaway_allocations() -> None:
+    """The guards every example runs under: a hang raises, an allocation past the cap raises
+    MemoryError, and both are lifted afterwards."""
+    with pytest.raises(fuzz.Hang), fuzz.bounded(0.2):
+        time.sleep(5)
+    with pytest.raises(MemoryError), fuzz.bounded(10, memory=64 << 20):
+        np.ones(1 << 28)  # 2 GiB
+    assert np.ones(1 << 25).sum() == 1 << 25  # 256 MiB: the cap is gone
