@@ -147,7 +147,7 @@ def test_refuses_unknown_layer_kind(pkg_dir: Path):
     [
         (lambda m: m.update(format="something-else"), "not an fcnseg deployment package"),
         (lambda m: m["files"].pop(NPZ_NAME), "does not list accelerator.npz"),
-        (lambda m: m["io"]["output"].update(dtype="FLOAT32"), "unsupported datatype"),
+        (lambda m: m["io"]["output"].update(dtype="FLOAT32"), "output: datatype 'FLOAT32' is not"),
         (lambda m: m["io"]["output"].update(scale=[1.0]), "one per class"),
         (lambda m: m["layers"][2]["arrays"].update(weights="nope"), "not in accelerator.npz"),
         (lambda m: m["layers"][2]["arrays"].pop("weights"), "lacks array 'weights'"),
