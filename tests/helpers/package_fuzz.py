@@ -272,8 +272,11 @@ def _store(values: np.ndarray | list, like: np.ndarray) -> np.ndarray:
     return np.array(wrapped, dtype=np.uint64).reshape(shape)
 
 
-def _array_edit(base: Base, key: str, new: np.ndarray | None, label: str, rehashed: bool = True):
-    """A Mutation replacing (``new``) or removing (None) one npz member, classified."""
+def array_edit(
+    base: Base, key: str, new: np.ndarray | None, label: str, rehashed: bool = True
+) -> Mutation:
+    """A Mutation replacing (``new``) or removing (None) one npz member, classified by
+    :func:`array_legal` (strict unless the new array is valid and means something else)."""
     entry, role = base.owners().get(key, (None, None))
     old = base.arrays[key]
     if new is None or entry is None:
@@ -318,7 +321,7 @@ def array_mutations(draw: st.DrawFn, base: Base) -> Mutation:
         values = np.asarray(old, dtype=object).copy()
         values.flat[i] = target
         idx = tuple(int(j) for j in np.unravel_index(i, old.shape))
-        return _array_edit(base, key, _store(values, old), f"element {idx} = {target}")
+        return array_edit(base, key, _store(values, old), f"element {idx} = {target}")
     if kind == "fill":
         how = draw(st.sampled_from(["zeros", "negated", "reversed rows", "rolled rows", "max"]))
         ints = np.asarray(old, dtype=object)
@@ -329,7 +332,7 @@ def array_mutations(draw: st.DrawFn, base: Base) -> Mutation:
             "rolled rows": lambda: np.roll(ints, 1, axis=0),
             "max": lambda: ints * 0 + int(old.max()),
         }[how]()
-        return _array_edit(base, key, _store(new, old), how)
+        return array_edit(base, key, _store(new, old), how)
     if kind == "dtype":
         dt = draw(
             st.sampled_from(
@@ -339,15 +342,15 @@ def array_mutations(draw: st.DrawFn, base: Base) -> Mutation:
         )
         with np.errstate(all="ignore"):
             new = old.astype(dt)
-        return _array_edit(base, key, new, f"dtype {old.dtype} -> {dt}")
+        return array_edit(base, key, new, f"dtype {old.dtype} -> {dt}")
     if kind == "shape":
         how, new = draw(st.sampled_from(sorted(_reshaped(old).items())))
-        return _array_edit(base, key, new, f"shape {old.shape} -> {new.shape} ({how})")
+        return array_edit(base, key, new, f"shape {old.shape} -> {new.shape} ({how})")
     how = draw(st.sampled_from(["removed", "renamed", "stale", "extra", "extra pickled"]))
     if how == "removed":
-        return _array_edit(base, key, None, "member removed")
+        return array_edit(base, key, None, "member removed")
     if how == "stale":  # edited without updating the hashes: the sha256 check refuses it
-        return _array_edit(base, key, old * 0, "all zeros", rehashed=False)
+        return array_edit(base, key, old * 0, "all zeros", rehashed=False)
     return _member_edit(key, how)
 
 
@@ -406,7 +409,8 @@ def json_paths(data: Any, prefix: JsonPath = ()) -> Iterator[JsonPath]:
             yield from json_paths(v, (*prefix, i))
 
 
-def _get(data: Any, path: JsonPath) -> Any:
+def get_value(data: Any, path: JsonPath) -> Any:
+    """The value at ``path`` of parsed JSON."""
     for k in path:
         data = data[k]
     return data
@@ -478,20 +482,24 @@ def _near(value: Any) -> list[Any]:
     return []
 
 
-def _json_edit(
+def json_edit(
     label: str, edit: Callable[[Any], Any], *, strict: bool = True, rescales: bool = False
 ) -> Mutation:
+    """A Mutation applying ``edit`` to the parsed accelerator.json, then the manifest digest."""
+
     def apply(root: Path) -> None:
         write_meta(root, edit(read_meta(root)))
 
     return Mutation(f"{JSON_NAME}: {label}", apply, strict, rescales)
 
 
-def _set(path: JsonPath, value: Any) -> Callable[[Any], Any]:
+def set_value(path: JsonPath, value: Any) -> Callable[[Any], Any]:
+    """An edit of parsed JSON setting the value at ``path`` (the root for ``()``)."""
+
     def edit(meta: Any) -> Any:
         if not path:
             return value
-        _get(meta, path[:-1])[path[-1]] = value
+        get_value(meta, path[:-1])[path[-1]] = value
         return meta
 
     return edit
@@ -499,7 +507,7 @@ def _set(path: JsonPath, value: Any) -> Callable[[Any], Any]:
 
 def _legal_value_change(base: Base, path: JsonPath, new: Any) -> bool:
     """A JSON value change that gives another valid package (not strict, see the module doc)."""
-    old = _get(base.meta, path)
+    old = get_value(base.meta, path)
     if new == old and type(new) is type(old):
         return False
     if path[0] != "layers" or len(path) < 3:
@@ -535,25 +543,27 @@ def json_mutations(draw: st.DrawFn, base: Base) -> Mutation:
     if kind == "tile":
         return draw(_tile_edit())
     if kind == "add":
-        dicts = [()] + [p for p in paths if isinstance(_get(base.meta, p), dict)]
+        dicts = [()] + [p for p in paths if isinstance(get_value(base.meta, p), dict)]
         path = draw(st.sampled_from(dicts))
         name = draw(st.sampled_from(["zz_unknown", "receptive_field", "net_stride", "tile"]))
         value = draw(st.sampled_from([1, 6, 32, -1, 0, 10**9, None, "x", [8, 8]]))
-        target = _get(base.meta, path)
+        target = get_value(base.meta, path)
         if name in target:
             name = "zz_unknown"
-        return _json_edit(f"{_show(path)} gains {name!r}: {value!r}", _set((*path, name), value))
+        return json_edit(
+            f"{_show(path)} gains {name!r}: {value!r}", set_value((*path, name), value)
+        )
     if kind == "remove":
         path = draw(_path_by_section([p for p in paths if isinstance(p[-1], str)]))
 
         def remove(meta: Any, path: JsonPath = path) -> Any:
-            del _get(meta, path[:-1])[path[-1]]
+            del get_value(meta, path[:-1])[path[-1]]
             return meta
 
         rescales = path[:2] == ("io", "output")
-        return _json_edit(f"{_show(path)} removed", remove, rescales=rescales)
+        return json_edit(f"{_show(path)} removed", remove, rescales=rescales)
     path = draw(_path_by_section(paths))
-    old = _get(base.meta, path)
+    old = get_value(base.meta, path)
     pool = [*_near(old), *CONFUSERS, *strings_of(base.meta)]
     new = draw(st.sampled_from(pool))
     if draw(st.booleans()) and path[:1] == ("layers",) and path[-1] in ("inputs", "outputs"):
@@ -565,8 +575,8 @@ def json_mutations(draw: st.DrawFn, base: Base) -> Mutation:
     rescales = path[:2] == ("io", "output")
     label = f"{_show(path)} {old!r} -> {new!r}"
     if draw(st.integers(0, 9)) == 0:  # an edit without a new manifest digest
-        return Mutation(f"{JSON_NAME}: {label}, manifest stale", _stale(_set(path, new)), True)
-    return _json_edit(label, _set(path, new), strict=strict, rescales=rescales)
+        return Mutation(f"{JSON_NAME}: {label}, manifest stale", _stale(set_value(path, new)), True)
+    return json_edit(label, set_value(path, new), strict=strict, rescales=rescales)
 
 
 def _path_by_section(paths: Sequence[JsonPath]) -> st.SearchStrategy[JsonPath]:
@@ -581,17 +591,20 @@ def _path_by_section(paths: Sequence[JsonPath]) -> st.SearchStrategy[JsonPath]:
 
 @st.composite
 def _tile_edit(draw: st.DrawFn) -> Mutation:
+    side = st.sampled_from([0, 1, 250, 30016, 2**31, 32, 64, 96])
+    return tile_edit(draw(side), draw(side))
+
+
+def tile_edit(h: int, w: int) -> Mutation:
     """The tile changed consistently in the card and the input shape (the layers' declared
     shapes left at the old one): not a multiple of the stride, empty, or huge."""
-    side = st.sampled_from([0, 1, 250, 30016, 2**31, 32, 64, 96])
-    h, w = draw(side), draw(side)
 
     def edit(meta: Any) -> Any:
         meta["model_card"]["tile"] = [h, w]
         meta["io"]["input"]["shape"][1:3] = [h, w]
         return meta
 
-    return _json_edit(f"tile and input shape -> {h}x{w}", edit)
+    return json_edit(f"tile and input shape -> {h}x{w}", edit)
 
 
 def _stale(edit: Callable[[Any], Any]) -> Callable[[Path], None]:
@@ -616,23 +629,25 @@ def _layer_list_edit(draw: st.DrawFn, base: Base) -> Mutation:
         k = draw(st.integers(0, len(layers[i]["inputs"]) - 1))
         new = draw(st.sampled_from(sorted(base.tensors())))
         path = ("layers", i, "inputs", k)
-        old = _get(base.meta, path)
+        old = get_value(base.meta, path)
         label = f"{_show(path)} {old!r} -> {new!r}"
-        return _json_edit(label, _set(path, new), strict=not _legal_value_change(base, path, new))
+        return json_edit(
+            label, set_value(path, new), strict=not _legal_value_change(base, path, new)
+        )
     if how == "op":  # another elementwise op, or another pool function
         ops = [(p, ELEMENTWISE) for p in _paths_to(base, "kind", ELEMENTWISE)]
         ops += [(p, POOL_FUNCTIONS) for p in _paths_to(base, "Function", POOL_FUNCTIONS)]
         if ops:
             path, choices = draw(st.sampled_from(ops))
             new = draw(st.sampled_from(choices))
-            label = f"{_show(path)} {_get(base.meta, path)!r} -> {new!r}"
+            label = f"{_show(path)} {get_value(base.meta, path)!r} -> {new!r}"
             strict = not _legal_value_change(base, path, new)
-            return _json_edit(label, _set(path, new), strict=strict)
+            return json_edit(label, set_value(path, new), strict=strict)
         how = "swap"
     if how == "rename tensor":  # one tensor renamed everywhere: the same graph
         tensors = sorted(base.tensors())
         name = draw(st.sampled_from(tensors))
-        return _json_edit(f"tensor {name!r} renamed everywhere", _rename_tensor(name, "t~" + name))
+        return json_edit(f"tensor {name!r} renamed everywhere", _rename_tensor(name, "t~" + name))
 
     def edit(meta: Any) -> Any:
         ls = meta["layers"]
@@ -645,7 +660,7 @@ def _layer_list_edit(draw: st.DrawFn, base: Base) -> Mutation:
         return meta
 
     what = {"swap": f"layers {i} and {j} swapped", "duplicate": f"layer {i} copied to {j}"}
-    return _json_edit(what.get(how, f"layer {i} removed"), edit)
+    return json_edit(what.get(how, f"layer {i} removed"), edit)
 
 
 def _paths_to(base: Base, key: str, values: Sequence[str]) -> list[JsonPath]:
@@ -724,14 +739,15 @@ def file_mutations(base: Base) -> st.SearchStrategy[Mutation]:
     """Truncations and byte flips (re-hashed or not), unlisted extra files, listed files
     missing, odd ``files`` entries, a damaged accelerator.json, a replaced npz, and damage to
     hardware.tar.xz and verification.json, which have their own checks."""
-    damage = st.sampled_from(sorted(_JSON_DAMAGE)).map(
-        lambda what: Mutation(f"{JSON_NAME}: {what}", _JSON_DAMAGE[what], True)
+    damage = st.sampled_from(sorted(JSON_DAMAGE)).map(
+        lambda what: Mutation(f"{JSON_NAME}: {what}", JSON_DAMAGE[what], True)
     )
     special = st.sampled_from(["symlink to /dev/zero", "folder", "symlink loop"]).map(
         lambda what: _file_edit(f"{NPZ_NAME} replaced by a {what}", _special(what), rehashed=False)
     )
     return st.one_of(
         _bytes_edit(base),
+        _zip_edit(base),
         _extra_file(base),
         _files_entry(),
         st.just(_file_edit("files lists ghost.bin", _ghost)),
@@ -802,6 +818,39 @@ def _files_entry(draw: st.DrawFn) -> Mutation:
     return Mutation(f"files[{name!r}] = {digest!r}", entry, True)
 
 
+#: fields of a zip central-directory entry (offset from its signature, size) and values that
+#: make Python's zipfile raise NotImplementedError: strong encryption, an unknown compression
+#: method, a version it cannot extract
+ZIP_FIELDS: dict[str, tuple[int, int, int]] = {
+    "flags: strong encryption": (8, 2, 0x41),
+    "compression method 99": (10, 2, 99),
+    "version needed 25.5": (6, 2, 255),
+}
+
+
+def zip_header_edit(field: str, member: int = 0) -> Mutation:
+    """One central-directory field of accelerator.npz's ``member``-th entry set to a value
+    zipfile cannot handle (:data:`ZIP_FIELDS`), re-hashed."""
+    offset, size, value = ZIP_FIELDS[field]
+
+    def edit(root: Path) -> None:
+        path = root / NPZ_NAME
+        data = bytearray(path.read_bytes())
+        at = -1
+        for _ in range(member + 1):
+            at = data.index(b"PK\x01\x02", at + 1)
+        data[at + offset : at + offset + size] = value.to_bytes(size, "little")
+        path.write_bytes(bytes(data))
+        rehash(root)
+
+    return Mutation(f"{NPZ_NAME}: central directory entry {member} {field}", edit, True)
+
+
+def _zip_edit(base: Base) -> st.SearchStrategy[Mutation]:
+    members = st.integers(0, len(base.arrays) - 1)
+    return st.builds(zip_header_edit, st.sampled_from(sorted(ZIP_FIELDS)), members)
+
+
 def _ghost(root: Path) -> None:
     meta = read_meta(root)
     meta["files"]["ghost.bin"] = "0" * 64
@@ -830,7 +879,7 @@ def _json_damage(data: bytes) -> Callable[[Path], None]:
     return edit
 
 
-_JSON_DAMAGE: dict[str, Callable[[Path], None]] = {
+JSON_DAMAGE: dict[str, Callable[[Path], None]] = {
     "truncated": _json_damage(lambda b: b[: len(b) // 2]),
     "not UTF-8": _json_damage(lambda b: b"\xff\xfe" + b),
     "a JSON list": _json_damage(b"[1, 2]\n"),
@@ -847,8 +896,10 @@ def _verification_edit(draw: st.DrawFn, base: Base) -> Mutation:
     record = valid_verification()
     paths = sorted(json_paths(record), key=repr)
     path = draw(st.sampled_from([(), *paths]))
-    new = record if not path else draw(st.sampled_from([*_near(_get(record, path)), *CONFUSERS]))
-    data = _set(path, new)(json.loads(json.dumps(record))) if path else record
+    new = (
+        record if not path else draw(st.sampled_from([*_near(get_value(record, path)), *CONFUSERS]))
+    )
+    data = set_value(path, new)(json.loads(json.dumps(record))) if path else record
 
     def edit(root: Path) -> None:
         (root / VERIFICATION_NAME).write_text(json.dumps(data))
@@ -874,8 +925,8 @@ def _hardware_edit(draw: st.DrawFn, base: Base) -> Mutation:
     how = draw(st.sampled_from(["removed", "garbled", "value", "value", "escape"]))
     if how == "value":
         path = draw(st.sampled_from(sorted(json_paths(graph), key=repr)))
-        new = draw(st.sampled_from([*_near(_get(graph, path)), *CONFUSERS, "../x", "/abs"]))
-        content = json.dumps(_set(path, new)(json.loads(json.dumps(graph)))).encode()
+        new = draw(st.sampled_from([*_near(get_value(graph, path)), *CONFUSERS, "../x", "/abs"]))
+        content = json.dumps(set_value(path, new)(json.loads(json.dumps(graph)))).encode()
         label = f"{HARDWARE_GRAPH_NAME} {_show(path)} -> {new!r}"
     else:
         content = b"{not json" if how == "garbled" else json.dumps(graph).encode()

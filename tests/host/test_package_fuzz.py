@@ -181,6 +181,119 @@ def test_many_mutated_packages(case, scratch, data) -> None:
     check_mutation(case, scratch, data.draw(fuzz.package_mutations(case.base), "mutation"))
 
 
+# ------------------------------------------------------------------- known cases, run every time
+# The table of tampered packages, and what the fuzzer found on the way (each was a
+# traceback, a refusal not naming the package, or other scores accepted): kept as named cases
+# so they run on every test run, not only when the random draw finds them again.
+
+
+def _first_mvau(base: fuzz.Base) -> tuple[dict, str, np.ndarray]:
+    entry = next(e for e in base.meta["layers"] if e["kind"] == "MVAU")
+    key = entry["arrays"]["weights"]
+    return entry, key, base.arrays[key]
+
+
+def _weight(base: fuzz.Base, value: int, dtype: str = "int64") -> fuzz.Mutation:
+    _, key, w = _first_mvau(base)
+    new = w.astype(dtype)
+    new[0, 0] = value
+    return fuzz.array_edit(base, key, new, f"element (0, 0) = {value} ({dtype})")
+
+
+def _thresholds(base: fuzz.Base, how: str) -> fuzz.Mutation:
+    entry, _, _ = _first_mvau(base)
+    key = entry["arrays"]["thresholds"]
+    t = base.arrays[key]
+    new = {"+1": np.concatenate([t, t[:, -1:]], axis=1), "-1": t[:, :-1], "0": t[:, :0]}[how]
+    return fuzz.array_edit(base, key, new, f"steps {how}")
+
+
+def _type_bound(base: fuzz.Base, beyond: int) -> fuzz.Mutation:
+    entry, _, _ = _first_mvau(base)
+    lo, hi = fuzz.parse_dtype(entry["attributes"]["weightDataType"])
+    return _weight(base, hi + beyond)
+
+
+def _set(path: tuple, value, **kw) -> fuzz.Mutation:
+    return fuzz.json_edit(f"{path} = {value!r}", fuzz.set_value(path, value), **kw)
+
+
+def _dtypes_of_layer(i: int, value) -> fuzz.Mutation:
+    return _set(("layers", i, "output_dtypes"), value)
+
+
+def _archive_flip(base: fuzz.Base) -> fuzz.Mutation:
+    def edit(root: Path) -> None:
+        path = root / fuzz.HARDWARE_ARCHIVE
+        if not path.exists():  # a package without one: a damaged one, listed
+            path.write_bytes(b"\xfd7zXZ\x00" + bytes(range(256)) * 8)
+            fuzz.rehash(root, listed=[fuzz.HARDWARE_ARCHIVE])
+            return
+        data = bytearray(path.read_bytes())
+        data[len(data) // 2] ^= 0x5A
+        path.write_bytes(bytes(data))
+        fuzz.rehash(root)
+
+    return fuzz.Mutation(f"{fuzz.HARDWARE_ARCHIVE}: a byte flipped mid-stream, re-hashed", edit)
+
+
+def _remove(path: tuple) -> fuzz.Mutation:
+    def edit(meta):
+        del fuzz.get_value(meta, path[:-1])[path[-1]]
+        return meta
+
+    return fuzz.json_edit(f"{path} removed", edit)
+
+
+KNOWN: dict[str, object] = {
+    "weight one beyond its type": lambda b: _type_bound(b, 1),
+    "weight at its type's max (valid)": lambda b: _type_bound(b, 0),
+    "uint64-max weight": lambda b: _weight(b, fuzz.UINT64_MAX, "uint64"),
+    "weight above 2^45": lambda b: _weight(b, 2**45 + 1),
+    "0-d weights": lambda b: fuzz.array_edit(
+        b, _first_mvau(b)[1], np.array(7, dtype=np.int8), "0-d"
+    ),
+    "all-zero weights (valid)": lambda b: fuzz.array_edit(
+        b, _first_mvau(b)[1], _first_mvau(b)[2] * 0, "zeros"
+    ),
+    "one threshold step more": lambda b: _thresholds(b, "+1"),
+    "one threshold step fewer": lambda b: _thresholds(b, "-1"),
+    "no threshold steps": lambda b: _thresholds(b, "0"),
+    "NaN scale": lambda b: _set(("io", "output", "scale", 0), float("nan"), rescales=True),
+    "inf bias": lambda b: _set(("io", "output", "bias", 0), float("inf"), rescales=True),
+    "zero scale": lambda b: _set(("io", "output", "scale", 0), 0.0, rescales=True),
+    "receptive field 32": lambda b: _set(("model_card", "receptive_field"), 32),
+    "receptive field -1": lambda b: _set(("model_card", "receptive_field"), -1),
+    "receptive field removed": lambda b: (
+        _remove(("model_card", "receptive_field"))
+        if "receptive_field" in b.meta["model_card"]
+        else _set(("model_card", "zz"), 1)
+    ),
+    "output dtype INT4": lambda b: _set(("io", "output", "dtype"), "INT4"),
+    "output stride 0": lambda b: _set(("model_card", "output_stride"), 0),
+    "tile 250x250": lambda b: fuzz.tile_edit(250, 250),
+    "tile 0x0": lambda b: fuzz.tile_edit(0, 0),
+    "tile 30016x30016": lambda b: fuzz.tile_edit(30016, 30016),
+    "json nested 100000 deep": lambda b: fuzz.Mutation(
+        "nested", fuzz.JSON_DAMAGE["nested 100000 deep"]
+    ),
+    "json object 100000 deep": lambda b: fuzz.Mutation(
+        "object", fuzz.JSON_DAMAGE["an object 100000 deep"]
+    ),
+    "npz strong encryption flag": lambda b: fuzz.zip_header_edit("flags: strong encryption"),
+    "npz compression method 99": lambda b: fuzz.zip_header_edit("compression method 99"),
+    "npz version 25.5": lambda b: fuzz.zip_header_edit("version needed 25.5"),
+    "hardware archive damaged, re-hashed": _archive_flip,
+    "output dtype not a dtype": lambda b: _dtypes_of_layer(1, ["x"]),
+    "output dtypes a string": lambda b: _dtypes_of_layer(1, "Pool"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(KNOWN))
+def test_known_case(case, scratch, name) -> None:
+    check_mutation(case, scratch, KNOWN[name](case.base))
+
+
 # ------------------------------------------------------------------------- the fuzzer's own parts
 
 
