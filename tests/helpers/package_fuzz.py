@@ -203,15 +203,20 @@ def _ints(a: np.ndarray) -> list:
 def array_legal(entry: Mapping[str, Any], role: str, new: np.ndarray, old: np.ndarray) -> bool:
     """Whether ``new`` may replace the valid ``old`` as ``role`` of the layer ``entry``.
 
-    Integer dtype; the same shape, or one row for thresholds (one row shared by every channel
-    is the format's other legal shape); values within :func:`role_bounds`; thresholds
-    non-decreasing along each row.
+    Integer dtype; the same shape, or for thresholds one row per channel or one row shared by
+    every channel (the format's two threshold shapes, channels = MH or NumChannels); values
+    within :func:`role_bounds`; thresholds non-decreasing along each row.
     """
     if new.dtype.kind not in "iu":
         return False
-    same_rows = new.shape == old.shape
-    one_row = role == "thresholds" and new.ndim == 2 and new.shape == (1, old.shape[-1])
-    if not (same_rows or one_row) or new.size == 0:
+    if role == "thresholds":
+        attrs = entry.get("attributes", {})
+        channels = attrs.get("MH" if entry.get("kind") == "MVAU" else "NumChannels")
+        rows = {1, channels if isinstance(channels, int) else old.shape[0]}
+        shape_ok = new.ndim == 2 and new.shape[0] in rows and new.shape[1] == old.shape[1]
+    else:
+        shape_ok = new.shape == old.shape
+    if not shape_ok or new.size == 0:
         return False
     bounds = role_bounds(entry, role)
     if bounds is None:
@@ -346,7 +351,10 @@ def array_mutations(draw: st.DrawFn, base: Base) -> Mutation:
     if kind == "shape":
         how, new = draw(st.sampled_from(sorted(_reshaped(old).items())))
         return array_edit(base, key, new, f"shape {old.shape} -> {new.shape} ({how})")
-    how = draw(st.sampled_from(["removed", "renamed", "stale", "extra", "extra pickled"]))
+    how = draw(st.sampled_from(["removed", "renamed", "stale", "extra", "extra pickled", "npy"]))
+    if how == "npy":
+        header = draw(st.sampled_from(sorted(NPY_HEADERS)))
+        return npy_header_edit(base, key, header)
     if how == "removed":
         return array_edit(base, key, None, "member removed")
     if how == "stale":  # edited without updating the hashes: the sha256 check refuses it
@@ -374,6 +382,36 @@ def _reshaped(old: np.ndarray) -> dict[str, np.ndarray]:
             "refactored": a.reshape(a.shape[1], a.shape[0]),
         }
     return out
+
+
+#: .npy members written by hand: headers claiming what the data is not, or the same values
+#: in another layout (Fortran order, big-endian: same numbers, so strict means equal scores)
+NPY_HEADERS = ("huge shape", "object descr", "short data", "fortran order", "big-endian")
+
+
+def npy_header_edit(base: Base, key: str, how: str) -> Mutation:
+    """One npz member replaced by a hand-made .npy (:data:`NPY_HEADERS`), re-hashed."""
+    old = np.asarray(base.arrays[key])
+    if how in ("fortran order", "big-endian"):
+        arr = (
+            np.asfortranarray(old)
+            if how == "fortran order"
+            else old.astype(old.dtype.newbyteorder(">"))
+        )
+        raw = tamper.npy_bytes(arr)
+    else:
+        shape = {"huge shape": (2**40,), "short data": old.shape}.get(how, old.shape)
+        descr = "|O" if how == "object descr" else np.lib.format.dtype_to_descr(old.dtype)
+        header = {"descr": descr, "fortran_order": False, "shape": shape}
+        buf = io.BytesIO()
+        np.lib.format.write_array_header_1_0(buf, header)
+        raw = buf.getvalue() + old.tobytes()[: 4 if how == "short data" else 64]
+
+    def edit(root: Path) -> None:
+        tamper.write_npz_member(root, key, raw)
+        rehash(root)
+
+    return Mutation(f"{NPZ_NAME}:{key}: .npy with {how}", edit, True)
 
 
 def _member_edit(key: str, how: str) -> Mutation:
@@ -461,6 +499,11 @@ CONFUSERS: tuple[Any, ...] = (
     "INT64",
     "FLOAT32",
     "BIPOLAR",
+    "a\nb",  # a newline: a message naming it must still be one line
+    "\ud800",  # a lone surrogate (JSON allows it; UTF-8 encoders refuse it)
+    "\x00",
+    "\u202e",  # right-to-left override
+    "x" * 5000,
     [],
     [0],
     [1, 1],
@@ -474,7 +517,7 @@ def _near(value: Any) -> list[Any]:
     if isinstance(value, bool):
         return [not value, int(value)]
     if isinstance(value, int):
-        return [value + 1, value - 1, -value, 2 * value, float(value), str(value)]
+        return [value + 1, value - 1, -value, 2 * value, float(value), value + 0.5, str(value)]
     if isinstance(value, float):
         return [value * 2, -value, value / 1e30, value * 1e300, int(value), str(value)]
     if isinstance(value, list) and value:
@@ -622,9 +665,25 @@ def _show(path: JsonPath) -> str:
 def _layer_list_edit(draw: st.DrawFn, base: Base) -> Mutation:
     layers = base.meta["layers"]
     n = len(layers)
-    how = draw(st.sampled_from(["swap", "duplicate", "remove", "rename tensor", "rewire", "op"]))
+    how = draw(
+        st.sampled_from(
+            ["swap", "duplicate", "remove", "rename tensor", "rewire", "op", "fifo", "arrays"]
+        )
+    )
     i = draw(st.integers(0, n - 1))
     j = draw(st.integers(0, n - 1))
+    if how == "fifo":  # a pass-through layer inserted after layer i: the same graph
+        return _fifo_edit(base, i)
+    if how == "arrays":  # two layers' arrays of one role exchanged
+        pairs = sorted(
+            (a, b)
+            for a in base.owners()
+            for b in base.owners()
+            if a < b and base.owners()[a][1] == base.owners()[b][1]
+        )
+        if pairs:
+            return _swap_arrays(base, *draw(st.sampled_from(pairs)))
+        how = "swap"
     if how == "rewire":  # one input of a layer read from another tensor
         k = draw(st.integers(0, len(layers[i]["inputs"]) - 1))
         new = draw(st.sampled_from(sorted(base.tensors())))
@@ -661,6 +720,54 @@ def _layer_list_edit(draw: st.DrawFn, base: Base) -> Mutation:
 
     what = {"swap": f"layers {i} and {j} swapped", "duplicate": f"layer {i} copied to {j}"}
     return json_edit(what.get(how, f"layer {i} removed"), edit)
+
+
+def _fifo_edit(base: Base, i: int) -> Mutation:
+    """A StreamingFIFO (an identity in the format) inserted after layer ``i``, its consumers
+    rewired to read the FIFO's output: the same computation."""
+    entry = base.meta["layers"][i]
+    t = entry["outputs"][0]
+
+    def edit(meta: Any) -> Any:
+        fifo = json.loads(json.dumps(entry))
+        fifo.update(kind="StreamingFIFO", name=f"fifo_{i}", inputs=[t], outputs=[t + "~fifo"])
+        fifo.update(attributes={"depth": 2}, folding={}, arrays={})
+        fifo.update(
+            input_dtypes=entry["output_dtypes"][:1], output_dtypes=entry["output_dtypes"][:1]
+        )
+        shapes = entry.get("output_shapes") or []
+        fifo.update(input_shapes=shapes[:1], output_shapes=shapes[:1])
+        for other in meta["layers"]:
+            other["inputs"] = [t + "~fifo" if x == t else x for x in other["inputs"]]
+        if meta["io"]["output"]["name"] == t:
+            meta["io"]["output"]["name"] = t + "~fifo"
+        meta["layers"].insert(i + 1, fifo)
+        return meta
+
+    return json_edit(f"a StreamingFIFO after {entry['name']!r}", edit)
+
+
+def _swap_arrays(base: Base, a: str, b: str) -> Mutation:
+    """Layers ``a`` and ``b``'s arrays of one role exchanged (by their npz keys in the JSON).
+    Not strict when each array is valid for the other layer: a valid package, other weights."""
+    owners = base.owners()
+    (ea, role), (eb, _) = owners[a], owners[b]
+    new_a, new_b = base.arrays[b], base.arrays[a]
+    legal = array_legal(ea, role, new_a, base.arrays[a]) and array_legal(
+        eb, role, new_b, base.arrays[b]
+    )
+    same = same_values(new_a, base.arrays[a]) and same_values(new_b, base.arrays[b])
+
+    def edit(meta: Any) -> Any:
+        for entry in meta["layers"]:
+            if entry["name"] == ea["name"]:
+                entry["arrays"][role] = b
+            elif entry["name"] == eb["name"]:
+                entry["arrays"][role] = a
+        return meta
+
+    label = f"{ea['name']} and {eb['name']} exchange their {role}"
+    return json_edit(label, edit, strict=not legal or same)
 
 
 def _paths_to(base: Base, key: str, values: Sequence[str]) -> list[JsonPath]:
@@ -886,6 +993,7 @@ JSON_DAMAGE: dict[str, Callable[[Path], None]] = {
     "empty": _json_damage(b""),
     "nested 100000 deep": _json_damage(b"[" * 100000 + b"]" * 100000),
     "an object 100000 deep": _json_damage(b'{"a":' * 100000 + b"1" + b"}" * 100000),
+    "a 5000-digit number": _json_damage(lambda b: b.replace(b"[", b"[" + b"9" * 5000 + b",", 1)),
     "a NUL byte": _json_damage(lambda b: b.replace(b"{", b"{\x00", 1)),
 }
 

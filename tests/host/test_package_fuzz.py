@@ -364,6 +364,9 @@ def test_array_legal_thresholds_order_shape_and_bounds() -> None:
     legal = [[-128, 0, 128], [1, 1, 1]]  # [lo, hi + 1] of the input, ties allowed
     assert fuzz.array_legal(entry, "thresholds", np.array(legal, dtype=np.int16), old)
     assert fuzz.array_legal(entry, "thresholds", old[:1], old)  # one row for every channel
+    two = {**entry, "attributes": {"NumChannels": 2}}
+    assert fuzz.array_legal(two, "thresholds", old, old[:1])  # and back: one row per channel
+    assert not fuzz.array_legal(two, "thresholds", old[[0, 1, 1]], old)  # 3 rows, 2 channels
     assert not fuzz.array_legal(entry, "thresholds", old[:, ::-1], old)  # not monotone
     assert not fuzz.array_legal(entry, "thresholds", old + 126, old)  # 131 > hi + 1
     assert not fuzz.array_legal(entry, "thresholds", old[:, :2], old)  # a step missing
