@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import lzma
 import os
 import shutil
 import tarfile
@@ -54,7 +55,7 @@ def pack(folder: str | os.PathLike) -> bytes:
 def _open(archive: Path) -> tarfile.TarFile:
     try:
         return tarfile.open(archive, mode="r:xz")
-    except (OSError, tarfile.TarError, EOFError) as exc:
+    except (OSError, tarfile.TarError, EOFError, lzma.LZMAError) as exc:
         raise UserError(f"{archive}: not a readable tar.xz ({type(exc).__name__})") from None
 
 
@@ -78,7 +79,7 @@ def read_member(archive: str | os.PathLike, name: str) -> bytes | None:
                 raise UserError(f"{archive}: {name} is not a regular file")
             handle = tar.extractfile(member)
             return handle.read() if handle else None
-    except (OSError, tarfile.TarError, EOFError) as exc:
+    except (OSError, tarfile.TarError, EOFError, lzma.LZMAError) as exc:
         raise UserError(f"{archive}: damaged ({type(exc).__name__})") from None
 
 
@@ -107,7 +108,7 @@ def extract(archive: str | os.PathLike, dest: str | os.PathLike) -> Path:
                 handle = tar.extractfile(member)
                 with target.open("wb") as out:
                     shutil.copyfileobj(handle, out)  # type: ignore[arg-type]
-    except (OSError, tarfile.TarError, EOFError) as exc:
+    except (OSError, tarfile.TarError, EOFError, lzma.LZMAError) as exc:
         raise UserError(f"{archive}: damaged ({type(exc).__name__}: {exc})") from None
     return dest / ROOT
 

@@ -17,8 +17,9 @@ import pytest
 
 from fcnseg.errors import UserError
 from fcnseg.host.card import CARD_FORMAT, ModelCard
-from fcnseg.host.package import JSON_NAME, load_package
+from fcnseg.host.package import load_package
 from fcnseg.host.tiling import Geometry
+from tests.helpers.tamper import tamper
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = sorted((ROOT / "host" / "packages").glob("*/accelerator.json"))
@@ -189,16 +190,14 @@ def test_load_gives_one_line_errors(tmp_path: Path) -> None:
 
 @pytest.fixture()
 def tampered(tmp_path: Path) -> Path:
-    """A copy of a shipped package whose accelerator.json's card says output_stride "eight"."""
+    """A copy of a shipped package whose card says output_stride "eight", re-hashed by a forger
+    (so the card checks, not the manifest digest, refuse it)."""
     import shutil
 
     src = SHIPPED[0].parent
     dst = tmp_path / src.name
     shutil.copytree(src, dst)
-    meta = json.loads((dst / JSON_NAME).read_text())
-    meta["model_card"]["output_stride"] = "eight"
-    (dst / JSON_NAME).write_text(json.dumps(meta))
-    return dst
+    return tamper(dst, json_edit=lambda meta: meta["model_card"].update(output_stride="eight"))
 
 
 def test_package_loader_refuses_a_bad_card(tampered: Path) -> None:
@@ -207,9 +206,9 @@ def test_package_loader_refuses_a_bad_card(tampered: Path) -> None:
 
 
 def test_package_loader_refuses_a_card_tile_unlike_the_input(tampered: Path) -> None:
-    meta = json.loads((tampered / JSON_NAME).read_text())
-    meta["model_card"].update(output_stride=8, tile=[128, 128])
-    (tampered / JSON_NAME).write_text(json.dumps(meta))
+    tamper(
+        tampered, json_edit=lambda meta: meta["model_card"].update(output_stride=8, tile=[128, 128])
+    )
     with pytest.raises(UserError, match=r"model_card tile \(128, 128\) is not the input's"):
         load_package(tampered)
 
@@ -224,9 +223,7 @@ def test_package_loader_refuses_a_card_tile_unlike_the_input(tampered: Path) -> 
 def test_package_loader_refuses_card_strides_unlike_the_layers(
     tampered: Path, change: dict[str, int], fragment: str
 ) -> None:
-    meta = json.loads((tampered / JSON_NAME).read_text())
-    meta["model_card"].update(change)
-    (tampered / JSON_NAME).write_text(json.dumps(meta))
+    tamper(tampered, json_edit=lambda meta: meta["model_card"].update(change))
     with pytest.raises(UserError, match=fragment):
         load_package(tampered)
 
