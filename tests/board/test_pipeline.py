@@ -155,10 +155,13 @@ def test_hung_accelerator_fails_items_fast(package, board):
         seg = _segmenter(board, package, open_engine(board, timeout_s=0.2))
         results = list(Pipeline(seg).run(PHOTOS[:3]))
     assert [r.ok for r in results] == [False, False, False]
-    # the frames' calls are in flight together: the first one started times out, the others
-    # fail as unusable with the same reason (which frame started first is up to the workers)
+    # the frames' calls are in flight together: the first one started times out, every later
+    # one fails as unusable with the same reason. Which frame started first is up to the
+    # workers, and a frame of many calls (the fixture's 158 px receptive field gives ~200
+    # tiles) may meet "unusable" on a later call of its own before its timed-out one is
+    # collected, so at most one frame carries the bare timeout.
     assert all("did not finish" in r.error for r in results)
-    assert sum("unusable" not in r.error for r in results) == 1
+    assert sum("unusable" not in r.error for r in results) <= 1
 
 
 def test_measure_with_standin_segmenter(package):
