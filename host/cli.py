@@ -226,7 +226,8 @@ def _run(inputs: tuple[str, ...], options: dict[str, Any], *, debug: bool) -> in
     out_dir = Path(options["output"])
     jobs, failures = collect_inputs(inputs, exclude=out_dir, frames=options["frames"])
     for line in failures:
-        click.echo(f"fcnseg: {line}", err=True)
+        click.echo(f"fcnseg: {'note: ' if line.note else ''}{line}", err=True)
+    failures = [line for line in failures if not line.note]
     batch = Batch(
         _open_segmenter(options),
         out_dir,

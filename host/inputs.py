@@ -31,7 +31,9 @@ read (``x: permission denied``), a folder with no images, something that is not 
 a device), a frame count the file cannot hold. Folder scans follow symbolic links to folders,
 list each folder once (a second link to a folder already listed adds nothing), report a link
 back to a folder that contains it as a loop instead of following it, and report each unreadable
-sub-folder, loop, and broken link named like an image. Recursive globs (``**``) walk the same
+sub-folder, loop, and broken link named like an image. A link back to a folder being scanned,
+and a looping link not named like an image, lose no image: they are notes (:attr:`InputError.note`),
+said but not counted as failed inputs. Recursive globs (``**``) walk the same
 way, so no tree of links makes a scan hang. A file that can be listed but not read becomes a job,
 and fails as one line when decoded (``x: permission denied``).
 """
@@ -67,10 +69,13 @@ class InputError(str):
 
     path: str
     reason: str
+    #: True for what a folder scan met that is no input of its own (a link back to a folder
+    #: being scanned, a looping link not named like an image): said, but no input failed
+    note: bool
 
-    def __new__(cls, path: str | os.PathLike[str], reason: str) -> InputError:
+    def __new__(cls, path: str | os.PathLike[str], reason: str, note: bool = False) -> InputError:
         line = super().__new__(cls, f"{path}: {reason}")
-        line.path, line.reason = str(path), reason
+        line.path, line.reason, line.note = str(path), reason, note
         return line
 
     @classmethod
@@ -80,10 +85,12 @@ class InputError(str):
         return cls(path, text[len(prefix) :] if text.startswith(prefix) else text)
 
 
-def _error(path: str | os.PathLike[str], key: str, **fields: object) -> InputError:
+def _error(
+    path: str | os.PathLike[str], key: str, note: bool = False, **fields: object
+) -> InputError:
     from fcnseg.host.images.messages import MESSAGES
 
-    return InputError(path, MESSAGES[key].format(**fields))
+    return InputError(path, MESSAGES[key].format(**fields), note=note)
 
 
 @dataclass
@@ -201,6 +208,8 @@ def _walk(
             except OSError as error:
                 problem = _stat_error(path, error)
                 if problem is not None and wanted(path):
+                    if not _is_image_name(path):  # a looping link, no image of its own
+                        problem = InputError(problem.path, problem.reason, note=True)
                     errors.append(problem)
                 continue
             if stat.S_ISDIR(info.st_mode):
@@ -208,7 +217,8 @@ def _walk(
                 if key in ancestors:
                     if wanted(path):
                         target = _link_target(path) if entry.is_symlink() else "a mount of it"
-                        errors.append(_error(path, "link_cycle", target=target))
+                        # every image below it is scanned through the folder itself
+                        errors.append(_error(path, "link_cycle", note=True, target=target))
                 elif key not in listed and not (
                     skip is not None and path.resolve().is_relative_to(skip)
                 ):

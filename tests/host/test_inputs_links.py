@@ -98,6 +98,22 @@ def test_a_folder_scan_reports_loops_and_goes_on(tmp_path: Path, bounded: None) 
         f"{folder}/self: symbolic link loop",
         f"{folder}/sub/up: symbolic link loop (to .., a folder that contains it)",
     ]
+    # only the broken image is a lost input; the loops are notes (every image was scanned)
+    assert [line.note for line in errors] == [False, True, True, True]
+
+
+def test_a_loop_inside_a_scanned_folder_is_a_note_not_a_failure(
+    tmp_path: Path, package_dir: Path, bounded: None, capsys
+) -> None:
+    folder = tmp_path / "in"
+    _png(folder / "a.png")
+    (folder / "latest").symlink_to(".")
+    out = tmp_path / "out"
+    code = main(["segment", str(folder), "--package", str(package_dir), "-o", str(out)])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert f"fcnseg: note: {folder}/latest: symbolic link loop" in err
+    assert (out / "a.png").is_file()
 
 
 def test_linked_folders_are_followed_and_listed_once(tmp_path: Path, bounded: None) -> None:
