@@ -134,6 +134,9 @@ class Base:
     def __repr__(self) -> str:  # hypothesis prints it with every strategy: keep it short
         return f"Base({str(self.path)!r})"
 
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:  # hypothesis's printer
+        printer.text(repr(self))
+
     @classmethod
     def read(cls, path: Path) -> Base:
         return cls(Path(path), read_meta(path), read_arrays(path))

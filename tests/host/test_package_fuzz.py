@@ -70,6 +70,9 @@ class Case:
     def __repr__(self) -> str:  # hypothesis prints it with every failing example
         return f"Case({self.base!r})"
 
+    def _repr_pretty_(self, printer, cycle: bool) -> None:  # hypothesis's printer
+        printer.text(repr(self))
+
 
 def _cli(package: Path, photo: Path, out: Path) -> int:
     return main(
