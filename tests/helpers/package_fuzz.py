@@ -1058,9 +1058,73 @@ def _hardware_edit(draw: st.DrawFn, base: Base) -> Mutation:
     return Mutation(f"{HARDWARE_ARCHIVE}: {label}", edit, True)
 
 
+#: layer kinds whose output has their input's datatype (retyping follows them downstream)
+PASS_THROUGH = (
+    "ConvolutionInputGenerator",
+    "FMPadding",
+    "DuplicateStreams",
+    "UpsampleNearestNeighbour",
+    "StreamingFIFO",
+    "StreamingDataWidthConverter",
+)
+
+
+@st.composite
+def retyped(draw: st.DrawFn, base: Base) -> Mutation:
+    """:func:`retype` of a thresholded MVAU to 1 to 16 bits."""
+    candidates = [
+        i
+        for i, e in enumerate(base.meta["layers"])
+        if e["kind"] == "MVAU" and "thresholds" in e["arrays"]
+    ]
+    i = draw(st.sampled_from(candidates))
+    bits = draw(st.sampled_from([1, 2, 3, 8, 12, 16]))
+    return retype(base, i, bits, draw(st.integers(0, 2**16)))
+
+
+def retype(base: Base, i: int, bits: int, seed: int = 0) -> Mutation:
+    """A consistent edit no single-value mutation reaches: the thresholded MVAU ``i``'s output
+    type changed to ``UINT{bits}`` with ``2^bits - 1`` new sorted thresholds per channel
+    (between its old extremes, so inside the range they were valid in), and the new type
+    carried downstream through the pass-through layers to the next computing layer's input.
+    A valid package of another meaning (not strict) unless a range rule refuses it; with up to
+    65535 steps per channel it also bounds the time and memory the loader and the simulator
+    take over large threshold tables."""
+    entry = base.meta["layers"][i]
+    key = entry["arrays"]["thresholds"]
+    old = base.arrays[key]
+    rng = np.random.default_rng(seed)
+    t = np.sort(rng.integers(old.min(), old.max() + 1, size=(old.shape[0], 2**bits - 1)), axis=1)
+    dtype = f"UINT{bits}"
+
+    def edit(root: Path) -> None:
+        meta = read_meta(root)
+        layers = meta["layers"]
+        layers[i]["output_dtypes"] = [dtype]
+        layers[i]["attributes"]["ActVal"] = 0
+        changed = set(layers[i]["outputs"])
+        for later in layers[i + 1 :]:
+            hits = [k for k, name in enumerate(later["inputs"]) if name in changed]
+            for k in hits:
+                later["input_dtypes"][k] = dtype
+            if hits and later["kind"] in PASS_THROUGH + ("Pool",):
+                later["output_dtypes"] = [dtype] * len(later["outputs"])
+                changed.update(later["outputs"])
+        write_meta(root, meta)
+        arrays = read_arrays(root)
+        arrays[key] = t
+        write_arrays(root, arrays)
+        rehash(root)
+
+    label = f"{entry['name']} retyped to {dtype} with {2**bits - 1} new thresholds per channel"
+    return Mutation(label, edit, strict=False)
+
+
 def package_mutations(base: Base) -> st.SearchStrategy[Mutation]:
-    """Any mutation of ``base``: arrays, JSON values, files."""
-    return st.one_of(array_mutations(base), json_mutations(base), file_mutations(base))
+    """Any mutation of ``base``: arrays, JSON values, files, and the consistent retyping."""
+    return st.one_of(
+        array_mutations(base), json_mutations(base), file_mutations(base), retyped(base)
+    )
 
 
 # --------------------------------------------------------------------------------------------

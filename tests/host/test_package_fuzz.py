@@ -196,6 +196,10 @@ def _first_mvau(base: fuzz.Base) -> tuple[dict, str, np.ndarray]:
     return entry, key, base.arrays[key]
 
 
+def _first_mvau_index(base: fuzz.Base) -> int:
+    return next(i for i, e in enumerate(base.meta["layers"]) if e["kind"] == "MVAU")
+
+
 def _weight(base: fuzz.Base, value: int, dtype: str = "int64") -> fuzz.Mutation:
     _, key, w = _first_mvau(base)
     new = w.astype(dtype)
@@ -289,6 +293,10 @@ KNOWN: dict[str, object] = {
     "hardware archive damaged, re-hashed": _archive_flip,
     "output dtype not a dtype": lambda b: _dtypes_of_layer(1, ["x"]),
     "output dtypes a string": lambda b: _dtypes_of_layer(1, "Pool"),
+    "the first MVAU retyped to UINT8 (valid)": lambda b: fuzz.retype(b, _first_mvau_index(b), 8),
+    "the first MVAU retyped to UINT16 (65535 steps)": lambda b: fuzz.retype(
+        b, _first_mvau_index(b), 16
+    ),
 }
 
 
