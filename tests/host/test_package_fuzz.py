@@ -269,6 +269,9 @@ KNOWN: dict[str, object] = {
     "NaN scale": lambda b: _set(("io", "output", "scale", 0), float("nan"), rescales=True),
     "inf bias": lambda b: _set(("io", "output", "bias", 0), float("inf"), rescales=True),
     "zero scale": lambda b: _set(("io", "output", "scale", 0), 0.0, rescales=True),
+    "scale 1e300 (valid)": lambda b: _set(("io", "output", "scale", 0), 1e300, rescales=True),
+    "scale 1e-300 (valid)": lambda b: _set(("io", "output", "scale", 0), 1e-300, rescales=True),
+    "bias -1e300 (valid)": lambda b: _set(("io", "output", "bias", 0), -1e300, rescales=True),
     "receptive field 32": lambda b: _set(("model_card", "receptive_field"), 32),
     "receptive field -1": lambda b: _set(("model_card", "receptive_field"), -1),
     "receptive field removed": lambda b: (
