@@ -366,9 +366,12 @@ def replace_dir(new: str | os.PathLike[str], target: str | os.PathLike[str]) -> 
 
     A folder cannot be renamed over a non-empty folder, so an existing ``target`` is first moved
     aside (one rename), then ``new`` takes its place (a second rename) and the old one is deleted.
-    Between the two renames ``target`` is briefly absent, never half-written.
+    Between the two renames ``target`` is briefly absent, never half-written. ``new`` gets the
+    usual folder mode first (``0777 & ~umask``): staged with ``mkdtemp`` it would stay ``0700``,
+    unreadable to the other users of a board or a shared build folder.
     """
     new, target = Path(new), Path(target)
+    os.chmod(new, 0o777 & ~process_umask())
     if not target.exists():
         os.replace(new, target)
         return

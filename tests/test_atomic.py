@@ -58,6 +58,19 @@ def test_replace_dir_swaps_a_whole_folder(tmp_path: Path) -> None:
     assert _siblings(tmp_path) == ["package"]
 
 
+def test_replace_dir_publishes_a_staged_folder_with_the_usual_mode(tmp_path: Path) -> None:
+    """A folder staged with mkdtemp (0700) is published 0777 & ~umask, like ``mkdir``."""
+    import stat
+    import tempfile
+
+    from fcnseg.atomic import process_umask
+
+    new = Path(tempfile.mkdtemp(dir=tmp_path))
+    assert stat.S_IMODE(new.stat().st_mode) == 0o700
+    replace_dir(new, tmp_path / "package")
+    assert stat.S_IMODE((tmp_path / "package").stat().st_mode) == 0o777 & ~process_umask()
+
+
 def test_replace_dir_refuses_to_replace_a_file(tmp_path: Path) -> None:
     target = tmp_path / "package"
     target.write_text("not a folder")
