@@ -35,6 +35,9 @@ from .ranges import (
     storage_dtype,
 )
 
+#: The affine threshold fit (:func:`_progression`) tests every pair of a channel's thresholds:
+#: up to this many steps (10-bit outputs; 0.5 M pairs), above it the table or search is used.
+PROGRESSION_MAX_STEPS = 1023
 #: Threshold lookup tables up to this many entries (channels x input range); above, searchsorted.
 LUT_MAX_ENTRIES = 1 << 24
 
@@ -232,8 +235,12 @@ def _progression(t: np.ndarray, d_single: float) -> tuple[float, float] | None:
 
     Integer ``x >= T_k`` then iff ``x >= t0 + k d``. The step is the middle of its feasible
     interval (from every pair of thresholds), the offset the middle of its own; ``None`` if the
-    thresholds are not such a rounded progression (or not increasing).
+    thresholds are not such a rounded progression (or not increasing), or too many for the
+    pairwise test (more than :data:`PROGRESSION_MAX_STEPS`: 65535 steps of a 16-bit output would
+    be 2^31 pairs, 4 GiB; the table or the search computes those exactly without the fit).
     """
+    if t.size > PROGRESSION_MAX_STEPS:
+        return None
     if t.size == 1:
         return float(t[0]) - 0.5, d_single
     k = np.arange(t.size, dtype=np.float64)

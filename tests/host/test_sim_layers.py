@@ -426,6 +426,21 @@ def test_threshold_counter_matches_naive_count(seed, force_search, monkeypatch):
         assert np.array_equal(out.astype(np.int64), expect)
 
 
+def test_threshold_counter_of_a_16_bit_output_is_exact_without_the_pairwise_fit():
+    """65535 steps (a UINT16 activation): the affine fit's pairwise test would need 2^31 pairs
+    (4 GiB, found by the package fuzzer); it is skipped, and the table counts exactly."""
+    from fcnseg.host.sim.layers import PROGRESSION_MAX_STEPS
+
+    steps = 2**16 - 1
+    t = (np.arange(steps, dtype=np.int64) * 3 - 90_000)[None, :]  # an exact progression
+    tc = ThresholdCounter(t, 2, (-100_000, 110_000), bias=0, float_input=np.float32)
+    assert steps > PROGRESSION_MAX_STEPS and tc.affine is None
+    x = np.array([[-100_000, -90_001], [-90_000, -89_998], [106_602, 110_000]], dtype=np.int64)
+    expect = (x[..., None] >= t[0]).sum(-1)
+    assert np.array_equal(tc(x).astype(np.int64), expect)
+    assert np.array_equal(tc(x.astype(np.float32)).astype(np.int64), expect)
+
+
 def test_package_layers_are_put_in_topological_order():
     from fcnseg.hw.to_package import _topological
 
