@@ -611,21 +611,14 @@ def load_package(path: str | os.PathLike) -> Package:
     present with its recorded sha256, the npz is listed, every layer kind is known, every
     referenced array exists and is integer.
     """
-    from fcnseg.host.validation import check_json_size, validate_package
+    from fcnseg.host.validation import validate_package
 
     root = Path(path)
-    if (root / JSON_NAME).is_file():
-        check_json_size(root / JSON_NAME, root)
     meta = _read_meta(root)
     _check_manifest(meta, str(root))
     card = _check_meta(meta, where=str(root))
     _verify_files(root, meta["files"])
-    arrays = _read_arrays(root)
-    try:
-        layers = _layers_of(meta, arrays, root)
-    except (KeyError, TypeError, ValueError, AttributeError) as e:
-        # _check_meta checks structure; a layer entry lacking a field still gets here (fuzzed)
-        raise UserError(f"{root}: malformed {JSON_NAME} layer ({type(e).__name__}: {e})") from None
+    layers = _read_layers(root, meta)
     field_px = validate_package(meta, layers, card, root)
     if card.receptive_field is None:  # unknown to the card: the layers' (the tiling needs it)
         card = card.replace(receptive_field=field_px)
@@ -650,12 +643,8 @@ def read_for_upgrade(path: str | os.PathLike) -> tuple[dict[str, Any], list[Laye
     with its recorded sha256, the arrays pickle-free and integer. A damaged package is refused
     in one line, never upgraded: an upgrade must not vouch for files nothing vouched for.
     """
-    from fcnseg.host.validation import check_json_size
-
     root = Path(path)
     where = str(root)
-    if (root / JSON_NAME).is_file():
-        check_json_size(root / JSON_NAME, root)
     meta = _read_meta(root)
     version = meta.get("format_version")
     if meta.get("format") == FORMAT_NAME and version == FORMAT_VERSION:
@@ -666,12 +655,17 @@ def read_for_upgrade(path: str | os.PathLike) -> tuple[dict[str, Any], list[Laye
         raise UserError(f"{where}: not an fcnseg deployment package ({JSON_NAME} format)")
     _check_meta({**meta, "format_version": FORMAT_VERSION}, where)
     _verify_files(root, meta["files"])
+    return meta, _read_layers(root, meta)
+
+
+def _read_layers(root: Path, meta: Mapping[str, Any]) -> list[Layer]:
+    """The :class:`Layer` objects of a structurally checked ``meta`` with their npz arrays."""
     arrays = _read_arrays(root)
     try:
-        layers = _layers_of(meta, arrays, root)
+        return _layers_of(meta, arrays, root)
     except (KeyError, TypeError, ValueError, AttributeError) as e:
+        # _check_meta checks structure; a layer entry lacking a field still gets here (fuzzed)
         raise UserError(f"{root}: malformed {JSON_NAME} layer ({type(e).__name__}: {e})") from None
-    return meta, layers
 
 
 def _check_strides(
@@ -698,6 +692,9 @@ def _read_meta(root: Path) -> dict[str, Any]:
         if (root / "package" / JSON_NAME).is_file():  # `fcnseg compile -o DIR` writes DIR/package
             raise UserError(f"{root} is a build folder; its package is {root / 'package'}")
         raise UserError(f"{root}: not a deployment package (no {JSON_NAME})")
+    from fcnseg.host.validation import check_json_size
+
+    check_json_size(jpath, root)  # bounded before it is read
     try:
         meta = json.loads(jpath.read_text())
     except (OSError, ValueError, RecursionError) as e:  # RecursionError: deep nesting
