@@ -37,6 +37,8 @@ import resource
 import shutil
 import signal
 import tarfile
+import warnings
+import zipfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -354,7 +356,9 @@ def array_mutations(draw: st.DrawFn, base: Base) -> Mutation:
     if kind == "shape":
         how, new = draw(st.sampled_from(sorted(_reshaped(old).items())))
         return array_edit(base, key, new, f"shape {old.shape} -> {new.shape} ({how})")
-    how = draw(st.sampled_from(["removed", "renamed", "stale", "extra", "extra pickled", "npy"]))
+    how = draw(
+        st.sampled_from(["removed", "renamed", "stale", "extra", "extra pickled", "npy", "twice"])
+    )
     if how == "npy":
         header = draw(st.sampled_from(sorted(NPY_HEADERS)))
         return npy_header_edit(base, key, header)
@@ -418,8 +422,18 @@ def npy_header_edit(base: Base, key: str, how: str) -> Mutation:
 
 
 def _member_edit(key: str, how: str) -> Mutation:
+    """npz membership: ``key`` renamed or stored twice, an unreferenced or a pickled member
+    added (all strict: refused, or ignored with the same scores)."""
+
     def apply(root: Path) -> None:
         arrays = read_arrays(root)
+        if how == "twice":  # a second zip entry of the same name, other values: ambiguous
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # zipfile warns of the duplicate name
+                with zipfile.ZipFile(root / NPZ_NAME, "a") as zf:
+                    zf.writestr(f"{key}.npy", tamper.npy_bytes(arrays[key] * 0))
+            rehash(root)
+            return
         if how == "renamed":
             arrays[key + "x"] = arrays.pop(key)
         elif how == "extra":
