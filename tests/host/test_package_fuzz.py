@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,13 +104,9 @@ def case(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     return Case(base, tiles, image, reference, photo, mask, scores)
 
 
-@pytest.fixture()
-def scratch(tmp_path: Path) -> Path:
-    return tmp_path
-
-
 def _fresh(case: Case, scratch: Path, mutation: fuzz.Mutation) -> Path:
-    """A new copy of the base in ``scratch`` with ``mutation`` applied."""
+    """A new copy of the base in ``scratch`` with ``mutation`` applied (hypothesis runs every
+    example of a test in one ``tmp_path``: the previous example's copy is removed first)."""
     for old in ("pkg", "out"):
         shutil.rmtree(scratch / old, ignore_errors=True)
     root = case.base.copy_to(scratch / "pkg")
@@ -167,21 +164,21 @@ def check_cli(case: Case, scratch: Path, mutation: fuzz.Mutation, capsys) -> Non
 
 @FUZZ
 @given(data=st.data())
-def test_mutated_package_is_refused_or_scores_the_same(case, scratch, data) -> None:
-    check_mutation(case, scratch, data.draw(fuzz.package_mutations(case.base), "mutation"))
+def test_mutated_package_is_refused_or_scores_the_same(case, tmp_path, data) -> None:
+    check_mutation(case, tmp_path, data.draw(fuzz.package_mutations(case.base), "mutation"))
 
 
 @FUZZ_CLI
 @given(data=st.data())
-def test_mutated_package_through_the_cli(case, scratch, capsys, data) -> None:
-    check_cli(case, scratch, data.draw(fuzz.package_mutations(case.base), "mutation"), capsys)
+def test_mutated_package_through_the_cli(case, tmp_path, capsys, data) -> None:
+    check_cli(case, tmp_path, data.draw(fuzz.package_mutations(case.base), "mutation"), capsys)
 
 
 @pytest.mark.slow
 @FUZZ_MANY
 @given(data=st.data())
-def test_many_mutated_packages(case, scratch, data) -> None:
-    check_mutation(case, scratch, data.draw(fuzz.package_mutations(case.base), "mutation"))
+def test_many_mutated_packages(case, tmp_path, data) -> None:
+    check_mutation(case, tmp_path, data.draw(fuzz.package_mutations(case.base), "mutation"))
 
 
 # ------------------------------------------------------------------- known cases, run every time
@@ -217,7 +214,7 @@ def _thresholds(base: fuzz.Base, how: str) -> fuzz.Mutation:
 
 def _type_bound(base: fuzz.Base, beyond: int) -> fuzz.Mutation:
     entry, _, _ = _first_mvau(base)
-    lo, hi = fuzz.parse_dtype(entry["attributes"]["weightDataType"])
+    hi = fuzz.parse_dtype(entry["attributes"]["weightDataType"])[1]
     return _weight(base, hi + beyond)
 
 
@@ -252,7 +249,7 @@ def _remove(path: tuple) -> fuzz.Mutation:
     return fuzz.json_edit(f"{path} removed", edit)
 
 
-KNOWN: dict[str, object] = {
+KNOWN: dict[str, Callable[[fuzz.Base], fuzz.Mutation]] = {
     "weight one beyond its type": lambda b: _type_bound(b, 1),
     "weight at its type's max (valid)": lambda b: _type_bound(b, 0),
     "uint64-max weight": lambda b: _weight(b, fuzz.UINT64_MAX, "uint64"),
@@ -304,23 +301,23 @@ KNOWN: dict[str, object] = {
 
 
 @pytest.mark.parametrize("name", sorted(KNOWN))
-def test_known_case(case, scratch, name) -> None:
-    check_mutation(case, scratch, KNOWN[name](case.base))
+def test_known_case(case, tmp_path, name) -> None:
+    check_mutation(case, tmp_path, KNOWN[name](case.base))
 
 
 # ------------------------------------------------------------------------- the fuzzer's own parts
 
 
-def test_rehash_keeps_an_unedited_package_valid(case, scratch) -> None:
+def test_rehash_keeps_an_unedited_package_valid(case, tmp_path) -> None:
     """Re-hashing alone changes nothing a loader could object to: same scores."""
-    check_mutation(case, scratch, fuzz.Mutation("re-hashed only", fuzz.rehash))
-    root = scratch / "pkg"
+    check_mutation(case, tmp_path, fuzz.Mutation("re-hashed only", fuzz.rehash))
+    root = tmp_path / "pkg"
     assert fuzz.read_meta(root) == fuzz.with_manifest(fuzz.read_meta(root))
 
 
-def test_rehash_records_an_edited_npz(case, scratch) -> None:
+def test_rehash_records_an_edited_npz(case, tmp_path) -> None:
     """After an npz edit and :func:`rehash`, the loader sees the edit, not a sha256 mismatch."""
-    root = case.base.copy_to(scratch / "pkg")
+    root = case.base.copy_to(tmp_path / "pkg")
     arrays = fuzz.read_arrays(root)
     arrays["zzz_extra"] = np.zeros(3, dtype=np.int8)
     fuzz.write_arrays(root, arrays)
