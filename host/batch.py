@@ -44,7 +44,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -59,6 +59,9 @@ from fcnseg.host.output_folder import (
     largest_sizes,
 )
 from fcnseg.host.summary import BatchSummary, ImageRecord
+
+if TYPE_CHECKING:
+    from fcnseg.host.segmenter import Segmentation
 
 #: Images above this many pixels are segmented in strips (:meth:`Segmenter.stream`), with
 #: memory bounded by a row of tiles instead of the image (when the options allow).
@@ -290,15 +293,15 @@ class Batch:
                 reason = error.strerror or error
                 raise UserError(f"{folder}: cannot write classes.json ({reason})") from None
 
-    def all(self, jobs: list[Job], *, overwrite: bool, workers: int) -> None:
-        """Run ``jobs``: check the output folder, skip finished ones (unless ``overwrite``),
-        pipeline or stream the rest; a full disk stops the batch (module docstring). Refusals
-        before any image (:class:`~fcnseg.errors.UserError`) propagate."""
+    def prepare(self, jobs: list[Job], *, overwrite: bool) -> list[tuple[Job, ImageRecord]]:
+        """Start a batch of ``jobs``: check the output folder, write ``classes.json``, give
+        every job its record and skip finished ones (unless ``overwrite``); the jobs left to
+        do, with their records. Shared by :meth:`all` and the farm's client
+        (:mod:`fcnseg.host.farm`)."""
         from tqdm import tqdm
 
         from fcnseg.host.images import remove_stale_temps
 
-        start = time.perf_counter()
         self.overwrite, self.started = overwrite, time.time()
         self.check_distinct(jobs)
         if jobs:  # nothing to write, nothing to check (and no folder made)
@@ -306,43 +309,59 @@ class Batch:
         self.write_classes(jobs)
         self.bar = tqdm(total=len(jobs), unit="img", desc="segment", file=sys.stderr, disable=None)
         todo: list[tuple[Job, ImageRecord]] = []
+        for job in jobs:
+            outputs = self.outputs(job)
+            record = self.summary.add(ImageRecord(str(job.source), outputs=outputs.to_json()))
+            record.frames = job.frames_record()
+            if job.note is not None:  # frame 0 of a multi-frame file (--frames first)
+                self.say(f"fcnseg: note: {job.note}")
+            if job.renamed_for is not None:
+                self.say(
+                    f"fcnseg: note: {job.source}: outputs named {job.stem.name}.* "
+                    f"({job.renamed_for} has the same stem)"
+                )
+            if outputs.mask.exists() and not overwrite:
+                record.status = "skipped"
+                record.message = f"{outputs.mask} exists, skipped (use --overwrite)"
+                self.say(f"fcnseg: {job.source}: {record.message}")
+                remove_stale_claim(outputs.mask)  # a run killed after its last commit
+                self.bar.update()
+                continue
+            for path in outputs.files():  # a killed run's leftovers (never a live run's)
+                remove_stale_temps(path)
+            todo.append((job, record))
+        return todo
+
+    def stopped(self, record: ImageRecord, reason: str, line: str) -> None:
+        """Record a batch stopped at ``record`` for ``reason`` (a full disk; ``line`` says
+        where): the images not reached are ``not-attempted`` with the reason, and one line
+        says how to do the rest."""
+        record.status, record.message = "failed", line
+        self.summary.stopped = reason
+        self.summary.not_attempted(reason)
+        left = len(self.summary.of_status("not-attempted"))
+        fix = "make it writable" if reason == "read-only file system" else "make room"
+        self.say(
+            f"fcnseg: {line}: batch stopped, {left} image(s) not attempted; {fix} and run "
+            "the same command again to do the rest"
+        )
+
+    def all(self, jobs: list[Job], *, overwrite: bool, workers: int) -> None:
+        """Run ``jobs``: check the output folder, skip finished ones (unless ``overwrite``),
+        pipeline or stream the rest; a full disk stops the batch (module docstring). Refusals
+        before any image (:class:`~fcnseg.errors.UserError`) propagate."""
+        start = time.perf_counter()
+        todo: list[tuple[Job, ImageRecord]] = []
         big: list[tuple[Job, ImageRecord]] = []
         try:
-            for job in jobs:
-                outputs = self.outputs(job)
-                record = self.summary.add(ImageRecord(str(job.source), outputs=outputs.to_json()))
-                record.frames = job.frames_record()
-                if job.note is not None:  # frame 0 of a multi-frame file (--frames first)
-                    self.say(f"fcnseg: note: {job.note}")
-                if job.renamed_for is not None:
-                    self.say(
-                        f"fcnseg: note: {job.source}: outputs named {job.stem.name}.* "
-                        f"({job.renamed_for} has the same stem)"
-                    )
-                if outputs.mask.exists() and not overwrite:
-                    record.status = "skipped"
-                    record.message = f"{outputs.mask} exists, skipped (use --overwrite)"
-                    self.say(f"fcnseg: {job.source}: {record.message}")
-                    remove_stale_claim(outputs.mask)  # a run killed after its last commit
-                    self.bar.update()
-                    continue
-                for path in outputs.files():  # a killed run's leftovers (never a live run's)
-                    remove_stale_temps(path)
+            for job, record in self.prepare(jobs, overwrite=overwrite):
                 (big if self.streamed(job) else todo).append((job, record))
             self.pipelined(todo, workers)
             for job, record in self.claimed(big):
                 self.strips(job, record)
                 self.bar.update()
         except BatchStopped as stop:
-            stop.record.status, stop.record.message = "failed", str(stop)
-            self.summary.stopped = stop.reason
-            self.summary.not_attempted(stop.reason)
-            left = len(self.summary.of_status("not-attempted"))
-            fix = "make it writable" if stop.reason == "read-only file system" else "make room"
-            self.say(
-                f"fcnseg: {stop}: batch stopped, {left} image(s) not attempted; {fix} and run "
-                "the same command again to do the rest"
-            )
+            self.stopped(stop.record, stop.reason, str(stop))
         finally:
             self.held.release_all()
             self.summary.seconds = time.perf_counter() - start
@@ -366,7 +385,8 @@ class Batch:
 
         def write(result: Any) -> None:
             job = result.source
-            self.write(job, records[id(job)], result, images.pop(id(job), None))
+            image = images.pop(id(job), None)
+            self.write(job, records[id(job)], result.segmentation, image)
 
         pipe = Pipeline(self.seg, decode=decode, write=write, finish_workers=workers)
         with contextlib.closing(pipe.run(sources)) as results:  # closing: the workers stop
@@ -388,12 +408,13 @@ class Batch:
                     self.fail(job, record, result.exception or UserError(result.error))
                 self.bar.update()
 
-    def write(self, job: Job, record: ImageRecord, result: Any, image: Any) -> None:
-        """Write one pipelined image's outputs (in a finish worker), together and the mask last
-        (:func:`~fcnseg.atomic.atomic_group`), so its presence means the image is done."""
+    def write(self, job: Job, record: ImageRecord, seg: Segmentation, image: Any) -> None:
+        """Write one image's outputs (in a finish worker, or a farm worker's task), together
+        and the mask last (:func:`~fcnseg.atomic.atomic_group`), so its presence means the
+        image is done."""
         from fcnseg.host.images import save_mask, save_overlay, save_scores
 
-        seg, outputs = result.segmentation, self.outputs(job)
+        outputs = self.outputs(job)
         record.size = tuple(seg.labels.shape)
         with atomic_group(outputs.mask) as group:
             if outputs.scores is not None:
@@ -426,6 +447,38 @@ class Batch:
             "bias": self.seg.output_bias,
             "classes": self.table.names,
         }
+
+    # --- one image, start to end (a farm worker's task) ------------------------------------------
+
+    def one(self, job: Job, record: ImageRecord) -> None:
+        """Segment and write one job in this thread: the temporaries of killed writers
+        removed, claimed, decoded, segmented (in strips when :meth:`streamed`), written by
+        :meth:`write` (or :meth:`strips`), released; a failure recorded as its one line. The
+        same claim, write and failure rules as :meth:`all`, without its pipeline (a farm
+        worker, :mod:`fcnseg.host.farm`, does one image per task). A write that stops the
+        batch (a full disk) raises :class:`BatchStopped`."""
+        from fcnseg.host.images import remove_stale_temps
+
+        for path in self.outputs(job).files():  # a killed writer's leftovers (never a live one's)
+            remove_stale_temps(path)
+        if not self.take(job, record, last=True):
+            return
+        if self.streamed(job):
+            self.strips(job, record)
+            return
+        start = time.perf_counter()
+        try:
+            image = job.load(self.max_pixels)
+            self.note_plan(*image.shape[:2])
+            self.write(job, record, self.seg.segment(image), image if self.overlay else None)
+        except Exception as error:
+            record.histogram = None
+            if (reason := disk_trouble(error)) is not None:
+                raise BatchStopped(job, record, reason, error) from error
+            self.fail(job, record, error)
+        finally:
+            self.release(job)
+            record.seconds = time.perf_counter() - start
 
     # --- large images, in strips -------------------------------------------------------------
 

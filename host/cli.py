@@ -40,6 +40,9 @@ How a batch runs (issue 9):
 - Concurrent runs on one output folder share the work: each image is claimed before it is
   worked on (:mod:`fcnseg.host.claims`), and a run leaves images another live run holds to it
   (``done by another run`` in its summary).
+- ``--local-workers N`` / ``--scheduler ADDRESS`` run the batch on a Dask cluster instead, one
+  task per image on workers that each own an accelerator, with the same outputs, claims and
+  summary (:mod:`fcnseg.host.farm`).
 - The closing line counts what happened; each failed input is listed above it with its reason,
   and ``--json`` records every input, also those that never became an image
   (:mod:`fcnseg.host.summary`).
@@ -177,6 +180,21 @@ SCORES_HELP = (
     help="Refuse images with more pixels (decompression bomb guard) [default: 2**28 = 268 "
     "Mpx]. Raise it for bigger images: PPM/PGM and 8-bit PNG are segmented in bounded memory.",
 )
+@click.option(
+    "--local-workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Spread the batch over a Dask cluster of N worker processes on this machine (one "
+    "accelerator each: --backend sim, or pynq on a board); needs fcnseg[cluster].",
+)
+@click.option(
+    "--scheduler",
+    default=None,
+    metavar="ADDRESS",
+    help="Spread the batch over the Dask cluster at ADDRESS (workers: `dask worker ADDRESS "
+    "--nthreads 1 --resources FPGA=1`, each seeing INPUTS and OUT at the same paths); needs "
+    "fcnseg[cluster].",
+)
 @click.option("--debug", "debug_here", is_flag=True, help="Show tracebacks for failed images.")
 @click.pass_context
 def segment(ctx: click.Context, inputs: tuple[str, ...], **options: Any) -> None:
@@ -223,13 +241,18 @@ def _run(inputs: tuple[str, ...], options: dict[str, Any], *, debug: bool) -> in
     from fcnseg.host.summary import ImageRecord
 
     quiet_pillow()
+    local_workers, scheduler = options.get("local_workers"), options.get("scheduler")
+    if local_workers is not None and scheduler is not None:
+        raise UserError("--local-workers and --scheduler exclude each other: choose one cluster")
+    farm = local_workers is not None or scheduler is not None
     out_dir = Path(options["output"])
     jobs, failures = collect_inputs(inputs, exclude=out_dir, frames=options["frames"])
     for line in failures:
         click.echo(f"fcnseg: {'note: ' if line.note else ''}{line}", err=True)
     failures = [line for line in failures if not line.note]
     batch = Batch(
-        _open_segmenter(options),
+        # a farm's client only plans and checks: the workers open the backend (:mod:`.farm`)
+        _open_segmenter({**options, "backend": "sim"} if farm else options),
         out_dir,
         overlay=bool(options["overlay"] or options["legend"]),
         legend=bool(options["legend"]),
@@ -245,7 +268,12 @@ def _run(inputs: tuple[str, ...], options: dict[str, Any], *, debug: bool) -> in
         batch.summary.add(ImageRecord(line.path, "failed", line))
     status, refused = 0, False
     try:
-        batch.all(jobs, overwrite=options["overwrite"], workers=options["workers"])
+        if farm:
+            from fcnseg.host.farm.client import run_farm
+
+            run_farm(batch, jobs, options, local_workers=local_workers, scheduler=scheduler)
+        else:
+            batch.all(jobs, overwrite=options["overwrite"], workers=options["workers"])
     except KeyboardInterrupt:
         batch.summary.interrupted = True
         batch.summary.not_attempted("interrupted")

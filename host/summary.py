@@ -28,6 +28,9 @@ and a record::
      "seconds": 0.41, "pixels_per_class": {"background": 9000, "disc": 240, ...},
      "outputs": {"mask": "out/a.png", "overlay": ..., "scores": ...}}
 
+In a farm run (``--local-workers``, ``--scheduler``: :mod:`fcnseg.host.farm`) each record also
+has ``"worker"``: the address of the Dask worker that did it.
+
 (Format 1 called ``done`` ``ok``, ``failed`` ``error`` and ``not-attempted`` ``pending``, and
 had no ``another-run``.)
 
@@ -67,6 +70,8 @@ class ImageRecord:
     #: the frames of a multi-frame file this record is about: ``{"used": [k], "of": n}``
     #: (:meth:`fcnseg.host.inputs.Job.frames_record`); None for inputs that are no image
     frames: dict[str, object] | None = None
+    #: the Dask worker that did it, in a farm run (:mod:`fcnseg.host.farm`); None in a local run
+    worker: str | None = None
 
     def count(self, labels: np.ndarray, classes: int) -> None:
         """Add the pixels of ``labels`` (a whole mask or one band of it) to the histogram."""
@@ -77,6 +82,7 @@ class ImageRecord:
         per_class = None
         if self.histogram is not None:
             per_class = {name: int(n) for name, n in zip(names, self.histogram, strict=False)}
+        farm = {} if self.worker is None else {"worker": self.worker}
         return {
             "input": self.input,
             "status": self.status,
@@ -86,6 +92,7 @@ class ImageRecord:
             "pixels_per_class": per_class,
             "outputs": dict(self.outputs),
             "frames": self.frames,
+            **farm,
         }
 
 

@@ -1,0 +1,213 @@
+"""The client side of a farm (:mod:`fcnseg.host.farm`): start or join a cluster, submit one task
+per image, collect the records into the batch's summary.
+
+:func:`run_farm` does for a farm what :meth:`fcnseg.host.batch.Batch.all` does on one machine:
+the same :meth:`~fcnseg.host.batch.Batch.prepare` (output folder checked, ``classes.json``,
+finished images skipped), then the images are tasks on the cluster instead of a pipeline here.
+Worker deaths are retried by the scheduler at most :data:`RETRIES` times per task (Dask's
+``distributed.scheduler.allowed-failures``, set for a local cluster; a remote scheduler keeps its
+own setting), and an exception a task raises (a bug; images that fail do not raise) at most
+:data:`RETRIES` times (``retries=`` of each submission).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from fcnseg.errors import UserError
+
+if TYPE_CHECKING:
+    from fcnseg.host.batch import Batch
+    from fcnseg.host.farm.worker import FarmSpec, TaskResult
+    from fcnseg.host.inputs import Job
+    from fcnseg.host.summary import ImageRecord
+
+#: How often a task is run again after its worker died (or it raised) before it counts as failed.
+RETRIES = 2
+#: Seconds to wait for the first worker of an existing cluster.
+WORKER_WAIT_S = 60.0
+#: The resource one image's task takes: a worker owns one accelerator (``--resources FPGA=1``).
+RESOURCE = "FPGA"
+_LOOPBACK = ("127.", "localhost", "::1", "[::1]")
+
+
+def _distributed() -> Any:
+    """The ``distributed`` module, or one line saying how to install it."""
+    try:
+        import distributed
+    except ModuleNotFoundError as error:
+        raise UserError(
+            f"--local-workers/--scheduler need Dask distributed ({error.name} is not installed): "
+            "pip install 'fcnseg[cluster]'"
+        ) from None
+    return distributed
+
+
+def farm_spec(batch: Batch, options: dict[str, Any]) -> FarmSpec:
+    """What the workers need to open this batch (:class:`~fcnseg.host.farm.worker.FarmSpec`),
+    with absolute paths."""
+    from fcnseg.host.farm.worker import FarmSpec
+
+    package = getattr(batch.seg.package, "path", None)
+    names = ("overlay", "legend", "alpha", "overlay_format", "jpeg_quality", "scores")
+    batch_options = {name: getattr(batch, name) for name in names}
+    batch_options.update(max_pixels=batch.max_pixels, flags=dict(batch.flags))
+    return FarmSpec(
+        package=os.path.abspath(package) if package is not None else None,
+        backend=options["backend"],
+        out_dir=os.path.abspath(batch.out_dir),
+        shift_stitch=int(options["shift_stitch"]),
+        overlap=options["overlap"],
+        board=options["board"],
+        batch_options=batch_options,
+        overwrite=bool(batch.overwrite),
+        started=batch.started,
+    )
+
+
+@contextmanager
+def connect(local_workers: int | None, scheduler: str | None, say: Any) -> Iterator[Any]:
+    """A ``distributed.Client``: of a new local cluster of ``local_workers`` processes (one
+    thread and one ``FPGA`` each, on 127.0.0.1, no dashboard), or of the cluster at
+    ``scheduler``, with at least one worker that has the ``FPGA`` resource."""
+    distributed = _distributed()
+    import dask
+
+    if local_workers is not None:
+        with dask.config.set({"distributed.scheduler.allowed-failures": RETRIES}):
+            cluster = distributed.LocalCluster(
+                n_workers=local_workers,
+                threads_per_worker=1,
+                processes=True,
+                resources={RESOURCE: 1},
+                host="127.0.0.1",
+                dashboard_address=None,
+                silence_logs=logging.ERROR,
+            )
+        try:
+            with distributed.Client(cluster) as client:
+                yield client
+        finally:
+            cluster.close()
+        return
+    assert scheduler is not None
+    _warn_if_open(scheduler, say)
+    try:
+        client = distributed.Client(scheduler, timeout=WORKER_WAIT_S)
+    except OSError as error:
+        raise UserError(f"--scheduler {scheduler}: cannot connect ({error})") from None
+    with client:
+        try:
+            client.wait_for_workers(1, timeout=WORKER_WAIT_S)
+        except TimeoutError:
+            raise UserError(
+                f"--scheduler {scheduler}: no worker joined within {WORKER_WAIT_S:.0f} s"
+            ) from None
+        workers = client.scheduler_info().get("workers", {})
+        if not any(w.get("resources", {}).get(RESOURCE) for w in workers.values()):
+            raise UserError(
+                f"--scheduler {scheduler}: no worker has the {RESOURCE} resource: start each as "
+                f"`dask worker {scheduler} --nthreads 1 --resources {RESOURCE}=1`"
+            )
+        yield client
+
+
+def _warn_if_open(scheduler: str, say: Any) -> None:
+    """Plain ``tcp://`` has no authentication: say so when the scheduler is not on loopback."""
+    parts = urlsplit(scheduler if "://" in scheduler else f"tcp://{scheduler}")
+    if parts.scheme == "tcp" and not (parts.hostname or "").startswith(_LOOPBACK):
+        say(
+            f"fcnseg: warning: {scheduler} is plain tcp:// (no authentication, no encryption): "
+            "use it only on a trusted network"
+        )
+
+
+def for_worker(job: Job) -> Job:
+    """``job`` as a worker gets it: an absolute source (workers may run in other folders) and
+    no shared frame reader (each task decodes its own frame)."""
+    return dataclasses.replace(job, source=Path(os.path.abspath(job.source)), reader=None)
+
+
+def run_farm(
+    batch: Batch,
+    jobs: list[Job],
+    options: dict[str, Any],
+    *,
+    local_workers: int | None = None,
+    scheduler: str | None = None,
+) -> None:
+    """Run ``jobs`` on a cluster (module docstring), filling ``batch.summary``. Ctrl-C cancels
+    the tasks and propagates; a full disk on a worker stops the batch."""
+    start = time.perf_counter()
+    try:
+        todo = batch.prepare(jobs, overwrite=options["overwrite"])
+        if not todo:
+            return
+        spec = farm_spec(batch, options)
+        with connect(local_workers, scheduler, batch.say) as client:
+            _run_tasks(client, batch, spec, todo)
+    finally:
+        batch.summary.seconds = time.perf_counter() - start
+
+
+def _run_tasks(client: Any, batch: Batch, spec: FarmSpec, todo: list[tuple[Job, ImageRecord]]):
+    """Register the plugin, submit one task per image, merge each record as it comes back."""
+    from distributed import as_completed
+
+    from fcnseg.host.farm.worker import PLUGIN, FarmPlugin, segment_one
+
+    client.register_plugin(FarmPlugin(spec), name=PLUGIN)
+    token = f"{os.getpid()}-{time.time_ns()}"
+    futures = {}
+    try:
+        for k, (job, record) in enumerate(todo):
+            future = client.submit(
+                segment_one,
+                for_worker(job),
+                record,
+                key=f"fcnseg-segment-{token}-{k}",
+                resources={RESOURCE: 1},
+                retries=RETRIES,
+                pure=False,
+            )
+            futures[future.key] = (future, record)
+        for future in as_completed([f for f, _ in futures.values()]):
+            record = futures[future.key][1]
+            if _merge(batch, record, future) is not None:
+                break
+    finally:
+        client.cancel([f for f, _ in futures.values()])
+        client.unregister_worker_plugin(PLUGIN)
+
+
+def _merge(batch: Batch, record: ImageRecord, future: Any) -> str | None:
+    """Copy a finished task's record into the summary's ``record``; the stop reason, if the
+    batch must stop (then the images not reached are recorded as not attempted)."""
+    try:
+        result: TaskResult = future.result()
+    except Exception as error:  # the task raised, or lost its workers, RETRIES + 1 times
+        record.status = "failed"
+        record.message = f"{record.input}: {type(error).__name__}: {error} (gave up after retries)"
+        batch.say(f"fcnseg: {record.message}")
+        batch.bar.update()
+        return None
+    for name in (f.name for f in dataclasses.fields(result.record)):
+        if name not in ("input", "outputs"):
+            setattr(record, name, getattr(result.record, name))
+    for line in result.lines:
+        batch.say(line)
+    batch.bar.update()
+    if result.stopped is not None:
+        batch.stopped(record, result.stopped, record.message or record.input)
+        return result.stopped
+    if record.status == "failed":
+        batch.say(f"fcnseg: {record.message}")
+    return None

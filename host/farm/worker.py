@@ -1,0 +1,172 @@
+"""The worker side of a farm (:mod:`fcnseg.host.farm`): the plugin that opens a worker's
+accelerator once, and the task that segments one image with it.
+
+Both live in this installed module, so the client's cloudpickle sends them by reference (every
+node runs the same fcnseg and Python). :class:`FarmSpec` is everything a worker needs to build
+the batch's :class:`~fcnseg.host.batch.Batch` (absolute paths: workers may run in other folders);
+:class:`FarmPlugin` builds it in ``setup`` (the Segmenter opened on the worker's backend: the
+board's overlay, or the simulator) and closes it in ``teardown``; :func:`segment_one` runs
+:meth:`Batch.one` on it and returns the image's record, never raising for a failed image.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from distributed import WorkerPlugin, get_worker
+
+from fcnseg.errors import ParameterError, UserError
+from fcnseg.host.batch import Batch, BatchStopped
+from fcnseg.host.inputs import Job
+from fcnseg.host.summary import ImageRecord
+
+#: The plugin's name on every worker (one farm batch at a time per cluster).
+PLUGIN = "fcnseg-farm"
+#: What a task's record says when the image's mask was written after the batch started.
+WRITTEN_SINCE = (
+    "written since this batch started: by another run, or by an attempt of this batch whose "
+    "worker was lost after writing it"
+)
+
+
+@dataclass(frozen=True)
+class FarmSpec:
+    """The batch as a worker opens it: the package and backend, and :class:`Batch`'s options."""
+
+    package: str | None  #: absolute path, or None: the worker's shipped default package
+    backend: str
+    out_dir: str  #: absolute
+    shift_stitch: int = 1
+    overlap: int | None = None
+    board: str | None = None
+    backend_options: dict[str, Any] = field(default_factory=dict)
+    batch_options: dict[str, Any] = field(default_factory=dict)  #: Batch's output options
+    overwrite: bool = False
+    started: float = 0.0  #: the client's wall clock at the start (masks written since: ours)
+
+    def open(self) -> Batch:
+        """The Segmenter opened on this worker's backend, in a :class:`Batch` of the options."""
+        from fcnseg.host.segmenter import Segmenter
+
+        seg = Segmenter.load(
+            self.package,
+            self.backend,
+            shift_stitch=self.shift_stitch,
+            overlap=self.overlap,
+            board=self.board,
+            **self.backend_options,
+        )
+        batch = WorkerBatch(seg, Path(self.out_dir), **self.batch_options)
+        batch.overwrite, batch.started = self.overwrite, self.started
+        batch.bar = _NoBar()
+        return batch
+
+
+class WorkerBatch(Batch):
+    """A :class:`Batch` on a worker: what it would print (notes, an image's failure) is kept
+    for the task's result, and the client prints it, so a user sees every line in one place."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.lines: list[str] = []
+
+    def say(self, line: str) -> None:
+        self.lines.append(line)
+
+    def said(self) -> list[str]:
+        """The lines said since the last call (one task's)."""
+        lines, self.lines = self.lines, []
+        return lines
+
+
+class _NoBar:
+    """A worker has no progress bar (the client's counts its results)."""
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class TaskResult:
+    """One task's outcome: the image's record, filled in, and the reason the batch must stop
+    (a full disk), if writing met one."""
+
+    record: ImageRecord
+    stopped: str | None = None
+    lines: list[str] = field(default_factory=list)  #: notes the worker said, for the client
+
+
+class FarmPlugin(WorkerPlugin):
+    """Opens the batch's accelerator once per worker (:meth:`setup`) and closes it at the end.
+
+    A worker that cannot open it (the package is not on its storage, no board) keeps the one
+    line, and its tasks fail with it; the client sees which worker said so.
+    """
+
+    name = PLUGIN
+
+    def __init__(self, spec: FarmSpec) -> None:
+        self.spec = spec
+        self.batch: Batch | None = None
+        self.error: str | None = None
+
+    def setup(self, worker: Any) -> None:
+        try:
+            self.batch = self.spec.open()
+        except ParameterError as error:
+            from fcnseg.host.cli import FLAGS
+
+            self.error = error.spelled(FLAGS)
+        except UserError as error:
+            self.error = str(error)
+        except Exception as error:  # a bug, or a board that failed: one line, with its type
+            self.error = f"{type(error).__name__}: {error}"
+
+    def teardown(self, worker: Any) -> None:
+        engine = getattr(getattr(self.batch, "seg", None), "engine", None)
+        close = getattr(engine, "close", None)
+        if callable(close):
+            close()
+        self.batch = None
+
+
+def segment_one(job: Job, record: ImageRecord) -> TaskResult:
+    """Segment ``job`` on this worker's accelerator and return its record (a Dask task).
+
+    Never raises for a failed image (a bad file, an unwritable output folder): the record says
+    so in one line naming this worker, and Dask does not retry it. Only the loss of the worker
+    itself makes Dask run this again elsewhere, and then the claim and the existing-mask checks
+    of :meth:`Batch.one` keep the image from being written twice.
+    """
+    worker = get_worker()
+    record.worker = worker.address
+    plugin = worker.plugins.get(PLUGIN)
+    batch = getattr(plugin, "batch", None)
+    if batch is None:
+        reason = getattr(plugin, "error", None) or "the fcnseg farm plugin is not set up"
+        return _failed(record, f"{job.source}: worker {worker.address}: {reason}")
+    start = time.perf_counter()
+    stopped = None
+    try:
+        batch.one(job, record)
+    except BatchStopped as stop:
+        record.status, record.message, stopped = "failed", str(stop), stop.reason
+    said = batch.said()
+    if record.status == "another-run" and record.message == "done by another run":
+        record.message = WRITTEN_SINCE
+    elif record.status == "failed" and record.message:
+        said = [line for line in said if line != f"fcnseg: {record.message}"]  # the client's
+        record.message = f"{record.message} (worker {worker.address})"
+    record.seconds = record.seconds or time.perf_counter() - start
+    return TaskResult(record, stopped, said)
+
+
+def _failed(record: ImageRecord, line: str) -> TaskResult:
+    record.status, record.message = "failed", line
+    return TaskResult(record)

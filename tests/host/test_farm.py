@@ -1,0 +1,267 @@
+"""Issue 17: one ``fcnseg segment`` batch on a Dask distributed cluster (:mod:`fcnseg.host.farm`).
+
+One ``LocalCluster`` of three worker processes (one thread and one ``FPGA`` each, on loopback) is
+shared by the module; the batches join it with ``--scheduler`` (the path of a real cluster), and
+one test runs ``--local-workers 2`` in a subprocess (the path that starts its own cluster) and
+interrupts it. What is asserted does not depend on timing: the outputs equal a local run's byte
+for byte; a bad image fails once with its line and the others are done; a worker killed with
+SIGKILL while it is inside an image (:mod:`tests.helpers.farm` slows the images and says when a
+worker is inside one) loses nothing: every image is done exactly once by the summary, no
+temporary or claim is left, the outputs equal a local run's, and a re-run skips everything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+pytest.importorskip("distributed")
+
+import dask  # noqa: E402
+import distributed  # noqa: E402
+
+from fcnseg.cli import main  # noqa: E402
+from fcnseg.host.farm import client as farm_client  # noqa: E402
+from fcnseg.host.farm.worker import PLUGIN, FarmPlugin, FarmSpec, segment_one  # noqa: E402
+from fcnseg.host.inputs import Job  # noqa: E402
+from fcnseg.host.summary import ImageRecord  # noqa: E402
+from tests.helpers.farm import SlowImages, busy_until  # noqa: E402
+from tests.helpers.images import image  # noqa: E402
+from tests.helpers.packages import tiny_package  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+N_IMAGES = 12
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """Three worker processes, as `dask worker ADDRESS --nthreads 1 --resources FPGA=1` would."""
+    with dask.config.set({"distributed.scheduler.allowed-failures": farm_client.RETRIES}):
+        local = distributed.LocalCluster(
+            n_workers=3,
+            threads_per_worker=1,
+            processes=True,
+            resources={"FPGA": 1},
+            host="127.0.0.1",
+            dashboard_address=None,
+            silence_logs=50,
+        )
+    with local, distributed.Client(local) as client:
+        yield local, client
+
+
+@pytest.fixture(scope="module")
+def batch_in(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The tiny package, a folder of images (one of them not an image) and a local run's
+    outputs of it."""
+    root = tmp_path_factory.mktemp("farm")
+    package = tiny_package(root / "tiny-pynq-z2")
+    inputs = root / "in"
+    inputs.mkdir()
+    for i in range(N_IMAGES):
+        Image.fromarray(image(40 + 3 * i, 56, seed=i)).save(inputs / f"img{i:02d}.png")
+    (inputs / "bad.png").write_bytes(b"not a png at all")
+    reference = root / "reference"
+    assert main(_args(package, inputs, reference)) == 1  # the bad image
+    return {"package": package, "inputs": inputs, "reference": reference}
+
+
+def _args(package: Path, inputs: Path, out: Path, *more: str) -> list[str]:
+    return ["segment", str(inputs), "-o", str(out), "--package", str(package), "--scores"] + [
+        "--overlay",
+        *more,
+    ]
+
+
+def _outputs(folder: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(folder)): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not p.name.startswith(".")
+    }
+
+
+def _hidden(folder: Path) -> list[str]:
+    """Temporaries and claims left in ``folder``."""
+    return sorted(p.name for p in folder.rglob(".*"))
+
+
+def _address(cluster) -> str:
+    address = cluster[0].scheduler_address
+    assert address.startswith("tcp://127.0.0.1:")
+    return address
+
+
+def _statuses(summary: dict) -> dict[str, str]:
+    return {Path(r["input"]).name: r["status"] for r in summary["images"]}
+
+
+def test_farm_outputs_equal_a_local_run_and_a_bad_image_fails_once(
+    cluster, batch_in, tmp_path: Path, capsys
+) -> None:
+    out, report = tmp_path / "out", tmp_path / "summary.json"
+    args = _args(batch_in["package"], batch_in["inputs"], out, "--json", str(report))
+    assert main([*args, "--scheduler", _address(cluster)]) == 1
+    assert _outputs(out) == _outputs(batch_in["reference"])
+    assert _hidden(out) == []
+    summary = json.loads(report.read_text())
+    assert summary["counts"]["done"] == N_IMAGES and summary["counts"]["failed"] == 1
+    (bad,) = [r for r in summary["images"] if r["status"] == "failed"]
+    assert Path(bad["input"]).name == "bad.png"
+    assert "not an image Pillow can read" in bad["message"] and "(worker tcp://" in bad["message"]
+    workers = {r["worker"] for r in summary["images"]}
+    assert all(w.startswith("tcp://127.0.0.1:") for w in workers)
+    stdout = capsys.readouterr().out
+    assert stdout.count("failed: ") == 1 and f"segmented {N_IMAGES} image(s)" in stdout
+
+    assert main([*args, "--scheduler", _address(cluster)]) == 1  # a re-run skips what exists
+    again = json.loads(report.read_text())
+    assert again["counts"]["skipped"] == N_IMAGES and again["counts"]["done"] == 0
+    assert again["counts"]["failed"] == 1
+    assert _outputs(out) == _outputs(batch_in["reference"])
+
+
+def test_a_worker_killed_mid_batch_loses_nothing(cluster, batch_in, tmp_path: Path) -> None:
+    local, client = cluster
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    client.register_plugin(SlowImages(0.6, str(busy)), name=SlowImages.name)
+    try:
+        pids = client.run(os.getpid)
+        assert len(pids) == 3
+        out, report = tmp_path / "out", tmp_path / "summary.json"
+        args = _args(batch_in["package"], batch_in["inputs"], out, "--json", str(report))
+        status: list[int] = []
+        run = threading.Thread(
+            target=lambda: status.append(main([*args, "--scheduler", _address(cluster)]))
+        )
+        run.start()
+        victim = sorted(pids.values())[0]
+        deadline = time.time() + 60
+        killed = False
+        while time.time() < deadline and not killed:  # inside an image, after some are done
+            end = busy_until(busy, victim)
+            masks = len(list(out.glob("img*.png"))) if out.is_dir() else 0
+            if masks >= 3 and end is not None and end - time.time() > 0.3:
+                os.kill(victim, signal.SIGKILL)
+                killed = True
+            time.sleep(0.01)
+        run.join(timeout=120)
+        assert killed, "the batch ended before a worker could be killed inside an image"
+        assert not run.is_alive() and status == [1]  # 1: the bad image
+    finally:
+        client.unregister_worker_plugin(SlowImages.name)
+    summary = json.loads(report.read_text())
+    names = sorted(Path(r["input"]).name for r in summary["images"])
+    assert names == sorted(p.name for p in batch_in["inputs"].iterdir())  # each image once
+    assert summary["counts"]["done"] == N_IMAGES and summary["counts"]["failed"] == 1
+    assert _outputs(out) == _outputs(batch_in["reference"])
+    assert _hidden(out) == [], "a temporary or a claim was left behind"
+    assert victim not in client.run(os.getpid).values()  # the victim is gone (restarted)
+
+    assert main([*args, "--scheduler", _address(cluster)]) == 1
+    again = json.loads(report.read_text())
+    assert again["counts"]["skipped"] == N_IMAGES and again["counts"]["done"] == 0
+
+
+def _spec(batch_in, out: Path, **changes) -> FarmSpec:
+    fields = dict(package=str(batch_in["package"]), backend="sim", out_dir=str(out))
+    return FarmSpec(**{**fields, **changes}, batch_options={"scores": True}, started=time.time())
+
+
+def _one_task(client, spec: FarmSpec, source: Path, out_stem: str) -> ImageRecord:
+    """Run one image's task directly with ``spec`` on the cluster; its record."""
+    client.register_plugin(FarmPlugin(spec), name=PLUGIN)
+    try:
+        job = Job(source, Path(out_stem))
+        future = client.submit(segment_one, job, ImageRecord(str(source)), resources={"FPGA": 1})
+        return future.result(timeout=60).record
+    finally:
+        client.unregister_worker_plugin(PLUGIN)
+
+
+def test_a_worker_that_cannot_write_the_output_folder_says_so(
+    cluster, batch_in, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    source = batch_in["inputs"] / "img00.png"
+    record = _one_task(cluster[1], _spec(batch_in, blocker / "out"), source, "img00")
+    assert record.status == "failed" and record.worker.startswith("tcp://127.0.0.1:")
+    assert str(source) in record.message and "cannot claim" in record.message
+    assert record.message.endswith(f"(worker {record.worker})") and "\n" not in record.message
+
+
+def test_a_worker_that_cannot_open_the_package_says_so(cluster, batch_in, tmp_path: Path) -> None:
+    source = batch_in["inputs"] / "img01.png"
+    missing = tmp_path / "no-package"
+    record = _one_task(cluster[1], _spec(batch_in, tmp_path, package=str(missing)), source, "a")
+    assert record.status == "failed" and f"worker {record.worker}" in record.message
+    assert str(missing) in record.message and "\n" not in record.message
+    assert not (tmp_path / "a.png").exists()
+
+
+def test_plain_tcp_off_loopback_is_warned_about() -> None:
+    said: list[str] = []
+    for address in ("tcp://127.0.0.1:8786", "localhost:8786", "tls://10.0.0.5:8786"):
+        farm_client._warn_if_open(address, said.append)
+    assert said == []
+    farm_client._warn_if_open("tcp://192.168.1.20:8786", said.append)
+    farm_client._warn_if_open("10.0.0.5:8786", said.append)
+    assert len(said) == 2 and all("trusted network" in line for line in said)
+
+
+def test_local_workers_and_scheduler_exclude_each_other(batch_in, tmp_path: Path, capsys) -> None:
+    args = _args(batch_in["package"], batch_in["inputs"], tmp_path / "out")
+    assert main([*args, "--local-workers", "2", "--scheduler", "tcp://127.0.0.1:1"]) == 2
+    assert "exclude each other" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_local_workers_interrupted_leaves_complete_outputs(batch_in, tmp_path: Path) -> None:
+    """``--local-workers 2`` in its own process, Ctrl-C (SIGINT) once some images are written:
+    exit 130, every mask there has all its outputs, equal to a local run's; a re-run finishes."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for i in range(24):
+        Image.fromarray(image(200, 200, seed=i)).save(inputs / f"big{i:02d}.png")
+    reference = tmp_path / "reference"
+    assert main(_args(batch_in["package"], inputs, reference)) == 0
+    expected = _outputs(reference)
+    out, report = tmp_path / "out", tmp_path / "summary.json"
+    command = [sys.executable, "-m", "fcnseg.cli", *_args(batch_in["package"], inputs, out)]
+    command += ["--local-workers", "2", "--json", str(report)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    run = subprocess.Popen(command, stdout=-1, stderr=-1, text=True, env=env, cwd=ROOT)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(out.glob("big*.png"))) < 4:
+        time.sleep(0.02)
+    run.send_signal(signal.SIGINT)
+    stdout, stderr = run.communicate(timeout=120)
+    assert run.returncode == 130, stderr
+    assert "interrupted after" in stderr and "Traceback" not in stderr
+    summary = json.loads(report.read_text())
+    assert summary["interrupted"] is True
+    assert summary["counts"]["done"] < 24, "the batch ended before it was interrupted"
+    got = _outputs(out)
+    masks = [name for name in got if name.endswith(".png") and "_overlay" not in name]
+    assert len(masks) >= 4
+    for name in masks:  # a mask is there only with its overlay and scores, all complete
+        stem = name[: -len(".png")]
+        for part in (name, f"{stem}_overlay.jpg", f"{stem}_scores.npz"):
+            assert got.get(part) == expected[part], part
+    assert set(got) <= set(expected)
+
+    again = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)
+    assert again.returncode == 0, again.stderr
+    assert _outputs(out) == expected
+    assert _hidden(out) == []  # the killed workers' temporaries and claims are gone
