@@ -35,7 +35,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from fcnseg.cli import main
-from fcnseg.host.package import sha256_file
+from fcnseg.host.package import HW_GRAPH_NAME, sha256_file
 from tests.helpers import package_fuzz as fuzz
 from tests.helpers.packages import tiny_package
 
@@ -402,3 +402,18 @@ def test_bounded_stops_hangs_and_runaway_allocations() -> None:
     with pytest.raises(MemoryError), fuzz.bounded(10, memory=64 << 20):
         np.ones(1 << 28)  # 2 GiB
     assert np.ones(1 << 25).sum() == 1 << 25  # 256 MiB: the cap is gone
+
+
+@pytest.mark.slow  # until the loader bounds file sizes, this hashes for TIME_BOUND seconds
+def test_huge_listed_file_is_refused_in_bounded_time(case, tmp_path) -> None:
+    """A listed file of 64 GiB (sparse: no disk used) must be refused by its size, not hashed
+    for minutes (measured before a bound: 16 s for 4 GiB on these cores)."""
+
+    def edit(root: Path) -> None:
+        path = root / HW_GRAPH_NAME
+        with open(path, "r+b") as f:
+            f.truncate(64 << 30)
+        if path.stat().st_blocks * 512 >= 1 << 30:
+            pytest.skip("this file system does not keep files sparse")
+
+    check_mutation(case, tmp_path, fuzz.Mutation("hw_graph.onnx of 64 GiB, hashes stale", edit))
