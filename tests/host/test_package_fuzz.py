@@ -293,6 +293,9 @@ KNOWN: dict[str, Callable[[fuzz.Base], fuzz.Mutation]] = {
     "hardware archive damaged, re-hashed": _archive_flip,
     "output dtype not a dtype": lambda b: _dtypes_of_layer(1, ["x"]),
     "output dtypes a string": lambda b: _dtypes_of_layer(1, "Pool"),
+    "class name a lone surrogate": lambda b: _set(("model_card", "classes", 0), "\ud800"),
+    "class name with a newline": lambda b: _set(("model_card", "classes", 0), "a\nb"),
+    "layer name a lone surrogate": lambda b: _set(("layers", 1, "name"), "\ud800"),
     "the first MVAU retyped to UINT8 (valid)": lambda b: fuzz.retype(b, _first_mvau_index(b), 8),
     "the first MVAU retyped to UINT16 (65535 steps)": lambda b: fuzz.retype(
         b, _first_mvau_index(b), 16
@@ -303,6 +306,11 @@ KNOWN: dict[str, Callable[[fuzz.Base], fuzz.Mutation]] = {
 @pytest.mark.parametrize("name", sorted(KNOWN))
 def test_known_case(case, tmp_path, name) -> None:
     check_mutation(case, tmp_path, KNOWN[name](case.base))
+
+
+@pytest.mark.parametrize("name", sorted(KNOWN))
+def test_known_case_through_the_cli(case, tmp_path, capsys, name) -> None:
+    check_cli(case, tmp_path, KNOWN[name](case.base), capsys)
 
 
 # ------------------------------------------------------------------------- the fuzzer's own parts
