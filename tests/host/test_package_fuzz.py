@@ -76,9 +76,11 @@ class Case:
 
 
 def _cli(package: Path, photo: Path, out: Path) -> int:
+    """``fcnseg segment`` writing every output that carries the card's strings (class names in
+    the mask's text chunk, classes.json, the legend, the --json summary) and the scores."""
     return main(
-        ["segment", str(photo), "--package", str(package), "-o", str(out)]
-        + ["--scores", "--workers", "1"]
+        ["segment", str(photo), "--package", str(package), "-o", str(out), "--scores"]
+        + ["--overlay", "--legend", "--json", str(out.parent / "summary.json"), "--workers", "1"]
     )
 
 
