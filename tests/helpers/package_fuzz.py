@@ -309,6 +309,8 @@ def array_edit(
 
 
 def _value_targets(old: np.ndarray, flat_index: int, bounds: tuple[int, int] | None) -> list[int]:
+    """Values for one element: the declared bounds and one beyond, its neighbours and negation,
+    powers past float64's exact integers and int32, the int64 and uint64 extremes."""
     v = int(old.flat[flat_index])
     lo, hi = bounds if bounds is not None else (int(old.min()), int(old.max()))
     targets = [lo, hi, lo - 1, hi + 1, 0, -v, v + 1, v - 1, 2**45, -(2**45), 2**31]
@@ -333,9 +335,16 @@ def array_mutations(draw: st.DrawFn, base: Base) -> Mutation:
         idx = tuple(int(j) for j in np.unravel_index(i, old.shape))
         return array_edit(base, key, _store(values, old), f"element {idx} = {target}")
     if kind == "fill":
-        how = draw(st.sampled_from(["zeros", "negated", "reversed rows", "rolled rows", "max"]))
+        how = draw(
+            st.sampled_from(
+                ["zeros", "negated", "reversed rows", "rolled rows", "max", "type min", "type max"]
+            )
+        )
         ints = np.asarray(old, dtype=object)
+        lo, hi = role_bounds(entry, role) or (int(old.min()), int(old.max()))
         new = {
+            "type min": lambda: ints * 0 + lo,
+            "type max": lambda: ints * 0 + hi,
             "zeros": lambda: ints * 0,
             "negated": lambda: -ints,
             "reversed rows": lambda: ints[..., ::-1],
