@@ -194,6 +194,19 @@ def _pid_running(pid: int) -> bool | None:
     return True
 
 
+def _exited(pid: int) -> bool:
+    """Has ``pid`` exited, its status not yet collected by its parent (state ``Z`` or ``X`` in
+    ``/proc/<pid>/stat``)? Such a process never writes again, but ``kill(pid, 0)`` still finds
+    it: a worker killed with SIGKILL stays a zombie until its parent (a Dask nanny) reaps it,
+    and its images are retried in that window (:mod:`fcnseg.host.farm`)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            text = stat.read().decode("ascii", "replace")
+        return text[text.rindex(")") + 2 :].split()[0] in ("Z", "X")
+    except (OSError, ValueError, IndexError):
+        return False
+
+
 def owner_gone(owner: Owner) -> bool | None:
     """True if ``owner`` has certainly exited, False if it is certainly running, None if this
     cannot be told here (another host, or no way to read start times)."""
@@ -202,7 +215,7 @@ def owner_gone(owner: Owner) -> bool | None:
     running = _pid_running(owner.pid)
     if running is None:
         return None
-    if not running:
+    if not running or _exited(owner.pid):
         return True
     start = process_start(owner.pid)
     if start is None or owner.start == 0:
