@@ -59,3 +59,34 @@ def busy_until(folder: Path, pid: int) -> float | None:
         return float((folder / f"{pid}.busy").read_text())
     except (OSError, ValueError):
         return None
+
+
+class EmulatedBoard(WorkerPlugin):
+    """Gives the worker process its own emulated Zynq (:mod:`fcnseg.testing.emulated_zynq`,
+    the bit-exact simulator as its fabric), installed as pynq's active device, so the farm's
+    plugin opens the ``pynq`` backend on it. Register it before the batch: a worker's plugins
+    are set up in the order they were registered, also on a restarted worker."""
+
+    name = "fcnseg-test-board"
+
+    def __init__(self, package: str) -> None:
+        self.package = package
+        self.device: Any = None
+
+    def setup(self, worker: Any) -> None:
+        from fcnseg.host.package import load_package
+        from fcnseg.testing import emulated_zynq as ez
+
+        self.device = ez.EmulatedZynq(ez.sim_accelerator(load_package(self.package)))
+        self.device.__enter__()
+
+    def teardown(self, worker: Any) -> None:
+        if self.device is not None:
+            self.device.__exit__(None, None, None)
+            self.device = None
+
+
+def board_tiles(dask_worker: Any) -> int:
+    """Tiles this worker's emulated board has run (for ``client.run``)."""
+    plugin = dask_worker.plugins.get(EmulatedBoard.name)
+    return int(plugin.device.stats["tiles"]) if plugin and plugin.device else 0
