@@ -30,14 +30,28 @@ Exactly once, in effect:
   (``another-run``: written since the batch started, by another run or by an attempt of this
   batch whose worker was lost after writing it), and claims (:mod:`fcnseg.host.claims`) keep two
   workers from writing one image;
+- a result lives on its worker until the client fetches it (at once: each finished task's
+  result is fetched as it finishes, and dropped once merged), so a worker that dies in between
+  has the task run again, which finds the mask: the client then takes the image's record from
+  the event the first attempt sent the scheduler when it committed
+  (:func:`~fcnseg.host.farm.worker.done_event`), and the image counts as done once;
 - a worker that dies (SIGKILL, a board losing power) has its tasks retried on the others, at most
   :data:`~fcnseg.host.farm.client.RETRIES` times; the retry removes the dead worker's temporaries
   and breaks its claim (its owner is provably gone on the same host; a claim of a worker on
   another host is broken by the age rule only, so its image waits for a later run);
 - an image that fails (a bad file) fails once with its one-line error: the task returns the
   failure as its result instead of raising, so Dask does not retry it;
-- Ctrl-C on the client cancels what has not started; tasks being written finish (the atomic
-  group leaves complete outputs or none), and a re-run skips what exists.
+- Ctrl-C on the client cancels what has not started and closes a local cluster (its workers
+  ignore the terminal's SIGINT: the client alone handles it); the records that came back are in
+  the summary, an image being written when its worker stops leaves complete outputs or none
+  (the atomic group; a killed writer's hidden temporaries go on the next run), and a re-run
+  skips what exists. Images a worker finished after the client stopped listening are on disk
+  but ``not-attempted`` in the summary (a re-run skips them).
+
+Not yet (issue 17, next steps): TLS (``tls://``), a progress bar with per-worker counts and the
+dashboard link, ``docs/cluster.md``, ``fcnseg eval --scheduler``, the benchmark; and a claim held
+by a worker that died on *another* host is judged by the age rule only (its image is left to a
+later run), as is a temporary it left.
 
 Dask is imported only here, in the cluster code path (the ``cluster`` extra); ``fcnseg.host``
 without ``--local-workers``/``--scheduler`` imports neither dask nor distributed.

@@ -15,6 +15,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +34,8 @@ if TYPE_CHECKING:
 
 #: How often a task is run again after its worker died (or it raised) before it counts as failed.
 RETRIES = 2
+#: Seconds between looks at finished tasks (and at Ctrl-C).
+POLL_S = 0.05
 #: Seconds to wait for the first worker of an existing cluster.
 WORKER_WAIT_S = 60.0
 #: The resource one image's task takes: a worker owns one accelerator (``--resources FPGA=1``).
@@ -89,11 +93,14 @@ def connect(local_workers: int | None, scheduler: str | None, say: Any) -> Itera
                 processes=True,
                 resources={RESOURCE: 1},
                 host="127.0.0.1",
-                dashboard_address=None,
+                dashboard_address="127.0.0.1:0",  # its HTTP server: loopback, a free port
                 silence_logs=logging.ERROR,
             )
         try:
             with distributed.Client(cluster) as client:
+                from fcnseg.host.farm.worker import LocalWorker
+
+                client.register_plugin(LocalWorker(), name=LocalWorker.name)
                 yield client
         finally:
             cluster.close()
@@ -152,21 +159,37 @@ def run_farm(
         if not todo:
             return
         spec = farm_spec(batch, options)
-        with connect(local_workers, scheduler, batch.say) as client:
-            _run_tasks(client, batch, spec, todo)
+        with _interrupt_flag() as interrupted:
+            with connect(local_workers, scheduler, batch.say) as client:
+                if interrupted.is_set():  # during the cluster's start
+                    raise KeyboardInterrupt
+                _run_tasks(client, batch, spec, todo, interrupted)
     finally:
         batch.summary.seconds = time.perf_counter() - start
 
 
-def _run_tasks(client: Any, batch: Batch, spec: FarmSpec, todo: list[tuple[Job, ImageRecord]]):
-    """Register the plugin, submit one task per image, merge each record as it comes back."""
+def _run_tasks(
+    client: Any,
+    batch: Batch,
+    spec: FarmSpec,
+    todo: list[tuple[Job, ImageRecord]],
+    interrupted: threading.Event,
+) -> None:
+    """Register the plugin, submit one task per image, merge each record as it comes back.
+
+    Results are fetched as soon as a task finishes (``with_results``) and each future is
+    dropped once merged: a result still held on a worker when that worker dies would be
+    computed again (and then find its own mask: ``another-run``). Ctrl-C is taken as a flag
+    (:func:`_interrupt_flag`) and acted on here, between results, not inside distributed's
+    calls (a KeyboardInterrupt inside ``Client`` calls leaves a logged traceback behind).
+    """
     from distributed import as_completed
 
-    from fcnseg.host.farm.worker import PLUGIN, FarmPlugin, segment_one
+    from fcnseg.host.farm.worker import PLUGIN, WRITTEN_SINCE, FarmPlugin, segment_one
 
     client.register_plugin(FarmPlugin(spec), name=PLUGIN)
     token = f"{os.getpid()}-{time.time_ns()}"
-    futures = {}
+    pending: dict[str, tuple[Any, ImageRecord]] = {}
     try:
         for k, (job, record) in enumerate(todo):
             future = client.submit(
@@ -178,36 +201,87 @@ def _run_tasks(client: Any, batch: Batch, spec: FarmSpec, todo: list[tuple[Job, 
                 retries=RETRIES,
                 pure=False,
             )
-            futures[future.key] = (future, record)
-        for future in as_completed([f for f, _ in futures.values()]):
-            record = futures[future.key][1]
-            if _merge(batch, record, future) is not None:
-                break
+            pending[future.key] = (future, record)
+        results = as_completed(
+            [f for f, _ in pending.values()], with_results=True, raise_errors=False
+        )
+        while pending:
+            ready = results.next_batch(block=False)
+            for future, result in ready:
+                record = pending.pop(future.key)[1]
+                if _merge(batch, record, future, result) is not None:
+                    return
+                if record.status == "another-run" and record.message == WRITTEN_SINCE:
+                    recorded_done(client, future.key, record)
+            if interrupted.is_set():  # after merging what had finished: the summary has it
+                raise KeyboardInterrupt
+            if not ready:
+                interrupted.wait(POLL_S)
     finally:
-        client.cancel([f for f, _ in futures.values()])
+        client.cancel([f for f, _ in pending.values()])
         client.unregister_worker_plugin(PLUGIN)
 
 
-def _merge(batch: Batch, record: ImageRecord, future: Any) -> str | None:
+def recorded_done(client: Any, key: str, record: ImageRecord) -> bool:
+    """If an earlier attempt of task ``key`` finished its image (its worker died before the
+    client fetched the result: :func:`fcnseg.host.farm.worker.done_event`), make ``record``
+    that attempt's ``done`` record; True if so."""
+    import numpy as np
+
+    from fcnseg.host.farm.worker import DONE_TOPIC
+
+    for _, event in reversed(client.get_events(DONE_TOPIC)):
+        if isinstance(event, dict) and event.get("key") == str(key):
+            record.status, record.message = "done", None
+            record.worker, record.seconds = event.get("worker"), float(event.get("seconds", 0))
+            size, histogram = event.get("size"), event.get("histogram")
+            record.size = None if size is None else (int(size[0]), int(size[1]))
+            record.histogram = None if histogram is None else np.asarray(histogram, np.int64)
+            return True
+    return False
+
+
+@contextmanager
+def _interrupt_flag() -> Iterator[threading.Event]:
+    """An event set by the first Ctrl-C (SIGINT) while the block runs; a second one raises
+    KeyboardInterrupt as usual. Only the main thread can take signals: elsewhere the event is
+    never set."""
+    event = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield event
+        return
+
+    def flag(signum: int, frame: Any) -> None:
+        event.set()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    previous = signal.signal(signal.SIGINT, flag)
+    try:
+        yield event
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _merge(batch: Batch, record: ImageRecord, future: Any, result: Any) -> str | None:
     """Copy a finished task's record into the summary's ``record``; the stop reason, if the
     batch must stop (then the images not reached are recorded as not attempted)."""
-    try:
-        result: TaskResult = future.result()
-    except Exception as error:  # the task raised, or lost its workers, RETRIES + 1 times
+    if future.status == "error":  # the task raised, or lost its workers, RETRIES + 1 times
+        error = result[1]
         record.status = "failed"
         record.message = f"{record.input}: {type(error).__name__}: {error} (gave up after retries)"
         batch.say(f"fcnseg: {record.message}")
         batch.bar.update()
         return None
-    for name in (f.name for f in dataclasses.fields(result.record)):
+    done: TaskResult = result
+    for name in (f.name for f in dataclasses.fields(done.record)):
         if name not in ("input", "outputs"):
-            setattr(record, name, getattr(result.record, name))
-    for line in result.lines:
+            setattr(record, name, getattr(done.record, name))
+    for line in done.lines:
         batch.say(line)
     batch.bar.update()
-    if result.stopped is not None:
-        batch.stopped(record, result.stopped, record.message or record.input)
-        return result.stopped
+    if done.stopped is not None:
+        batch.stopped(record, done.stopped, record.message or record.input)
+        return done.stopped
     if record.status == "failed":
         batch.say(f"fcnseg: {record.message}")
     return None

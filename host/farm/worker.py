@@ -25,6 +25,8 @@ from fcnseg.host.summary import ImageRecord
 
 #: The plugin's name on every worker (one farm batch at a time per cluster).
 PLUGIN = "fcnseg-farm"
+#: The scheduler's event topic of finished images (:func:`done_event`).
+DONE_TOPIC = "fcnseg-farm-done"
 #: What a task's record says when the image's mask was written after the batch started.
 WRITTEN_SINCE = (
     "written since this batch started: by another run, or by an attempt of this batch whose "
@@ -136,6 +138,23 @@ class FarmPlugin(WorkerPlugin):
         self.batch = None
 
 
+class LocalWorker(WorkerPlugin):
+    """Makes a worker of a ``--local-workers`` cluster ignore SIGINT: a terminal's Ctrl-C
+    reaches the whole process group, and the client alone handles it (it cancels the tasks
+    and closes the cluster, :mod:`fcnseg.host.farm.client`); without this, each worker
+    process prints a KeyboardInterrupt traceback. Workers of ``--scheduler`` clusters run on
+    their own and keep their Ctrl-C."""
+
+    name = "fcnseg-local-worker"
+
+    def setup(self, worker: Any) -> None:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def segment_one(job: Job, record: ImageRecord) -> TaskResult:
     """Segment ``job`` on this worker's accelerator and return its record (a Dask task).
 
@@ -164,7 +183,25 @@ def segment_one(job: Job, record: ImageRecord) -> TaskResult:
         said = [line for line in said if line != f"fcnseg: {record.message}"]  # the client's
         record.message = f"{record.message} (worker {worker.address})"
     record.seconds = record.seconds or time.perf_counter() - start
+    if record.status == "done":
+        worker.log_event(DONE_TOPIC, done_event(worker.get_current_task(), record))
     return TaskResult(record, stopped, said)
+
+
+def done_event(key: Any, record: ImageRecord) -> dict[str, Any]:
+    """What the scheduler keeps of a finished image (msgpack-serialisable), sent the moment its
+    outputs are committed. A task's result stays on its worker until the client fetches it; if
+    the worker dies in between, Dask runs the task again, which finds the image's mask and says
+    ``another-run``: the client then takes the image's record from this event instead
+    (:func:`fcnseg.host.farm.client.recorded_done`), so the image counts as done once."""
+    histogram = None if record.histogram is None else [int(n) for n in record.histogram]
+    return {
+        "key": str(key),
+        "worker": record.worker,
+        "size": None if record.size is None else [int(n) for n in record.size],
+        "seconds": float(record.seconds),
+        "histogram": histogram,
+    }
 
 
 def _failed(record: ImageRecord, line: str) -> TaskResult:

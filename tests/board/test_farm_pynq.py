@@ -53,7 +53,7 @@ def test_farm_of_emulated_boards_equals_a_local_sim_run(board, tmp_path: Path) -
             threads_per_worker=1,
             resources={"FPGA": 1},
             host="127.0.0.1",
-            dashboard_address=None,
+            dashboard_address="127.0.0.1:0",
             silence_logs=50,
         )
     with cluster, distributed.Client(cluster) as client:

@@ -34,7 +34,13 @@ from fcnseg.atomic import Owner, this_owner  # noqa: E402
 from fcnseg.cli import main  # noqa: E402
 from fcnseg.host.claims import Claim, Holder, claim_path, try_claim  # noqa: E402
 from fcnseg.host.farm import client as farm_client  # noqa: E402
-from fcnseg.host.farm.worker import PLUGIN, FarmPlugin, FarmSpec, segment_one  # noqa: E402
+from fcnseg.host.farm.worker import (  # noqa: E402
+    PLUGIN,
+    WRITTEN_SINCE,
+    FarmPlugin,
+    FarmSpec,
+    segment_one,
+)
 from fcnseg.host.inputs import Job  # noqa: E402
 from fcnseg.host.summary import ImageRecord  # noqa: E402
 from tests.helpers.farm import SlowImages, busy_until  # noqa: E402
@@ -55,7 +61,7 @@ def cluster():
             processes=True,
             resources={"FPGA": 1},
             host="127.0.0.1",
-            dashboard_address=None,
+            dashboard_address="127.0.0.1:0",
             silence_logs=50,
         )
     with local, distributed.Client(local) as client:
@@ -234,6 +240,34 @@ def test_a_worker_that_cannot_open_the_package_says_so(cluster, batch_in, tmp_pa
     assert not (tmp_path / "a.png").exists()
 
 
+def test_an_image_whose_result_died_with_its_worker_counts_as_done(
+    cluster, batch_in, tmp_path: Path
+) -> None:
+    """The worker wrote the image and died before the client fetched the result: Dask runs the
+    task again, which finds the mask (``another-run``); the client takes the first attempt's
+    record from the scheduler's event instead, so the image counts as done once."""
+    client = cluster[1]
+    source = batch_in["inputs"] / "img02.png"
+    client.register_plugin(FarmPlugin(_spec(batch_in, tmp_path)), name=PLUGIN)
+    try:
+        key = f"fcnseg-test-{time.time_ns()}"
+        first = client.submit(segment_one, Job(source, Path("b")), ImageRecord(str(source)),
+                              key=key, resources={"FPGA": 1}).result(timeout=60).record  # fmt: skip
+        again = client.submit(segment_one, Job(source, Path("b")), ImageRecord(str(source)),
+                              resources={"FPGA": 1}).result(timeout=60).record  # fmt: skip
+    finally:
+        client.unregister_worker_plugin(PLUGIN)
+    assert first.status == "done" and again.status == "another-run"
+    assert again.message == WRITTEN_SINCE
+    assert farm_client.recorded_done(client, key, again)
+    assert again.status == "done" and again.message is None
+    assert again.size == first.size and again.worker == first.worker
+    assert again.histogram.tolist() == first.histogram.tolist()
+    stranger = ImageRecord(str(source), "another-run", WRITTEN_SINCE)
+    assert not farm_client.recorded_done(client, "fcnseg-no-such-task", stranger)
+    assert stranger.status == "another-run"
+
+
 def test_plain_tcp_off_loopback_is_warned_about() -> None:
     said: list[str] = []
     for address in ("tcp://127.0.0.1:8786", "localhost:8786", "tls://10.0.0.5:8786"):
@@ -252,8 +286,10 @@ def test_local_workers_and_scheduler_exclude_each_other(batch_in, tmp_path: Path
 
 
 def test_local_workers_interrupted_leaves_complete_outputs(batch_in, tmp_path: Path) -> None:
-    """``--local-workers 2`` in its own process, Ctrl-C (SIGINT) once some images are written:
-    exit 130, every mask there has all its outputs, equal to a local run's; a re-run finishes."""
+    """``--local-workers 2`` in its own process group, Ctrl-C (SIGINT to the group, as a
+    terminal sends it) once some images are written: exit 130 without a traceback from any
+    worker, every mask there has all its outputs, equal to a local run's, and the summary's
+    ``done`` images are among them; a re-run finishes the batch."""
     inputs = tmp_path / "in"
     inputs.mkdir()
     for i in range(24):
@@ -265,14 +301,16 @@ def test_local_workers_interrupted_leaves_complete_outputs(batch_in, tmp_path: P
     command = [sys.executable, "-m", "fcnseg.cli", *_args(batch_in["package"], inputs, out)]
     command += ["--local-workers", "2", "--json", str(report)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    run = subprocess.Popen(command, stdout=-1, stderr=-1, text=True, env=env, cwd=ROOT)
+    run = subprocess.Popen(
+        command, stdout=-1, stderr=-1, text=True, env=env, cwd=ROOT, start_new_session=True
+    )
     deadline = time.time() + 120
     while time.time() < deadline and len(list(out.glob("big*.png"))) < 4:
         time.sleep(0.02)
-    run.send_signal(signal.SIGINT)
+    os.killpg(run.pid, signal.SIGINT)  # as a terminal's Ctrl-C: to the workers too
     stdout, stderr = run.communicate(timeout=120)
     assert run.returncode == 130, stderr
-    assert "interrupted after" in stderr and "Traceback" not in stderr
+    assert "interrupted after" in stderr and "Traceback" not in stderr, stderr
     summary = json.loads(report.read_text())
     assert summary["interrupted"] is True
     assert summary["counts"]["done"] < 24, "the batch ended before it was interrupted"
@@ -284,6 +322,8 @@ def test_local_workers_interrupted_leaves_complete_outputs(batch_in, tmp_path: P
         for part in (name, f"{stem}_overlay.jpg", f"{stem}_scores.npz"):
             assert got.get(part) == expected[part], part
     assert set(got) <= set(expected)
+    done = [Path(r["outputs"]["mask"]).name for r in summary["images"] if r["status"] == "done"]
+    assert set(done) <= set(masks)
 
     again = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)
     assert again.returncode == 0, again.stderr
