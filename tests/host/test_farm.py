@@ -268,6 +268,22 @@ def test_an_image_whose_result_died_with_its_worker_counts_as_done(
     assert stranger.status == "another-run"
 
 
+def test_a_local_cluster_listens_on_loopback_only() -> None:
+    """``--local-workers``: the scheduler, nannies and workers (and their HTTP servers) bind to
+    127.0.0.1, never to a public interface."""
+    psutil = pytest.importorskip("psutil")
+    with farm_client.connect(2, None, print) as client:
+        pids = {os.getpid(), *client.run(os.getpid).values()}
+        listening = [
+            (pid, conn.laddr.ip)
+            for pid in pids
+            for conn in psutil.Process(pid).net_connections(kind="inet")
+            if conn.status == psutil.CONN_LISTEN
+        ]
+    assert {pid for pid, _ in listening} == pids  # the scheduler here, and each worker
+    assert {ip for _, ip in listening} == {"127.0.0.1"}, listening
+
+
 def test_plain_tcp_off_loopback_is_warned_about() -> None:
     said: list[str] = []
     for address in ("tcp://127.0.0.1:8786", "localhost:8786", "tls://10.0.0.5:8786"):
