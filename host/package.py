@@ -705,18 +705,25 @@ def _read_meta(root: Path) -> dict[str, Any]:
 
 
 def _verify_files(root: Path, files: Any) -> None:
-    """Every listed file is inside the package, present, and has its recorded sha256."""
+    """Every listed file is inside the package, present, within the size bound (checked for all
+    before any is hashed), and has its recorded sha256."""
     if not isinstance(files, dict) or not all(isinstance(k, str) for k in files):
         raise UserError(f"{root}: {JSON_NAME} 'files' is not a map of paths to sha256")
     if NPZ_NAME not in files:
         raise UserError(f"{root}: {JSON_NAME} does not list {NPZ_NAME}")
-    for rel, digest in files.items():
+    from fcnseg.host.validation import check_listed_sizes
+
+    sizes = {}
+    for rel in files:
         p = root / rel
         if ".." in Path(rel).parts or Path(rel).is_absolute():
             raise UserError(f"{root}: file entry {rel!r} escapes the package")
         if not p.is_file():
             raise UserError(f"{root}: missing file {rel}")
-        if sha256_file(p) != digest:
+        sizes[rel] = p.stat().st_size
+    check_listed_sizes(sizes, root)
+    for rel, digest in files.items():
+        if sha256_file(root / rel) != digest:
             raise UserError(f"{root}: {rel} is damaged (sha256 mismatch)")
 
 

@@ -51,6 +51,8 @@ NPZ_FILE = "accelerator.npz"
 #: are far above any accelerator a Zynq holds (the shipped ones: tiles up to 512x1024, 128
 #: channels, arrays under 1 MB) and low enough that a lie cannot exhaust a board's memory.
 MAX_JSON_BYTES = 64 << 20  #: accelerator.json
+#: every listed file together (sizes checked before any is hashed: a bitfile is ~20 MB)
+MAX_PACKAGE_BYTES = 2 << 30
 MAX_ARRAY_BYTES = 256 << 20  #: one accelerator.npz member's data
 MAX_NPZ_BYTES = 1 << 30  #: all of them together
 MAX_LAYERS = 4096
@@ -97,6 +99,18 @@ def check_json_size(path: Path, root: str | Path) -> None:
     size = path.stat().st_size
     if size > MAX_JSON_BYTES:
         raise Refusal(root)(f"{size} bytes, more than the {MAX_JSON_BYTES} a package may have")
+
+
+def check_listed_sizes(sizes: Mapping[str, int], root: str | Path) -> None:
+    """The listed files' sizes (bytes, from ``stat``) are bounded before any is hashed: a
+    sparse 64 GiB file would otherwise be read for minutes before its sha256 mismatched."""
+    total = sum(sizes.values())
+    if total > MAX_PACKAGE_BYTES:
+        rel, biggest = max(sizes.items(), key=lambda item: item[1])
+        raise UserError(
+            f"{root}: its listed files hold {total / 2**30:.1f} GiB ({rel}: "
+            f"{biggest / 2**30:.1f} GiB); a package holds at most {MAX_PACKAGE_BYTES >> 30} GiB"
+        )
 
 
 def check_npy_header(key: str, shape: Any, dtype: np.dtype, stored: int, root: str | Path) -> int:

@@ -602,3 +602,19 @@ def test_a_card_without_receptive_field_gets_the_layers(copy: Path) -> None:
     pkg = load_package(copy)
     assert "receptive_field" not in pkg.model_card
     assert pkg.card.receptive_field == 4 and pkg.geometry.receptive_field == 4
+
+
+def test_listed_files_are_bounded_by_size_before_any_is_hashed(copy: Path, monkeypatch) -> None:
+    """A listed file of 64 GiB (sparse: no disk used) is refused by its size at once, not
+    hashed for minutes before its sha256 mismatches."""
+    import fcnseg.host.package as package_format
+
+    with open(copy / package_format.NPZ_NAME, "r+b") as f:
+        f.truncate(64 << 30)
+
+    def no_hashing(path: object) -> str:
+        raise AssertionError(f"{path} was hashed before the sizes were checked")
+
+    monkeypatch.setattr(package_format, "sha256_file", no_hashing)
+    with pytest.raises(UserError, match=r"listed files hold 64\.0 GiB \(accelerator\.npz"):
+        load_package(copy)
