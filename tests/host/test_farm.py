@@ -4,7 +4,8 @@ One ``LocalCluster`` of three worker processes (one thread and one ``FPGA`` each
 shared by the module; the batches join it with ``--scheduler`` (the path of a real cluster), and
 one test runs ``--local-workers 2`` in a subprocess (the path that starts its own cluster) and
 interrupts it. What is asserted does not depend on timing: the outputs equal a local run's byte
-for byte; a bad image fails once with its line and the others are done; a worker killed with
+for byte (also for a PPM, segmented in strips by its one task); a bad image fails once with its
+line and the others are done; a worker killed with
 SIGKILL while it is inside an image (:mod:`tests.helpers.farm` slows the images and says when a
 worker is inside one) loses nothing: every image is done exactly once by the summary, no
 temporary or claim is left, the outputs equal a local run's, and a re-run skips everything.
@@ -48,7 +49,7 @@ from tests.helpers.images import image  # noqa: E402
 from tests.helpers.packages import tiny_package  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-N_IMAGES = 12
+N_IMAGES = 13  #: images done in the shared batch: 12 PNGs and one PPM (strips)
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +77,10 @@ def batch_in(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     package = tiny_package(root / "tiny-pynq-z2")
     inputs = root / "in"
     inputs.mkdir()
-    for i in range(N_IMAGES):
+    for i in range(N_IMAGES - 1):
         Image.fromarray(image(40 + 3 * i, 56, seed=i)).save(inputs / f"img{i:02d}.png")
+    rgb = image(90, 70, seed=99)  # a binary PPM is always segmented in strips
+    (inputs / "strip.ppm").write_bytes(b"P6\n70 90\n255\n" + rgb.tobytes())
     (inputs / "bad.png").write_bytes(b"not a png at all")
     reference = root / "reference"
     assert main(_args(package, inputs, reference)) == 1  # the bad image
