@@ -22,9 +22,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from fcnseg.errors import UserError
+from fcnseg.host.farm.security import client_security, warn_if_open
 
 if TYPE_CHECKING:
     from fcnseg.host.batch import Batch
@@ -36,11 +36,12 @@ if TYPE_CHECKING:
 RETRIES = 2
 #: Seconds between looks at finished tasks (and at Ctrl-C).
 POLL_S = 0.05
+#: Seconds to wait for the scheduler of an existing cluster to answer.
+CONNECT_S = 20.0
 #: Seconds to wait for the first worker of an existing cluster.
 WORKER_WAIT_S = 60.0
 #: The resource one image's task takes: a worker owns one accelerator (``--resources FPGA=1``).
 RESOURCE = "FPGA"
-_LOOPBACK = ("127.", "localhost", "::1", "[::1]")
 
 
 def _distributed() -> Any:
@@ -78,10 +79,13 @@ def farm_spec(batch: Batch, options: dict[str, Any]) -> FarmSpec:
 
 
 @contextmanager
-def connect(local_workers: int | None, scheduler: str | None, say: Any) -> Iterator[Any]:
+def connect(
+    local_workers: int | None, scheduler: str | None, say: Any, security: Any = None
+) -> Iterator[Any]:
     """A ``distributed.Client``: of a new local cluster of ``local_workers`` processes (one
-    thread and one ``FPGA`` each, on 127.0.0.1, no dashboard), or of the cluster at
-    ``scheduler``, with at least one worker that has the ``FPGA`` resource."""
+    thread and one ``FPGA`` each; it and its HTTP server on 127.0.0.1), or of the cluster at
+    ``scheduler`` (``security``: :func:`~fcnseg.host.farm.security.client_security`), with at
+    least one worker that has the ``FPGA`` resource."""
     distributed = _distributed()
     import dask
 
@@ -106,11 +110,12 @@ def connect(local_workers: int | None, scheduler: str | None, say: Any) -> Itera
             cluster.close()
         return
     assert scheduler is not None
-    _warn_if_open(scheduler, say)
+    warn_if_open(scheduler, say)
     try:
-        client = distributed.Client(scheduler, timeout=WORKER_WAIT_S)
-    except OSError as error:
-        raise UserError(f"--scheduler {scheduler}: cannot connect ({error})") from None
+        client = distributed.Client(scheduler, timeout=CONNECT_S, security=security)
+    except (OSError, TimeoutError) as error:
+        why = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UserError(f"--scheduler {scheduler}: cannot connect ({why})") from None
     with client:
         try:
             client.wait_for_workers(1, timeout=WORKER_WAIT_S)
@@ -125,16 +130,6 @@ def connect(local_workers: int | None, scheduler: str | None, say: Any) -> Itera
                 f"`dask worker {scheduler} --nthreads 1 --resources {RESOURCE}=1`"
             )
         yield client
-
-
-def _warn_if_open(scheduler: str, say: Any) -> None:
-    """Plain ``tcp://`` has no authentication: say so when the scheduler is not on loopback."""
-    parts = urlsplit(scheduler if "://" in scheduler else f"tcp://{scheduler}")
-    if parts.scheme == "tcp" and not (parts.hostname or "").startswith(_LOOPBACK):
-        say(
-            f"fcnseg: warning: {scheduler} is plain tcp:// (no authentication, no encryption): "
-            "use it only on a trusted network"
-        )
 
 
 def for_worker(job: Job) -> Job:
@@ -154,13 +149,15 @@ def run_farm(
     """Run ``jobs`` on a cluster (module docstring), filling ``batch.summary``. Ctrl-C cancels
     the tasks and propagates; a full disk on a worker stops the batch."""
     start = time.perf_counter()
+    tls = (options.get("tls_ca_file"), options.get("tls_cert"), options.get("tls_key"))
+    security = client_security(scheduler, *tls)  # before any output: a refusal is exit 2
     try:
         todo = batch.prepare(jobs, overwrite=options["overwrite"])
         if not todo:
             return
         spec = farm_spec(batch, options)
         with _interrupt_flag() as interrupted:
-            with connect(local_workers, scheduler, batch.say) as client:
+            with connect(local_workers, scheduler, batch.say, security) as client:
                 if interrupted.is_set():  # during the cluster's start
                     raise KeyboardInterrupt
                 _run_tasks(client, batch, spec, todo, interrupted)

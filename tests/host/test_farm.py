@@ -35,6 +35,7 @@ from fcnseg.atomic import Owner, this_owner  # noqa: E402
 from fcnseg.cli import main  # noqa: E402
 from fcnseg.host.claims import Claim, Holder, claim_path, try_claim  # noqa: E402
 from fcnseg.host.farm import client as farm_client  # noqa: E402
+from fcnseg.host.farm import security as farm_security  # noqa: E402
 from fcnseg.host.farm.worker import (  # noqa: E402
     PLUGIN,
     WRITTEN_SINCE,
@@ -290,10 +291,10 @@ def test_a_local_cluster_listens_on_loopback_only() -> None:
 def test_plain_tcp_off_loopback_is_warned_about() -> None:
     said: list[str] = []
     for address in ("tcp://127.0.0.1:8786", "localhost:8786", "tls://10.0.0.5:8786"):
-        farm_client._warn_if_open(address, said.append)
+        farm_security.warn_if_open(address, said.append)
     assert said == []
-    farm_client._warn_if_open("tcp://192.168.1.20:8786", said.append)
-    farm_client._warn_if_open("10.0.0.5:8786", said.append)
+    farm_security.warn_if_open("tcp://192.168.1.20:8786", said.append)
+    farm_security.warn_if_open("10.0.0.5:8786", said.append)
     assert len(said) == 2 and all("trusted network" in line for line in said)
 
 
