@@ -67,6 +67,7 @@ class Case:
     photo: Path  #: ``image`` as a PNG, for the CLI
     cli_mask: np.ndarray  #: the CLI's mask of ``photo`` with the unmutated package
     cli_scores: np.ndarray  #: and its integer scores (--scores)
+    strips: Path  #: ``image`` as a PPM: the CLI segments PPM in strips (Segmenter.stream)
 
     def __repr__(self) -> str:  # hypothesis prints it with every failing example
         return f"Case({self.base!r})"
@@ -82,6 +83,11 @@ def _cli(package: Path, photo: Path, out: Path) -> int:
         ["segment", str(photo), "--package", str(package), "-o", str(out), "--scores"]
         + ["--overlay", "--legend", "--json", str(out.parent / "summary.json"), "--workers", "1"]
     )
+
+
+def _cli_strips(package: Path, ppm: Path, out: Path) -> int:
+    """``fcnseg segment`` of a PPM: the strip path (no option that needs the whole image)."""
+    return main(["segment", str(ppm), "--package", str(package), "-o", str(out), "--scores"])
 
 
 def _cli_outputs(out: Path, photo: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -103,13 +109,17 @@ def case(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
     Image.fromarray(image).save(photo)
     assert _cli(folder / "reference", photo, folder / "out") == 0
     mask, scores = _cli_outputs(folder / "out", photo)
-    return Case(base, tiles, image, reference, photo, mask, scores)
+    strips = folder / "strips.ppm"
+    Image.fromarray(image).save(strips)
+    assert _cli_strips(folder / "reference", strips, folder / "strips") == 0
+    assert np.array_equal(_cli_outputs(folder / "strips", strips)[1], scores), "strips differ"
+    return Case(base, tiles, image, reference, photo, mask, scores, strips)
 
 
 def _fresh(case: Case, scratch: Path, mutation: fuzz.Mutation) -> Path:
     """A new copy of the base in ``scratch`` with ``mutation`` applied (hypothesis runs every
     example of a test in one ``tmp_path``: the previous example's copy is removed first)."""
-    for old in ("pkg", "out"):
+    for old in ("pkg", "out", "strips"):
         shutil.rmtree(scratch / old, ignore_errors=True)
     root = case.base.copy_to(scratch / "pkg")
     mutation.apply(root)
@@ -143,7 +153,7 @@ def check_mutation(case: Case, scratch: Path, mutation: fuzz.Mutation) -> None:
 
 def check_cli(case: Case, scratch: Path, mutation: fuzz.Mutation, capsys) -> None:
     """The property through ``fcnseg segment``: exit 2 with one line and no output, or exit 0
-    with the unmutated package's mask and scores."""
+    with the unmutated package's mask and scores, whole (PNG) and in strips (PPM)."""
     root = _fresh(case, scratch, mutation)
     out = scratch / "out"
     capsys.readouterr()
@@ -157,11 +167,16 @@ def check_cli(case: Case, scratch: Path, mutation: fuzz.Mutation, capsys) -> Non
         assert not out.exists(), f"{mutation}: output written before the refusal"
         return
     assert code == 0, f"{mutation}: exit {code}: {err}"
+    strips = scratch / "strips"
+    with fuzz.bounded(TIME_BOUND):
+        code = _cli_strips(root, case.strips, strips)
+    assert code == 0, f"{mutation}: accepted, but the strip path exits {code}"
     if mutation.strict:
-        mask, scores = _cli_outputs(out, case.photo)
-        assert np.array_equal(scores, case.cli_scores), f"{mutation}: accepted with other scores"
-        if not mutation.rescales:
-            assert np.array_equal(mask, case.cli_mask), f"{mutation}: accepted with other mask"
+        for where, photo in ((out, case.photo), (strips, case.strips)):
+            mask, scores = _cli_outputs(where, photo)
+            assert np.array_equal(scores, case.cli_scores), f"{mutation}: other scores ({photo})"
+            if not mutation.rescales:
+                assert np.array_equal(mask, case.cli_mask), f"{mutation}: other mask ({photo})"
 
 
 @FUZZ
