@@ -98,7 +98,9 @@ def connect(
                 resources={RESOURCE: 1},
                 host="127.0.0.1",
                 dashboard_address="127.0.0.1:0",  # its HTTP server: loopback, a free port
-                silence_logs=logging.ERROR,
+                # the workers share this terminal: what matters reaches the records, and at
+                # ERROR their shutdown after Ctrl-C logs heartbeat tracebacks
+                silence_logs=logging.CRITICAL,
             )
         try:
             with distributed.Client(cluster) as client:
