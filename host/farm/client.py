@@ -162,9 +162,32 @@ def run_farm(
             with connect(local_workers, scheduler, batch.say, security) as client:
                 if interrupted.is_set():  # during the cluster's start
                     raise KeyboardInterrupt
+                if "dashboard" in client.scheduler_info().get("services", {}):
+                    batch.say(f"fcnseg: dashboard: {client.dashboard_link}")
                 _run_tasks(client, batch, spec, todo, interrupted)
     finally:
         batch.summary.seconds = time.perf_counter() - start
+    for line in shares(batch.summary.records):
+        batch.say(line)
+
+
+def shares(records: list[ImageRecord]) -> list[str]:
+    """One line per worker: the images it did, its share of the batch's, and its rate (images
+    per second of its own busy time)."""
+    done: dict[str, list[float]] = {}
+    for record in records:
+        if record.status == "done" and record.worker is not None:
+            done.setdefault(record.worker, []).append(record.seconds)
+    total = sum(len(seconds) for seconds in done.values())
+    lines = []
+    for worker, seconds in sorted(done.items()):
+        busy = sum(seconds)
+        rate = f"{len(seconds) / busy:.2f} img/s" if busy > 0 else "- img/s"
+        lines.append(
+            f"fcnseg: worker {worker}: {len(seconds)} image(s) "
+            f"({100 * len(seconds) / total:.0f}%), {rate} busy"
+        )
+    return lines
 
 
 def _run_tasks(
@@ -184,11 +207,12 @@ def _run_tasks(
     """
     from distributed import as_completed
 
-    from fcnseg.host.farm.worker import PLUGIN, WRITTEN_SINCE, FarmPlugin, segment_one
+    from fcnseg.host.farm.worker import PLUGIN, FarmPlugin, segment_one
 
     client.register_plugin(FarmPlugin(spec), name=PLUGIN)
     token = f"{os.getpid()}-{time.time_ns()}"
     pending: dict[str, tuple[Any, ImageRecord]] = {}
+    per_worker: dict[str, int] = {}  # worker port -> images done, for the progress bar
     try:
         for k, (job, record) in enumerate(todo):
             future = client.submit(
@@ -208,10 +232,10 @@ def _run_tasks(
             ready = results.next_batch(block=False)
             for future, result in ready:
                 record = pending.pop(future.key)[1]
-                if _merge(batch, record, future, result) is not None:
+                stop = _merge(client, batch, record, future, result)
+                _count(batch, record, per_worker)
+                if stop is not None:
                     return
-                if record.status == "another-run" and record.message == WRITTEN_SINCE:
-                    recorded_done(client, future.key, record)
             if interrupted.is_set():  # after merging what had finished: the summary has it
                 raise KeyboardInterrupt
             if not ready:
@@ -261,15 +285,28 @@ def _interrupt_flag() -> Iterator[threading.Event]:
         signal.signal(signal.SIGINT, previous)
 
 
-def _merge(batch: Batch, record: ImageRecord, future: Any, result: Any) -> str | None:
-    """Copy a finished task's record into the summary's ``record``; the stop reason, if the
-    batch must stop (then the images not reached are recorded as not attempted)."""
+def _count(batch: Batch, record: ImageRecord, per: dict[str, int]) -> None:
+    """One more image on the progress bar, which shows the images each worker (by port) has
+    done."""
+    batch.bar.update()
+    if record.worker is not None and record.status == "done":
+        port = record.worker.rsplit(":", 1)[-1]
+        per[port] = per.get(port, 0) + 1
+        if hasattr(batch.bar, "set_postfix_str"):
+            batch.bar.set_postfix_str(" ".join(f":{p} {n}" for p, n in sorted(per.items())))
+
+
+def _merge(client: Any, batch: Batch, record: ImageRecord, future: Any, result: Any) -> str | None:
+    """Copy a finished task's record into the summary's ``record`` (a first attempt's, if that
+    one finished the image: :func:`recorded_done`); the stop reason, if the batch must stop
+    (then the images not reached are recorded as not attempted)."""
+    from fcnseg.host.farm.worker import WRITTEN_SINCE
+
     if future.status == "error":  # the task raised, or lost its workers, RETRIES + 1 times
         error = result[1]
         record.status = "failed"
         record.message = f"{record.input}: {type(error).__name__}: {error} (gave up after retries)"
         batch.say(f"fcnseg: {record.message}")
-        batch.bar.update()
         return None
     done: TaskResult = result
     for name in (f.name for f in dataclasses.fields(done.record)):
@@ -277,7 +314,8 @@ def _merge(batch: Batch, record: ImageRecord, future: Any, result: Any) -> str |
             setattr(record, name, getattr(done.record, name))
     for line in done.lines:
         batch.say(line)
-    batch.bar.update()
+    if record.status == "another-run" and record.message == WRITTEN_SINCE:
+        recorded_done(client, future.key, record)
     if done.stopped is not None:
         batch.stopped(record, done.stopped, record.message or record.input)
         return done.stopped

@@ -133,8 +133,12 @@ def test_farm_outputs_equal_a_local_run_and_a_bad_image_fails_once(
     assert "not an image Pillow can read" in bad["message"] and "(worker tcp://" in bad["message"]
     workers = {r["worker"] for r in summary["images"]}
     assert all(w.startswith("tcp://127.0.0.1:") for w in workers)
-    stdout = capsys.readouterr().out
+    said = capsys.readouterr()
+    stdout = said.out
     assert stdout.count("failed: ") == 1 and f"segmented {N_IMAGES} image(s)" in stdout
+    shares = [line for line in said.err.splitlines() if line.startswith("fcnseg: worker tcp://")]
+    assert sum(int(line.split(": ")[2].split()[0]) for line in shares) == N_IMAGES, said.err
+    assert len(shares) == len(workers & {r["worker"] for r in summary["images"] if r["size"]})
 
     assert main([*args, "--scheduler", _address(cluster)]) == 1  # a re-run skips what exists
     again = json.loads(report.read_text())
@@ -286,6 +290,20 @@ def test_a_local_cluster_listens_on_loopback_only() -> None:
         ]
     assert {pid for pid, _ in listening} == pids  # the scheduler here, and each worker
     assert {ip for _, ip in listening} == {"127.0.0.1"}, listening
+
+
+def test_each_workers_share_and_rate() -> None:
+    def record(worker: str | None, status: str, seconds: float) -> ImageRecord:
+        return ImageRecord("x", status, worker=worker, seconds=seconds)
+
+    records = [record("tcp://h:1", "done", 0.5), record("tcp://h:1", "done", 1.5)]
+    records += [record("tcp://h:2", "done", 1.0), record("tcp://h:2", "failed", 9.0)]
+    records += [record(None, "skipped", 0.0), record("tcp://h:3", "another-run", 1.0)]
+    assert farm_client.shares(records) == [
+        "fcnseg: worker tcp://h:1: 2 image(s) (67%), 1.00 img/s busy",
+        "fcnseg: worker tcp://h:2: 1 image(s) (33%), 1.00 img/s busy",
+    ]
+    assert farm_client.shares([record(None, "skipped", 0.0)]) == []
 
 
 def test_plain_tcp_off_loopback_is_warned_about() -> None:
