@@ -292,6 +292,26 @@ def test_a_local_cluster_listens_on_loopback_only() -> None:
     assert {ip for _, ip in listening} == {"127.0.0.1"}, listening
 
 
+def test_a_cluster_without_an_fpga_worker_is_refused(batch_in, tmp_path, capsys, monkeypatch):
+    """Workers started without ``--resources FPGA=1`` would never get a task: refused in one
+    line; so is a cluster no worker joins."""
+    monkeypatch.setattr(farm_client, "WORKER_WAIT_S", 1.0)
+    args = _args(batch_in["package"], batch_in["inputs"], tmp_path / "out")
+    for workers, said in ((1, "no worker has the FPGA resource"), (0, "no worker joined")):
+        plain = distributed.LocalCluster(
+            n_workers=workers,
+            processes=False,
+            protocol="tcp://",
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+        )
+        with plain:
+            assert main([*args, "--scheduler", plain.scheduler_address]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert said in err[-1] and err[-1].startswith("fcnseg: error: --scheduler tcp://")
+    assert not list((tmp_path / "out").glob("*.png"))
+
+
 def test_each_workers_share_and_rate() -> None:
     def record(worker: str | None, status: str, seconds: float) -> ImageRecord:
         return ImageRecord("x", status, worker=worker, seconds=seconds)
