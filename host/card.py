@@ -49,6 +49,8 @@ if TYPE_CHECKING:
 CARD_FORMAT = "fcnseg-model/1"
 #: the model card's file name in an export folder
 CARD_FILE = "model.json"
+#: the longest class name a card may hold (legends and PNG text chunks carry every name)
+MAX_CLASS_NAME = 200
 
 
 @dataclass(frozen=True)
@@ -252,6 +254,12 @@ def _classes(value: Any, where: str) -> tuple[str, ...]:
         raise _bad("classes", where, "a non-empty list of names", value)
     if not all(isinstance(name, str) and name for name in value):
         raise _bad("classes", where, "a list of non-empty strings", value)
+    if not all(name.isprintable() and len(name) <= MAX_CLASS_NAME for name in value):
+        # names go into PNG text chunks, classes.json, legends and one-line messages: no
+        # newlines or control characters, no lone surrogates (not encodable as UTF-8)
+        raise _bad(
+            "classes", where, f"printable names of at most {MAX_CLASS_NAME} characters", value
+        )
     return tuple(value)
 
 

@@ -701,6 +701,10 @@ def _read_meta(root: Path) -> dict[str, Any]:
         raise UserError(f"{jpath}: unreadable ({type(e).__name__})") from None
     if not isinstance(meta, dict):
         raise UserError(f"{jpath}: not a JSON object")
+    try:  # JSON may escape lone surrogates, which no file name, PNG chunk or summary can hold
+        json.dumps(meta, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise UserError(f"{jpath}: holds text that is not valid Unicode ({e.reason})") from None
     return meta
 
 

@@ -111,6 +111,9 @@ def test_missing_required_key_is_named(key: str) -> None:
     [
         ("classes", [], "a non-empty list of names"),
         ("classes", ["bg", 3], "a list of non-empty strings"),
+        ("classes", ["bg", "a\nb"], "printable names of at most 200 characters"),
+        ("classes", ["bg", "\ud800"], "printable names of at most 200 characters"),
+        ("classes", ["bg", "x" * 201], "printable names of at most 200 characters"),
         ("classes", "bg,fg", "a non-empty list of names"),
         ("output_stride", 0, "a positive integer"),
         ("output_stride", "8", "a positive integer"),

@@ -274,13 +274,22 @@ def test_digest_depends_on_content_not_layout(pkg_dir: Path):
         lambda m: m["files"].update({NPZ_NAME: "0" * 64}),
         lambda m: m.update(note="added"),
         lambda m: m.pop("estimates"),
-        lambda m: m["model_card"]["classes"].__setitem__(0, "\ud800"),
+        lambda m: m["model_card"]["classes"].__setitem__(0, "a\nb"),
     ],
 )
 def test_refuses_json_edited_without_its_digest(pkg_dir: Path, edit):
     """Each edit alone would load (or fail later, deeper); the digest stops it first."""
     _edit_json(pkg_dir, edit, resign=False)
     _refuses(pkg_dir, DIGEST_MISMATCH)
+
+
+@pytest.mark.parametrize("resign", [False, True])
+def test_refuses_text_that_is_not_unicode(pkg_dir: Path, resign: bool):
+    """JSON can escape a lone surrogate, which no PNG chunk, classes.json or summary can hold
+    (it was a UnicodeEncodeError traceback writing classes.json): refused as it is read,
+    digest re-made or not."""
+    _edit_json(pkg_dir, lambda m: m["model_card"]["classes"].__setitem__(0, "\ud800"), resign=resign)
+    _refuses(pkg_dir, r"accelerator\.json: holds text that is not valid Unicode")
 
 
 def test_refuses_npz_swapped_with_its_sha256_updated_but_not_the_digest(pkg_dir: Path, tmp_path):
