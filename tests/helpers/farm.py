@@ -1,5 +1,6 @@
 """Test aids for the farm (:mod:`fcnseg.host.farm`): a worker plugin that slows every image down,
-so a test can kill a worker while it is in the middle of one.
+so a test can kill a worker while it is in the middle of one, and one that gives each worker
+process its own emulated board.
 
 It lives in an importable module (not a test file) because Dask workers import it by reference.
 The slowdown is a sleep at the start of :meth:`~fcnseg.host.segmenter.Segmenter.segment`, after
@@ -69,15 +70,20 @@ class EmulatedBoard(WorkerPlugin):
 
     name = "fcnseg-test-board"
 
-    def __init__(self, package: str) -> None:
+    def __init__(self, package: str, *, paced: bool = False) -> None:
         self.package = package
+        self.paced = paced  #: zero scores at the package's estimated timing (standin_device)
         self.device: Any = None
 
     def setup(self, worker: Any) -> None:
         from fcnseg.host.package import load_package
         from fcnseg.testing import emulated_zynq as ez
 
-        self.device = ez.EmulatedZynq(ez.sim_accelerator(load_package(self.package)))
+        package = load_package(self.package)
+        if self.paced:
+            self.device = ez.standin_device(package)
+        else:
+            self.device = ez.EmulatedZynq(ez.sim_accelerator(package))
         self.device.__enter__()
 
     def teardown(self, worker: Any) -> None:
