@@ -623,14 +623,41 @@ def load_package(path: str | os.PathLike) -> Package:
     if card.receptive_field is None:  # unknown to the card: the layers' (the tiling needs it)
         card = card.replace(receptive_field=field_px)
     _check_strides(card, layers, meta["io"], root)
+    hardware = _read_hardware(root, meta["files"])
+    if hardware is not None:
+        _check_hardware_kinds(layers, hardware, root)
     return Package(
         path=root,
         meta=meta,
         layers=tuple(layers),
         card=card,
         verification=_read_listed_json(root, meta["files"], VERIFICATION_NAME, check_verification),
-        hardware=_read_hardware(root, meta["files"]),
+        hardware=hardware,
     )
+
+
+#: layers that only re-pack a stream (values unchanged): a hardware build may add them
+_REPACKING = ("StreamingFIFO", "StreamingDataWidthConverter")
+
+
+def _check_hardware_kinds(layers: Sequence[Layer], hardware: Mapping[str, Any], root: Path) -> None:
+    """The generated hardware has the layers' kinds, as many of each (the re-packing ones
+    aside): an ElementwiseAdd retyped to ElementwiseMul in accelerator.json (hashes re-made)
+    would make the simulator compute other scores than the hardware the package carries."""
+    from collections import Counter
+
+    def kinds(names: Sequence[str]) -> Counter[str]:
+        return Counter(kind for kind in names if kind not in _REPACKING)
+
+    built = kinds([re.sub(r"_(hls|rtl)$", "", str(n["kind"])) for n in hardware["nodes"]])
+    declared = kinds([layer.kind for layer in layers])
+    if built != declared:
+        diff = (built - declared) + (declared - built)
+        kind = sorted(diff)[0]
+        raise UserError(
+            f"{root}: {HARDWARE_ARCHIVE}: the hardware has {built[kind]} {kind} layer(s), "
+            f"{JSON_NAME} {declared[kind]}: they describe different accelerators"
+        )
 
 
 def read_for_upgrade(path: str | os.PathLike) -> tuple[dict[str, Any], list[Layer]]:

@@ -34,6 +34,7 @@ from tests.helpers.tamper import (
     copy_package,
     npy_bytes,
     read_array,
+    read_meta,
     tamper,
     write_npz_member,
 )
@@ -618,3 +619,15 @@ def test_listed_files_are_bounded_by_size_before_any_is_hashed(copy: Path, monke
     monkeypatch.setattr(package_format, "sha256_file", no_hashing)
     with pytest.raises(UserError, match=r"listed files hold 64\.0 GiB \(accelerator\.npz"):
         load_package(copy)
+
+
+def test_the_layers_must_be_the_kinds_of_the_hardware_the_package_carries(tmp_path: Path) -> None:
+    """A skip join retyped from Add to Max in accelerator.json, hashes re-made: a valid layer
+    list that computes other scores than the generated hardware, refused by the kinds."""
+    fixture = ROOT / "tests" / "board" / "data" / "fcn8s-tiny"
+    pkg = copy_package(fixture, tmp_path / "pkg")
+    name = next(e["name"] for e in read_meta(pkg)["layers"] if e["kind"] == "ElementwiseAdd")
+    tamper(pkg, layer_edit=(name, lambda entry: entry.update(kind="ElementwiseMax")))
+    with pytest.raises(UserError, match=r"hardware\.tar\.xz: the hardware has \d ElementwiseAdd"):
+        load_package(pkg)
+    load_package(fixture)  # the untouched package's kinds are its hardware's
