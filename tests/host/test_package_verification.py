@@ -13,15 +13,17 @@ import hashlib
 import json
 import shutil
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from fcnseg.errors import UserError
 from fcnseg.host import package as pkg
-from fcnseg.host.hardware import pack
+from fcnseg.host.hardware import pack, read_member
 from fcnseg.host.package import (
     HARDWARE_ARCHIVE,
+    HARDWARE_GRAPH_NAME,
     JSON_NAME,
     NPZ_NAME,
     VERIFICATION_NAME,
@@ -73,14 +75,8 @@ GRAPH = {
     "library": {"finn-plus": "1.6.1", "finn-rtllib": "finn-plus 1.6.1"},
     "fpgapart": "xczu7ev-ffvc1156-2-e",
     "clk_ns": 10.0,
-    "nodes": [
-        {"name": "FMPadding_rtl_0", "kind": "FMPadding_rtl", "backend": "rtl",
-         "folder": "FMPadding_rtl_0", "inputs": ["global_in"], "outputs": ["t0"]},
-        {"name": "MVAU_hls_0", "kind": "MVAU_hls", "backend": "hls",
-         "folder": "MVAU_hls_0", "inputs": ["t0"], "outputs": ["t1"]},
-        {"name": "Pool_hls_0", "kind": "Pool_hls", "backend": "hls",
-         "folder": "Pool_hls_0", "inputs": ["t1"], "outputs": ["global_out"]},
-    ],
+    # the fixture's own nodes: a package's hardware must have its layers' kinds
+    "nodes": json.loads(read_member(TINY / HARDWARE_ARCHIVE, HARDWARE_GRAPH_NAME))["nodes"],
 }  # fmt: skip
 
 
@@ -310,9 +306,10 @@ def test_info_says_not_verified_and_no_hardware(package, capsys):
 def test_info_shows_hardware_and_verification(package, capsys):
     add_package_files(package, {VERIFICATION_NAME: _json(RECORD), **_hardware_files()})
     lines = _info(package, capsys).splitlines()
+    backends = Counter(node["backend"] for node in GRAPH["nodes"])
     assert (
-        "hardware 3 generated nodes (2 HLS C++, 1 RTL); finn-plus 1.6.1, "
-        "finn-rtllib finn-plus 1.6.1"
+        f"hardware {len(GRAPH['nodes'])} generated nodes ({backends['hls']} HLS C++, "
+        f"{backends['rtl']} RTL); finn-plus 1.6.1, finn-rtllib finn-plus 1.6.1"
     ) in lines
     assert (
         "verified chained on 2026-12-02T04:10:00Z, 1 tile "
@@ -322,9 +319,9 @@ def test_info_shows_hardware_and_verification(package, capsys):
     ) in lines
     facts = json.loads(_info(package, capsys, "--json"))["accelerator"]
     assert facts["hardware"] == {
-        "nodes": 3,
-        "by_backend": {"hls": 2, "rtl": 1},
-        "by_kind": {"FMPadding_rtl": 1, "MVAU_hls": 1, "Pool_hls": 1},
+        "nodes": len(GRAPH["nodes"]),
+        "by_backend": dict(backends),
+        "by_kind": dict(Counter(node["kind"] for node in GRAPH["nodes"])),
         "library": GRAPH["library"],
         "fpgapart": GRAPH["fpgapart"],
         "clk_ns": 10.0,
