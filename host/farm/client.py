@@ -12,6 +12,7 @@ own setting), and an exception a task raises (a bug; images that fail do not rai
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import os
@@ -115,13 +116,13 @@ def connect(
     warn_if_open(scheduler, say)
     try:
         client = distributed.Client(scheduler, timeout=CONNECT_S, security=security)
-    except (OSError, TimeoutError) as error:
+    except (OSError, TimeoutError, asyncio.TimeoutError) as error:
         why = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise UserError(f"--scheduler {scheduler}: cannot connect ({why})") from None
     with client:
         try:
             client.wait_for_workers(1, timeout=WORKER_WAIT_S)
-        except TimeoutError:
+        except (TimeoutError, asyncio.TimeoutError):  # distinct classes on Python 3.10
             raise UserError(
                 f"--scheduler {scheduler}: no worker joined within {WORKER_WAIT_S:.0f} s"
             ) from None

@@ -295,9 +295,9 @@ def test_a_local_cluster_listens_on_loopback_only() -> None:
 def test_a_cluster_without_an_fpga_worker_is_refused(batch_in, tmp_path, capsys, monkeypatch):
     """Workers started without ``--resources FPGA=1`` would never get a task: refused in one
     line; so is a cluster no worker joins."""
-    monkeypatch.setattr(farm_client, "WORKER_WAIT_S", 1.0)
     args = _args(batch_in["package"], batch_in["inputs"], tmp_path / "out")
     for workers, said in ((1, "no worker has the FPGA resource"), (0, "no worker joined")):
+        monkeypatch.setattr(farm_client, "WORKER_WAIT_S", 30.0 if workers else 1.0)
         plain = distributed.LocalCluster(
             n_workers=workers,
             processes=False,
