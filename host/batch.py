@@ -185,6 +185,14 @@ class Batch:
                 f"the receptive field needs {self.seg.geometry.margin}: tiles are not exact"
             )
 
+    def image_failed(self, job: Job, record: ImageRecord, error: BaseException) -> None:
+        """An image whose decode, segmentation or writing raised: a full (or read-only) disk
+        stops the batch (:class:`BatchStopped`), anything else fails this image alone."""
+        record.histogram = None
+        if (reason := disk_trouble(error)) is not None:
+            raise BatchStopped(job, record, reason, error) from error
+        self.fail(job, record, error)
+
     def fail(self, job: Job, record: ImageRecord, error: BaseException) -> None:
         """Record and print one failed image as one line (a bug re-raised under --debug)."""
         if isinstance(error, UserError):
@@ -401,11 +409,7 @@ class Batch:
                 if result.ok:
                     record.status = "done"
                 else:
-                    record.histogram = None
-                    if (reason := disk_trouble(result.exception)) is not None:
-                        error = result.exception
-                        raise BatchStopped(job, record, reason, error) from error
-                    self.fail(job, record, result.exception or UserError(result.error))
+                    self.image_failed(job, record, result.exception or UserError(result.error))
                 self.bar.update()
 
     def write(self, job: Job, record: ImageRecord, seg: Segmentation, image: Any) -> None:
@@ -472,10 +476,7 @@ class Batch:
             self.note_plan(*image.shape[:2])
             self.write(job, record, self.seg.segment(image), image if self.overlay else None)
         except Exception as error:
-            record.histogram = None
-            if (reason := disk_trouble(error)) is not None:
-                raise BatchStopped(job, record, reason, error) from error
-            self.fail(job, record, error)
+            self.image_failed(job, record, error)
         finally:
             self.release(job)
             record.seconds = time.perf_counter() - start
@@ -504,10 +505,7 @@ class Batch:
                 self.stream(rows, staged, record)
             record.status = "done"
         except Exception as error:
-            record.histogram = None
-            if (reason := disk_trouble(error)) is not None:
-                raise BatchStopped(job, record, reason, error) from error
-            self.fail(job, record, error)
+            self.image_failed(job, record, error)
         finally:
             self.release(job)
             rows.close()
