@@ -288,7 +288,9 @@ def test_refuses_text_that_is_not_unicode(pkg_dir: Path, resign: bool):
     """JSON can escape a lone surrogate, which no PNG chunk, classes.json or summary can hold
     (it was a UnicodeEncodeError traceback writing classes.json): refused as it is read,
     digest re-made or not."""
-    _edit_json(pkg_dir, lambda m: m["model_card"]["classes"].__setitem__(0, "\ud800"), resign=resign)
+    _edit_json(
+        pkg_dir, lambda m: m["model_card"]["classes"].__setitem__(0, "\ud800"), resign=resign
+    )
     _refuses(pkg_dir, r"accelerator\.json: holds text that is not valid Unicode")
 
 
