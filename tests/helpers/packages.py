@@ -16,14 +16,17 @@ RNG = np.random.default_rng(7)
 C1, NC = 4, 3
 
 
-def make_layers(tile: int = 8):
-    """The package's six layers; weights and thresholds freshly drawn from :data:`RNG`.
+def make_layers(tile: int = 8, classes: int = NC, rng: np.random.Generator | None = None):
+    """The package's six layers; weights and thresholds freshly drawn from ``rng`` (default
+    :data:`RNG`).
 
-    ``tile`` (even) only sets the shapes the layers declare (a package at another tile)."""
+    ``tile`` (even) only sets the shapes the layers declare (a package at another tile);
+    ``classes`` is the score layer's output channels."""
+    rng = RNG if rng is None else rng
     t, h = tile, tile // 2
-    w1 = RNG.integers(-8, 8, size=(27, C1)).astype(np.int8)
-    t1 = np.sort(RNG.integers(-400, 400, size=(C1, 15)), axis=1).astype(np.int16)
-    w2 = RNG.integers(-8, 8, size=(C1, NC)).astype(np.int8)
+    w1 = rng.integers(-8, 8, size=(27, C1)).astype(np.int8)
+    t1 = np.sort(rng.integers(-400, 400, size=(C1, 15)), axis=1).astype(np.int16)
+    w2 = rng.integers(-8, 8, size=(C1, classes)).astype(np.int8)
     return [
         Layer(
             "FMPadding",
@@ -90,7 +93,7 @@ def make_layers(tile: int = 8):
             ("y",),
             {
                 "MW": C1,
-                "MH": NC,
+                "MH": classes,
                 "noActivation": 1,
                 "weightDataType": "INT4",
                 "accDataType": "INT16",
@@ -98,7 +101,7 @@ def make_layers(tile: int = 8):
             ("UINT4",),
             ("INT16",),
             ((1, h, h, C1),),
-            ((1, h, h, NC),),
+            ((1, h, h, classes),),
             arrays={"weights": w2},
         ),
     ]

@@ -24,52 +24,21 @@ import pytest
 from PIL import Image
 
 from fcnseg.cli import main
-from fcnseg.host.package import Layer, write_package
+from fcnseg.host.package import write_package
 from fcnseg.host.segmenter import DEFAULT_PACKAGE, Segmenter
 from fcnseg.quantize.data.cityscapes import CityscapesSegmentation
 from fcnseg.quantize.data.palette import voc_palette
 from fcnseg.quantize.data.voc import VOCSegmentation
 from fcnseg.quantize.metrics import ConfusionMatrix, scores
+from tests.helpers.packages import make_layers
 
 METRICS = ("pixel_acc", "mean_acc", "mean_iu", "fw_iu")
 
 
 def toy_package(folder: Path, classes: int, seed: int = 0) -> Path:
-    """A real package for an 8x8 tile: 3x3 conv + thresholds, 2x2 max-pool, 1x1 score conv."""
-    rng = np.random.default_rng(seed)
-    width = 4
-    weights = rng.integers(-8, 8, size=(27, width)).astype(np.int8)
-    thresholds = np.sort(rng.integers(-400, 400, size=(width, 15)), axis=1).astype(np.int16)
-    score = rng.integers(-8, 8, size=(width, classes)).astype(np.int8)
-    window = {"Stride": [1, 1], "Dilation": [1, 1]}
-    layers = [
-        Layer(
-            "FMPadding", "pad0", ("x",), ("p0",), {"Padding": [1, 1, 1, 1]},
-            ("UINT8",), ("UINT8",),
-        ),
-        Layer(
-            "ConvolutionInputGenerator", "swg0", ("p0",), ("c0",),
-            {"ConvKernelDim": [3, 3], **window}, ("UINT8",), ("UINT8",), folding={"SIMD": 3},
-        ),
-        Layer(
-            "MVAU", "conv1", ("c0",), ("a1",), {"MW": 27, "MH": width, "ActVal": 0},
-            ("UINT8",), ("UINT4",), folding={"PE": 2, "SIMD": 9},
-            arrays={"weights": weights, "thresholds": thresholds},
-        ),
-        Layer(
-            "ConvolutionInputGenerator", "swg1", ("a1",), ("c1",),
-            {"ConvKernelDim": [2, 2], "Stride": [2, 2], "Dilation": [1, 1], "depthwise": 1},
-            ("UINT4",), ("UINT4",),
-        ),
-        Layer(
-            "Pool", "pool1", ("c1",), ("m1",), {"Function": "MaxPool", "KernelSize": [2, 2]},
-            ("UINT4",), ("UINT4",),
-        ),
-        Layer(
-            "MVAU", "score", ("m1",), ("y",), {"MW": width, "MH": classes, "noActivation": 1},
-            ("UINT4",), ("INT16",), arrays={"weights": score},
-        ),
-    ]  # fmt: skip
+    """A real package for an 8x8 tile: 3x3 conv + thresholds, 2x2 max-pool, 1x1 score conv
+    (tests/helpers/packages.py's layers with ``classes`` scores)."""
+    layers = make_layers(classes=classes, rng=np.random.default_rng(seed))
     io = {
         "input": {"name": "x", "dtype": "UINT8", "shape": [1, 8, 8, 3], "layout": "NHWC"},
         "output": {
@@ -88,7 +57,7 @@ def toy_package(folder: Path, classes: int, seed: int = 0) -> Path:
         "palette": [[i, i, i] for i in range(classes)],
         "tile": [8, 8],
         "output_stride": 2,
-        "receptive_field": 6,
+        "receptive_field": 4,
         "normalisation": "x/255",
     }
     return write_package(folder, model_card=card, io=io, layers=layers, board="pynq-z2")
