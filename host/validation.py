@@ -38,14 +38,13 @@ import numpy as np
 
 from fcnseg.errors import UserError
 from fcnseg.host.dtypes import is_integer_dtype, parse_dtype
+from fcnseg.host.package import JSON_NAME, NPZ_NAME
 from fcnseg.host.sim.ranges import POOL_FUNCTIONS, Range, matmul_range, propagate
 
 if TYPE_CHECKING:
     from fcnseg.host.card import ModelCard
     from fcnseg.host.package import Layer
 
-JSON_FILE = "accelerator.json"
-NPZ_FILE = "accelerator.npz"
 
 #: Bounds on what a package may claim, checked before anything of that size is allocated. They
 #: are far above any accelerator a Zynq holds (the shipped ones: tiles up to 512x1024, 128
@@ -77,7 +76,7 @@ ROLES: dict[str, tuple[str, ...]] = {
 class Refusal:
     """Builds the one-line refusals of one package: ``{root}: {file}: layer {name!r}: {rule}``."""
 
-    def __init__(self, root: str | Path, file: str = JSON_FILE):
+    def __init__(self, root: str | Path, file: str = JSON_NAME):
         self.root, self.file = str(root), file
 
     def __call__(self, rule: str, layer: str | None = None, file: str | None = None) -> UserError:
@@ -86,7 +85,7 @@ class Refusal:
 
     def npz(self) -> Refusal:
         """The same package's refusals about its arrays (they name accelerator.npz)."""
-        return Refusal(self.root, NPZ_FILE)
+        return Refusal(self.root, NPZ_NAME)
 
 
 # --------------------------------------------------------------------------------------------
@@ -121,16 +120,16 @@ def check_npy_header(key: str, shape: Any, dtype: np.dtype, stored: int, root: s
     header claiming 2^40 elements is refused instead of allocated."""
     fail = Refusal(root)
     if dtype.hasobject or dtype.kind not in "iu":
-        raise fail(f"array {key!r} is {dtype}, not integer", file=NPZ_FILE)
+        raise fail(f"array {key!r} is {dtype}, not integer", file=NPZ_NAME)
     if not isinstance(shape, tuple) or not all(isinstance(d, int) and d >= 0 for d in shape):
-        raise fail(f"array {key!r} has a malformed shape {shape!r}", file=NPZ_FILE)
+        raise fail(f"array {key!r} has a malformed shape {shape!r}", file=NPZ_NAME)
     nbytes = math.prod(shape) * dtype.itemsize
     if nbytes > MAX_ARRAY_BYTES:
         raise fail(
-            f"array {key!r} claims {nbytes} bytes, more than {MAX_ARRAY_BYTES}", file=NPZ_FILE
+            f"array {key!r} claims {nbytes} bytes, more than {MAX_ARRAY_BYTES}", file=NPZ_NAME
         )
     if nbytes != stored:
-        raise fail(f"array {key!r} claims {nbytes} bytes of data but holds {stored}", file=NPZ_FILE)
+        raise fail(f"array {key!r} claims {nbytes} bytes of data but holds {stored}", file=NPZ_NAME)
     return nbytes
 
 
