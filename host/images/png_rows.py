@@ -64,6 +64,8 @@ class PngRows:
         if kind != b"IHDR" or length != _IHDR_LENGTH:
             raise NotStreamable
         self.ihdr = self.file.read(_IHDR_LENGTH + 4)[:_IHDR_LENGTH]
+        if len(self.ihdr) != _IHDR_LENGTH:
+            raise image_error(self.path, "truncated", what="IHDR chunk")
         width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", self.ihdr)
         if depth != 8 or interlace or colour not in png.KINDS or not width or not height:
             raise NotStreamable

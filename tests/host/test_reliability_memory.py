@@ -299,6 +299,24 @@ def test_png_rows_refuse_damage_with_one_line(tmp_path: Path) -> None:
     rows.close()
 
 
+def test_png_cut_inside_its_header_is_one_line(tmp_path: Path) -> None:
+    """A PNG cut anywhere in its first chunks (signature, IHDR, the chunk after it) is refused
+    with a one-line error naming the file, whether the rows reader or Pillow sees it first."""
+    from fcnseg.errors import UserError
+
+    path = tmp_path / "x.png"
+    Image.fromarray(image(40, 30, seed=7)).save(path)
+    data = path.read_bytes()
+    for cut in range(1, 60):
+        path.write_bytes(data[:cut])
+        with pytest.raises(UserError, match=str(path)):
+            rows = open_rows(path)
+            try:
+                rows.read(0, 40)
+            finally:
+                rows.close()
+
+
 def _filtered_png(rgb: np.ndarray) -> bytes:
     """An RGB PNG whose rows cycle through all five filter types (None, Sub, Up, Average,
     Paeth), encoded here from the PNG spec (Pillow's encoder never picks Average)."""
