@@ -28,6 +28,23 @@ from fcnseg.host.package import JSON_NAME, NPZ_NAME, sha256_file
 Meta = dict[str, Any]
 
 
+def segment_refuses(args: list[str], capsys: Any, out: Path, *needles: str) -> str:
+    """Run ``fcnseg segment ARGS -o OUT`` and check that it refused the package the way users
+    are promised: exit 2, one ``fcnseg: error:`` line holding every needle, and no output
+    folder (nothing was done first). Returns the line."""
+    from fcnseg.cli import main
+
+    code = main(["segment", *args, "-o", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("fcnseg: error: "), err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    assert not out.exists(), "work was done before the package was refused"
+    return lines[0]
+
+
 def copy_package(src: Path, dst: Path) -> Path:
     """A copy of the package folder ``src`` at ``dst`` (to tamper with)."""
     shutil.copytree(src, dst)

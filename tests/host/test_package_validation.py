@@ -21,7 +21,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fcnseg.cli import main
 from fcnseg.errors import UserError
 from fcnseg.host.package import NPZ_NAME, Layer, load_package
 from fcnseg.host.sim.engine import SimEngine
@@ -35,6 +34,7 @@ from tests.helpers.tamper import (
     npy_bytes,
     read_array,
     read_meta,
+    segment_refuses,
     tamper,
     write_npz_member,
 )
@@ -276,15 +276,7 @@ def test_load_refuses(copy: Path, edit, needles) -> None:
 @pytest.mark.parametrize("edit,needles", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
 def test_cli_refuses(copy: Path, photo: Path, tmp_path: Path, capsys, edit, needles) -> None:
     edit(copy)
-    out = tmp_path / "out"
-    code = main(["segment", str(photo), "--package", str(copy), "-o", str(out)])
-    err = capsys.readouterr().err
-    assert code == 2, err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("fcnseg: error: "), err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    assert not out.exists(), "work was done before the package was refused"
+    segment_refuses([str(photo), "--package", str(copy)], capsys, tmp_path / "out", *needles)
 
 
 # ---- boundaries ----------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from fcnseg.cli import main
 from fcnseg.host.package import JSON_NAME, NPZ_NAME, load_package, write_package
 from tests.helpers.images import image
 from tests.helpers.packages import tiny_package
+from tests.helpers.tamper import segment_refuses
 
 
 @pytest.fixture(scope="module")
@@ -40,25 +41,13 @@ def _copy(package_dir: Path, tmp_path: Path) -> Path:
     return copy
 
 
-def _refused(args: list[str], capsys, out: Path, *needles: str) -> str:
-    code = main(["segment", *args, "-o", str(out)])
-    err = capsys.readouterr().err
-    assert code == 2, err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("fcnseg: error: "), err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    assert not out.exists(), "work was done before the package was refused"
-    return lines[0]
-
-
 def test_changed_byte_in_npz(package_dir, photo, tmp_path, capsys) -> None:
     copy = _copy(package_dir, tmp_path)
     data = bytearray((copy / NPZ_NAME).read_bytes())
     data[len(data) // 2] ^= 0x01
     (copy / NPZ_NAME).write_bytes(bytes(data))
     args = [str(photo), "--package", str(copy)]
-    _refused(args, capsys, tmp_path / "out", NPZ_NAME, "damaged")
+    segment_refuses(args, capsys, tmp_path / "out", NPZ_NAME, "damaged")
 
 
 @pytest.mark.parametrize("name", [NPZ_NAME, "hw_graph.onnx", JSON_NAME])
@@ -66,7 +55,7 @@ def test_missing_file(package_dir, photo, tmp_path, capsys, name) -> None:
     copy = _copy(package_dir, tmp_path)
     (copy / name).unlink()
     args = [str(photo), "--package", str(copy)]
-    _refused(args, capsys, tmp_path / "out", str(copy))
+    segment_refuses(args, capsys, tmp_path / "out", str(copy))
 
 
 def test_newer_format_version(package_dir, photo, tmp_path, capsys) -> None:
@@ -75,15 +64,15 @@ def test_newer_format_version(package_dir, photo, tmp_path, capsys) -> None:
     meta["format_version"] += 1
     (copy / JSON_NAME).write_text(json.dumps(meta))
     args = [str(photo), "--package", str(copy)]
-    _refused(args, capsys, tmp_path / "out", "newer", "upgrade fcnseg")
+    segment_refuses(args, capsys, tmp_path / "out", "newer", "upgrade fcnseg")
 
 
 def test_package_for_another_board(package_dir, photo, tmp_path, capsys, monkeypatch) -> None:
     args = [str(photo), "--package", str(package_dir)]
-    _refused([*args, "--board", "zcu104"], capsys, tmp_path / "o1", "pynq-z2", "zcu104")
+    segment_refuses([*args, "--board", "zcu104"], capsys, tmp_path / "o1", "pynq-z2", "zcu104")
     # on a PYNQ image the board is known: a ZCU104 refuses a Pynq-Z2 package before pynq loads
     monkeypatch.setenv("BOARD", "ZCU104")
-    _refused([*args, "--backend", "pynq"], capsys, tmp_path / "o2", "built for pynq-z2")
+    segment_refuses([*args, "--backend", "pynq"], capsys, tmp_path / "o2", "built for pynq-z2")
     # the right board (spelt as PYNQ spells it) and the simulator are fine
     assert main(["segment", *args, "--board", "Pynq-Z2", "-o", str(tmp_path / "o3")]) == 0
     assert main(["segment", *args, "-o", str(tmp_path / "o4")]) == 0
@@ -133,9 +122,9 @@ def test_bitfile_settings_disagree_with_package(package_dir, photo, tmp_path, ca
         },
     )
     args = [str(photo), "--package", str(board), "--backend", "pynq"]
-    _refused(args, capsys, tmp_path / "out", "oshape_normal", "does not match")
+    segment_refuses(args, capsys, tmp_path / "out", "oshape_normal", "does not match")
 
 
 def test_without_bitfile_pynq_says_what_to_do(package_dir, photo, tmp_path, capsys) -> None:
     args = [str(photo), "--package", str(package_dir), "--backend", "pynq"]
-    _refused(args, capsys, tmp_path / "out", "without Vivado", "--backend sim")
+    segment_refuses(args, capsys, tmp_path / "out", "without Vivado", "--backend sim")
