@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Run the generated HLS/RTL hardware and compare it with the simulator.",
     ),
     "segment": ("fcnseg.host.cli:segment", "Segment images with a deployment package."),
+    "video": ("fcnseg.host.video.cli:video", "Segment a video file, image sequence or camera."),
     "bench": ("fcnseg.benchmarks.cli:bench", "Run the benchmark suite."),
 }
 
@@ -42,6 +43,7 @@ COMMAND_EXTRAS: dict[str, str] = {
     "eval": "train",
     "compile": "compile",
     "upgrade": "compile",
+    "video": "video",
 }
 
 #: top-level module -> (extras that provide it, the distribution to name); modules a command
@@ -57,6 +59,7 @@ MODULE_EXTRAS: dict[str, tuple[tuple[str, ...], str]] = {
     "qonnx": (("train", "compile"), "qonnx"),
     "finn": (("compile",), "finn-plus"),
     "pynq": (("board",), "pynq"),
+    "av": (("video",), "av"),
 }
 
 #: what to add to the install line, per extra

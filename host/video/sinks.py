@@ -1,0 +1,208 @@
+"""Where a video run's results go: the overlay video, per-frame masks, per-frame class areas.
+
+Each sink takes the frames in order (:meth:`Sink.add`) and is closed once (:meth:`Sink.close`);
+``close(complete=False)`` after a broken input, a camera that went away or Ctrl-C still
+finalises what was written, so **an output always holds every frame finished before the run
+ended** and is valid (a video is flushed and its container closed: it plays, and reopening it
+counts those frames):
+
+- :class:`VideoSink`: the overlay encoded with PyAV into a temporary next to ``OUT``
+  (``.OUT.<owner>.<random>.tmp.mp4``, :func:`fcnseg.atomic.owned_temp`, the suffix kept so the
+  container follows it) and renamed onto ``OUT`` at the end. The codec follows the suffix
+  (:data:`CODECS`); frames keep their times (a camera's dropped frames leave gaps in time,
+  not a faster video).
+- :class:`MaskSink`: ``DIR/frame_000000.png``, ... (the source's frame index), each the same
+  palette PNG ``fcnseg segment`` writes for that frame as an image, each written atomically,
+  and ``DIR/classes.json`` first.
+- :class:`AreasSink`: one JSON file (written atomically at the end): the classes and, per frame,
+  its index, time and pixels per class.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fcnseg.atomic import atomic_write_text, file_mode, owned_temp
+from fcnseg.errors import UserError
+from fcnseg.host.video.sources import resized
+
+
+@dataclass(frozen=True)
+class Codec:
+    """An FFmpeg encoder for a container, its pixel format and options; ``odd_pix_fmt`` for
+    frames of odd width or height (4:2:0 needs both even)."""
+
+    name: str
+    pix_fmt: str
+    odd_pix_fmt: str
+    options: tuple[tuple[str, str], ...] = ()
+
+
+#: Output suffix -> its encoder. H.264 at "veryfast" keeps up on an ARM core for small frames;
+#: FFV1 (lossless) in Matroska, so an overlay video can be compared pixel for pixel.
+CODECS: dict[str, Codec] = {
+    ".mp4": Codec("libx264", "yuv420p", "yuv444p", (("preset", "veryfast"), ("crf", "20"))),
+    ".mov": Codec("libx264", "yuv420p", "yuv444p", (("preset", "veryfast"), ("crf", "20"))),
+    ".mkv": Codec("ffv1", "bgr0", "bgr0"),
+    ".avi": Codec("mjpeg", "yuvj420p", "yuvj444p", (("q", "3"),)),
+    ".webm": Codec("libvpx-vp9", "yuv420p", "yuv444p", (("deadline", "realtime"),)),
+}
+#: Mask file name of frame ``index`` in ``--masks DIR``.
+MASK_NAME = "frame_{index:06d}.png"
+
+
+@dataclass
+class Finished:
+    """One frame as the sinks get it: the source frame's index and time, the RGB it was
+    segmented at, the labels and the overlay picture (None if no sink wants one)."""
+
+    index: int
+    time_s: float
+    labels: np.ndarray
+    picture: np.ndarray | None = None
+
+
+class Sink:
+    """Takes finished frames in order; closed once, finalising what it has (module docstring)."""
+
+    path: Path
+    frames: int = 0
+
+    def add(self, frame: Finished) -> None:
+        raise NotImplementedError
+
+    def close(self, complete: bool = True) -> None:
+        """Finalise the output (also when ``complete`` is False: the run ended early)."""
+
+
+def video_codec(path: Path) -> Codec:
+    """The encoder of ``path``'s suffix, or one line listing the ones there are."""
+    codec = CODECS.get(path.suffix.lower())
+    if codec is None:
+        known = ", ".join(CODECS)
+        raise UserError(f"{path}: output videos end in {known}, got {path.suffix or 'none'!r}")
+    return codec
+
+
+class VideoSink(Sink):
+    """The overlay as a video file, encoded as frames arrive (module docstring)."""
+
+    def __init__(self, path: Path, fps: Fraction) -> None:
+        from fcnseg.host.video.library import import_av
+
+        self.av = import_av()
+        self.path, self.fps, self.codec = Path(path), Fraction(fps), video_codec(Path(path))
+        self.tmp: str | None = None
+        self.container: Any = None
+        self.stream: Any = None
+        self.last_pts = -1
+
+    def _open(self, width: int, height: int) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = owned_temp(self.path, keep_suffix=True)
+        self.container = self.av.open(self.tmp, "w")
+        odd = width % 2 or height % 2
+        stream = self.container.add_stream(self.codec.name, rate=self.fps)
+        stream.width, stream.height = width, height
+        stream.pix_fmt = self.codec.odd_pix_fmt if odd else self.codec.pix_fmt
+        stream.options = dict(self.codec.options)
+        self.stream = stream
+
+    def add(self, frame: Finished) -> None:
+        picture = frame.picture
+        assert picture is not None
+        if self.container is None:
+            self._open(picture.shape[1], picture.shape[0])
+        elif picture.shape[:2] != (self.stream.height, self.stream.width):
+            # an image sequence of mixed sizes: the video keeps its first frame's size
+            picture = resized(picture, (self.stream.width, self.stream.height))
+        video = self.av.VideoFrame.from_ndarray(np.ascontiguousarray(picture), format="rgb24")
+        # the frame's own time, on the output's clock; strictly increasing
+        pts = max(self.last_pts + 1, round(frame.time_s * self.fps))
+        video.pts, self.last_pts = pts, pts
+        for packet in self.stream.encode(video):
+            self.container.mux(packet)
+        self.frames += 1
+
+    def close(self, complete: bool = True) -> None:
+        if self.container is None:
+            return
+        container, self.container = self.container, None
+        try:
+            for packet in self.stream.encode(None):  # flush the encoder's delayed frames
+                container.mux(packet)
+            container.close()
+            assert self.tmp is not None
+            os.chmod(self.tmp, file_mode())
+            os.replace(self.tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                container.close()
+            with contextlib.suppress(OSError):
+                os.unlink(self.tmp or "")
+            raise
+
+
+class MaskSink(Sink):
+    """One mask PNG per frame in a folder, as ``fcnseg segment`` writes them (module
+    docstring)."""
+
+    def __init__(self, folder: Path, palette: np.ndarray, table: Any, package: str | None) -> None:
+        from fcnseg.host.images import write_classes_json
+
+        self.path, self.palette, self.table = Path(folder), palette, table
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            write_classes_json(self.path, table, package=package)
+        except OSError as error:
+            raise UserError(
+                f"{self.path}: cannot write masks ({error.strerror or error})"
+            ) from None
+
+    def add(self, frame: Finished) -> None:
+        from fcnseg.host.images import save_mask
+
+        save_mask(self.path / MASK_NAME.format(index=frame.index), frame.labels, self.palette,
+                  self.table)  # fmt: skip
+        self.frames += 1
+
+
+class AreasSink(Sink):
+    """Pixels per class of every frame, one JSON file written at the end (module docstring)."""
+
+    def __init__(self, path: Path, classes: list[str], source: str, fps: Fraction) -> None:
+        self.path, self.classes = Path(path), list(classes)
+        self.document: dict[str, Any] = {
+            "input": source,
+            "fps": float(fps),
+            "classes": self.classes,
+            "complete": False,
+            "frames": [],
+        }
+
+    def add(self, frame: Finished) -> None:
+        pixels = np.bincount(frame.labels.ravel(), minlength=len(self.classes))
+        self.document["frames"].append(
+            {
+                "index": frame.index,
+                "time_s": round(frame.time_s, 6),
+                "size": [int(frame.labels.shape[1]), int(frame.labels.shape[0])],
+                "pixels": [int(v) for v in pixels],
+            }
+        )
+        self.frames += 1
+
+    def close(self, complete: bool = True) -> None:
+        self.document["complete"] = complete
+        try:
+            atomic_write_text(self.path, json.dumps(self.document, indent=1) + "\n")
+        except OSError as error:
+            raise UserError(f"{self.path}: cannot write ({error.strerror or error})") from None
