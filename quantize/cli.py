@@ -229,6 +229,39 @@ PACKAGE_FLAGS = {"shift_stitch": "--shift-stitch", "overlap": "--overlap"}
     show_default=True,
     help="torch threads for --checkpoint.",
 )
+@click.option(
+    "--local-workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Package only: score on a Dask cluster of N worker processes on this machine (one "
+    "accelerator each); the same confusion matrix as here. Needs fcnseg[cluster].",
+)
+@click.option(
+    "--scheduler",
+    default=None,
+    metavar="ADDRESS",
+    help="Package only: score on the Dask cluster at ADDRESS (workers: `dask worker ADDRESS "
+    "--nthreads 1 --resources FPGA=1`, each seeing the package and the dataset at the same "
+    "paths). Needs fcnseg[cluster].",
+)
+@click.option(
+    "--tls-ca-file",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="With a tls:// --scheduler: the CA that signed the cluster's certificates.",
+)
+@click.option(
+    "--tls-cert",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="With a tls:// --scheduler: this client's certificate.",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="With a tls:// --scheduler: this client's private key.",
+)
 def evaluate(
     checkpoint: Path | None,
     package: Path | None,
@@ -243,11 +276,14 @@ def evaluate(
     json_path: Path | None,
     backend: str,
     threads: int,
+    **cluster: Any,
 ) -> None:
     """Print the FCN metrics (pixel acc., mean acc., mean IU, f.w. IU) of a model on a dataset.
 
     Without --checkpoint or --package it scores the shipped deployment package, as `fcnseg
     segment` uses it. --shift-stitch and --overlap measure what the host's options cost or buy.
+    --local-workers / --scheduler score a package on a Dask cluster, each worker with its own
+    accelerator: the confusion matrix (in --json) is the one a local run computes.
     """
     import importlib
 
@@ -260,6 +296,7 @@ def evaluate(
             "--shift-stitch and --overlap are options of the host's tiling: they apply to "
             "--package (a checkpoint runs each whole image in one pass)"
         )
+    farm = _cluster_options(checkpoint, cluster)
     with quiet_warnings():
         if checkpoint is not None:  # needs torch: a missing extra is said before data is read
             importlib.import_module("fcnseg.quantize.evaluate")
@@ -269,11 +306,38 @@ def evaluate(
             options: dict[str, Any] = {}
         else:
             options = {"shift_stitch": int(shift_stitch or 1), "overlap": overlap}
-            result, source = _evaluate_package(package, dataset, limit, backend, options)
+            where = {"data": data, "split": split, "size": tuple(size), "length": length}
+            result, source = _evaluate_package(
+                package, dataset, limit, backend, options, farm=farm and {**farm, **where}
+            )
     click.echo(
         f"{source} on {data} [{split}], {result['images']} images, {result['pixels']} pixels"
     )
     _print_and_save(result, dataset, per_class, json_path, source, data, split, options)
+
+
+def _cluster_options(checkpoint: Path | None, cluster: dict[str, Any]) -> dict[str, Any]:
+    """The cluster to score on (``local_workers``, ``scheduler``, ``security``), or {} for this
+    process; a combination that cannot work is one line (before any data is read)."""
+    local_workers, scheduler = cluster["local_workers"], cluster["scheduler"]
+    if local_workers is None and scheduler is None:
+        given = [f"--{k.replace('_', '-')}" for k in ("tls_ca_file", "tls_cert", "tls_key")
+                 if cluster[k]]  # fmt: skip
+        if given:
+            raise UserError(f"{', '.join(given)}: only for a tls:// --scheduler")
+        return {}
+    if local_workers is not None and scheduler is not None:
+        raise UserError("--local-workers and --scheduler exclude each other: choose one cluster")
+    if checkpoint is not None:
+        flag = "--local-workers" if local_workers is not None else "--scheduler"
+        raise UserError(
+            f"{flag} scores a --package on a cluster (each worker's accelerator); a "
+            "--checkpoint is scored here, with torch"
+        )
+    from fcnseg.host.farm.client import security_of
+
+    security = security_of(scheduler, cluster)
+    return {"local_workers": local_workers, "scheduler": scheduler, "security": security}
 
 
 def _open_eval_dataset(
@@ -351,10 +415,15 @@ def _evaluate_package(
     limit: int | None,
     backend: str,
     options: dict[str, Any],
+    *,
+    farm: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], str]:
     """Score a deployment package through the host runtime (numpy only with the sim backend).
 
     ``package`` None is the shipped default package; ``options`` are Segmenter tiling options.
+    With ``farm`` (:func:`_cluster_options` and the dataset's spec) the images are scored on
+    the cluster (:mod:`fcnseg.quantize.farm_eval`); this process only checks the package (on
+    the simulator: the client need not be a board) and adds the workers' matrices up.
     """
     from tqdm import tqdm
 
@@ -364,7 +433,7 @@ def _evaluate_package(
     from fcnseg.quantize.metrics import ConfusionMatrix
 
     try:
-        segmenter = Segmenter.load(package, backend=backend, **options)
+        segmenter = Segmenter.load(package, backend="sim" if farm else backend, **options)
     except ParameterError as error:
         raise UserError(error.spelled(PACKAGE_FLAGS)) from error
     name = str(package) if package is not None else str(segmenter.package.path)
@@ -376,17 +445,72 @@ def _evaluate_package(
         )
     count = len(dataset) if limit is None else min(limit, len(dataset))
     matrix = ConfusionMatrix(len(dataset.classes))
-    bar = tqdm(range(count), desc="eval", unit="img", leave=False, disable=not progress_wanted())
-    for index in bar:
-        image, label = dataset[index]
-        matrix.update(label, segmenter(image))
+    if farm:
+        _score_on_cluster(matrix, package, backend, options, farm, count)
+    else:
+        bar = tqdm(
+            range(count), desc="eval", unit="img", leave=False, disable=not progress_wanted()
+        )
+        for index in bar:
+            image, label = dataset[index]
+            matrix.update(label, segmenter(image))
     result = matrix.scores()
     result["images"] = count
     result["pixels"] = int(matrix.matrix.sum())
+    result["confusion"] = matrix.matrix.tolist()
     tiling = ", ".join(
         f"{PACKAGE_FLAGS[k]} {v}" for k, v in options.items() if v is not None and v != 1
     )
     return result, f"{name} ({kind}, {backend} backend{', ' + tiling if tiling else ''})"
+
+
+def _score_on_cluster(
+    matrix: Any,
+    package: Path | None,
+    backend: str,
+    options: dict[str, Any],
+    farm: dict[str, Any],
+    count: int,
+) -> None:
+    """Add the cluster's confusion matrix of images ``0 .. count-1`` to ``matrix`` and say each
+    worker's share; Ctrl-C is exit 130 (what has not started is cancelled)."""
+    import os
+
+    from fcnseg.quantize.console import progress_wanted
+    from fcnseg.quantize.farm_eval import EvalSpec, absolute_data, evaluate_on_cluster
+
+    spec = EvalSpec(
+        package=os.path.abspath(package) if package is not None else None,
+        backend=backend,
+        data=absolute_data(farm["data"]),
+        split=farm["split"],
+        size=farm["size"],
+        length=farm["length"],
+        shift_stitch=options["shift_stitch"],
+        overlap=options["overlap"],
+    )
+
+    def say(line: str) -> None:
+        click.echo(line, err=True)
+
+    try:
+        score = evaluate_on_cluster(
+            spec,
+            count,
+            matrix.num_classes,
+            local_workers=farm["local_workers"],
+            scheduler=farm["scheduler"],
+            security=farm["security"],
+            say=say,
+            progress=progress_wanted(),
+        )
+    except KeyboardInterrupt:
+        click.echo("fcnseg: eval interrupted: no metrics (the cluster's tasks were cancelled)",
+                   err=True)  # fmt: skip
+        raise SystemExit(130) from None
+    matrix.matrix += score.matrix
+    for line in score.shares():
+        say(line)
 
 
 @click.command("export")

@@ -20,7 +20,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -152,24 +152,80 @@ def run_farm(
     """Run ``jobs`` on a cluster (module docstring), filling ``batch.summary``. Ctrl-C cancels
     the tasks and propagates; a full disk on a worker stops the batch."""
     start = time.perf_counter()
-    tls = (options.get("tls_ca_file"), options.get("tls_cert"), options.get("tls_key"))
-    security = client_security(scheduler, *tls)  # before any output: a refusal is exit 2
+    security = security_of(scheduler, options)  # before any output: a refusal is exit 2
     try:
         todo = batch.prepare(jobs, overwrite=options["overwrite"])
         if not todo:
             return
         spec = farm_spec(batch, options)
-        with _interrupt_flag() as interrupted:
-            with connect(local_workers, scheduler, batch.say, security) as client:
-                if interrupted.is_set():  # during the cluster's start
-                    raise KeyboardInterrupt
-                if "dashboard" in client.scheduler_info().get("services", {}):
-                    batch.say(f"fcnseg: dashboard: {client.dashboard_link}")
-                _run_tasks(client, batch, spec, todo, interrupted)
+        with session(local_workers, scheduler, batch.say, security) as (client, interrupted):
+            _run_tasks(client, batch, spec, todo, interrupted)
     finally:
         batch.summary.seconds = time.perf_counter() - start
     for line in shares(batch.summary.records):
         batch.say(line)
+
+
+def security_of(scheduler: str | None, options: dict[str, Any]) -> Any:
+    """The ``distributed.Security`` of the ``tls_ca_file``/``tls_cert``/``tls_key`` options
+    (:func:`~fcnseg.host.farm.security.client_security`): None for ``tcp://``, a one-line
+    :class:`UserError` for a combination that cannot work."""
+    tls = (options.get("tls_ca_file"), options.get("tls_cert"), options.get("tls_key"))
+    return client_security(scheduler, *tls)
+
+
+@contextmanager
+def session(
+    local_workers: int | None, scheduler: str | None, say: Any, security: Any = None
+) -> Iterator[tuple[Any, threading.Event]]:
+    """A connected client (:func:`connect`) and the Ctrl-C flag (:func:`_interrupt_flag`) of
+    one farm run, the dashboard link said when there is one; a Ctrl-C during the cluster's
+    start is a KeyboardInterrupt at once."""
+    with _interrupt_flag() as interrupted:
+        with connect(local_workers, scheduler, say, security) as client:
+            if interrupted.is_set():  # during the cluster's start
+                raise KeyboardInterrupt
+            if "dashboard" in client.scheduler_info().get("services", {}):
+                say(f"fcnseg: dashboard: {client.dashboard_link}")
+            yield client, interrupted
+
+
+def fpga_workers(client: Any) -> int:
+    """How many workers of the cluster own an accelerator (the ``FPGA`` resource)."""
+    workers = client.scheduler_info().get("workers", {})
+    return sum(1 for w in workers.values() if w.get("resources", {}).get(RESOURCE))
+
+
+def each_result(
+    client: Any, futures: list[Any], interrupted: threading.Event
+) -> Iterator[tuple[Any, Any]]:
+    """``(future, result)`` of each of ``futures`` as it finishes (``result`` the exception
+    and traceback if it failed: ``future.status == "error"``), each once; a Ctrl-C
+    (``interrupted``) is a KeyboardInterrupt raised between results, after those already
+    finished were yielded. What has not finished is cancelled when the iteration ends, however
+    it ends.
+
+    Results are fetched as soon as a task finishes (``with_results``): a result still held on
+    a worker when that worker dies would be computed again. Ctrl-C is taken as a flag and acted
+    on here, not inside distributed's calls (a KeyboardInterrupt inside ``Client`` calls leaves
+    a logged traceback behind).
+    """
+    from distributed import as_completed
+
+    pending = {future.key: future for future in futures}
+    try:
+        results = as_completed(list(futures), with_results=True, raise_errors=False)
+        while pending:
+            ready = results.next_batch(block=False)
+            for future, result in ready:
+                if pending.pop(future.key, None) is not None:
+                    yield future, result
+            if interrupted.is_set():
+                raise KeyboardInterrupt
+            if not ready:
+                interrupted.wait(POLL_S)
+    finally:
+        client.cancel(list(pending.values()))
 
 
 def shares(records: list[ImageRecord]) -> list[str]:
@@ -198,23 +254,16 @@ def _run_tasks(
     todo: list[tuple[Job, ImageRecord]],
     interrupted: threading.Event,
 ) -> None:
-    """Register the plugin, submit one task per image, merge each record as it comes back.
-
-    Results are fetched as soon as a task finishes (``with_results``) and each future is
-    dropped once merged: a result still held on a worker when that worker dies would be
-    computed again (and then find its own mask: ``another-run``). Ctrl-C is taken as a flag
-    (:func:`_interrupt_flag`) and acted on here, between results, not inside distributed's
-    calls (a KeyboardInterrupt inside ``Client`` calls leaves a logged traceback behind).
-    """
-    from distributed import as_completed
-
+    """Register the plugin, submit one task per image, merge each record as it comes back
+    (:func:`each_result`: fetched at once, each future dropped once merged)."""
     from fcnseg.host.farm.worker import PLUGIN, FarmPlugin, segment_one
 
     client.register_plugin(FarmPlugin(spec), name=PLUGIN)
     token = f"{os.getpid()}-{time.time_ns()}"
-    pending: dict[str, tuple[Any, ImageRecord]] = {}
+    records: dict[str, ImageRecord] = {}
     per_worker: dict[str, int] = {}  # worker port -> images done, for the progress bar
     try:
+        futures = []
         for k, (job, record) in enumerate(todo):
             future = client.submit(
                 segment_one,
@@ -225,24 +274,16 @@ def _run_tasks(
                 retries=RETRIES,
                 pure=False,
             )
-            pending[future.key] = (future, record)
-        results = as_completed(
-            [f for f, _ in pending.values()], with_results=True, raise_errors=False
-        )
-        while pending:
-            ready = results.next_batch(block=False)
-            for future, result in ready:
-                record = pending.pop(future.key)[1]
+            futures.append(future)
+            records[future.key] = record
+        with closing(each_result(client, futures, interrupted)) as results:
+            for future, result in results:  # closed (the rest cancelled) before unregistering
+                record = records.pop(future.key)
                 stop = _merge(client, batch, record, future, result)
                 _count(batch, record, per_worker)
                 if stop is not None:
                     return
-            if interrupted.is_set():  # after merging what had finished: the summary has it
-                raise KeyboardInterrupt
-            if not ready:
-                interrupted.wait(POLL_S)
     finally:
-        client.cancel([f for f, _ in pending.values()])
         client.unregister_worker_plugin(PLUGIN)
 
 

@@ -7,6 +7,8 @@ the batch's :class:`~fcnseg.host.batch.Batch` (absolute paths: workers may run i
 :class:`FarmPlugin` builds it in ``setup`` (the Segmenter opened on the worker's backend: the
 board's overlay, or the simulator) and closes it in ``teardown``; :func:`segment_one` runs
 :meth:`Batch.one` on it and returns the image's record, never raising for a failed image.
+:class:`OpenOnce` is that plugin for any spec with an ``open()`` (``fcnseg eval`` on a cluster
+opens its Segmenter and dataset with it: :mod:`fcnseg.quantize.farm_eval`).
 """
 
 from __future__ import annotations
@@ -104,23 +106,25 @@ class TaskResult:
     lines: list[str] = field(default_factory=list)  #: notes the worker said, for the client
 
 
-class FarmPlugin(WorkerPlugin):
-    """Opens the batch's accelerator once per worker (:meth:`setup`) and closes it at the end.
+class OpenOnce(WorkerPlugin):
+    """Opens what a farm's tasks work with once per worker (:meth:`setup`: ``spec.open()``, the
+    accelerator opened on the worker's backend) and closes its accelerator at the end
+    (:meth:`teardown`). ``spec`` is any picklable object with an ``open()`` method: a
+    :class:`FarmSpec` (``fcnseg segment``), or an evaluation's
+    (:class:`fcnseg.quantize.farm_eval.EvalSpec`). Tasks get it with :func:`opened`.
 
     A worker that cannot open it (the package is not on its storage, no board) keeps the one
     line, and its tasks fail with it; the client sees which worker said so.
     """
 
-    name = PLUGIN
-
-    def __init__(self, spec: FarmSpec) -> None:
-        self.spec = spec
-        self.batch: Batch | None = None
+    def __init__(self, spec: Any, name: str) -> None:
+        self.spec, self.name = spec, name
+        self.opened: Any = None
         self.error: str | None = None
 
     def setup(self, worker: Any) -> None:
         try:
-            self.batch = self.spec.open()
+            self.opened = self.spec.open()
         except ParameterError as error:
             from fcnseg.host.cli import FLAGS
 
@@ -131,11 +135,32 @@ class FarmPlugin(WorkerPlugin):
             self.error = f"{type(error).__name__}: {error}"
 
     def teardown(self, worker: Any) -> None:
-        engine = getattr(getattr(self.batch, "seg", None), "engine", None)
+        engine = getattr(getattr(self.opened, "seg", None), "engine", None)
         close = getattr(engine, "close", None)
         if callable(close):
             close()
-        self.batch = None
+        self.opened = None
+
+
+class FarmPlugin(OpenOnce):
+    """The plugin of an ``fcnseg segment`` batch: opens its :class:`Batch` once per worker."""
+
+    def __init__(self, spec: FarmSpec) -> None:
+        super().__init__(spec, PLUGIN)
+
+    @property
+    def batch(self) -> Batch | None:
+        """The batch opened on this worker, or None (then :attr:`error` says why)."""
+        return self.opened
+
+
+def opened(name: str) -> tuple[Any, Any, str]:
+    """In a task: ``(this worker, what plugin `name` opened or None, why not)``."""
+    worker = get_worker()
+    plugin = worker.plugins.get(name)
+    thing = getattr(plugin, "opened", None)
+    reason = getattr(plugin, "error", None) or f"the {name} plugin is not set up"
+    return worker, thing, reason
 
 
 class LocalWorker(WorkerPlugin):
@@ -163,12 +188,9 @@ def segment_one(job: Job, record: ImageRecord) -> TaskResult:
     itself makes Dask run this again elsewhere, and then the claim and the existing-mask checks
     of :meth:`Batch.one` keep the image from being written twice.
     """
-    worker = get_worker()
+    worker, batch, reason = opened(PLUGIN)
     record.worker = worker.address
-    plugin = worker.plugins.get(PLUGIN)
-    batch = getattr(plugin, "batch", None)
     if batch is None:
-        reason = getattr(plugin, "error", None) or "the fcnseg farm plugin is not set up"
         return _failed(record, f"{job.source}: worker {worker.address}: {reason}")
     start = time.perf_counter()
     stopped = None

@@ -96,3 +96,62 @@ def board_tiles(dask_worker: Any) -> int:
     """Tiles this worker's emulated board has run (for ``client.run``)."""
     plugin = dask_worker.plugins.get(EmulatedBoard.name)
     return int(plugin.device.stats["tiles"]) if plugin and plugin.device else 0
+
+
+def classes_package(folder: Path, classes: int, seed: int = 0) -> Path:
+    """A real package for an 8x8 tile with ``classes`` scores (the layers of
+    :func:`tests.helpers.packages.make_layers`): one a dataset of that many classes can be
+    scored with."""
+    import numpy as np
+
+    from fcnseg.host.package import write_package
+    from tests.helpers.packages import make_layers
+
+    io = {
+        "input": {"name": "x", "dtype": "UINT8", "shape": [1, 8, 8, 3], "layout": "NHWC"},
+        "output": {
+            "name": "y",
+            "dtype": "INT16",
+            "shape": [1, 4, 4, classes],
+            "layout": "NHWC",
+            "scale": [0.5] * classes,
+            "bias": np.linspace(-1, 1, classes).tolist(),
+        },
+    }
+    card = {
+        "name": f"toy{classes}",
+        "arch": "toy",
+        "classes": [f"class{i}" for i in range(classes)],
+        "palette": [[i, i, i] for i in range(classes)],
+        "tile": [8, 8],
+        "output_stride": 2,
+        "receptive_field": 4,
+        "normalisation": "x/255",
+    }
+    layers = make_layers(classes=classes, rng=np.random.default_rng(seed))
+    return write_package(folder, model_card=card, io=io, layers=layers, board="pynq-z2")
+
+
+def voc_folder(root: Path, split: str, count: int, seed: int = 1) -> Path:
+    """A VOC2012 folder (JPEGImages/, SegmentationClass/ palette PNGs, ImageSets/) of ``count``
+    small images of sizes 12..40 px, labels of the 21 classes with a void (255) first row."""
+    import numpy as np
+    from PIL import Image
+
+    from fcnseg.quantize.data.palette import voc_palette
+
+    rng = np.random.default_rng(seed)
+    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    names = [f"2008_{split}{i:04d}" for i in range(count)]
+    (root / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("\n".join(names) + "\n")
+    for name in names:
+        h, w = int(rng.integers(12, 40)), int(rng.integers(12, 40))
+        label = rng.integers(0, 21, size=(h, w), dtype=np.uint8)
+        label[0] = 255
+        png = Image.fromarray(label, mode="P")
+        png.putpalette(voc_palette().ravel().tolist())
+        png.save(root / "SegmentationClass" / f"{name}.png")
+        rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        Image.fromarray(rgb).save(root / "JPEGImages" / f"{name}.jpg")
+    return root
