@@ -18,6 +18,14 @@ Keys (JSON name = attribute name)::
                      derive it from ``model_config.depths`` (one 2x2/2 pool per stage)
     receptive_field  int >= 1: pixels (per axis) one score cell sees; None = unknown
     palette          [[r, g, b]] 0..255, at least one colour per class
+    task             "segmentation" (the default when missing, and then not written back:
+                     cards from before the key round-trip unchanged) | "classification"
+    window           int: the classifier's input side in pixels (224 for a 224x224 net): one
+                     score cell is the classifier on the window x window crop at its origin;
+                     required for classification and refused for segmentation; at least
+                     net_stride (a window that does not move is no classifier slid over an
+                     image), at most the tile's shorter side (a tile holds at least one crop),
+                     and at least receptive_field (a cell sees nothing outside its crop)
     output_scale     [float], output_bias [float]: logits = q * scale + bias (1 or C entries;
                      exports only: a package carries them in ``io.output``)
     arch, quantized, model_config, source_checkpoint {file, sha256}, format "fcnseg-model/1"
@@ -51,6 +59,12 @@ CARD_FORMAT = "fcnseg-model/1"
 CARD_FILE = "model.json"
 #: the longest class name a card may hold (legends and PNG text chunks carry every name)
 MAX_CLASS_NAME = 200
+#: what a package's score map means: per-pixel classes, or a classifier slid over the image
+TASKS = ("segmentation", "classification")
+#: the task of a card without the key (every card written before it existed)
+DEFAULT_TASK = "segmentation"
+#: the command a package of each task is for (named when one is refused by the other)
+TASK_COMMANDS = {"segmentation": "fcnseg segment", "classification": "fcnseg classify"}
 
 
 @dataclass(frozen=True)
@@ -63,6 +77,8 @@ class ModelCard:
     net_stride: int | None = None
     receptive_field: int | None = None
     palette: tuple[tuple[int, int, int], ...] | None = None
+    task: str = DEFAULT_TASK
+    window: int | None = None
     output_scale: tuple[float, ...] | None = None
     output_bias: tuple[float, ...] | None = None
     arch: str | None = None
@@ -81,6 +97,15 @@ class ModelCard:
     def source_sha256(self) -> str | None:
         """sha256 of the checkpoint the card was exported from, if it records one."""
         return (self.source_checkpoint or {}).get("sha256")
+
+    def require_task(self, task: str, where: str = "this package") -> None:
+        """Refuse, in one line naming ``where`` and the right command, a card of another task
+        (a segmentation command given a classifier's package, or the reverse)."""
+        if self.task != task:
+            raise UserError(
+                f"{where} is a {self.task} package, not a {task} one; use "
+                f"`{TASK_COMMANDS[self.task]}` with it, or give a {task} package"
+            )
 
     @classmethod
     def from_json(cls, data: Any, where: str = "model card") -> ModelCard:
@@ -108,6 +133,8 @@ class ModelCard:
         out: dict[str, Any] = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
+            if f.name == "task" and value == DEFAULT_TASK:
+                continue  # the default is not written (module docstring)
             if f.name != "extra" and value is not None:
                 out[f.name] = _plain(value)
         out.update(_plain(dict(self.extra)))
@@ -183,6 +210,8 @@ def _typed_fields(data: Mapping[str, Any], where: str) -> dict[str, Any]:
         "net_stride": net_stride,
         "receptive_field": _optional(data, "receptive_field", _positive_int, where),
         "palette": _optional(data, "palette", _palette, where),
+        "task": _optional(data, "task", _task, where) or DEFAULT_TASK,
+        "window": _optional(data, "window", _positive_int, where),
         "output_scale": _optional(data, "output_scale", _floats, where),
         "output_bias": _optional(data, "output_bias", _floats, where),
         "arch": _optional(data, "arch", _string, where),
@@ -192,7 +221,35 @@ def _typed_fields(data: Mapping[str, Any], where: str) -> dict[str, Any]:
         "format": fmt,
     }
     _check_lengths(fields, where)
+    _check_window(fields, where)
     return fields
+
+
+def _check_window(fields: Mapping[str, Any], where: str) -> None:
+    """``window``: required by classification, refused by segmentation, within its bounds."""
+    window, task = fields["window"], fields["task"]
+    if task != "classification":
+        if window is not None:
+            raise UserError(f"{where}: model card key 'window' is only for task 'classification'")
+        return
+    if window is None:
+        raise UserError(f"{where}: model card of task 'classification' lacks 'window'")
+    bounds = (
+        ("net_stride", fields["net_stride"], window < (fields["net_stride"] or 0), "at least"),
+        ("tile", fields["tile"], window > min(fields["tile"] or (window,)), "at most the side of"),
+        (
+            "receptive_field",
+            fields["receptive_field"],
+            window < (fields["receptive_field"] or 0),
+            "at least",
+        ),
+    )
+    for key, value, broken, relation in bounds:
+        if broken:
+            raise UserError(
+                f"{where}: model card key 'window' ({window}) must be {relation} {key!r} "
+                f"({_plain(value)})"
+            )
 
 
 def _check_lengths(fields: Mapping[str, Any], where: str) -> None:
@@ -235,6 +292,12 @@ def _string(value: Any, key: str, where: str) -> str:
     if not isinstance(value, str):
         raise _bad(key, where, "a string", value)
     return value
+
+
+def _task(value: Any, key: str, where: str) -> str:
+    if value not in TASKS:
+        raise _bad(key, where, " or ".join(repr(t) for t in TASKS), value)
+    return str(value)
 
 
 def _bool(value: Any, key: str, where: str) -> bool:

@@ -185,6 +185,7 @@ class Segmenter:
         from fcnseg.host.backends import open_engine
 
         pkg = resolve_package(package)
+        pkg.card.require_task("segmentation", f"package {pkg.path}")
         check_board(pkg, backend, board)
         if batch is not None:
             backend_options.setdefault("batch", batch)

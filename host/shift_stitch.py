@@ -22,7 +22,7 @@ sub-sampled map. Near the borders the two differ, because a shifted copy's own z
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -83,4 +83,31 @@ def shift_stitch(plan: ShiftPlan, run: CanvasFn, canvas: np.ndarray) -> np.ndarr
             fine = np.empty((h * f, w * f, c), dtype=coarse.dtype)
         fine[i::f, j::f] = coarse
     assert fine is not None  # f >= 1: at least one pass
+    return fine
+
+
+def interleave(plan: ShiftPlan, maps: Sequence[np.ndarray], shape: tuple[int, int]) -> np.ndarray:
+    """The fine ``(rows, cols, C)`` map of ``plan``'s passes, ``maps`` in pass order, whose
+    sizes may differ: ``fine[p f + i, q f + j] = maps[k][p, q]`` for pass ``k`` at phase
+    ``(i, j)``.
+
+    For nets without padding (a classifier slid over an image, :mod:`fcnseg.host.classify`) a
+    pass runs on the image cropped by its shift instead of moved over zeros, so it has only the
+    cells whose window lies inside the image: pass ``(i, j)`` has ``len(range(i, rows, f)) x
+    len(range(j, cols, f))`` cells, possibly none. Each map must have exactly the size of its
+    phase's sub-grid (else ``ValueError``): a cell never lands where another pass's belongs.
+    """
+    f = plan.factor
+    if len(maps) != len(plan.phases) or not maps:
+        raise ValueError(f"{len(maps)} maps for the {len(plan.phases)} passes of factor {f}")
+    rows, cols = shape
+    channels = {m.shape[2] for m in maps if m.ndim == 3}
+    if len(channels) != 1 or any(m.ndim != 3 for m in maps):
+        raise ValueError(f"maps {[m.shape for m in maps]} are not (h, w, C) with one C")
+    fine = np.empty((rows, cols, channels.pop()), dtype=np.result_type(*maps))
+    for m, (i, j) in zip(maps, plan.phases, strict=True):
+        want = (len(range(i, rows, f)), len(range(j, cols, f)))
+        if m.shape[:2] != want:
+            raise ValueError(f"pass {(i, j)} gave {m.shape[:2]} cells, its phase has {want}")
+        fine[i::f, j::f] = m
     return fine

@@ -131,6 +131,10 @@ def test_missing_required_key_is_named(key: str) -> None:
         ("quantized", "yes", "true or false"),
         ("model_config", [1, 2], "an object"),
         ("source_checkpoint", "abc", "an object"),
+        ("task", "detection", "'segmentation' or 'classification'"),
+        ("task", ["classification"], "'segmentation' or 'classification'"),
+        ("window", 0, "a positive integer"),
+        ("window", 22.5, "a positive integer"),
     ],
 )
 def test_malformed_key_is_named_in_one_line(key: str, value: Any, expected: str) -> None:
@@ -149,6 +153,54 @@ def test_malformed_key_is_named_in_one_line(key: str, value: Any, expected: str)
 )
 def test_inconsistent_cards_are_refused(change: dict[str, Any], fragment: str) -> None:
     assert fragment in _one_line_error({**MINIMAL, **change})
+
+
+#: the smallest classification card: a 224-input classifier slid at stride 32
+CLASSIFIER = {**MINIMAL, "task": "classification", "window": 224, "output_stride": 32}
+
+
+def test_task_defaults_to_segmentation_and_is_written_only_when_not_the_default() -> None:
+    assert ModelCard.from_json(MINIMAL).task == "segmentation"
+    assert ModelCard.from_json(MINIMAL).window is None
+    # the redundant default is not written back: old cards round-trip unchanged
+    assert ModelCard.from_json({**MINIMAL, "task": "segmentation"}).to_json() == MINIMAL
+    card = ModelCard.from_json(CLASSIFIER)
+    assert card.task == "classification" and card.window == 224
+    assert card.to_json() == CLASSIFIER
+    assert ModelCard.from_json(json.loads(json.dumps(card.to_json()))) == card
+
+
+@pytest.mark.parametrize(
+    ("change", "fragment"),
+    [
+        ({"window": None}, "of task 'classification' lacks 'window'"),
+        ({"task": "segmentation"}, "key 'window' is only for task 'classification'"),
+        ({"net_stride": 256}, "'window' (224) must be at least 'net_stride' (256)"),
+        ({"tile": [384, 200]}, "'window' (224) must be at most the side of 'tile' ([384, 200])"),
+        ({"receptive_field": 225}, "'window' (224) must be at least 'receptive_field' (225)"),
+    ],
+)
+def test_window_rules(change: dict[str, Any], fragment: str) -> None:
+    assert fragment in _one_line_error({**CLASSIFIER, **change})
+
+
+@pytest.mark.parametrize(
+    "change", [{"net_stride": 224}, {"tile": [224, 384]}, {"receptive_field": 224}]
+)
+def test_window_bounds_are_inclusive(change: dict[str, Any]) -> None:
+    assert ModelCard.from_json({**CLASSIFIER, **change}).window == 224
+
+
+def test_require_task_names_the_package_and_the_command() -> None:
+    ModelCard.from_json(MINIMAL).require_task("segmentation")
+    with pytest.raises(UserError) as info:
+        ModelCard.from_json(CLASSIFIER).require_task("segmentation", "package P")
+    assert str(info.value) == (
+        "package P is a classification package, not a segmentation one; use `fcnseg classify` "
+        "with it, or give a segmentation package"
+    )
+    with pytest.raises(UserError, match="use `fcnseg segment` with it"):
+        ModelCard.from_json(MINIMAL).require_task("classification")
 
 
 def test_not_an_object() -> None:
