@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -117,8 +118,11 @@ class VideoSink(Sink):
         self.stream = stream
 
     def add(self, frame: Finished) -> None:
-        picture = frame.picture
-        assert picture is not None
+        assert frame.picture is not None
+        self.add_picture(frame.picture, frame.time_s)
+
+    def add_picture(self, picture: np.ndarray, time_s: float) -> None:
+        """Encode ``picture (H, W, 3) uint8`` shown at ``time_s`` seconds."""
         if self.container is None:
             self._open(picture.shape[1], picture.shape[0])
         elif picture.shape[:2] != (self.stream.height, self.stream.width):
@@ -126,7 +130,7 @@ class VideoSink(Sink):
             picture = resized(picture, (self.stream.width, self.stream.height))
         video = self.av.VideoFrame.from_ndarray(np.ascontiguousarray(picture), format="rgb24")
         # the frame's own time, on the output's clock; strictly increasing
-        pts = max(self.last_pts + 1, round(frame.time_s * self.fps))
+        pts = max(self.last_pts + 1, round(time_s * self.fps))
         video.pts, self.last_pts = pts, pts
         for packet in self.stream.encode(video):
             self.container.mux(packet)
@@ -206,3 +210,15 @@ class AreasSink(Sink):
             atomic_write_text(self.path, json.dumps(self.document, indent=1) + "\n")
         except OSError as error:
             raise UserError(f"{self.path}: cannot write ({error.strerror or error})") from None
+
+
+def write_video(path: str | os.PathLike[str], pictures: Iterable[np.ndarray], fps: Fraction) -> int:
+    """Encode ``pictures`` as a video at ``fps`` (the codec follows the suffix; ``.mkv`` is
+    lossless); returns how many. For clips made from images (``scripts/make_clip.py``)."""
+    sink = VideoSink(Path(path), Fraction(fps))
+    try:
+        for index, picture in enumerate(pictures):
+            sink.add_picture(np.asarray(picture, dtype=np.uint8), float(index / sink.fps))
+    finally:
+        sink.close()
+    return sink.frames
