@@ -357,8 +357,15 @@ class Classifier:
             raise ParameterError("{scales} must hold at least one scale", scales=scales)
         d = self.geometry.stride if stride is None else int(stride)
         results = []
+        geo = self.geometry
         for spec in specs:
             size = scale_size(spec, *rgb.shape[:2])
+            if min(size) < geo.window:
+                h, w = rgb.shape[:2]
+                raise UserError(
+                    f"image {h}x{w} at {size[0]}x{size[1]} is smaller than the classifier's "
+                    f"{geo.window}x{geo.window} window"
+                )
             scores = self.score_map(rgb, size, d)
             logits = pool_logits(scores, self.output_scale, self.output_bias, pool)
             results.append(ScaleResult(size, scores, d, logits))
