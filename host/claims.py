@@ -5,11 +5,26 @@ Before a run works on an image it claims it: it creates ``.MASK.claim`` next to 
 with ``O_CREAT | O_EXCL`` (exactly one creator wins, also between processes and, on a network
 folder, between hosts) and writes its owner tag into it (``<host>-<pid>-<start>``, the owner of
 :mod:`fcnseg.atomic`'s temporaries). The claim goes once the mask is committed or the image has
-failed. A run that finds an image claimed leaves it to the holder, unless the claim is stale by
-the temporaries' rule (:func:`fcnseg.atomic.is_stale`): its owner is provably gone (same host,
-pid not running or running with another start time), or it cannot be told and the claim is older
-than :data:`~fcnseg.atomic.STALE_AGE_SECONDS`. An empty or unreadable claim (its creator has not
-written its tag yet) is judged by its age alone.
+failed. While it is held, a daemon thread of the holder refreshes its **heartbeat**, the claim
+file's modification time, every :data:`HEARTBEAT_SECONDS` (until the claim is released, or is
+found to be someone else's: then it stops).
+
+A run that finds an image claimed leaves it to the holder, unless the claim is stale:
+
+- its owner is provably gone (same host: pid not running, or running with another start time;
+  the rule of :func:`fcnseg.atomic.owner_gone`), whatever the heartbeat says; a live owner on
+  this host keeps its claim;
+- or its owner cannot be told from here (another host sharing the folder, or no start times)
+  and its heartbeat is older than :data:`CLAIM_STALE_SECONDS`, six missed beats: its holder
+  died (a worker killed on another machine, a board that lost power) or is stuck. An empty or
+  unreadable claim (its creator has not written its tag yet) is judged by that age too.
+
+**Whose clock.** Hosts sharing a folder may disagree about the time by minutes, so the age is
+never taken against this process's ``time.time()``: the judge creates a fresh file in the
+claim's folder (:func:`folder_now`, removed at once) and compares the claim's modification
+time with that file's. Both times are stamped by the same file system (on NFS, by
+the server, for a refresh as for a create), so the comparison holds however far apart the
+hosts' clocks are; it only assumes the file system's own clock runs steadily.
 
 Taking over a stale claim is serialised by a second ``O_EXCL`` file, ``.MASK.claim.break``:
 only the run that created it removes the stale claim (after reading it again: still the stale
@@ -30,10 +45,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fcnseg.atomic import STALE_AGE_SECONDS, Owner, owner_gone, this_owner
+from fcnseg.atomic import Owner, owner_gone, this_owner
 
 CLAIM_SUFFIX = ".claim"
 BREAK_SUFFIX = ".break"
+#: How often a holder refreshes its claim's heartbeat (its modification time), in seconds.
+HEARTBEAT_SECONDS = 20.0
+#: A claim whose owner cannot be told from here is stale once its heartbeat is this old (s).
+CLAIM_STALE_SECONDS = 120.0
+#: The fresh file a judge writes to read the folder's clock (:func:`folder_now`).
+CLOCK_PREFIX = ".fcnseg-clock-"
 #: A break file this old is left over from a run that died while breaking a claim (seconds).
 BREAK_AGE_SECONDS = 60.0
 
@@ -64,17 +85,46 @@ class Holder:
 
 @dataclass
 class Claim:
-    """A claim this process holds; :meth:`release` it when the image is done or failed."""
+    """A claim this process holds, its heartbeat refreshed by a daemon thread (:meth:`beat`);
+    :meth:`release` it when the image is done or failed."""
 
     path: Path
     text: str
     released: bool = False
+    _stop: threading.Event = field(default_factory=threading.Event, repr=False)
+    _beating: threading.Thread | None = field(default=None, repr=False)
+
+    def beat(self, every: float = HEARTBEAT_SECONDS) -> None:
+        """Refresh the claim's modification time every ``every`` seconds from a daemon thread,
+        until :meth:`release`, or until the file is no longer this claim (gone, or taken over
+        by a run that judged this one dead): someone else's claim is never touched."""
+        if self._beating is not None or self.released:
+            return
+
+        def refresh() -> None:
+            while not self._stop.wait(every):
+                if _read(self.path) != self.text:
+                    return
+                with contextlib.suppress(OSError):  # a folder gone away: judged by age, rightly
+                    os.utime(self.path)  # now, as the file system stamps it
+
+        self._beating = threading.Thread(target=refresh, name=f"heartbeat {self.path}", daemon=True)
+        self._beating.start()
+
+    @property
+    def beating(self) -> bool:
+        """Is the heartbeat thread running?"""
+        return self._beating is not None and self._beating.is_alive()
 
     def release(self) -> None:
-        """Remove the claim file if it is still this claim (idempotent)."""
+        """Stop the heartbeat and remove the claim file if it is still this claim
+        (idempotent)."""
         if self.released:
             return
         self.released = True
+        self._stop.set()
+        if self._beating is not None and self._beating is not threading.current_thread():
+            self._beating.join(timeout=5.0)  # a refresh in progress ends in a file system call
         if _read(self.path) == self.text:
             with contextlib.suppress(OSError):
                 os.unlink(self.path)
@@ -131,6 +181,23 @@ def _create(path: Path, text: str) -> bool:
     return True
 
 
+def folder_now(folder: str | os.PathLike[str]) -> float:
+    """The current time by ``folder``'s file system clock: the modification time of a fresh
+    file created there (and removed). On a folder that cannot be written, this host's clock."""
+    import tempfile
+
+    try:
+        fd, name = tempfile.mkstemp(prefix=CLOCK_PREFIX, suffix=".tmp", dir=folder)
+    except OSError:
+        return time.time()
+    try:
+        return os.fstat(fd).st_mtime
+    finally:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(name)
+
+
 def _holder(path: Path, now: float) -> Holder | None:
     """The holder of claim file ``path``, or None if there is none any more."""
     text = _read(path)
@@ -144,7 +211,8 @@ def _holder(path: Path, now: float) -> Holder | None:
 
 
 def _stale(holder: Holder, max_age: float) -> bool:
-    """The rule of :func:`fcnseg.atomic.is_stale`, for a claim's holder."""
+    """Is the claim stale? Its owner gone (same host), or not tellable and its heartbeat older
+    than ``max_age`` (module docstring)."""
     gone = owner_gone(holder.owner) if holder.owner is not None else None
     return gone if gone is not None else holder.age > max_age
 
@@ -167,17 +235,24 @@ def _break(path: Path, seen: str, now: float) -> None:
 
 
 def try_claim(
-    target: str | os.PathLike[str], *, max_age: float = STALE_AGE_SECONDS, now: float | None = None
+    target: str | os.PathLike[str],
+    *,
+    max_age: float = CLAIM_STALE_SECONDS,
+    now: float | None = None,
+    heartbeat: float = HEARTBEAT_SECONDS,
 ) -> Claim | Holder:
-    """Claim ``target`` for this process: a :class:`Claim`, or the live :class:`Holder` of
-    someone else's claim (a stale one is taken over; module docstring)."""
+    """Claim ``target`` for this process: a :class:`Claim` whose heartbeat beats every
+    ``heartbeat`` seconds, or the live :class:`Holder` of someone else's claim (a stale one is
+    taken over; module docstring). ``now``: the folder's clock (default :func:`folder_now`)."""
     path = claim_path(target)
     mine = this_owner().tag
     holder = Holder(None, 0.0)
     for _ in range(5):  # a stale claim: break it, then race for it like anyone else
         if _create(path, mine):
-            return Claim(path, mine)
-        clock = time.time() if now is None else now
+            claim = Claim(path, mine)
+            claim.beat(heartbeat)
+            return claim
+        clock = folder_now(path.parent) if now is None else now
         found = _holder(path, clock)
         if found is None:
             continue  # released between our create and our read: try again
@@ -189,12 +264,17 @@ def try_claim(
 
 
 def remove_stale_claim(
-    target: str | os.PathLike[str], *, max_age: float = STALE_AGE_SECONDS, now: float | None = None
+    target: str | os.PathLike[str],
+    *,
+    max_age: float = CLAIM_STALE_SECONDS,
+    now: float | None = None,
 ) -> bool:
     """Remove the claim of ``target`` if it is stale (a run killed after the mask was
-    committed leaves one behind); True if one was removed."""
+    committed leaves one behind); True if one was removed. ``now`` as for :func:`try_claim`."""
     path = claim_path(target)
-    clock = time.time() if now is None else now
+    if not path.exists():
+        return False
+    clock = folder_now(path.parent) if now is None else now
     holder = _holder(path, clock)
     if holder is None or not _stale(holder, max_age):
         return False

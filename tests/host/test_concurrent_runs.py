@@ -227,7 +227,7 @@ def test_a_dead_runs_claim_is_taken_over(tmp_path: Path) -> None:
 @pytest.mark.parametrize("other", _other_hosts()[:1])
 def test_an_unknown_owner_is_judged_by_age(tmp_path: Path, other: str) -> None:
     target = tmp_path / "a.png"
-    young = _plant_claim(target, Owner(other, 1, 1).tag, age=atomic.STALE_AGE_SECONDS - 60)
+    young = _plant_claim(target, Owner(other, 1, 1).tag, age=claims.CLAIM_STALE_SECONDS - 60)
     holder = try_claim(target)
     assert isinstance(holder, Holder) and holder.owner == Owner(other, 1, 1)
     assert holder.describe() == f"pid 1 on host {other}"
@@ -236,8 +236,10 @@ def test_an_unknown_owner_is_judged_by_age(tmp_path: Path, other: str) -> None:
     for text in ("", "junk"):  # being written, or not ours: the age rule too
         _plant_claim(target, text)
         assert isinstance(try_claim(target), Holder)
-        assert isinstance(try_claim(target, now=time.time() + 2 * atomic.STALE_AGE_SECONDS), Claim)
-        claim_path(target).unlink()
+        late = time.time() + 2 * claims.CLAIM_STALE_SECONDS
+        mine = try_claim(target, now=late)
+        assert isinstance(mine, Claim)
+        mine.release()
 
 
 def test_a_break_in_progress_is_waited_for_and_a_dead_one_cleared(tmp_path: Path) -> None:
