@@ -63,6 +63,20 @@ accelerator.json (``FORMAT_VERSION`` 2)::
     created_by      "fcnseg <version>"
     upgraded_from   optional, only in an upgraded package: {format_version, created_by,
                     accelerator_json_sha256} of the package it was upgraded from
+    runtime_weights optional (``fcnseg compile --runtime-weights``; docs/runtime_weights.md):
+                    {partition int (finn's StreamingDataflowPartition of the compute kernel),
+                     zynq "zynq"|"zynq_us+", axi_base int (first AXI-lite peripheral address),
+                     fingerprint {...} what the bitfile fixes (fcnseg.hw.runtime_weights),
+                     fingerprint_sha256  sha256 hex of :func:`canonical_json` of it,
+                     layers [{index (finn's driver index), layer (a package layer's name),
+                              node (its specialised node), kind "MVAU"|"Thresholding", impl,
+                              interface "s_axilite_<index>", file "runtime_weights/*.dat"
+                              (listed in files), word_bits 32, words, words_per_line, lines,
+                              line_bits, lane_bits, address_bits, range_bytes,
+                              predicted_offset, dtype, shape, folding, order,
+                              narrow_weights bool|null}]}
+                    checked on load (:func:`check_runtime_weights`; the files' word counts
+                    in :mod:`fcnseg.host.validation`)
 
 Shapes baked at the tile size (``input_shapes``, ``IFMDim`` ...) describe the tile: the
 simulator re-derives every spatial size from the actual input, so a package runs on any multiple
@@ -136,6 +150,9 @@ HARDWARE_ARCHIVE = "hardware.tar.xz"
 HARDWARE_GRAPH_NAME = f"{HARDWARE_DIR}/graph.json"
 HARDWARE_FORMAT = "fcnseg-hardware"
 HARDWARE_FORMAT_VERSION = 1
+#: the optional runtime-writable-weights record of accelerator.json and its files' folder
+RUNTIME_WEIGHTS_KEY = "runtime_weights"
+RUNTIME_WEIGHTS_DIR = "runtime_weights"
 
 #: HW layer kinds a version-1 package may hold (finn-plus op types) and the arrays each needs.
 LAYER_KINDS: dict[str, tuple[str, ...]] = {
@@ -179,6 +196,11 @@ def manifest_digest(meta: Mapping[str, Any]) -> str:
         body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=True
     )
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def canonical_json(obj: Any) -> str:
+    """``obj`` as canonical JSON text (sorted keys, no spaces): what digests are taken of."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def _with_manifest(meta: Mapping[str, Any]) -> dict[str, Any]:
@@ -358,6 +380,7 @@ def write_package(
     extra_files: Mapping[str, str | os.PathLike] | None = None,
     overwrite: bool = True,
     upgraded_from: Mapping[str, Any] | None = None,
+    runtime_weights: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a package folder atomically and return its path.
 
@@ -367,7 +390,8 @@ def write_package(
     ``driver/settings.json``) to files to copy in. Integer arrays keep their dtype in the npz.
     ``model_card`` (a :class:`ModelCard` or its JSON) gets the tile of ``io`` if it has none.
     ``upgraded_from``: what ``fcnseg upgrade`` records of the package it upgraded. The json
-    gets its ``manifest_sha256`` last (:func:`manifest_digest`).
+    gets its ``manifest_sha256`` last (:func:`manifest_digest`). ``runtime_weights``: the
+    record of a runtime-writable build (its ``.dat`` files among ``extra_files``).
     """
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -400,6 +424,8 @@ def write_package(
         }
         if upgraded_from is not None:
             meta["upgraded_from"] = _jsonable(dict(upgraded_from))
+        if runtime_weights is not None:
+            meta[RUNTIME_WEIGHTS_KEY] = _jsonable(dict(runtime_weights))
         _check_meta(meta, where=str(out))
         _write_meta(tmp, meta)
         replace_dir(tmp, out)
@@ -478,6 +504,8 @@ def _check_meta(meta: Mapping[str, Any], where: str) -> ModelCard:
         card = ModelCard.from_json(meta["model_card"], where=where)
         _check_io(meta["io"], card, where)
         _check_layers(meta["layers"], meta["io"], where)
+        if RUNTIME_WEIGHTS_KEY in meta:
+            check_runtime_weights(meta, where)
         return card
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise UserError(f"{where}: malformed {JSON_NAME} ({type(e).__name__}: {e})") from None
@@ -601,6 +629,119 @@ def _check_layers(entries: Sequence[Mapping[str, Any]], io: Mapping[str, Any], w
             raise UserError(f"{where}: layer {entry['name']!r} lacks array {missing[0]!r}")
     if io["output"]["name"] not in produced:
         raise UserError(f"{where}: no layer produces the output {io['output']['name']!r}")
+
+
+#: the keys of one writable layer of ``runtime_weights`` that are non-negative integers
+_RUNTIME_INTS = (
+    "index",
+    "word_bits",
+    "words",
+    "words_per_line",
+    "lines",
+    "line_bits",
+    "lane_bits",
+    "address_bits",
+    "range_bytes",
+    "predicted_offset",
+)
+_RUNTIME_KINDS = ("MVAU", "Thresholding")
+_RUNTIME_ZYNQ = ("zynq", "zynq_us+")
+#: the smallest AXI-lite range finn's block design assigns an interface (4 KiB)
+RUNTIME_MIN_RANGE = 4096
+
+
+def _clog2(n: int) -> int:
+    return (n - 1).bit_length() if n > 1 else 0
+
+
+def _nonneg_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def check_runtime_weights(meta: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """The ``runtime_weights`` record (module docstring): its fingerprint's digest, and per
+    writable layer its index, interface, package layer and kind, listed ``.dat`` file, and the
+    arithmetic of its layout (words = lines x words per line, a line's words the power of two
+    finn pads it to, the address bits and range finn derives from them). Returns the record;
+    one line naming the layer and the rule otherwise."""
+    rec = meta[RUNTIME_WEIGHTS_KEY]
+    what = f"{where}: {JSON_NAME}: {RUNTIME_WEIGHTS_KEY}"
+    if not isinstance(rec, Mapping):
+        raise UserError(f"{what} is not an object")
+    for key in ("partition", "zynq", "axi_base", "fingerprint", "fingerprint_sha256", "layers"):
+        if key not in rec:
+            raise UserError(f"{what} lacks {key!r}")
+    if not _nonneg_int(rec["partition"]) or not _nonneg_int(rec["axi_base"]):
+        raise UserError(f"{what}: partition and axi_base must be non-negative integers")
+    if rec["zynq"] not in _RUNTIME_ZYNQ:
+        raise UserError(f"{what}: zynq {rec['zynq']!r} is not one of {list(_RUNTIME_ZYNQ)}")
+    if not isinstance(rec["fingerprint"], Mapping):
+        raise UserError(f"{what}: fingerprint is not an object")
+    digest = hashlib.sha256(canonical_json(rec["fingerprint"]).encode("utf-8")).hexdigest()
+    if rec["fingerprint_sha256"] != digest:
+        raise UserError(f"{what}: fingerprint_sha256 is not the sha256 of the fingerprint")
+    layers = rec["layers"]
+    if not isinstance(layers, list) or not layers:
+        raise UserError(f"{what}: layers must be a non-empty list")
+    kinds = {e["name"]: e["kind"] for e in meta["layers"]}
+    files = meta["files"]
+    seen: set[str] = set()
+    for position, entry in enumerate(layers):
+        if not isinstance(entry, Mapping):
+            raise UserError(f"{what}: layer #{position} is not an object")
+        _check_runtime_layer(entry, position, kinds, files, f"{what}: layer #{position}")
+        if entry["layer"] in seen:
+            raise UserError(f"{what}: layer {entry['layer']!r} is written twice")
+        seen.add(entry["layer"])
+    return dict(rec)
+
+
+def _check_runtime_layer(
+    entry: Mapping[str, Any],
+    position: int,
+    kinds: Mapping[str, str],
+    files: Mapping[str, str],
+    what: str,
+) -> None:
+    for key in ("layer", "node", "kind", "interface", "file", "dtype", "order", "narrow_weights"):
+        if key not in entry:
+            raise UserError(f"{what} lacks {key!r}")
+    for key in ("shape", "folding", *_RUNTIME_INTS):
+        if key not in entry:
+            raise UserError(f"{what} lacks {key!r}")
+    for key in _RUNTIME_INTS:
+        if not _nonneg_int(entry[key]):
+            raise UserError(f"{what}: {key} must be a non-negative integer")
+    name = entry["layer"]
+    what = f"{what} ({name!r})"
+    if entry["index"] != position:
+        raise UserError(f"{what}: index {entry['index']} but it is #{position}")
+    if entry["interface"] != f"s_axilite_{position}":
+        raise UserError(f"{what}: interface {entry['interface']!r} is not s_axilite_{position}")
+    if entry["kind"] not in _RUNTIME_KINDS or kinds.get(name) != entry["kind"]:
+        raise UserError(f"{what}: kind {entry['kind']!r} is not the kind of a package layer")
+    rel = entry["file"]
+    if not isinstance(rel, str) or not rel.startswith(RUNTIME_WEIGHTS_DIR + "/"):
+        raise UserError(f"{what}: file {rel!r} is not in {RUNTIME_WEIGHTS_DIR}/")
+    if rel not in files:
+        raise UserError(f"{what}: file {rel} is not listed in files")
+    _check_dtype(entry["dtype"], what)
+    if entry["narrow_weights"] not in (True, False, None):
+        raise UserError(f"{what}: narrow_weights must be true, false or null")
+    if entry["word_bits"] != 32:
+        raise UserError(f"{what}: word_bits {entry['word_bits']}, AXI-lite words are 32 bits")
+    if not 0 < entry["lane_bits"] <= entry["line_bits"]:
+        raise UserError(f"{what}: lane_bits must be in 1..line_bits")
+    per_line = 1 << _clog2(-(-entry["line_bits"] // 32))
+    if entry["words_per_line"] != per_line:
+        raise UserError(f"{what}: a {entry['line_bits']}-bit line takes {per_line} words")
+    if entry["words"] != entry["lines"] * per_line or entry["words"] == 0:
+        raise UserError(f"{what}: words must be lines x words_per_line (and not 0)")
+    if entry["address_bits"] != _clog2(entry["words"]) + 2:
+        raise UserError(f"{what}: {entry['words']} words need {_clog2(entry['words']) + 2} bits")
+    size = max(RUNTIME_MIN_RANGE, 1 << entry["address_bits"])
+    if entry["range_bytes"] != size or entry["predicted_offset"] % size:
+        raise UserError(f"{what}: range_bytes must be {size}, predicted_offset aligned to it")
 
 
 def load_package(path: str | os.PathLike) -> Package:

@@ -38,7 +38,7 @@ import numpy as np
 
 from fcnseg.errors import UserError
 from fcnseg.host.dtypes import is_integer_dtype, parse_dtype
-from fcnseg.host.package import JSON_NAME, NPZ_NAME
+from fcnseg.host.package import JSON_NAME, NPZ_NAME, RUNTIME_WEIGHTS_KEY
 from fcnseg.host.sim.ranges import POOL_FUNCTIONS, Range, matmul_range, propagate
 
 if TYPE_CHECKING:
@@ -145,7 +145,10 @@ def validate_package(
     field is not refused (the loader gives it the layers'); one with another is."""
     fail = Refusal(root)
     try:
-        return _validate(meta["io"], layers, card, fail)
+        field_px = _validate(meta["io"], layers, card, fail)
+        if RUNTIME_WEIGHTS_KEY in meta:
+            check_runtime_weights(meta[RUNTIME_WEIGHTS_KEY], layers, root)
+        return field_px
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, ZeroDivisionError) as e:
         # every rule checks the types it reads first; this is the net under a value no rule
         # foresaw (found by fuzzing): still one line, never a traceback
@@ -173,6 +176,43 @@ def _validate(
     if rf is not None and got != rf:
         raise fail(f"model_card receptive_field {rf} but the layers give {got}")
     return got
+
+
+# --------------------------------------------------------------------------------------------
+# Runtime-writable weights
+# --------------------------------------------------------------------------------------------
+
+#: the array each writable layer kind's memory holds
+_RUNTIME_ROLE = {"MVAU": "weights", "Thresholding": "thresholds"}
+
+
+def check_runtime_weights(
+    record: Mapping[str, Any], layers: Sequence[Layer], root: str | Path
+) -> None:
+    """The writable layers of a ``runtime_weights`` record (structure checked by
+    :func:`fcnseg.host.package.check_runtime_weights`) against the package: each layer's
+    array has the recorded shape and its ``weightDataType`` is the recorded dtype (the memory
+    is that wide), and its ``.dat`` file holds exactly the recorded number of words, each one
+    32-bit hex word a line (what finn-plus-driver parses)."""
+    by_name = {layer.name: layer for layer in layers}
+    for entry in record["layers"]:
+        name = entry["layer"]
+        fail = Refusal(root, entry["file"])
+        layer = by_name[name]
+        arr = layer.arrays[_RUNTIME_ROLE[layer.kind]]
+        if list(arr.shape) != list(entry["shape"]):
+            raise fail(f"shape {list(entry['shape'])} but the package has {list(arr.shape)}", name)
+        declared = layer.attributes.get("weightDataType")
+        if declared != entry["dtype"]:
+            raise fail(f"dtype {entry['dtype']} but the layer declares {declared}", name)
+        path = Path(root) / entry["file"]
+        if path.stat().st_size > 9 * entry["words"] + 16:
+            raise fail(f"larger than {entry['words']} words", name)
+        tokens = path.read_text(encoding="ascii", errors="replace").split()
+        if len(tokens) != entry["words"]:
+            raise fail(f"{len(tokens)} words, the layout says {entry['words']}", name)
+        if not all(len(t) == 8 and all(c in "0123456789abcdefABCDEF" for c in t) for t in tokens):
+            raise fail("a word is not 8 hex digits", name)
 
 
 # --------------------------------------------------------------------------------------------

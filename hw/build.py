@@ -87,6 +87,10 @@ class BuildOptions:
     #: thresholds in their own Thresholding layers instead of fused into the MVAUs (finn's
     #: ``standalone_thresholds``; the runtime-writable-weights flow needs them apart).
     standalone_thresholds: bool = False
+    #: MVAU weights and Thresholding thresholds writable over AXI-lite at run time (finn's
+    #: ``runtime_writeable_weights``; needs ``standalone_thresholds``), the package recording
+    #: their memory layout and the graph's fingerprint (:mod:`fcnseg.hw.runtime_weights`)
+    runtime_weights: bool = False
     #: generate every node's HLS C++ / RTL (finn's code generation, no Vivado) into
     #: ``BUILD/hardware`` and the package's ``hardware/`` (``fcnseg verify`` runs it).
     hardware_sources: bool = True
@@ -387,6 +391,8 @@ def compile_export(opts: BuildOptions, progress: Progress = _stderr) -> BuildRes
         raise UserError("give either --target-fps or --folding, not both")
     if opts.folding_file is not None and not Path(opts.folding_file).exists():
         raise UserError(f"folding file {opts.folding_file} not found")
+    if opts.runtime_weights and not opts.standalone_thresholds:
+        raise UserError("runtime-writable weights need standalone thresholds")
     model_path, card, opts = _prepare(opts)
     out_dir = opts.out_dir
     opts.save(out_dir / OPTIONS_NAME)
@@ -400,6 +406,10 @@ def compile_export(opts: BuildOptions, progress: Progress = _stderr) -> BuildRes
     if target is None and opts.folding_file is None:
         target = float(opts.board.default_target_fps)
     steps = ESTIMATE_STEPS + (VIVADO_STEPS if vivado else [])
+    if opts.runtime_weights:
+        from fcnseg.hw.runtime_weights import with_runtime_step
+
+        steps = with_runtime_step(steps)
 
     started = time.perf_counter()
     runner.note(
@@ -489,7 +499,7 @@ def compile_export(opts: BuildOptions, progress: Progress = _stderr) -> BuildRes
 
     package_dir = None
     if opts.package:
-        package_dir = _write_package(opts, card, summary, out_dir, vivado)
+        package_dir = _write_package(opts, card, summary, out_dir, vivado, folded)
         runner.note(f"deployment package: {package_dir}")
     return BuildResult(out_dir, summary, package_dir, vivado, dict(runner.seconds))
 
@@ -587,7 +597,12 @@ def frames_per_second(
 
 
 def _write_package(
-    opts: BuildOptions, card: ModelCard, summary: dict[str, Any], out_dir: Path, vivado: bool
+    opts: BuildOptions,
+    card: ModelCard,
+    summary: dict[str, Any],
+    out_dir: Path,
+    vivado: bool,
+    folded: ModelWrapper,
 ) -> Path:
     from fcnseg.hw.to_package import build_package
 
@@ -611,7 +626,14 @@ def _write_package(
     from qonnx.core.modelwrapper import ModelWrapper
 
     # the package's thresholds must be the exact ones (refused otherwise, before writing)
-    check_model(ModelWrapper(str(out_dir / "hw_graph.onnx")), load_net(out_dir / EXACT_DIR))
+    hw_graph = ModelWrapper(str(out_dir / "hw_graph.onnx"))
+    check_model(hw_graph, load_net(out_dir / EXACT_DIR))
+    runtime = None
+    if opts.runtime_weights:
+        from fcnseg.hw.runtime_weights import runtime_files
+
+        runtime, files = runtime_files(folded, hw_graph, opts.board.part, out_dir)
+        extra.update(files)
     return build_package(
         out_dir / "hw_graph.onnx",
         out_dir / "package",
@@ -621,4 +643,5 @@ def _write_package(
         output_scale=affine.get("scale"),
         output_bias=affine.get("bias"),
         extra_files=extra or None,
+        runtime_weights=runtime,
     )

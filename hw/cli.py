@@ -92,6 +92,12 @@ def _board(ctx: click.Context, param: click.Parameter, value: str) -> Board:
     help="With --frame: candidates evaluated, fewest computed px per frame first (0: all).",
 )
 @click.option(
+    "--runtime-weights",
+    is_flag=True,
+    help="Weights and thresholds writable at run time over AXI-lite (standalone thresholds), "
+    "so `fcnseg swap-weights` can put a retrained net on the same bitfile.",
+)
+@click.option(
     "-o",
     "--output",
     "out_dir",
@@ -113,6 +119,7 @@ def compile_(
     objective: str,
     checkpoint: Path | None,
     search_limit: int,
+    runtime_weights: bool,
     out_dir: Path,
 ) -> None:
     """Compile EXPORT (the folder `fcnseg export` wrote, or its model.onnx) with finn-plus into
@@ -150,6 +157,8 @@ def compile_(
         clock_ns=clock_ns,
         margin=margin,
         vivado=vivado,
+        standalone_thresholds=runtime_weights,
+        runtime_weights=runtime_weights,
     )
     if frame is None:
         if overlap is not None or checkpoint is not None:

@@ -339,6 +339,7 @@ def build_package(
     output_scale: list[float] | None = None,
     output_bias: list[float] | None = None,
     extra_files: Mapping[str, str | os.PathLike] | None = None,
+    runtime_weights: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write the deployment package of a HW-layer graph; return its folder.
 
@@ -348,7 +349,8 @@ def build_package(
     graph's integer output is scaled differently from the export's). ``folding``: the folding
     config (node name -> {PE, SIMD, ...}), merged into each layer's ``folding`` record (the node
     attributes are the truth; this only fills keys they lack). ``extra_files``: package-relative
-    path -> source file (bitfile, driver settings).
+    path -> source file (bitfile, driver settings). ``runtime_weights``: the record of a
+    runtime-writable build (:func:`fcnseg.hw.runtime_weights.runtime_files`).
     """
     from qonnx.core.modelwrapper import ModelWrapper
 
@@ -386,4 +388,5 @@ def build_package(
         board=board,
         hw_graph=_hw_graph(hw_model).model.SerializeToString(),
         extra_files=extra_files,
+        runtime_weights=runtime_weights,
     )
