@@ -356,6 +356,23 @@ class _Stages:
                 yield result
 
 
+class _Tally:
+    """What :meth:`Pipeline.report` needs of the results yielded so far: their count, the
+    failed ones and the seconds per stage, summed as they pass (a run's memory does not grow
+    with its length: ``fcnseg video`` on a camera runs until stopped)."""
+
+    def __init__(self) -> None:
+        self.images = 0
+        self.failed = 0
+        self.busy = dict.fromkeys((*STAGES, "tiling"), 0.0)
+
+    def add(self, result: Result) -> None:
+        self.images += 1
+        self.failed += not result.ok
+        for stage in self.busy:
+            self.busy[stage] += result.times.get(stage, 0.0)
+
+
 class _Gate:
     """At most ``limit`` holders at once, the limit given by each one coming in (frames in
     flight, sized by their frame: :meth:`Pipeline._frames_in_flight`); no waiting once the run
@@ -473,13 +490,13 @@ class Pipeline:
         run = _MeteredRun(engine.run, bool(getattr(engine, "concurrent", False)))
         timing0 = self._engine_timing()
         threads = self._workers(stages, sources, run)
-        results: list[Result] = []
+        results = _Tally()  # sums, not the results: a camera may run for days
         start = time.perf_counter()
         try:
             for t in threads:
                 t.start()
             for result in stages.in_order():
-                results.append(result)
+                results.add(result)
                 yield result
         finally:
             stages.stop.set()
@@ -535,16 +552,15 @@ class Pipeline:
         return dict(getattr(self.segmenter.engine, "timing", {}) or {})
 
     def _measured(
-        self, results: list[Result], wall: float, run: _MeteredRun, timing0: dict[str, float]
+        self, results: _Tally, wall: float, run: _MeteredRun, timing0: dict[str, float]
     ) -> Report:
-        busy = {s: sum(r.times.get(s, 0.0) for r in results) for s in (*STAGES, "tiling")}
         return Report(
-            images=len(results),
-            failed=sum(not r.ok for r in results),
+            images=results.images,
+            failed=results.failed,
             wall_s=wall,
             tiles=run.tiles,
             accelerator_busy_s=run.busy_s,
-            stage_busy_s=busy,
+            stage_busy_s=dict(results.busy),
             workers={
                 "decode": 1,
                 "accelerate": self.accelerate_workers,
