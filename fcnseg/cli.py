@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Run the generated HLS/RTL hardware and compare it with the simulator.",
     ),
     "segment": ("fcnseg.host.cli:segment", "Segment images with a deployment package."),
+    "classify": ("fcnseg.host.classify_cli:classify", "Classify images with a classifier package."),
     "video": ("fcnseg.host.video.cli:video", "Segment a video file, image sequence or camera."),
     "bench": ("fcnseg.benchmarks.cli:bench", "Run the benchmark suite."),
 }

@@ -362,8 +362,9 @@ class Classifier:
             size = scale_size(spec, *rgb.shape[:2])
             if min(size) < geo.window:
                 h, w = rgb.shape[:2]
+                at = "" if size == (h, w) else f" at {size[0]}x{size[1]}"
                 raise UserError(
-                    f"image {h}x{w} at {size[0]}x{size[1]} is smaller than the classifier's "
+                    f"image {h}x{w}{at} is smaller than the classifier's "
                     f"{geo.window}x{geo.window} window"
                 )
             scores = self.score_map(rgb, size, d)
