@@ -27,6 +27,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "fcnseg.hw.cli:upgrade",
         "Upgrade a deployment package to the current format, keeping its files.",
     ),
+    "swap-weights": (
+        "fcnseg.hw.swap_weights:swap_weights_command",
+        "Put a retrained checkpoint on a runtime-weights package's bitfile.",
+    ),
     "verify": (
         "fcnseg.hw.verify.cli:verify",
         "Run the generated HLS/RTL hardware and compare it with the simulator.",
@@ -44,6 +48,7 @@ COMMAND_EXTRAS: dict[str, str] = {
     "eval": "train",
     "compile": "compile",
     "upgrade": "compile",
+    "swap-weights": "compile",
     "video": "video",
 }
 
