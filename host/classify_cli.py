@@ -289,7 +289,9 @@ def _write_reports(records: list[dict[str, Any]], clf: Classifier, options: dict
         try:
             atomic_write_text(path, text)
         except OSError as error:
-            click.echo(f"fcnseg: {path}: cannot write the report ({error.strerror or error})")
+            click.echo(
+                f"fcnseg: {path}: cannot write the report ({error.strerror or error})", err=True
+            )
             ok = False
     return ok
 
