@@ -124,12 +124,13 @@ shipped-frame-package-%: shipped-export-default-fcn8s
 	mv host/packages/fcn8s-$*-$(SHIPPED_FRAME_NAME).new host/packages/fcn8s-$*-$(SHIPPED_FRAME_NAME)
 
 # The shipped package is found through the installed fcnseg; the checkpoint and photos are named.
-# The in_flight benchmark needs pynq (the emulated board): it runs in the board environment,
-# into bench/board/.
+# The in_flight and farm benchmarks need pynq (the emulated board): they run in the board
+# environment, into bench/board/.
 bench: setup
 	$(VENV)/bin/fcnseg bench -o bench --samples samples \
 		--checkpoint models/default-fcn8s/checkpoint.safetensors
-	$(BOARD_VENV)/bin/fcnseg bench -o bench/board --samples samples --only in_flight
+	$(BOARD_VENV)/bin/fcnseg bench -o bench/board --samples samples --only in_flight \
+		--only farm
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

@@ -22,6 +22,9 @@ assert is exactness (bit-exact simulator, identical labels), as checks stored wi
 - ``estimates``: finn-plus estimates per board preset (:mod:`.estimates`).
 - ``in_flight``: fabric busy % and frames/s on the emulated board at the package's estimated
   rate and latency, serial vs calls in flight (:mod:`.in_flight`; needs pynq: ``.venv-board``).
+- ``farm``: images/s of ``fcnseg segment --scheduler`` on 1, 2, 3 local Dask workers, on the
+  simulator and on emulated boards paced at the package's estimates (:mod:`.farm`; the paced
+  part needs pynq: ``.venv-board``).
 - ``frame_rates``: estimated frames/s per board, frame size and tile, steady and counting
   latency (:mod:`.frame_rates`).
 - ``accuracy``: float vs 4-bit mIoU on the held-out synthetic split (:mod:`.accuracy`).
@@ -39,6 +42,7 @@ BENCHMARKS: dict[str, str] = {
     "estimates": "fcnseg.benchmarks.estimates:run",
     "frame_rates": "fcnseg.benchmarks.frame_rates:run",
     "in_flight": "fcnseg.benchmarks.in_flight:run",
+    "farm": "fcnseg.benchmarks.farm:run",
     "accuracy": "fcnseg.benchmarks.accuracy:run",
 }
 

@@ -1,7 +1,7 @@
 """Issue 17 on boards: a farm whose workers each own an emulated Zynq and run the ``pynq``
 backend (the real pynq 4.0.0 + finn-plus-driver code, :mod:`fcnseg.testing.emulated_zynq`).
 
-Two worker processes, each with its own emulated board (:class:`tests.helpers.farm.EmulatedBoard`,
+Two worker processes, each with its own emulated board (:class:`fcnseg.testing.farm.EmulatedBoard`,
 set up before the farm's plugin opens the overlay on it); the batch joins them with
 ``--scheduler ... --backend pynq``. Its outputs equal a local ``sim`` run's byte for byte, every
 image is done once, and every worker that did an image ran its tiles on its own board.
@@ -23,7 +23,7 @@ import distributed  # noqa: E402
 
 from fcnseg.cli import main  # noqa: E402
 from fcnseg.host.farm.client import RETRIES  # noqa: E402
-from tests.helpers.farm import EmulatedBoard, board_tiles  # noqa: E402
+from fcnseg.testing.farm import EmulatedBoard, board_tiles  # noqa: E402
 from tests.helpers.images import image  # noqa: E402
 
 N_IMAGES = 6

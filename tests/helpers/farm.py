@@ -1,6 +1,7 @@
 """Test aids for the farm (:mod:`fcnseg.host.farm`): a worker plugin that slows every image down,
-so a test can kill a worker while it is in the middle of one, and one that gives each worker
-process its own emulated board.
+so a test can kill a worker while it is in the middle of one; a package of any class count and a
+VOC folder to evaluate on a cluster. (The plugin that gives each worker its own emulated board is
+:mod:`fcnseg.testing.farm`: the benchmark uses it too.)
 
 It lives in an importable module (not a test file) because Dask workers import it by reference.
 The slowdown is a sleep at the start of :meth:`~fcnseg.host.segmenter.Segmenter.segment`, after
@@ -60,42 +61,6 @@ def busy_until(folder: Path, pid: int) -> float | None:
         return float((folder / f"{pid}.busy").read_text())
     except (OSError, ValueError):
         return None
-
-
-class EmulatedBoard(WorkerPlugin):
-    """Gives the worker process its own emulated Zynq (:mod:`fcnseg.testing.emulated_zynq`,
-    the bit-exact simulator as its fabric), installed as pynq's active device, so the farm's
-    plugin opens the ``pynq`` backend on it. Register it before the batch: a worker's plugins
-    are set up in the order they were registered, also on a restarted worker."""
-
-    name = "fcnseg-test-board"
-
-    def __init__(self, package: str, *, paced: bool = False) -> None:
-        self.package = package
-        self.paced = paced  #: zero scores at the package's estimated timing (standin_device)
-        self.device: Any = None
-
-    def setup(self, worker: Any) -> None:
-        from fcnseg.host.package import load_package
-        from fcnseg.testing import emulated_zynq as ez
-
-        package = load_package(self.package)
-        if self.paced:
-            self.device = ez.standin_device(package)
-        else:
-            self.device = ez.EmulatedZynq(ez.sim_accelerator(package))
-        self.device.__enter__()
-
-    def teardown(self, worker: Any) -> None:
-        if self.device is not None:
-            self.device.__exit__(None, None, None)
-            self.device = None
-
-
-def board_tiles(dask_worker: Any) -> int:
-    """Tiles this worker's emulated board has run (for ``client.run``)."""
-    plugin = dask_worker.plugins.get(EmulatedBoard.name)
-    return int(plugin.device.stats["tiles"]) if plugin and plugin.device else 0
 
 
 def classes_package(folder: Path, classes: int, seed: int = 0) -> Path:
