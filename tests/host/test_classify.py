@@ -10,6 +10,7 @@ numpy-only (runs in the board environment too).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -280,3 +281,54 @@ def test_missing_default_package_is_one_line(monkeypatch, tmp_path: Path) -> Non
     monkeypatch.setattr(classify, "DEFAULT_PACKAGE", tmp_path / "classifier-pynq-z2")
     with pytest.raises(UserError, match="default classifier package classifier-pynq-z2 is missing"):
         Classifier.load()
+
+
+SHIPPED = Path(__file__).resolve().parents[2] / "host" / "packages" / "classifier-pynq-z2"
+SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "chelsea.jpg"
+
+
+def check_map_is_its_crops(package: Path, photo: Path, tmp_path: Path, capsys) -> None:
+    """The seed's claim in integers on ``package``: at its tile (one pass), cell (i, j) is the
+    package's simulator on the ``window`` crop at (s i, s j), run crop by crop (each padded
+    with zeros to a multiple of s, which adds no cell); and ``fcnseg classify`` runs with it
+    on ``photo``."""
+    from PIL import Image
+
+    from fcnseg.cli import main
+
+    clf = Classifier.load(package)
+    window, s = clf.geometry.window, clf.geometry.stride
+    with Image.open(photo) as img:
+        rgb = resize(np.asarray(img.convert("RGB")), clf.geometry.tile)
+    one_pass = clf.score_map(rgb)
+    ny, nx = clf.geometry.tile_cells
+    assert one_pass.shape[:2] == (ny, nx) and (ny, nx) == (
+        (clf.geometry.tile[0] - window) // s + 1,
+        (clf.geometry.tile[1] - window) // s + 1,
+    )
+    side = -(-window // s) * s
+    for i in range(ny):
+        for j in range(nx):
+            crop = np.zeros((1, side, side, 3), np.uint8)
+            crop[0, :window, :window] = rgb[i * s : i * s + window, j * s : j * s + window]
+            cell = clf.engine.run(crop)
+            assert cell.shape[1:3] == (1, 1)
+            np.testing.assert_array_equal(one_pass[i, j], cell[0, 0, 0])
+    report = tmp_path / "r.json"
+    assert main(["classify", str(photo), "--package", str(package), "--json", str(report)]) == 0
+    entry = json.loads(report.read_text())["images"][0]
+    assert entry["status"] == "done" and entry["scales"][0]["cells"] == [ny, nx]
+    assert capsys.readouterr().out.count("  1. ") == 1
+
+
+def test_toy_map_is_its_crops_on_a_photo(small: Classifier, tmp_path: Path, capsys) -> None:
+    check_map_is_its_crops(small.package.path, SAMPLE, tmp_path, capsys)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not (SHIPPED / "accelerator.json").is_file(), reason="the shipped classifier is not built"
+)
+def test_shipped_classifier_map_is_its_crops_on_a_photo(tmp_path: Path, capsys) -> None:
+    """:func:`check_map_is_its_crops` on the shipped classifier and a sample photo."""
+    check_map_is_its_crops(SHIPPED, SAMPLE, tmp_path, capsys)
