@@ -174,7 +174,8 @@ class Classification:
     pool: str  #: "mean" or "max"
 
     def top(self, k: int = 5) -> list[tuple[int, str, float]]:
-        """The ``k`` most probable classes, ``(index, name, probability)``, ties by index."""
+        """The ``k`` most probable classes (all of them if there are fewer), as ``(index,
+        name, probability)``, most probable first, ties by index."""
         if k < 1:
             raise ParameterError("{top} must be >= 1", top=k)
         order = np.argsort(-self.probabilities, kind="stable")[:k]

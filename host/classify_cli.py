@@ -132,6 +132,14 @@ CSV_COLUMNS = (
     help="Write the top-k per image as CSV rows here (one row per image and rank).",
 )
 @click.option(
+    "--frames",
+    type=click.Choice(["first", "all"]),
+    default="first",
+    show_default=True,
+    help="Of a multi-frame file (animated GIF/WebP/PNG, multi-page TIFF): frame 0 only (and a "
+    "note saying so), or every frame, each classified as its own image 'FILE (frame k)'.",
+)
+@click.option(
     "--max-pixels",
     type=click.IntRange(min=1),
     default=None,
@@ -181,12 +189,13 @@ def _run(inputs: tuple[str, ...], options: dict[str, Any], *, debug: bool) -> in
     write); a run refused before any image raises :class:`UserError` (exit 2)."""
     from fcnseg.host.images import MAX_PIXELS
     from fcnseg.host.images.decode import quiet_pillow
+    from fcnseg.host.images.messages import frame_label
     from fcnseg.host.inputs import collect_inputs
 
     quiet_pillow()
     clf = _open(options)
     scales: list[Any] = [tuple(s) for s in options["sizes"]] + list(options["scales"])
-    jobs, failures = collect_inputs(inputs)
+    jobs, failures = collect_inputs(inputs, frames=options["frames"])
     records: list[dict[str, Any]] = []
     for line in failures:
         click.echo(f"fcnseg: {'note: ' if line.note else ''}{line}", err=True)
@@ -194,6 +203,9 @@ def _run(inputs: tuple[str, ...], options: dict[str, Any], *, debug: bool) -> in
             records.append({"input": line.path, "status": "failed", "reason": line.reason})
     max_pixels = options["max_pixels"] or MAX_PIXELS
     for job in jobs:
+        if job.note:
+            click.echo(f"fcnseg: note: {job.note}", err=True)
+        label = frame_label(job.source, job.frame)
         try:
             result = clf.classify(
                 job.load(max_pixels),
@@ -201,19 +213,18 @@ def _run(inputs: tuple[str, ...], options: dict[str, Any], *, debug: bool) -> in
                 pool=options["pool"],
                 stride=options["stride"],
             )
-        except UserError as error:
-            reason = _reason(error, job.source)
-            click.echo(f"fcnseg: {job.source}: {reason}", err=True)
-            records.append({"input": str(job.source), "status": "failed", "reason": reason})
-            continue
-        except Exception as error:  # a bug: one line (a traceback under --debug), go on
-            if debug:
+        except Exception as error:  # a bad image; anything else is a bug: one line too,
+            if debug and not isinstance(error, UserError):  # a traceback under --debug
                 raise
-            reason = f"internal error ({type(error).__name__}: {error})"
-            click.echo(f"fcnseg: {job.source}: {reason}", err=True)
-            records.append({"input": str(job.source), "status": "failed", "reason": reason})
+            reason = (
+                _reason(error, label)
+                if isinstance(error, UserError)
+                else f"internal error ({type(error).__name__}: {error})"
+            )
+            click.echo(f"fcnseg: {label}: {reason}", err=True)
+            records.append({"input": label, "status": "failed", "reason": reason})
             continue
-        record = _record(str(job.source), result, options["top"])
+        record = _record(label, result, options["top"])
         records.append(record)
         click.echo(_lines(record))
     written = _write_reports(records, clf, options)
@@ -223,7 +234,7 @@ def _run(inputs: tuple[str, ...], options: dict[str, Any], *, debug: bool) -> in
     return 1 if failed or not written else 0
 
 
-def _reason(error: UserError, source: Path) -> str:
+def _reason(error: UserError, source: str) -> str:
     """The error's text without a leading ``source:`` (the line adds it)."""
     text, prefix = str(error), f"{source}: "
     return text[len(prefix) :] if text.startswith(prefix) else text
@@ -279,6 +290,9 @@ def _write_reports(records: list[dict[str, Any]], clf: Classifier, options: dict
             "stride": options["stride"] or clf.geometry.stride,
             "window": clf.geometry.window,
             "classes": list(clf.classes),
+            # the scales asked for (none: the package's tile); each image records its own sizes
+            "sizes": [list(size) for size in options["sizes"]],
+            "scale_factors": list(options["scales"]),
         }
         text = json.dumps({**context, "images": records}, indent=2) + "\n"
         reports.append((Path(options["json_path"]), text))

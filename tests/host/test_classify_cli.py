@@ -50,6 +50,7 @@ def test_prints_top_k_and_writes_reports_equal_to_the_api(
     data = json.loads(report.read_text())
     assert data["stride"] == 2 and data["pool"] == "max" and data["window"] == CLS_WINDOW
     assert data["classes"] == ["a", "b", "c"]
+    assert data["sizes"] == [[40, 48]] and data["scale_factors"] == [0.5]
     rows = list(csv.DictReader(table.open()))
     assert [(r["input"], r["rank"]) for r in rows] == [
         (str(inputs / n), k) for n in ("a.png", "b.png") for k in ("1", "2")
@@ -186,3 +187,19 @@ def test_a_report_that_cannot_be_written_is_one_line_exit_1(
     assert code == 1
     assert err.startswith(f"fcnseg: {target}: cannot write the report (") and err.count("\n") == 1
     assert "1 image(s) classified, 0 failed" in out
+
+
+def test_a_multi_frame_file_is_classified_by_its_first_frame_with_a_note(
+    package_dir: Path, tmp_path: Path, capsys
+) -> None:
+    frames = [Image.fromarray(image(30, 30, seed=k)) for k in range(2)]
+    path = tmp_path / "two.gif"
+    frames[0].save(path, save_all=True, append_images=frames[1:])
+    code, out, err = _run([str(path), "--package", str(package_dir)], capsys)
+    assert code == 0
+    assert err == f"fcnseg: note: {path}: frame 0 of 2 used (--frames all for every frame)\n"
+    assert "1 image(s) classified, 0 failed" in out
+    code, out, err = _run([str(path), "--package", str(package_dir), "--frames", "all"], capsys)
+    assert code == 0 and err == ""
+    assert f"{path} (frame 0): " in out and f"{path} (frame 1): " in out
+    assert "2 image(s) classified, 0 failed" in out
