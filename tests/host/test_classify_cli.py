@@ -203,3 +203,17 @@ def test_a_multi_frame_file_is_classified_by_its_first_frame_with_a_note(
     assert code == 0 and err == ""
     assert f"{path} (frame 0): " in out and f"{path} (frame 1): " in out
     assert "2 image(s) classified, 0 failed" in out
+
+
+def test_a_bug_is_one_line_and_a_traceback_under_debug(
+    package_dir: Path, inputs: Path, capsys, monkeypatch
+) -> None:
+    def broken(self, image, **options):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(Classifier, "classify", broken)
+    code, out, err = _run([str(inputs / "a.png"), "--package", str(package_dir)], capsys)
+    assert code == 1
+    assert err == f"fcnseg: {inputs / 'a.png'}: internal error (RuntimeError: boom)\n"
+    with pytest.raises(RuntimeError, match="boom"):
+        main(["classify", str(inputs / "a.png"), "--package", str(package_dir), "--debug"])
