@@ -8,7 +8,8 @@
 
 Notebooks declare what they need in their metadata, ``{"fcnseg": {"needs": ["torch", ...],
 "slow": bool}}``; notebooks that need the deployment package skip when the shipped default is
-absent and ``FCNSEG_PACKAGE`` does not name another one.
+absent and ``FCNSEG_PACKAGE`` does not name another one (``"package": "classifier"``: the
+shipped classifier and ``FCNSEG_CLASSIFIER_PACKAGE``).
 """
 
 from __future__ import annotations
@@ -49,7 +50,15 @@ def _skip_unless_runnable(path: Path) -> None:
     for module in meta.get("needs", []):
         if importlib.util.find_spec(module) is None:
             pytest.skip(f"{path.name} needs {module} (PC only)")
-    if meta.get("package", True) and not os.environ.get("FCNSEG_PACKAGE"):
+    if meta.get("package") == "classifier":  # 07: the shipped classifier, or one named
+        from fcnseg.host.classify import DEFAULT_PACKAGE as CLASSIFIER
+
+        if (
+            not os.environ.get("FCNSEG_CLASSIFIER_PACKAGE")
+            and not (CLASSIFIER / "accelerator.json").is_file()
+        ):
+            pytest.skip(f"no classifier in {CLASSIFIER} (set FCNSEG_CLASSIFIER_PACKAGE=DIR)")
+    elif meta.get("package", True) and not os.environ.get("FCNSEG_PACKAGE"):
         from fcnseg.host.segmenter import DEFAULT_PACKAGE
 
         if not (DEFAULT_PACKAGE / "accelerator.json").is_file():
@@ -57,7 +66,7 @@ def _skip_unless_runnable(path: Path) -> None:
 
 
 def test_there_are_notebooks():
-    assert [p.name[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04", "05"]
+    assert [p.name[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04", "05", "07"]
 
 
 @pytest.mark.parametrize("path", _params(marks_slow=False))
