@@ -176,9 +176,17 @@ def _mvau(name: str, src: str, dst: str, idt: str, shape, mh: int, rng, act: boo
     odt = "UINT4" if act else "INT16"
     return [
         Layer(
-            "MVAU", name, (src,), (dst,), attributes, (idt,), (odt,), (shape,),
-            ((n, h, w, mh),), arrays=arrays,
-        )  # fmt: skip
+            "MVAU",
+            name,
+            (src,),
+            (dst,),
+            attributes,
+            (idt,),
+            (odt,),
+            (shape,),
+            ((n, h, w, mh),),
+            arrays=arrays,
+        )
     ]
 
 

@@ -70,8 +70,8 @@ def test_prints_top_k_and_writes_reports_equal_to_the_api(
         ]
         mine = [r for r in rows if r["input"] == str(inputs / name)]
         assert [float(r["probability"]) for r in mine] == [p for _, _, p in want.top(2)]
-        assert mine[0]["cells"] == ";".join(f"{a}x{b}" for a, b, _ in
-                                            (s.scores.shape for s in want.scales))  # fmt: skip
+        cells = [s.scores.shape[:2] for s in want.scales]
+        assert mine[0]["cells"] == ";".join(f"{a}x{b}" for a, b in cells)
         top = want.top(1)[0]
         assert f"{inputs / name}: " in out and f"  1. {top[1]}  {top[2]:.4f}" in out
     # a (60, 80) image at 40x48 and at 30x40, stride 2: (40 - 14) // 2 + 1 = 14 rows ...
@@ -171,8 +171,8 @@ def test_packages_of_the_other_task_are_refused_both_ways(
     )
     code = main(["segment", str(inputs), "--package", str(package_dir), "-o", str(tmp_path / "o")])
     err = capsys.readouterr().err
-    assert code == 2 and "is a classification package, not a segmentation one; use `fcnseg " \
-        "classify` with it" in err and err.count("\n") == 1  # fmt: skip
+    refusal = "is a classification package, not a segmentation one; use `fcnseg classify`"
+    assert code == 2 and refusal in err and err.count("\n") == 1
     assert not (tmp_path / "o").exists()
 
 
