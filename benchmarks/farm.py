@@ -45,7 +45,7 @@ WORKERS = (1, 2, 3)
 #: the photos' size: two tiles of the shipped package each
 IMAGE = (240, 320)
 #: images per batch (``--quick``: :data:`QUICK_IMAGES`), per setting
-IMAGES = {"sim": 24, "paced": 12}
+IMAGES = {"sim": 24, "paced": 24}
 QUICK_IMAGES = 4
 
 

@@ -263,6 +263,20 @@ def try_claim(
     return holder  # still contended after five tries: leave it to the others
 
 
+def holder_of(target: str | os.PathLike[str]) -> Holder | None:
+    """Who holds ``target``'s claim now (its age by the folder's clock), or None if nobody."""
+    path = claim_path(target)
+    if not path.exists():
+        return None
+    return _holder(path, folder_now(path.parent))
+
+
+def remote(holder: Holder) -> bool:
+    """Is ``holder`` a run this host cannot judge by its pid (another host, or unreadable)?
+    Its claim ends by its heartbeat: stale :data:`CLAIM_STALE_SECONDS` after the last beat."""
+    return holder.owner is None or owner_gone(holder.owner) is None
+
+
 def remove_stale_claim(
     target: str | os.PathLike[str],
     *,

@@ -38,7 +38,7 @@ Exactly once, in effect:
 - a worker that dies (SIGKILL, a board losing power) has its tasks retried on the others, at most
   :data:`~fcnseg.host.farm.client.RETRIES` times; the retry removes the dead worker's temporaries
   and breaks its claim (its owner is provably gone on the same host; a claim of a worker on
-  another host is broken by the age rule only, so its image waits for a later run);
+  another host is stale once its heartbeat is two minutes old, :mod:`fcnseg.host.claims`);
 - an image that fails (a bad file) fails once with its one-line error: the task returns the
   failure as its result instead of raising, so Dask does not retry it;
 - Ctrl-C on the client cancels what has not started and closes a local cluster (its workers
@@ -48,10 +48,20 @@ Exactly once, in effect:
   skips what exists. Images a worker finished after the client stopped listening are on disk
   but ``not-attempted`` in the summary (a re-run skips them).
 
-Not yet (issue 17, next steps): TLS (``tls://``), a progress bar with per-worker counts and the
-dashboard link, ``docs/cluster.md``, ``fcnseg eval --scheduler``, the benchmark; and a claim held
-by a worker that died on *another* host is judged by the age rule only (its image is left to a
-later run), as is a temporary it left.
+``fcnseg eval --package P --local-workers N | --scheduler ADDRESS`` scores a dataset the same
+way (:mod:`fcnseg.quantize.farm_eval`, beside the datasets it opens): the same connection,
+TLS, Ctrl-C flag and result loop (:func:`~fcnseg.host.farm.client.session`,
+:func:`~fcnseg.host.farm.client.each_result`), the same open-once plugin
+(:class:`~fcnseg.host.farm.worker.OpenOnce`), one task per chunk of images returning its
+confusion matrix, summed on the client: exactly a local evaluation's.
+
+Not yet: a worker's image is segmented start to end in its task (:meth:`Batch.one`), without
+the local pipeline's overlap of decoding, fabric and finishing; and a retried image whose claim
+a worker on *another* host left is not waited for: its heartbeat makes the claim stale within
+:data:`~fcnseg.host.claims.CLAIM_STALE_SECONDS` (two minutes, :mod:`fcnseg.host.claims`), so
+a later run takes it, but the retry itself, which typically comes sooner, records the image as
+``another-run``. A temporary such a worker left is hidden and removed by the age rule only
+(:data:`~fcnseg.atomic.STALE_AGE_SECONDS`).
 
 Dask is imported only here, in the cluster code path (the ``cluster`` extra); ``fcnseg.host``
 without ``--local-workers``/``--scheduler`` imports neither dask nor distributed.

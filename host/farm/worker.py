@@ -27,6 +27,8 @@ from fcnseg.host.summary import ImageRecord
 
 #: The plugin's name on every worker (one farm batch at a time per cluster).
 PLUGIN = "fcnseg-farm"
+#: Seconds between looks at an image another host's run holds (:func:`segment_one`).
+CLAIM_POLL_S = 2.0
 #: The scheduler's event topic of finished images (:func:`done_event`).
 DONE_TOPIC = "fcnseg-farm-done"
 #: What a task's record says when the image's mask was written after the batch started.
@@ -196,6 +198,7 @@ def segment_one(job: Job, record: ImageRecord) -> TaskResult:
     stopped = None
     try:
         batch.one(job, record)
+        _wait_out_a_remote_claim(batch, job, record)
     except BatchStopped as stop:
         record.status, record.message, stopped = "failed", str(stop), stop.reason
     said = batch.said()
@@ -208,6 +211,28 @@ def segment_one(job: Job, record: ImageRecord) -> TaskResult:
     if record.status == "done":
         worker.log_event(DONE_TOPIC, done_event(worker.get_current_task(), record))
     return TaskResult(record, stopped, said)
+
+
+def _wait_out_a_remote_claim(batch: Batch, job: Job, record: ImageRecord) -> None:
+    """If ``job`` is held by a run this host cannot judge (a worker on another host, maybe the
+    one this task is a retry of, killed there), look again every :data:`CLAIM_POLL_S` until its
+    mask is there or its claim went stale (its heartbeat stopped: at most
+    :data:`~fcnseg.host.claims.CLAIM_STALE_SECONDS` after its last beat), then take the image.
+    A live holder's heartbeat keeps its claim: then the wait ends after one stale period plus
+    two beats, and the image is that run's (``another-run``)."""
+    from fcnseg.host.claims import CLAIM_STALE_SECONDS, HEARTBEAT_SECONDS, holder_of, remote
+
+    deadline = time.monotonic() + CLAIM_STALE_SECONDS + 2 * HEARTBEAT_SECONDS
+    while record.status == "another-run" and record.message != "done by another run":
+        if time.monotonic() > deadline:
+            return
+        holder = holder_of(batch.outputs(job).mask)
+        if holder is not None:  # None: released meanwhile, look again at once
+            if not remote(holder):  # a live run on this host: its image
+                return
+            time.sleep(CLAIM_POLL_S)
+        record.status, record.message = "not-attempted", None
+        batch.one(job, record)
 
 
 def done_event(key: Any, record: ImageRecord) -> dict[str, Any]:

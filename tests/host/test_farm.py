@@ -33,9 +33,11 @@ import distributed  # noqa: E402
 from fcnseg import atomic  # noqa: E402
 from fcnseg.atomic import Owner, this_owner  # noqa: E402
 from fcnseg.cli import main  # noqa: E402
+from fcnseg.host import claims  # noqa: E402
 from fcnseg.host.claims import Claim, Holder, claim_path, try_claim  # noqa: E402
 from fcnseg.host.farm import client as farm_client  # noqa: E402
 from fcnseg.host.farm import security as farm_security  # noqa: E402
+from fcnseg.host.farm import worker as farm_worker  # noqa: E402
 from fcnseg.host.farm.worker import (  # noqa: E402
     PLUGIN,
     WRITTEN_SINCE,
@@ -246,6 +248,32 @@ def test_a_worker_that_cannot_open_the_package_says_so(cluster, batch_in, tmp_pa
     assert record.status == "failed" and f"worker {record.worker}" in record.message
     assert str(missing) in record.message and "\n" not in record.message
     assert not (tmp_path / "a.png").exists()
+
+
+def test_a_claim_left_on_another_host_is_waited_out_then_taken(
+    cluster, batch_in, tmp_path: Path
+) -> None:
+    """A worker on another host died holding the image (its heartbeat stopped): the task looks
+    again until the claim is stale by the folder's clock, then segments the image. A live
+    holder on this host is not waited for."""
+    source = batch_in["inputs"] / "img03.png"
+    elsewhere = Owner("x" + this_owner().host[:79], 4242, 17)
+    claim = claim_path(tmp_path / "c.png")
+    claim.write_text(elsewhere.tag + "\n")
+    stamp = claims.folder_now(tmp_path) - (claims.CLAIM_STALE_SECONDS - 2)
+    os.utime(claim, (stamp, stamp))  # two seconds of heartbeat left
+    began = time.monotonic()
+    record = _one_task(cluster[1], _spec(batch_in, tmp_path), source, "c")
+    assert record.status == "done", record.message
+    assert time.monotonic() - began >= 1.5  # it waited for the heartbeat to run out
+    assert (tmp_path / "c.png").is_file() and not claim.exists()
+
+    mine = try_claim(tmp_path / "d.png")  # this process: alive, on the workers' host
+    began = time.monotonic()
+    record = _one_task(cluster[1], _spec(batch_in, tmp_path), source, "d")
+    mine.release()
+    assert record.status == "another-run" and "being segmented by another run" in record.message
+    assert time.monotonic() - began < farm_worker.CLAIM_POLL_S
 
 
 def test_an_image_whose_result_died_with_its_worker_counts_as_done(
