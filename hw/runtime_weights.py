@@ -85,6 +85,19 @@ _NOT_HARDWARE = (
     "rtlsim_trace",
     "slr",
 )
+#: attributes compared first, causes before consequences (a wider weight type also widens the
+#: accumulator: the weight type is the difference to name)
+_FIRST = (
+    "weightDataType",
+    "inputDataType",
+    "numSteps",
+    "outputDataType",
+    "MW",
+    "MH",
+    "NumChannels",
+    "PE",
+    "SIMD",
+)
 FINGERPRINT_FORMAT = "fcnseg-runtime-fingerprint"
 FINGERPRINT_VERSION = 1
 
@@ -424,15 +437,16 @@ def fingerprint_digest(fp: Mapping[str, Any]) -> str:
 
 def first_difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> str | None:
     """The first place ``new`` differs from ``old``, as ``"layer X: what old A vs new B"``
-    (None if equal). Nodes are compared in order: count, name and op type, attributes by
-    name, then inputs and outputs by position."""
+    (None if equal). Nodes are compared in order: name and op type, attributes (:data:`_FIRST`,
+    then by name), inputs and outputs by position; then the node count."""
     a, b = list(old.get("nodes", [])), list(new.get("nodes", []))
     for i, (x, y) in enumerate(zip(a, b, strict=False)):
         where = f"layer {x['name']}"
         for key in ("name", "op_type"):
             if x[key] != y[key]:
                 return f"{where} (#{i}): {key} old {x[key]} vs new {y[key]}"
-        for attr in sorted(set(x["attributes"]) | set(y["attributes"])):
+        names = set(x["attributes"]) | set(y["attributes"])
+        for attr in [a for a in _FIRST if a in names] + sorted(names - set(_FIRST)):
             va, vb = x["attributes"].get(attr), y["attributes"].get(attr)
             if va != vb:
                 return f"{where}: {attr} old {va} vs new {vb}"
