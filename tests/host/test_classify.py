@@ -168,6 +168,22 @@ def test_interleave_refuses_a_pass_of_the_wrong_size() -> None:
         interleave(plan, maps[:3], (3, 3))
 
 
+def test_interleave_of_equal_passes_is_segmentations_shift_stitch() -> None:
+    from fcnseg.host.shift_stitch import shift_stitch
+
+    plan = plan_shifts(8, 4)
+    canvas = _image(32, 40, seed=9)
+    maps = []
+
+    def run(c: np.ndarray) -> np.ndarray:  # a stand-in net: one cell per 8x8 block, 3 "classes"
+        out = c.reshape(4, 8, 5, 8, 3).astype(np.int64).sum(axis=(1, 3)) * (len(maps) + 1)
+        maps.append(out)
+        return out
+
+    fine = shift_stitch(plan, run, canvas)
+    np.testing.assert_array_equal(interleave(plan, maps, fine.shape[:2]), fine)
+
+
 def test_pooling_dequantizes_then_takes_the_mean_or_max(small: Classifier) -> None:
     image = _image(41, 50, seed=2)
     scores = small.score_map(image)
