@@ -38,7 +38,7 @@ Exactly once, in effect:
 - a worker that dies (SIGKILL, a board losing power) has its tasks retried on the others, at most
   :data:`~fcnseg.host.farm.client.RETRIES` times; the retry removes the dead worker's temporaries
   and breaks its claim (its owner is provably gone on the same host; a claim of a worker on
-  another host is stale once its heartbeat is two minutes old, :mod:`fcnseg.host.claims`);
+  another host is waited out until its heartbeat is two minutes old, below);
 - an image that fails (a bad file) fails once with its one-line error: the task returns the
   failure as its result instead of raising, so Dask does not retry it;
 - Ctrl-C on the client cancels what has not started and closes a local cluster (its workers
@@ -55,13 +55,17 @@ TLS, Ctrl-C flag and result loop (:func:`~fcnseg.host.farm.client.session`,
 (:class:`~fcnseg.host.farm.worker.OpenOnce`), one task per chunk of images returning its
 confusion matrix, summed on the client: exactly a local evaluation's.
 
+A claim a worker on *another* host left (it died there mid-image) cannot be judged by its pid:
+its heartbeat stops, and once it is :data:`~fcnseg.host.claims.CLAIM_STALE_SECONDS` old (two
+minutes, by the shared folder's clock: :mod:`fcnseg.host.claims`) it is stale. The retry of that
+image waits for it (:func:`~fcnseg.host.farm.worker.segment_one` looks again every
+:data:`~fcnseg.host.farm.worker.CLAIM_POLL_S`, holding its worker meanwhile), then takes the
+image; a claim whose heartbeat goes on belongs to a live run, whose image it is once the wait
+(one stale period and two beats) is over. A temporary such a worker left is hidden and removed
+by the age rule only (:data:`~fcnseg.atomic.STALE_AGE_SECONDS`).
+
 Not yet: a worker's image is segmented start to end in its task (:meth:`Batch.one`), without
-the local pipeline's overlap of decoding, fabric and finishing; and a retried image whose claim
-a worker on *another* host left is not waited for: its heartbeat makes the claim stale within
-:data:`~fcnseg.host.claims.CLAIM_STALE_SECONDS` (two minutes, :mod:`fcnseg.host.claims`), so
-a later run takes it, but the retry itself, which typically comes sooner, records the image as
-``another-run``. A temporary such a worker left is hidden and removed by the age rule only
-(:data:`~fcnseg.atomic.STALE_AGE_SECONDS`).
+the local pipeline's overlap of decoding, fabric and finishing.
 
 Dask is imported only here, in the cluster code path (the ``cluster`` extra); ``fcnseg.host``
 without ``--local-workers``/``--scheduler`` imports neither dask nor distributed.
