@@ -15,9 +15,10 @@ accelerator once (:class:`~fcnseg.host.farm.worker.OpenOnce`). What is this modu
   its worker died (at most :data:`~fcnseg.host.farm.client.RETRIES` times) returns the same
   matrix, and the client takes one result per chunk, each once: every image is counted
   exactly once and the sum is the local run's matrix, integer for integer;
-- an image a worker cannot read (a broken file in the dataset) stops the evaluation with its
-  one line naming the worker, as a local run stops (exit 2): a metric over part of the data
-  would mislead.
+- an image a worker cannot read (a broken file in the dataset, or a module the dataset needs
+  missing there: scikit-image for the synthetic scenes) stops the evaluation with its one line
+  naming the worker, as a local run stops (exit 2): a metric over part of the data would
+  mislead.
 
 Imports no torch (the ``--package`` path runs on a board) and Dask only when called.
 """
@@ -127,7 +128,7 @@ def score_chunk(start: int, stop: int, classes: int) -> ChunkResult:
         for index in range(start, stop):
             image, label = where.dataset[index]
             matrix.update(label, where.seg(image))
-    except (UserError, OSError) as error:
+    except (UserError, OSError, ImportError) as error:  # ImportError: a worker lacks a module
         why = str(error).splitlines()[0] if str(error) else type(error).__name__
         result.error = f"image {index} of the dataset: {why} (worker {worker.address})"
         return result
