@@ -64,14 +64,16 @@ accelerator.json (``FORMAT_VERSION`` 2)::
     upgraded_from   optional, only in an upgraded package: {format_version, created_by,
                     accelerator_json_sha256} of the package it was upgraded from
     runtime_weights optional (``fcnseg compile --runtime-weights``; docs/runtime_weights.md):
-                    {partition int (finn's StreamingDataflowPartition of the compute kernel),
+                    {partitions int (finn's StreamingDataflowPartitions, idma0 and odma0 too),
                      zynq "zynq"|"zynq_us+", axi_base int (first AXI-lite peripheral address),
                      fingerprint {...} what the bitfile fixes (fcnseg.hw.runtime_weights),
                      fingerprint_sha256  sha256 hex of :func:`canonical_json` of it,
-                     layers [{index (finn's driver index), layer (a package layer's name),
-                              node (its specialised node), kind "MVAU"|"Thresholding", impl,
-                              interface "s_axilite_<index>", file "runtime_weights/*.dat"
-                              (listed in files), word_bits 32, words, words_per_line, lines,
+                     layers [{index, layer (a package layer's name), node (its specialised
+                              node), kind "MVAU"|"Thresholding", impl, partition (n of its
+                              StreamingDataflowPartition_n: one writable layer each, increasing),
+                              instance "StreamingDataflowPartition_<n>", interface
+                              "s_axilite_0", file "runtime_weights/<n>_0_<node>.dat" (finn's
+                              name; listed in files), word_bits 32, words, words_per_line, lines,
                               line_bits, lane_bits, address_bits, range_bytes,
                               predicted_offset, dtype, shape, folding, order,
                               narrow_weights bool|null}]}
@@ -634,6 +636,7 @@ def _check_layers(entries: Sequence[Mapping[str, Any]], io: Mapping[str, Any], w
 #: the keys of one writable layer of ``runtime_weights`` that are non-negative integers
 _RUNTIME_INTS = (
     "index",
+    "partition",
     "word_bits",
     "words",
     "words_per_line",
@@ -668,11 +671,11 @@ def check_runtime_weights(meta: Mapping[str, Any], where: str) -> dict[str, Any]
     what = f"{where}: {JSON_NAME}: {RUNTIME_WEIGHTS_KEY}"
     if not isinstance(rec, Mapping):
         raise UserError(f"{what} is not an object")
-    for key in ("partition", "zynq", "axi_base", "fingerprint", "fingerprint_sha256", "layers"):
+    for key in ("partitions", "zynq", "axi_base", "fingerprint", "fingerprint_sha256", "layers"):
         if key not in rec:
             raise UserError(f"{what} lacks {key!r}")
-    if not _nonneg_int(rec["partition"]) or not _nonneg_int(rec["axi_base"]):
-        raise UserError(f"{what}: partition and axi_base must be non-negative integers")
+    if not _nonneg_int(rec["partitions"]) or not _nonneg_int(rec["axi_base"]):
+        raise UserError(f"{what}: partitions and axi_base must be non-negative integers")
     if rec["zynq"] not in _RUNTIME_ZYNQ:
         raise UserError(f"{what}: zynq {rec['zynq']!r} is not one of {list(_RUNTIME_ZYNQ)}")
     if not isinstance(rec["fingerprint"], Mapping):
@@ -686,6 +689,7 @@ def check_runtime_weights(meta: Mapping[str, Any], where: str) -> dict[str, Any]
     kinds = {e["name"]: e["kind"] for e in meta["layers"]}
     files = meta["files"]
     seen: set[str] = set()
+    last = 0  # idma0 is partition 0
     for position, entry in enumerate(layers):
         if not isinstance(entry, Mapping):
             raise UserError(f"{what}: layer #{position} is not an object")
@@ -693,6 +697,12 @@ def check_runtime_weights(meta: Mapping[str, Any], where: str) -> dict[str, Any]
         if entry["layer"] in seen:
             raise UserError(f"{what}: layer {entry['layer']!r} is written twice")
         seen.add(entry["layer"])
+        if not last < entry["partition"] < rec["partitions"] - 1:  # odma0 is the last
+            raise UserError(
+                f"{what}: layer #{position}: partition {entry['partition']} is not after "
+                f"{last} and before odma0's {rec['partitions'] - 1}"
+            )
+        last = entry["partition"]
     return dict(rec)
 
 
@@ -703,10 +713,10 @@ def _check_runtime_layer(
     files: Mapping[str, str],
     what: str,
 ) -> None:
-    for key in ("layer", "node", "kind", "interface", "file", "dtype", "order", "narrow_weights"):
+    for key in ("layer", "node", "kind", "instance", "interface", "file", "dtype", "order"):
         if key not in entry:
             raise UserError(f"{what} lacks {key!r}")
-    for key in ("shape", "folding", *_RUNTIME_INTS):
+    for key in ("narrow_weights", "shape", "folding", *_RUNTIME_INTS):
         if key not in entry:
             raise UserError(f"{what} lacks {key!r}")
     for key in _RUNTIME_INTS:
@@ -716,13 +726,16 @@ def _check_runtime_layer(
     what = f"{what} ({name!r})"
     if entry["index"] != position:
         raise UserError(f"{what}: index {entry['index']} but it is #{position}")
-    if entry["interface"] != f"s_axilite_{position}":
-        raise UserError(f"{what}: interface {entry['interface']!r} is not s_axilite_{position}")
+    n = entry["partition"]
+    if entry["instance"] != f"StreamingDataflowPartition_{n}":
+        raise UserError(f"{what}: instance {entry['instance']!r} is not partition {n}'s")
+    if entry["interface"] != "s_axilite_0":
+        raise UserError(f"{what}: interface {entry['interface']!r} is not s_axilite_0")
     if entry["kind"] not in _RUNTIME_KINDS or kinds.get(name) != entry["kind"]:
         raise UserError(f"{what}: kind {entry['kind']!r} is not the kind of a package layer")
     rel = entry["file"]
-    if not isinstance(rel, str) or not rel.startswith(RUNTIME_WEIGHTS_DIR + "/"):
-        raise UserError(f"{what}: file {rel!r} is not in {RUNTIME_WEIGHTS_DIR}/")
+    if rel != f"{RUNTIME_WEIGHTS_DIR}/{n}_0_{entry['node']}.dat":
+        raise UserError(f"{what}: file {rel!r} is not {RUNTIME_WEIGHTS_DIR}/{n}_0_<node>.dat")
     if rel not in files:
         raise UserError(f"{what}: file {rel} is not listed in files")
     _check_dtype(entry["dtype"], what)

@@ -632,7 +632,7 @@ def _write_package(
     if opts.runtime_weights:
         from fcnseg.hw.runtime_weights import runtime_files
 
-        runtime, files = runtime_files(folded, hw_graph, opts.board.part, out_dir)
+        runtime, files = runtime_files(folded, hw_graph, opts.board, out_dir)
         extra.update(files)
     return build_package(
         out_dir / "hw_graph.onnx",

@@ -44,15 +44,19 @@ from fcnseg.hw.to_package import HW_DOMAIN, base_kind
 if TYPE_CHECKING:
     from qonnx.core.modelwrapper import ModelWrapper
 
+    from fcnseg.hw.boards import Board
+
 #: the layer kinds whose parameters become writable
 WRITABLE_KINDS = ("MVAU", "Thresholding")
 #: this step's dotted name (for the build's step list) and the step it follows
 RUNTIME_STEP = "fcnseg.hw.runtime_weights.step_fcn_runtime_weights"
 AFTER_STEP = "fcnseg.hw.steps.exact_thresholds.step_fcn_exact_thresholds"
-#: finn's Floorplan puts each IODMA in its own partition: idma0 is partition 0, the compute
-#: kernel 1, odma0 2 (finn ``transformation/fpgadataflow/floorplan.py``); the driver's ``.dat``
-#: names and ``StreamingDataflowPartition_<n>`` use this index.
-COMPUTE_PARTITION = 1
+#: what finn's ZynqBuild does to the folded graph before it partitions it (Vivado-free graph
+#: transformations; ``make_zynq_proj.py``): :func:`zynq_partitions` runs them, so a layer's
+#: ``StreamingDataflowPartition_<n>`` is finn's own, not a guess. Its Floorplan starts a new
+#: partition at every node with an AXI-lite interface (``floorplan.py``): each writable layer
+#: is alone in its partition and first in it, on the partition's ``s_axilite_0``.
+PARTITION_INTERFACE = "s_axilite_0"
 #: first AXI-lite peripheral address of finn's Zynq block design (``templates.py``:
 #: ``axi_peripheral_base``), by PS family
 AXI_PERIPHERAL_BASE = {"zynq": 0x4000_0000, "zynq_us+": 0xA000_0000}
@@ -198,19 +202,67 @@ def _threshold_layout(inst: Any, model: ModelWrapper) -> dict[str, Any]:
     }
 
 
-def memory_layout(model: ModelWrapper, zynq: str) -> list[dict[str, Any]]:
-    """The AXI-lite layout of every writable layer of a specialised, folded graph.
+def zynq_partitions(model: ModelWrapper, part: str, dma_port_width: int) -> list[list[str]]:
+    """The node names of each ``StreamingDataflowPartition_<n>`` finn's ZynqBuild makes of a
+    folded graph (``n`` = position; 0 is idma0, the last odma0): its own InsertIODMA,
+    InsertDWC, SpecializeLayers, Floorplan and CreateDataflowPartition, with its renaming after
+    each (FIFO sizing, which comes earlier in a Vivado build, adds FIFOs to partitions but
+    starts none)."""
+    import tempfile
+
+    from finn.transformation.fpgadataflow.create_dataflow_partition import (
+        CreateDataflowPartition,
+    )
+    from finn.transformation.fpgadataflow.floorplan import Floorplan
+    from finn.transformation.fpgadataflow.insert_dwc import InsertDWC
+    from finn.transformation.fpgadataflow.insert_iodma import InsertIODMA
+    from finn.transformation.fpgadataflow.specialize_layers import SpecializeLayers
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.custom_op.registry import getCustomOp
+    from qonnx.transformation.general import GiveReadableTensorNames, GiveUniqueNodeNames
+
+    from fcnseg.hw.compat import prepare_finn
+
+    prepare_finn()
+    with tempfile.TemporaryDirectory(prefix="fcnseg-partitions-") as scratch:
+        steps = [
+            InsertIODMA(dma_port_width),
+            InsertDWC(),
+            SpecializeLayers(part),
+            Floorplan(),
+            CreateDataflowPartition(partition_model_dir=scratch),
+        ]
+        parent = ModelWrapper(model.model)
+        for step in steps:
+            parent = parent.transform(step).transform(GiveUniqueNodeNames())
+            parent = parent.transform(GiveReadableTensorNames())
+        return [
+            [n.name for n in ModelWrapper(getCustomOp(sdp).get_nodeattr("model")).graph.node]
+            for sdp in parent.graph.node
+        ]
+
+
+def memory_layout(
+    model: ModelWrapper, zynq: str, partitions: Sequence[Sequence[str]]
+) -> list[dict[str, Any]]:
+    """The AXI-lite layout of every writable layer of a specialised, folded graph, each in its
+    partition of ``partitions`` (:func:`zynq_partitions`).
 
     ``predicted_offset`` is where finn's block design puts the layer's interface, counted from
-    :data:`AXI_PERIPHERAL_BASE` and assuming idma0's control port (registers below 0x40)
-    takes the first 4 KiB; the ``.hwh`` of the built bitfile is the authority on the board."""
+    :data:`AXI_PERIPHERAL_BASE` (``assign_axi_addr_proc``, partition by partition, idma0
+    first): idma0's control port (registers below 0x40) takes the first 4 KiB. The ``.hwh``
+    of the built bitfile is the authority on the board."""
     from qonnx.custom_op.registry import getCustomOp
 
     if zynq not in AXI_PERIPHERAL_BASE:
         raise UserError(f"unknown Zynq family {zynq!r}")
+    where = {name: n for n, names in enumerate(partitions) for name in names}
     offset = MIN_RANGE  # idma0's control registers
     out = []
     for index, node in enumerate(writable_nodes(model)):
+        partition = where.get(node.name)
+        if partition is None or partitions[partition][0] != node.name:
+            raise UserError(f"{node.name}: not the first node of a dataflow partition")
         inst = getCustomOp(node)
         kind = base_kind(node.op_type)
         layout = _mvau_layout(inst) if kind == "MVAU" else _threshold_layout(inst, model)
@@ -222,8 +274,10 @@ def memory_layout(model: ModelWrapper, zynq: str) -> list[dict[str, Any]]:
                 "node": node.name,
                 "kind": kind,
                 "impl": node.op_type[len(kind) + 1 :],
-                "interface": f"s_axilite_{index}",
-                "file": f"{RUNTIME_WEIGHTS_DIR}/{COMPUTE_PARTITION}_{index}_{node.name}.dat",
+                "partition": partition,
+                "instance": f"StreamingDataflowPartition_{partition}",
+                "interface": PARTITION_INTERFACE,
+                "file": f"{RUNTIME_WEIGHTS_DIR}/{partition}_0_{node.name}.dat",
                 "word_bits": 32,
                 "dtype": inst.get_input_datatype(1).name,
                 "range_bytes": size,
@@ -467,20 +521,21 @@ def first_difference(old: Mapping[str, Any], new: Mapping[str, Any]) -> str | No
 
 
 def runtime_record(
-    folded: ModelWrapper, package_names: Mapping[str, str], part: str
+    folded: ModelWrapper, package_names: Mapping[str, str], part: str, dma_port_width: int
 ) -> dict[str, Any]:
     """The package's ``runtime_weights`` record of a folded graph: the layout of its writable
     layers (each with ``layer``, the package layer it writes: ``package_names`` maps node names
     of the specialised graph to the package's), the fingerprint and its digest."""
     fp = fingerprint(folded)
-    layers = memory_layout(folded, zynq_family(part))
+    partitions = zynq_partitions(folded, part, dma_port_width)
+    layers = memory_layout(folded, zynq_family(part), partitions)
     for entry in layers:
         if entry["node"] not in package_names:
             raise UserError(f"{entry['node']}: no package layer corresponds to it")
         entry["layer"] = package_names[entry["node"]]
     zynq = zynq_family(part)
     return {
-        "partition": COMPUTE_PARTITION,
+        "partitions": len(partitions),
         "zynq": zynq,
         "axi_base": AXI_PERIPHERAL_BASE[zynq],
         "layers": layers,
@@ -510,10 +565,11 @@ def package_names(hw_graph: ModelWrapper, folded: ModelWrapper) -> dict[str, str
 
 
 def runtime_files(
-    folded: ModelWrapper, hw_graph: ModelWrapper, part: str, out_dir: Path
+    folded: ModelWrapper, hw_graph: ModelWrapper, board: Board, out_dir: Path
 ) -> tuple[dict[str, Any], dict[str, Path]]:
-    """The ``runtime_weights`` record of a build and its ``.dat`` files (written under
-    ``out_dir``), as ``(record, {package path: file})`` for the package writer."""
-    record = runtime_record(folded, package_names(hw_graph, folded), part)
+    """The ``runtime_weights`` record of a build for ``board`` and its ``.dat`` files (written
+    under ``out_dir``), as ``(record, {package path: file})`` for the package writer."""
+    names = package_names(hw_graph, folded)
+    record = runtime_record(folded, names, board.part, board.dma_port_width)
     write_weight_files(folded, record["layers"], out_dir)
     return record, {e["file"]: out_dir / e["file"] for e in record["layers"]}

@@ -212,7 +212,7 @@ def swap_weights(
         check_parameters(folded, record, where)
         hw_graph = ModelWrapper(str(build / "hw_graph.onnx"))
         check_model(hw_graph, load_net(build / EXACT_DIR))
-        new, files = runtime_files(folded, hw_graph, get_board(package.board).part, build)
+        new, files = runtime_files(folded, hw_graph, get_board(package.board), build)
         changed = 0
         for old_entry, new_entry in zip(record["layers"], new["layers"], strict=True):
             # the bitfile's property, not the new weights': kept from the old record

@@ -202,6 +202,11 @@ def test_every_parameter_layer_is_writable_and_recorded(build: Path) -> None:
             assert node["attributes"]["runtime_writeable_weights"] == 1
     folds = [e["folding"].get("PE", 1) * e["folding"].get("SIMD", 1) for e in record["layers"]]
     assert max(folds) > 1  # the fixture's promise: some line holds several lanes
+    # finn's Floorplan: one writable layer per partition, after idma0 and before odma0
+    parts = [e["partition"] for e in record["layers"]]
+    assert parts == sorted(set(parts)) and 0 < parts[0] and parts[-1] < record["partitions"] - 1
+    for e in record["layers"]:
+        assert e["file"] == f"runtime_weights/{e['partition']}_0_{e['node']}.dat"
     offsets = [e["predicted_offset"] for e in record["layers"]]
     assert offsets == sorted(offsets) and len(set(offsets)) == len(offsets)
     assert record["axi_base"] == 0x4000_0000  # pynq-z2: Zynq-7000
@@ -257,7 +262,13 @@ def _first(meta):
         (lambda m: _first(m).update(words=_first(m)["words"] + 1), "words must be lines x"),
         (lambda m: _first(m).update(index=3), "index 3 but it is #0"),
         (lambda m: _first(m).update(layer="Pool_0"), "is not the kind of a package layer"),
-        (lambda m: _first(m).update(file="elsewhere.dat"), "is not in runtime_weights/"),
+        (lambda m: _first(m).update(file="elsewhere.dat"), "is not runtime_weights/"),
+        (
+            lambda m: _first(m).update(partition=0),
+            "'StreamingDataflowPartition_2' is not partition 0",
+        ),
+        (lambda m: m["runtime_weights"].update(partitions=3), "before odma0's 2"),
+        (lambda m: _first(m).update(interface="s_axilite_1"), "is not s_axilite_0"),
         (lambda m: _first(m).update(address_bits=30), "need"),
         (lambda m: _first(m).update(narrow_weights="yes"), "narrow_weights must be"),
         (lambda m: _first(m).update(dtype="INT3"), "dtype INT3 but the layer declares"),
