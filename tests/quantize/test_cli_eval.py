@@ -19,89 +19,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from fcnseg.cli import main
-from fcnseg.host.package import write_package
 from fcnseg.host.segmenter import DEFAULT_PACKAGE, Segmenter
 from fcnseg.quantize.data.cityscapes import CityscapesSegmentation
-from fcnseg.quantize.data.palette import voc_palette
 from fcnseg.quantize.data.voc import VOCSegmentation
 from fcnseg.quantize.metrics import ConfusionMatrix, scores
-from tests.helpers.packages import make_layers
+from tests.helpers.datasets import classes_package, write_cityscapes, write_voc
 
 METRICS = ("pixel_acc", "mean_acc", "mean_iu", "fw_iu")
-
-
-def toy_package(folder: Path, classes: int, seed: int = 0) -> Path:
-    """A real package for an 8x8 tile: 3x3 conv + thresholds, 2x2 max-pool, 1x1 score conv
-    (tests/helpers/packages.py's layers with ``classes`` scores)."""
-    layers = make_layers(classes=classes, rng=np.random.default_rng(seed))
-    io = {
-        "input": {"name": "x", "dtype": "UINT8", "shape": [1, 8, 8, 3], "layout": "NHWC"},
-        "output": {
-            "name": "y",
-            "dtype": "INT16",
-            "shape": [1, 4, 4, classes],
-            "layout": "NHWC",
-            "scale": [0.5] * classes,
-            "bias": np.linspace(-1, 1, classes).tolist(),
-        },
-    }
-    card = {
-        "name": f"toy{classes}",
-        "arch": "toy",
-        "classes": [f"class{i}" for i in range(classes)],
-        "palette": [[i, i, i] for i in range(classes)],
-        "tile": [8, 8],
-        "output_stride": 2,
-        "receptive_field": 4,
-        "normalisation": "x/255",
-    }
-    return write_package(folder, model_card=card, io=io, layers=layers, board="pynq-z2")
-
-
-def _image_and_label(rng, classes: int) -> tuple[np.ndarray, np.ndarray]:
-    h, w = int(rng.integers(12, 30)), int(rng.integers(12, 30))
-    label = rng.integers(0, classes, size=(h, w), dtype=np.uint8)
-    return rng.integers(0, 256, (h, w, 3), dtype=np.uint8), label
-
-
-def write_voc(root: Path, splits: dict[str, int]) -> Path:
-    """``VOCdevkit/VOC2012`` with JPEGImages/, SegmentationClass/ (palette PNGs), ImageSets/."""
-    rng = np.random.default_rng(1)
-    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
-        (root / sub).mkdir(parents=True, exist_ok=True)
-    for split, count in splits.items():
-        names = [f"2008_{split}{i:04d}" for i in range(count)]
-        (root / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("\n".join(names) + "\n")
-        for name in names:
-            image, label = _image_and_label(rng, 21)
-            label[0] = 255  # VOC's void border
-            png = Image.fromarray(label, mode="P")
-            png.putpalette(voc_palette().ravel().tolist())
-            png.save(root / "SegmentationClass" / f"{name}.png")
-            Image.fromarray(image).save(root / "JPEGImages" / f"{name}.jpg")
-    return root
-
-
-def write_cityscapes(root: Path, splits: dict[str, int]) -> Path:
-    """leftImg8bit/<split>/<city>/ and gtFine/<split>/<city>/ with labelIds PNGs."""
-    rng = np.random.default_rng(2)
-    for split, count in splits.items():
-        images = root / "leftImg8bit" / split / "aachen"
-        labels = root / "gtFine" / split / "aachen"
-        images.mkdir(parents=True)
-        labels.mkdir(parents=True)
-        for i in range(count):
-            image, _ = _image_and_label(rng, 19)
-            ids = rng.integers(0, 34, size=image.shape[:2], dtype=np.uint8)  # 34 label ids
-            stem = f"aachen_{i:06d}_000019"
-            Image.fromarray(image).save(images / f"{stem}_leftImg8bit.png")
-            Image.fromarray(ids).save(labels / f"{stem}_gtFine_labelIds.png")
-    return root
 
 
 def composed(package: Path | None, dataset, **options) -> dict:
@@ -128,7 +55,7 @@ def voc(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def voc_package(tmp_path_factory) -> Path:
-    return toy_package(tmp_path_factory.mktemp("pkg") / "voc21-pynq-z2", 21)
+    return classes_package(tmp_path_factory.mktemp("pkg") / "voc21-pynq-z2", 21)
 
 
 def test_voc_folder_is_scored_on_val_by_default(voc, voc_package, tmp_path, capsys):
@@ -143,7 +70,7 @@ def test_voc_folder_is_scored_on_val_by_default(voc, voc_package, tmp_path, caps
 
 def test_cityscapes_folder_is_scored_on_val_by_default(tmp_path, capsys):
     root = write_cityscapes(tmp_path / "cityscapes", {"train": 1, "val": 2})
-    package = toy_package(tmp_path / "city19-pynq-z2", 19, seed=3)
+    package = classes_package(tmp_path / "city19-pynq-z2", 19, seed=3)
     record = _eval(tmp_path, "--package", str(package), "--data", f"cityscapes:{root}")
     assert "[val], 2 images" in capsys.readouterr().out
     expected = composed(package, CityscapesSegmentation(root, "val"))

@@ -34,7 +34,8 @@ from fcnseg.host.segmenter import Segmenter  # noqa: E402
 from fcnseg.quantize.data.voc import VOCSegmentation  # noqa: E402
 from fcnseg.quantize.farm_eval import MAX_CHUNK, chunks  # noqa: E402
 from fcnseg.quantize.metrics import confusion_matrix  # noqa: E402
-from tests.helpers.farm import SlowImages, busy_until, classes_package, voc_folder  # noqa: E402
+from tests.helpers.datasets import classes_package, write_voc  # noqa: E402
+from tests.helpers.farm import SlowImages, busy_until  # noqa: E402
 
 N_IMAGES = 14
 METRICS = ("pixel_acc", "mean_acc", "mean_iu", "fw_iu", "class_acc", "class_iu", "pixels")
@@ -63,7 +64,7 @@ def scored(tmp_path_factory: pytest.TempPathFactory) -> dict:
     (integers), with a local ``fcnseg eval``'s JSON."""
     root = tmp_path_factory.mktemp("evalfarm")
     package = classes_package(root / "toy21-pynq-z2", 21)
-    voc = voc_folder(root / "VOC2012", "val", N_IMAGES)
+    voc = write_voc(root / "VOC2012", {"val": N_IMAGES})
     expected = _matrix(package, voc, N_IMAGES)
     report = root / "local.json"
     assert main(_args(package, voc, report)) == 0
@@ -166,7 +167,7 @@ def test_a_worker_killed_mid_eval_has_every_image_counted_once(
 
 def test_an_image_a_worker_cannot_read_is_one_line(cluster, tmp_path: Path, capsys) -> None:
     package = classes_package(tmp_path / "toy21-pynq-z2", 21)
-    voc = voc_folder(tmp_path / "VOC2012", "val", 3)
+    voc = write_voc(tmp_path / "VOC2012", {"val": 3})
     broken = sorted((voc / "JPEGImages").iterdir())[1]
     broken.write_bytes(b"not a jpeg")
     report = tmp_path / "farm.json"
