@@ -70,7 +70,7 @@ accelerator.json (``FORMAT_VERSION`` 2)::
                      fingerprint_sha256  sha256 hex of :func:`canonical_json` of it,
                      layers [{index, layer (a package layer's name), node (its specialised
                               node), kind "MVAU"|"Thresholding", impl, partition (n of its
-                              StreamingDataflowPartition_n: one writable layer each, increasing),
+                              StreamingDataflowPartition_n: one writable layer each),
                               instance "StreamingDataflowPartition_<n>", interface
                               "s_axilite_0", file "runtime_weights/<n>_0_<node>.dat" (finn's
                               name; listed in files), word_bits 32, words, words_per_line, lines,
@@ -689,7 +689,7 @@ def check_runtime_weights(meta: Mapping[str, Any], where: str) -> dict[str, Any]
     kinds = {e["name"]: e["kind"] for e in meta["layers"]}
     files = meta["files"]
     seen: set[str] = set()
-    last = 0  # idma0 is partition 0
+    parts: set[int] = set()
     for position, entry in enumerate(layers):
         if not isinstance(entry, Mapping):
             raise UserError(f"{what}: layer #{position} is not an object")
@@ -697,12 +697,13 @@ def check_runtime_weights(meta: Mapping[str, Any], where: str) -> dict[str, Any]
         if entry["layer"] in seen:
             raise UserError(f"{what}: layer {entry['layer']!r} is written twice")
         seen.add(entry["layer"])
-        if not last < entry["partition"] < rec["partitions"] - 1:  # odma0 is the last
+        # one writable layer per partition, between idma0 (0) and odma0 (the last)
+        if not 0 < entry["partition"] < rec["partitions"] - 1 or entry["partition"] in parts:
             raise UserError(
-                f"{what}: layer #{position}: partition {entry['partition']} is not after "
-                f"{last} and before odma0's {rec['partitions'] - 1}"
+                f"{what}: layer #{position}: partition {entry['partition']} is not a new one "
+                f"between idma0's 0 and odma0's {rec['partitions'] - 1}"
             )
-        last = entry["partition"]
+        parts.add(entry["partition"])
     return dict(rec)
 
 

@@ -257,7 +257,6 @@ def memory_layout(
     if zynq not in AXI_PERIPHERAL_BASE:
         raise UserError(f"unknown Zynq family {zynq!r}")
     where = {name: n for n, names in enumerate(partitions) for name in names}
-    offset = MIN_RANGE  # idma0's control registers
     out = []
     for index, node in enumerate(writable_nodes(model)):
         partition = where.get(node.name)
@@ -267,7 +266,6 @@ def memory_layout(
         kind = base_kind(node.op_type)
         layout = _mvau_layout(inst) if kind == "MVAU" else _threshold_layout(inst, model)
         size = max(MIN_RANGE, 1 << layout["address_bits"])
-        offset = -(-offset // size) * size  # aligned to its range, as assign_axi_addr_proc
         out.append(
             {
                 "index": index,
@@ -281,11 +279,18 @@ def memory_layout(
                 "word_bits": 32,
                 "dtype": inst.get_input_datatype(1).name,
                 "range_bytes": size,
-                "predicted_offset": offset,
+                "predicted_offset": 0,
                 "narrow_weights": _narrow(inst, model) if kind == "MVAU" else None,
                 **layout,
             }
         )
+    # addresses go partition by partition (graph order), which on a graph with skip branches
+    # is not the order of the nodes
+    offset = MIN_RANGE  # idma0's control registers
+    for entry in sorted(out, key=lambda e: e["partition"]):
+        size = entry["range_bytes"]
+        offset = -(-offset // size) * size  # aligned to its range, as assign_axi_addr_proc
+        entry["predicted_offset"] = offset
         offset += size
     return out
 
