@@ -15,6 +15,8 @@ from pathlib import Path
 
 import click
 
+from fcnseg.benchmarks import BENCHMARKS
+
 
 @click.command()
 @click.option(
@@ -29,8 +31,7 @@ import click
     "--only",
     "only",
     multiple=True,
-    help="Run only this benchmark (repeatable): simulator, seed_claim, postprocess, tiling, "
-    "end_to_end, estimates, accuracy.",
+    help=f"Run only this benchmark (repeatable): {', '.join(BENCHMARKS)}.",
 )
 @click.option(
     "--reps",
