@@ -33,7 +33,7 @@ SHIPPED_FRAME_H := 512
 SHIPPED_FRAME_W := 1024
 SHIPPED_FRAME_NAME := $(SHIPPED_FRAME_H)x$(SHIPPED_FRAME_W)
 
-.PHONY: setup demo test test-venv test-board train export hw rebuild-shipped bench lint lock clean help
+.PHONY: setup demo test test-venv test-board train export hw rebuild-shipped train-classifier rebuild-classifier bench lint lock clean help
 
 help:
 	@echo "make demo     set up, then segment the bundled sample images on the simulator (out/)"
@@ -45,6 +45,9 @@ help:
 	@echo "make rebuild-shipped  re-export models/*/export, recompile host/packages/ from the"
 	@echo "              committed checkpoints and verify their generated hardware (overwrites"
 	@echo "              the git-tracked shipped artifacts)"
+	@echo "make train-classifier  train the image classifier (issue 18) -> runs/classifier-backbone, runs/classifier"
+	@echo "make rebuild-classifier  re-export models/classifier/export at 384x384 from the committed"
+	@echo "              checkpoint and recompile host/packages/classifier-pynq-z2 (overwrites both)"
 	@echo "make bench    run the benchmarks, write bench/results.json and bench/RESULTS.md (the emulated-board ones: bench/board/)"
 	@echo "make lint     ruff"
 
@@ -122,6 +125,22 @@ shipped-frame-package-%: shipped-export-default-fcn8s
 	cp -R build/shipped-fcn8s-$*-$(SHIPPED_FRAME_NAME)/package host/packages/fcn8s-$*-$(SHIPPED_FRAME_NAME).new
 	rm -rf host/packages/fcn8s-$*-$(SHIPPED_FRAME_NAME)
 	mv host/packages/fcn8s-$*-$(SHIPPED_FRAME_NAME).new host/packages/fcn8s-$*-$(SHIPPED_FRAME_NAME)
+
+# The image classifier (issue 18, models/README.md): its backbone trained densely as an FCN-32s,
+# then the classifier (QAT, 224x224) initialised from it. Writes only under runs/.
+train-classifier: $(VENV)/.installed
+	$(VENV)/bin/fcnseg train --config quantize/configs/classifier-backbone.json -o runs/classifier-backbone --float
+	$(VENV)/bin/fcnseg train --config quantize/configs/classifier.json -o runs/classifier
+
+# The only target that writes the shipped classifier's export and package: fc_to_conv of the
+# committed checkpoint exported at 384x384 (a 6x6 map), compiled for the Pynq-Z2.
+rebuild-classifier: $(VENV)/.installed
+	$(VENV)/bin/fcnseg export models/classifier/checkpoint.safetensors --tile 384 384 -o models/classifier/export
+	$(VENV)/bin/fcnseg compile models/classifier/export --board pynq-z2 -o build/shipped-classifier-pynq-z2
+	rm -rf host/packages/classifier-pynq-z2.new
+	cp -R build/shipped-classifier-pynq-z2/package host/packages/classifier-pynq-z2.new
+	rm -rf host/packages/classifier-pynq-z2
+	mv host/packages/classifier-pynq-z2.new host/packages/classifier-pynq-z2
 
 # The shipped package is found through the installed fcnseg; the checkpoint and photos are named.
 # The in_flight and farm benchmarks need pynq (the emulated board): they run in the board

@@ -87,6 +87,11 @@ def train(
 
     log_path = run_dir / "train.log"
     with quiet_warnings(log_path):
+        from fcnseg.quantize.train_classifier import is_classification_config
+
+        if is_classification_config(config_path):
+            _train_classifier(config_path, run_dir, epochs, seed, threads, _run_log(log_path))
+            return
         from fcnseg.quantize.train import plan, run_status, run_training
         from fcnseg.quantize.train_config import TrainConfig
 
@@ -122,6 +127,28 @@ def train(
             f"{summary['phase']}: best val mean IU {100 * summary['best_mean_iu']:.2f} "
             f"-> {summary['best']}"
         )
+
+
+def _train_classifier(
+    config_path: Path,
+    run_dir: Path,
+    epochs: int | None,
+    seed: int | None,
+    threads: int | None,
+    log: Callable[[str], None],
+) -> None:
+    """``fcnseg train`` of a ``"task": "classification"`` config (quantize/train_classifier.py):
+    one QAT phase; --epochs, --seed and --threads override the config."""
+    from fcnseg.quantize.train_classifier import ClassifierTrainConfig, run_classifier_training
+
+    cfg = ClassifierTrainConfig.load(config_path)
+    overrides = {"epochs": epochs, "seed": seed, "threads": threads}
+    cfg = cfg.replace(**{k: v for k, v in overrides.items() if v is not None})
+    summary = run_classifier_training(cfg, run_dir, log=log)
+    click.echo(
+        f"classification: best val accuracy {100 * summary['val']:.1f}%, test "
+        f"{100 * summary['test']:.1f}% -> {summary['best']}"
+    )
 
 
 def _run_log(path: Path) -> Callable[[str], None]:

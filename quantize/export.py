@@ -97,7 +97,7 @@ def model_card(
         "output": {
             "name": OUTPUT_NAME,
             "layout": "NCHW",
-            "shape": [1, cfg.num_classes, h // s, w // s],
+            "shape": [1, cfg.num_classes, *output_cells(model, tile)],
             "meaning": "logits = q * output_scale[c] + output_bias[c] with integer scores q",
         },
         "tile": [h, w],
@@ -105,16 +105,29 @@ def model_card(
         "net_stride": cfg.net_stride,
         "output_scale": [float(v) for v in scale],
         "output_bias": [float(v) for v in bias],
-        "receptive_field": receptive_field(cfg),
+        "receptive_field": (
+            model.receptive_field() if hasattr(model, "receptive_field") else receptive_field(cfg)
+        ),
         "model_config": cfg.to_dict(),
         "files": {"qonnx": QONNX_FILE, "qcdq": QCDQ_FILE},
     }
+    # a converted classifier adds what the host needs to classify ("task", "window")
+    card.update(model.card_facts() if hasattr(model, "card_facts") else {})
     if "metrics" in meta:
         card["metrics"] = meta["metrics"]
     if source is not None:
         card["source_checkpoint"] = {"file": source.name, "sha256": sha256_file(source)}
     ModelCard.from_json(card, where=CARD_FILE)
     return card
+
+
+def output_cells(model: FCNBase, tile: tuple[int, int]) -> tuple[int, int]:
+    """The score map's (rows, columns) at ``tile``: ``tile / output_stride`` for the same-padded
+    FCNs; a converted classifier (``models.classifier.ConvClassifier``) says its own."""
+    if hasattr(model, "output_cells"):
+        return tuple(model.output_cells(tile))
+    s = model.cfg.output_stride
+    return tile[0] // s, tile[1] // s
 
 
 def export_qonnx_file(model: FCNBase, tile: tuple[int, int], path: Path) -> None:
@@ -162,7 +175,7 @@ def write_exact_record(model: FCNBase, folder: Path, source: Path | None) -> Non
     :mod:`fcnseg.quantize.exact`): what ``fcnseg compile`` solves the exact thresholds from."""
     from fcnseg.quantize.exact.extract import exact_net
 
-    net = exact_net(model)
+    net = model.exact_net() if hasattr(model, "exact_net") else exact_net(model)
     if source is not None:
         net = replace(net, source={"file": source.name, "sha256": sha256_file(source)})
     save_net(net, folder)
@@ -208,11 +221,18 @@ def export_model(
 def export_checkpoint(
     checkpoint: str | os.PathLike[str], tile: tuple[int, int], out_dir: str | os.PathLike[str]
 ) -> dict[str, Any]:
-    """Load a checkpoint (``io.load_checkpoint``) and :func:`export_model` it."""
+    """Load a checkpoint (``io.load_checkpoint``) and :func:`export_model` it; a classifier's
+    (``models.classifier``) is made fully convolutional by ``fc_to_conv`` first."""
+    from fcnseg.quantize.models import classifier
     from fcnseg.quantize.models.io import load_checkpoint
 
     tile = check_tile(tile)
-    model, meta = load_checkpoint(checkpoint)
+    if classifier.is_classifier_checkpoint(checkpoint):
+        net, meta = classifier.load_classifier(checkpoint)
+        model = classifier.convert(net)
+        model.output_cells(tile)  # a tile smaller than the window is refused here, by name
+    else:
+        model, meta = load_checkpoint(checkpoint)
     return export_model(model, meta, tile, out_dir, source=checkpoint)
 
 

@@ -182,12 +182,16 @@ def _shape_mask(
 
 
 def render_scene(
-    seed: int, size: tuple[int, int] = (256, 256), object_scale: float = 1.0
+    seed: int,
+    size: tuple[int, int] = (256, 256),
+    object_scale: float = 1.0,
+    object_count: tuple[int, int] = OBJECTS_RANGE,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Render one scene: ``(image (H, W, 3) uint8, label (H, W) uint8)`` for ``size = (H, W)``.
 
     A pure function of its arguments. Labels index :data:`CLASSES`; every pixel is labelled (no
-    ignore value), the visible top-most object wins.
+    ignore value), the visible top-most object wins. ``object_count`` is the range of the object
+    count per ``REFERENCE_SIDE``-square (the image-level classifier's scenes hold fewer).
     """
     height, width = int(size[0]), int(size[1])
     if height < 1 or width < 1:
@@ -197,7 +201,7 @@ def render_scene(
     image = _background(rng, textures, height, width)
     label = np.zeros((height, width), dtype=np.uint8)
     area_ratio = height * width / REFERENCE_SIDE**2
-    low, high = OBJECTS_RANGE
+    low, high = object_count
     count = max(1, int(round(rng.uniform(low, high + 1) * area_ratio)))
     for _ in range(count):
         cls = int(rng.integers(1, len(CLASSES)))
