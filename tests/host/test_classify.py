@@ -341,7 +341,6 @@ def test_toy_map_is_its_crops_on_a_photo(small: Classifier, tmp_path: Path, caps
     check_map_is_its_crops(small.package.path, SAMPLE, tmp_path, capsys)
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(
     not (SHIPPED / "accelerator.json").is_file(), reason="the shipped classifier is not built"
 )
