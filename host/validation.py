@@ -19,6 +19,8 @@ with what the package declares, after the structural checks of :mod:`fcnseg.host
   simulator would not;
 - **shapes**: every tensor's NHWC shape recomputed from the tile equals the declared one;
 - **the tile**: a positive multiple of the net stride;
+- **runtime-writable weights** (:func:`check_runtime_weights`, optional): each writable layer's
+  recorded shape and datatype are its array's and its ``.dat`` holds exactly its words;
 - **the receptive field** (:func:`receptive_field`), recomputed from the layers, equals the
   model card's (the host's tiling overlap is derived from it: a smaller claim breaks exactness);
   a card without one gets the layers' (:func:`fcnseg.host.package.load_package`).
