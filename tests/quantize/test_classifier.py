@@ -232,3 +232,32 @@ def test_dominant_class_counts_visible_shape_pixels():
     assert SHAPE_CLASSES[dominant_class(label)] == "ring"
     label[2, :1] = 2  # square: 3 px, a tie: the lower index wins
     assert SHAPE_CLASSES[dominant_class(label)] == "square"
+
+
+# ------------------------------------------------------------------------- the shipped artifacts
+SHIPPED = ROOT / "models" / "classifier"
+PACKAGE = ROOT / "host" / "packages" / "classifier-pynq-z2"
+
+
+def test_shipped_package_on_the_simulator_is_the_36_exact_crops():
+    """host/packages/classifier-pynq-z2 (compiled from models/classifier/export) on the simulator:
+    its raw integer 6x6 map equals the exact record and the shipped checkpoint's classifier on
+    the 36 crops (Brevitas float64), on sample photos and boundary inputs."""
+    from fcnseg.host.package import load_package
+    from fcnseg.host.sim.engine import SimEngine
+    from fcnseg.quantize.exact.forward import ExactForward
+    from fcnseg.quantize.exact.record import load_net
+    from fcnseg.quantize.models.classifier import load_classifier
+
+    model, meta = load_classifier(SHIPPED / "checkpoint.safetensors")
+    engine = SimEngine(load_package(PACKAGE))
+    reference = ExactForward(load_net(SHIPPED / "export"))
+    card = json.loads((PACKAGE / "accelerator.json").read_text())["model_card"]
+    assert (card["task"], card["window"], card["tile"]) == ("classification", WINDOW, [384, 384])
+    assert card["classes"] == meta["classes"] == list(SHAPE_CLASSES)
+    images = [photo_tile(p, IMAGE) for p in SAMPLES[:2]] + boundary_images()[:2]
+    for img in images:
+        have = engine.run(img[None])[0]
+        assert have.shape == (CELLS, CELLS, len(SHAPE_CLASSES))
+        np.testing.assert_array_equal(have, reference.run(img[None])[0])
+        np.testing.assert_array_equal(have, brevitas_crop_scores(model, img))
