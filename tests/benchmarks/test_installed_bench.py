@@ -58,16 +58,17 @@ def test_bench_on_the_shipped_package_runs_what_numpy_can(tmp_path: Path) -> Non
     assert done.returncode == 0, done.stderr[-3000:]
     data = json.loads((tmp_path / "out" / "results.json").read_text())
     results = data["benchmarks"]
-    assert list(results) == [*NUMPY_ONLY, "in_flight", "accuracy"]
+    assert list(results) == [*NUMPY_ONLY, "in_flight", "farm", "accuracy"]
     for name in NUMPY_ONLY:
         assert results[name]["status"] == "ok", (name, results[name].get("reason"))
         assert all(c["passed"] for c in results[name]["checks"])
-    # the emulated board's benchmark runs where pynq is (the board environment)
-    if importlib.util.find_spec("pynq") is None:
-        assert results["in_flight"]["status"] == "skipped"
-        assert "pynq" in results["in_flight"]["reason"]
-    else:
-        assert results["in_flight"]["status"] == "ok", results["in_flight"].get("reason")
+    # the emulated board's benchmarks run where pynq is (the board environment)
+    for name in ("in_flight", "farm"):
+        if importlib.util.find_spec("pynq") is None:
+            assert results[name]["status"] == "skipped"
+            assert "pynq" in results[name]["reason"]
+        else:
+            assert results[name]["status"] == "ok", results[name].get("reason")
     assert data["subject"]["source"] == "shipped" and data["subject"]["tile"] == [256, 256]
     sim = {row["engine"]: row for row in results["simulator"]["rows"]}
     batch4 = next(row for engine, row in sim.items() if "4 tiles per call" in engine)
