@@ -22,7 +22,9 @@ from fcnseg.host.tiling import Geometry
 from tests.helpers.tamper import tamper
 
 ROOT = Path(__file__).resolve().parents[2]
-SHIPPED = sorted((ROOT / "host" / "packages").glob("*/accelerator.json"))
+#: the shipped segmentation packages (FCN-8s); the classifier has a test of its own
+SHIPPED = sorted((ROOT / "host" / "packages").glob("fcn8s-*/accelerator.json"))
+SHIPPED_CLASSIFIER = ROOT / "host" / "packages" / "classifier-pynq-z2"
 
 #: the smallest valid card, and a full one in the export's shape
 MINIMAL = {"classes": ["bg", "fg"], "output_stride": 8}
@@ -70,6 +72,16 @@ def test_shipped_cards_parse_and_give_the_tiling_geometry(path: Path) -> None:
     assert card.source_sha256 == pkg.model_card["source_checkpoint"]["sha256"]
     # the stored JSON round-trips; the only addition is the derived net_stride
     assert card.to_json() == {**pkg.model_card, "net_stride": 32}
+
+
+def test_shipped_classifier_card_is_a_sliding_window() -> None:
+    """The converted classifier: a 224 px window every 32 px, 6x6 cells on its 384 px tile."""
+    pkg = load_package(SHIPPED_CLASSIFIER)
+    card = pkg.card
+    assert card.task == "classification" and card.window == card.receptive_field == 224
+    assert card.tile == (384, 384) and card.output_stride == card.net_stride == 32
+    assert pkg.output["shape"] == [1, 6, 6, card.num_classes]
+    assert card.to_json() == pkg.model_card
 
 
 def test_full_card_round_trips_and_keeps_unknown_keys() -> None:
