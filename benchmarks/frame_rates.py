@@ -34,20 +34,28 @@ FRAMES: tuple[tuple[int, int], ...] = ((512, 1024), (720, 1280), (1024, 2048))
 
 
 def packages(ctx: Context) -> list[tuple[Path, str]]:
-    """``(package folder, label)`` of every package measured: the shipped ones for any board,
-    then ``--package`` when it is not one of them (reading estimates needs no subject: no
-    torch, no build)."""
+    """``(package folder, label)`` of every package measured: the shipped segmentation ones for
+    any board, then ``--package`` when it is not one of them (reading estimates needs no
+    subject: no torch, no build). A classifier's frames are not tiled for masks: left out."""
     found: list[tuple[Path, str]] = []
     if ctx.packages_dir is not None and Path(ctx.packages_dir).is_dir():
         for path in sorted(Path(ctx.packages_dir).iterdir()):
-            if (path / "accelerator.json").is_file():
+            if (path / "accelerator.json").is_file() and _segments(path):
                 found.append((path, f"shipped {path.name}"))
     shipped = {p.resolve() for p, _ in found}
     given = Path(ctx.package) if ctx.package is not None else None
-    if given is not None and (given / "accelerator.json").is_file():
+    if given is not None and (given / "accelerator.json").is_file() and _segments(given):
         if given.resolve() not in shipped:
             found.append((given, f"--package {given.name}"))
     return found
+
+
+def _segments(path: Path) -> bool:
+    """Whether the package at ``path`` is a segmenter (its model card's task)."""
+    import json
+
+    card = json.loads((path / "accelerator.json").read_text()).get("model_card", {})
+    return card.get("task", "segmentation") == "segmentation"
 
 
 def _rounded(value: float | None, digits: int) -> float | None:
