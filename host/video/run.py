@@ -122,10 +122,21 @@ class VideoRun:
     workers: int = 2
     max_frames: int | None = None
     progress: bool = True
+    _read_s: float = field(default=0.0, init=False, repr=False)
 
     def _frames(self) -> Iterator[Frame]:
+        """The source's frames (up to ``max_frames``), the seconds spent reading them (FFmpeg's
+        decoding, in the pipeline's decode thread) summed in :attr:`_read_s`."""
         frames = iter(self.source)
-        return itertools.islice(frames, self.max_frames) if self.max_frames else frames
+        if self.max_frames:
+            frames = itertools.islice(frames, self.max_frames)
+        while True:
+            start = time.perf_counter()
+            frame = next(frames, None)
+            self._read_s += time.perf_counter() - start
+            if frame is None:
+                return
+            yield frame
 
     def _decode(self, frame: Frame) -> np.ndarray:
         frame.rgb = resized(frame.rgb, self.size)
@@ -217,8 +228,9 @@ class VideoRun:
         except UserError:  # the pipeline never ran
             busy = {}
         per = 1e3 / frames if frames else 0.0
+        # "read": the source's own decoding; "decode": the pipeline's stage (--size resize)
         stages = {k: busy.get(k, 0.0) * per for k in ("decode", "accelerate", "finish")}
-        return {**stages, "write": encode_s * per}
+        return {"read": self._read_s * per, **stages, "write": encode_s * per}
 
     def _bar(self) -> Any:
         from tqdm import tqdm
