@@ -56,6 +56,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from fcnseg.errors import ParameterError, UserError
+from fcnseg.host.farm.options import tls_options
 from fcnseg.host.inputs import IMAGE_SUFFIXES, Job, collect_inputs
 
 if TYPE_CHECKING:
@@ -195,24 +196,7 @@ SCORES_HELP = (
     "--nthreads 1 --resources FPGA=1`, each seeing INPUTS and OUT at the same paths); needs "
     "fcnseg[cluster].",
 )
-@click.option(
-    "--tls-ca-file",
-    type=click.Path(exists=True, dir_okay=False),
-    default=None,
-    help="With a tls:// --scheduler: the CA that signed the cluster's certificates.",
-)
-@click.option(
-    "--tls-cert",
-    type=click.Path(exists=True, dir_okay=False),
-    default=None,
-    help="With a tls:// --scheduler: this client's certificate.",
-)
-@click.option(
-    "--tls-key",
-    type=click.Path(exists=True, dir_okay=False),
-    default=None,
-    help="With a tls:// --scheduler: this client's private key.",
-)
+@tls_options
 @click.option("--debug", "debug_here", is_flag=True, help="Show tracebacks for failed images.")
 @click.pass_context
 def segment(ctx: click.Context, inputs: tuple[str, ...], **options: Any) -> None:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from fcnseg.errors import UserError
+from fcnseg.host.farm.options import tls_options
 
 if TYPE_CHECKING:
     from fcnseg.quantize.data.base import SegmentationDataset
@@ -271,24 +272,7 @@ PACKAGE_FLAGS = {"shift_stitch": "--shift-stitch", "overlap": "--overlap"}
     "--nthreads 1 --resources FPGA=1`, each seeing the package and the dataset at the same "
     "paths). Needs fcnseg[cluster].",
 )
-@click.option(
-    "--tls-ca-file",
-    type=click.Path(exists=True, dir_okay=False),
-    default=None,
-    help="With a tls:// --scheduler: the CA that signed the cluster's certificates.",
-)
-@click.option(
-    "--tls-cert",
-    type=click.Path(exists=True, dir_okay=False),
-    default=None,
-    help="With a tls:// --scheduler: this client's certificate.",
-)
-@click.option(
-    "--tls-key",
-    type=click.Path(exists=True, dir_okay=False),
-    default=None,
-    help="With a tls:// --scheduler: this client's private key.",
-)
+@tls_options
 def evaluate(
     checkpoint: Path | None,
     package: Path | None,
