@@ -49,7 +49,7 @@ def _skip_unless_runnable(path: Path) -> None:
     meta = _meta(path)
     for module in meta.get("needs", []):
         if importlib.util.find_spec(module) is None:
-            pytest.skip(f"{path.name} needs {module} (PC only)")
+            pytest.skip(f"{path.name} needs {module}, not installed here")
     if meta.get("package") == "classifier":  # 07: the shipped classifier, or one named
         from fcnseg.host.classify import DEFAULT_PACKAGE as CLASSIFIER
 
@@ -66,7 +66,7 @@ def _skip_unless_runnable(path: Path) -> None:
 
 
 def test_there_are_notebooks():
-    assert [p.name[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04", "05", "07"]
+    assert [p.name[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04", "05", "06", "07"]
 
 
 @pytest.mark.parametrize("path", _params(marks_slow=False))
