@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -61,3 +62,27 @@ def busy_until(folder: Path, pid: int) -> float | None:
         return float((folder / f"{pid}.busy").read_text())
     except (OSError, ValueError):
         return None
+
+
+@contextlib.contextmanager
+def worker_cluster(workers: int = 3) -> Iterator[tuple[Any, Any]]:
+    """``(cluster, client)``: ``workers`` local worker processes, as ``dask worker ADDRESS
+    --nthreads 1 --resources FPGA=1`` would start them, with the farm's retry bound; loopback
+    only. Closed on exit."""
+    import dask
+    import distributed
+
+    from fcnseg.host.farm import client as farm_client
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": farm_client.RETRIES}):
+        local = distributed.LocalCluster(
+            n_workers=workers,
+            threads_per_worker=1,
+            processes=True,
+            resources={"FPGA": 1},
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+            silence_logs=50,
+        )
+    with local, distributed.Client(local) as client:
+        yield local, client

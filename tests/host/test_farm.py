@@ -27,7 +27,6 @@ from PIL import Image
 
 pytest.importorskip("distributed")
 
-import dask  # noqa: E402
 import distributed  # noqa: E402
 
 from fcnseg import atomic  # noqa: E402
@@ -47,7 +46,7 @@ from fcnseg.host.farm.worker import (  # noqa: E402
 )
 from fcnseg.host.inputs import Job  # noqa: E402
 from fcnseg.host.summary import ImageRecord  # noqa: E402
-from tests.helpers.farm import SlowImages, busy_until  # noqa: E402
+from tests.helpers.farm import SlowImages, busy_until, worker_cluster  # noqa: E402
 from tests.helpers.images import image  # noqa: E402
 from tests.helpers.packages import tiny_package  # noqa: E402
 
@@ -58,18 +57,8 @@ N_IMAGES = 13  #: images done in the shared batch: 12 PNGs and one PPM (strips)
 @pytest.fixture(scope="module")
 def cluster():
     """Three worker processes, as `dask worker ADDRESS --nthreads 1 --resources FPGA=1` would."""
-    with dask.config.set({"distributed.scheduler.allowed-failures": farm_client.RETRIES}):
-        local = distributed.LocalCluster(
-            n_workers=3,
-            threads_per_worker=1,
-            processes=True,
-            resources={"FPGA": 1},
-            host="127.0.0.1",
-            dashboard_address="127.0.0.1:0",
-            silence_logs=50,
-        )
-    with local, distributed.Client(local) as client:
-        yield local, client
+    with worker_cluster(3) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

@@ -25,17 +25,14 @@ import pytest
 
 pytest.importorskip("distributed")
 
-import dask  # noqa: E402
-import distributed  # noqa: E402
 
 from fcnseg.cli import main  # noqa: E402
-from fcnseg.host.farm import client as farm_client  # noqa: E402
 from fcnseg.host.segmenter import Segmenter  # noqa: E402
 from fcnseg.quantize.data.voc import VOCSegmentation  # noqa: E402
 from fcnseg.quantize.farm_eval import MAX_CHUNK, chunks  # noqa: E402
 from fcnseg.quantize.metrics import confusion_matrix  # noqa: E402
 from tests.helpers.datasets import classes_package, write_voc  # noqa: E402
-from tests.helpers.farm import SlowImages, busy_until  # noqa: E402
+from tests.helpers.farm import SlowImages, busy_until, worker_cluster  # noqa: E402
 
 N_IMAGES = 14
 METRICS = ("pixel_acc", "mean_acc", "mean_iu", "fw_iu", "class_acc", "class_iu", "pixels")
@@ -44,18 +41,8 @@ METRICS = ("pixel_acc", "mean_acc", "mean_iu", "fw_iu", "class_acc", "class_iu",
 @pytest.fixture(scope="module")
 def cluster():
     """Three worker processes, as `dask worker ADDRESS --nthreads 1 --resources FPGA=1` would."""
-    with dask.config.set({"distributed.scheduler.allowed-failures": farm_client.RETRIES}):
-        local = distributed.LocalCluster(
-            n_workers=3,
-            threads_per_worker=1,
-            processes=True,
-            resources={"FPGA": 1},
-            host="127.0.0.1",
-            dashboard_address="127.0.0.1:0",
-            silence_logs=50,
-        )
-    with local, distributed.Client(local) as client:
-        yield local, client
+    with worker_cluster(3) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
