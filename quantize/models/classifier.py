@@ -38,7 +38,6 @@ import os
 from collections import OrderedDict
 from dataclasses import dataclass
 from fractions import Fraction
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -399,35 +398,8 @@ def is_classifier_checkpoint(path: str | os.PathLike[str]) -> bool:
 
 
 def load_classifier(path: str | os.PathLike[str]) -> tuple[Classifier, dict[str, Any]]:
-    """A classifier checkpoint (``io.save_checkpoint``'s two files) -> ``(model.eval(), meta)``."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    """A classifier checkpoint (``io.save_checkpoint``'s two files) -> ``(model.eval(), meta)``,
+    loaded by the same rules as an FCN's (:func:`fcnseg.quantize.models.io.load_model`)."""
+    from fcnseg.quantize.models.io import load_model
 
-    from fcnseg.quantize.models.io import sidecar_path
-
-    path = Path(path)
-    side = sidecar_path(path)
-    try:
-        meta = json.loads(side.read_text())
-        cfg = ClassifierConfig.from_dict(meta["model_config"])
-    except FileNotFoundError:
-        raise UserError(f"checkpoint sidecar not found: {side}") from None
-    except (OSError, KeyError, TypeError, ValueError) as error:
-        raise UserError(f"bad checkpoint sidecar {side}: {error}") from None
-    try:
-        state = load_file(str(path))
-    except (SafetensorError, OSError) as error:
-        raise UserError(f"bad checkpoint {path}: {error}") from None
-    model = Classifier(cfg)
-    try:
-        result = model.load_state_dict(state, strict=False)
-    except RuntimeError as error:
-        detail = " ".join(str(error).split())[:300]
-        raise UserError(f"checkpoint {path} does not match its config: {detail}") from None
-    missing = [k for k in result.missing_keys if not k.endswith("scaling_impl.value")]
-    if missing or result.unexpected_keys:
-        raise UserError(
-            f"checkpoint {path} does not match its config: missing {missing[:3]}, "
-            f"unexpected {result.unexpected_keys[:3]}"
-        )
-    return model.eval(), meta
+    return load_model(path, ClassifierConfig.from_dict, Classifier)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -27,6 +28,8 @@ CHECKPOINT_FORMAT = "fcnseg-checkpoint/1"
 
 #: state-dict keys of activation scales that only exist once statistics have been collected
 _UNCALIBRATED_SUFFIX = "scaling_impl.value"
+#: the net a checkpoint rebuilds (an FCN, the classifier)
+M = TypeVar("M", bound=nn.Module)
 
 
 def sidecar_path(path: str | os.PathLike[str]) -> Path:
@@ -63,11 +66,23 @@ def save_checkpoint(
 
 
 def load_checkpoint(path: str | os.PathLike[str]) -> tuple[FCNBase, dict[str, Any]]:
-    """Rebuild the model of a checkpoint, load its weights, return ``(model.eval(), meta)``.
+    """Rebuild the FCN of a checkpoint, load its weights, return ``(model.eval(), meta)``.
 
     ``meta`` is the whole JSON sidecar (``model_config`` included). Missing or damaged files are a
     :class:`~fcnseg.errors.UserError`.
     """
+    return load_model(path, ModelConfig.from_dict, build_model)
+
+
+def load_model(
+    path: str | os.PathLike[str],
+    parse_config: Callable[[Any], Any],
+    build: Callable[[Any], M],
+) -> tuple[M, dict[str, Any]]:
+    """Any net saved by :func:`save_checkpoint`: ``parse_config`` reads the sidecar's
+    ``model_config``, ``build`` makes the net from it, its weights are loaded strictly (only a
+    still-uncalibrated quantizer scale may be missing); ``(model.eval(), meta)``. Missing or
+    damaged files are one :class:`~fcnseg.errors.UserError` line."""
     path = Path(path)
     side = sidecar_path(path)
     if not path.is_file():
@@ -76,14 +91,14 @@ def load_checkpoint(path: str | os.PathLike[str]) -> tuple[FCNBase, dict[str, An
         raise UserError(f"checkpoint sidecar not found: {side}")
     try:
         meta = json.loads(side.read_text())
-        cfg = ModelConfig.from_dict(meta["model_config"])
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        cfg = parse_config(meta["model_config"])
+    except (OSError, KeyError, TypeError, ValueError) as error:
         raise UserError(f"bad checkpoint sidecar {side}: {error}") from error
     try:
         state = load_file(str(path))
     except (SafetensorError, OSError) as error:
         raise UserError(f"bad checkpoint {path}: {error}") from error
-    model = build_model(cfg)
+    model = build(cfg)
     try:
         result = model.load_state_dict(state, strict=False)
     except RuntimeError as error:  # shape mismatch
