@@ -236,8 +236,7 @@ class Classifier:
         hashes, layers, board) and refused in one line if it is not a classifier, or if its
         window disagrees with its layers (the tile's cells must be ``n(T)``); then opened.
         """
-        from fcnseg.host.backends import open_engine
-        from fcnseg.host.segmenter import check_board, resolve_package
+        from fcnseg.host.segmenter import open_checked, resolve_package
 
         if package is None:
             if not (DEFAULT_PACKAGE / "accelerator.json").is_file():
@@ -248,13 +247,7 @@ class Classifier:
             package = DEFAULT_PACKAGE
         pkg = resolve_package(package)
         geometry = package_geometry(pkg)
-        check_board(pkg, backend, board)
-        if batch is not None:
-            backend_options.setdefault("batch", batch)
-        engine = open_engine(backend, pkg, **backend_options)
-        batch = int(
-            getattr(engine, "in_flight", None) or batch or getattr(engine, "batch", None) or 4
-        )
+        engine, batch = open_checked(pkg, backend, board, batch, backend_options)
         clf = cls(
             engine,
             geometry,

@@ -94,6 +94,27 @@ def check_board(package: Package, backend: str, board: str | None = None) -> Non
     )
 
 
+def open_checked(
+    pkg: Package,
+    backend: str,
+    board: str | None,
+    batch: int | None,
+    backend_options: dict[str, Any],
+) -> tuple[Any, int]:
+    """Check ``pkg``'s board (:func:`check_board`), open it on ``backend`` and return
+    ``(engine, tiles per run)``: ``batch`` if given (also passed to the backend), else the
+    engine's own ``batch``, else 4; an engine that keeps several calls in flight
+    (``in_flight`` tiles) is handed that many per ``run``, so one image's calls overlap."""
+    from fcnseg.host.backends import open_engine
+
+    check_board(pkg, backend, board)
+    if batch is not None:
+        backend_options.setdefault("batch", batch)
+    engine = open_engine(backend, pkg, **backend_options)
+    tiles = getattr(engine, "in_flight", None) or batch or getattr(engine, "batch", None) or 4
+    return engine, int(tiles)
+
+
 @dataclass(frozen=True)
 class Segmentation:
     """One image's result."""
@@ -182,17 +203,9 @@ class Segmenter:
         ``calls`` DMA calls of ``batch``) is handed that many tiles per ``run``, so one frame's
         calls overlap in the fabric.
         """
-        from fcnseg.host.backends import open_engine
-
         pkg = resolve_package(package)
         pkg.card.require_task("segmentation", f"package {pkg.path}")
-        check_board(pkg, backend, board)
-        if batch is not None:
-            backend_options.setdefault("batch", batch)
-        engine = open_engine(backend, pkg, **backend_options)
-        batch = int(
-            getattr(engine, "in_flight", None) or batch or getattr(engine, "batch", None) or 4
-        )
+        engine, batch = open_checked(pkg, backend, board, batch, backend_options)
         card = pkg.card
         palette = None if card.palette is None else np.asarray(card.palette, dtype=np.uint8)
         seg = cls(
