@@ -416,7 +416,7 @@ def _evaluate_checkpoint(
             f"{len(dataset.classes)}"
         )
     kind = f"{model.cfg.weight_bits}-bit" if model.cfg.quantized else "float"
-    result = evaluate_model(model, dataset, limit=limit, progress=progress_wanted())
+    result = evaluate_model(model, dataset, limit=limit, progress=progress_wanted(), confusion=True)
     return result, f"{checkpoint} ({model.cfg.arch}, {kind})"
 
 

@@ -58,8 +58,13 @@ def evaluate(
     limit: int | None = None,
     batch_size: int = 8,
     progress: bool = False,
+    confusion: bool = False,
 ) -> dict:
     """The FCN metrics of ``model`` on (the first ``limit`` images of) ``dataset``.
+
+    With ``confusion`` the result also holds the integer confusion matrix (rows: true class,
+    columns: predicted) as ``confusion``, as ``fcnseg eval --json`` records it for a package;
+    training's validation leaves it out of its per-epoch metrics.jsonl lines.
 
     Equal-size, 32-aligned images (the synthetic scenes) go through in batches; others one by one.
     The model is put in eval mode and left there.
@@ -96,4 +101,6 @@ def evaluate(
     result = matrix.scores()
     result["images"] = count
     result["pixels"] = int(matrix.matrix.sum())
+    if confusion:
+        result["confusion"] = matrix.matrix.tolist()
     return result

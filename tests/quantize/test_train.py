@@ -153,7 +153,12 @@ def test_eval_cli_prints_the_fcn_metrics(cli_run, capsys, tmp_path):
     text = capsys.readouterr().out
     for word in ("pixel acc.", "mean acc.", "mean IU", "f.w. IU", "4-bit", "star"):
         assert word in text
-    assert json.loads(out_json.read_text())["images"] == 2
+    record = json.loads(out_json.read_text())
+    assert record["images"] == 2
+    # the confusion matrix, as for a package: one row and column per class, every pixel once
+    confusion = np.array(record["confusion"])
+    assert confusion.shape == (len(record["class_iu"]),) * 2
+    assert confusion.sum() == record["pixels"] == 2 * 64 * 64
     both = ["eval", "--checkpoint", str(cli_run / "best.safetensors"), "--package", str(tmp_path)]
     assert main(both) == 2
     assert "not both" in capsys.readouterr().err
