@@ -11,8 +11,10 @@ Run from the repository root, in an environment with the ``[video]`` extra::
     .venv/bin/python scripts/make_clip.py                       # samples/pan-320x240.mp4
     .venv/bin/python scripts/make_clip.py --size 640 480 --frames 60 -o /tmp/pan-640x480.mp4
 
-The codec follows the suffix (:data:`fcnseg.host.video.sinks.CODECS`: ``.mp4`` H.264,
-``.mkv`` lossless FFV1).
+The codec follows the suffix (:data:`fcnseg.host.video.pyav.CODECS`: ``.mp4`` H.264,
+``.mkv`` lossless FFV1); ``--video-library cv2`` writes with cv2 instead
+(:data:`fcnseg.host.video.opencv.FOURCCS`: ``.mp4`` MPEG-4 Part 2, ``.mkv`` FFV1). The shipped
+clip is written with PyAV.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=24, help="frames per scene")
     parser.add_argument("--fps", type=int, default=10)
     parser.add_argument("--samples", type=Path, default=ROOT / "samples")
+    parser.add_argument("--video-library", choices=("auto", "av", "cv2"), default="auto")
     args = parser.parse_args()
     from fcnseg.host.video.sinks import write_video
 
@@ -64,7 +67,7 @@ def main() -> None:
             with Image.open(args.samples / name) as scene:
                 yield from pan(scene, size, args.frames)
 
-    count = write_video(out, pictures(), Fraction(args.fps))
+    count = write_video(out, pictures(), Fraction(args.fps), args.video_library)
     print(f"{out}: {count} frames of {size[0]}x{size[1]} at {args.fps} frames/s, "
           f"{out.stat().st_size // 1024} KB")  # fmt: skip
 

@@ -6,11 +6,12 @@ finalises what was written, so **an output always holds every frame finished bef
 ended** and is valid (a video is flushed and its container closed: it plays, and reopening it
 counts those frames):
 
-- :class:`VideoSink`: the overlay encoded with PyAV into a temporary next to ``OUT``
+- :class:`VideoSink`: the overlay encoded by the video library (PyAV or cv2:
+  :mod:`fcnseg.host.video.library`) into a temporary next to ``OUT``
   (``.OUT.<owner>.<random>.tmp.mp4``, :func:`fcnseg.atomic.owned_temp`, the suffix kept so the
   container follows it) and renamed onto ``OUT`` at the end. The codec follows the suffix
-  (:data:`CODECS`); frames keep their times (a camera's dropped frames leave gaps in time,
-  not a faster video).
+  (the library's ``codecs``); with PyAV frames keep their times (a camera's dropped frames
+  leave gaps in time, not a faster video); cv2's writer has no timestamps.
 - :class:`MaskSink`: ``DIR/frame_000000.png``, ... (the source's frame index), each the same
   palette PNG ``fcnseg segment`` writes for that frame as an image, each written atomically,
   and ``DIR/classes.json`` first.
@@ -23,11 +24,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -35,27 +36,10 @@ from fcnseg.atomic import atomic_write_text, file_mode, owned_temp
 from fcnseg.errors import UserError
 from fcnseg.host.video.sources import resized
 
-
-@dataclass(frozen=True)
-class Codec:
-    """An FFmpeg encoder for a container, its pixel format and options; ``odd_pix_fmt`` for
-    frames of odd width or height (4:2:0 needs both even)."""
-
-    name: str
-    pix_fmt: str
-    odd_pix_fmt: str
-    options: tuple[tuple[str, str], ...] = ()
+if TYPE_CHECKING:
+    from fcnseg.host.video.library import Encoder, VideoLibrary
 
 
-#: Output suffix -> its encoder. H.264 at "veryfast" keeps up on an ARM core for small frames;
-#: FFV1 (lossless) in Matroska, so an overlay video can be compared pixel for pixel.
-CODECS: dict[str, Codec] = {
-    ".mp4": Codec("libx264", "yuv420p", "yuv444p", (("preset", "veryfast"), ("crf", "20"))),
-    ".mov": Codec("libx264", "yuv420p", "yuv444p", (("preset", "veryfast"), ("crf", "20"))),
-    ".mkv": Codec("ffv1", "bgr0", "bgr0"),
-    ".avi": Codec("mjpeg", "yuvj420p", "yuvj444p", (("q", "3"),)),
-    ".webm": Codec("libvpx-vp9", "yuv420p", "yuv444p", (("deadline", "realtime"),)),
-}
 #: Mask file name of frame ``index`` in ``--masks DIR``.
 MASK_NAME = "frame_{index:06d}.png"
 
@@ -84,38 +68,41 @@ class Sink:
         """Finalise the output (also when ``complete`` is False: the run ended early)."""
 
 
-def video_codec(path: Path) -> Codec:
-    """The encoder of ``path``'s suffix, or one line listing the ones there are."""
-    codec = CODECS.get(path.suffix.lower())
-    if codec is None:
-        known = ", ".join(CODECS)
-        raise UserError(f"{path}: output videos end in {known}, got {path.suffix or 'none'!r}")
-    return codec
-
-
 class VideoSink(Sink):
-    """The overlay as a video file, encoded as frames arrive (module docstring)."""
+    """The overlay as a video file, encoded as frames arrive by the video library's
+    :class:`~fcnseg.host.video.library.Encoder` (module docstring)."""
 
-    def __init__(self, path: Path, fps: Fraction) -> None:
-        from fcnseg.host.video.library import import_av
+    def __init__(
+        self,
+        path: Path,
+        fps: Fraction,
+        library: VideoLibrary | str | Callable[[], VideoLibrary] = "auto",
+    ) -> None:
+        from fcnseg.host.video.library import resolve
 
-        self.av = import_av()
-        self.path, self.fps, self.codec = Path(path), Fraction(fps), video_codec(Path(path))
+        self.library = resolve(library)
+        self.path, self.fps = Path(path), Fraction(fps)
+        self.library.check_output(self.path)
         self.tmp: str | None = None
-        self.container: Any = None
-        self.stream: Any = None
+        self.encoder: Encoder | None = None
         self.last_pts = -1
+        self.note: str | None = None  #: one line for the run's end (a size cv2 cannot write)
 
     def _open(self, width: int, height: int) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = owned_temp(self.path, keep_suffix=True)
-        self.container = self.av.open(self.tmp, "w")
-        odd = width % 2 or height % 2
-        stream = self.container.add_stream(self.codec.name, rate=self.fps)
-        stream.width, stream.height = width, height
-        stream.pix_fmt = self.codec.odd_pix_fmt if odd else self.codec.pix_fmt
-        stream.options = dict(self.codec.options)
-        self.stream = stream
+        try:
+            self.encoder = self.library.encoder(self.tmp, self.fps, width, height)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(self.tmp)
+            raise
+        if self.encoder.size != (width, height):
+            w, h = self.encoder.size
+            self.note = (
+                f"{self.path}: {self.library.name} writes even sizes only: the video is {w}x{h} "
+                f"of the {width}x{height} frames (the masks keep every pixel)"
+            )
 
     def add(self, frame: Finished) -> None:
         assert frame.picture is not None
@@ -123,33 +110,31 @@ class VideoSink(Sink):
 
     def add_picture(self, picture: np.ndarray, time_s: float) -> None:
         """Encode ``picture (H, W, 3) uint8`` shown at ``time_s`` seconds."""
-        if self.container is None:
+        if self.encoder is None:
             self._open(picture.shape[1], picture.shape[0])
-        elif picture.shape[:2] != (self.stream.height, self.stream.width):
+            self.first = (picture.shape[1], picture.shape[0])
+        elif (picture.shape[1], picture.shape[0]) != self.first:
             # an image sequence of mixed sizes: the video keeps its first frame's size
-            picture = resized(picture, (self.stream.width, self.stream.height))
-        video = self.av.VideoFrame.from_ndarray(np.ascontiguousarray(picture), format="rgb24")
+            picture = resized(picture, self.first)
+        assert self.encoder is not None
         # the frame's own time, on the output's clock; strictly increasing
         pts = max(self.last_pts + 1, round(time_s * self.fps))
-        video.pts, self.last_pts = pts, pts
-        for packet in self.stream.encode(video):
-            self.container.mux(packet)
+        self.encoder.write(picture, pts)
+        self.last_pts = pts
         self.frames += 1
 
     def close(self, complete: bool = True) -> None:
-        if self.container is None:
+        if self.encoder is None:
             return
-        container, self.container = self.container, None
+        encoder, self.encoder = self.encoder, None
         try:
-            for packet in self.stream.encode(None):  # flush the encoder's delayed frames
-                container.mux(packet)
-            container.close()
+            encoder.close()
             assert self.tmp is not None
             os.chmod(self.tmp, file_mode())
             os.replace(self.tmp, self.path)
         except BaseException:
-            with contextlib.suppress(OSError):
-                container.close()
+            with contextlib.suppress(Exception):
+                encoder.abort()
             with contextlib.suppress(OSError):
                 os.unlink(self.tmp or "")
             raise
@@ -212,10 +197,16 @@ class AreasSink(Sink):
             raise UserError(f"{self.path}: cannot write ({error.strerror or error})") from None
 
 
-def write_video(path: str | os.PathLike[str], pictures: Iterable[np.ndarray], fps: Fraction) -> int:
-    """Encode ``pictures`` as a video at ``fps`` (the codec follows the suffix; ``.mkv`` is
-    lossless); returns how many. For clips made from images (``scripts/make_clip.py``)."""
-    sink = VideoSink(Path(path), Fraction(fps))
+def write_video(
+    path: str | os.PathLike[str],
+    pictures: Iterable[np.ndarray],
+    fps: Fraction,
+    library: VideoLibrary | str = "auto",
+) -> int:
+    """Encode ``pictures`` as a video at ``fps`` with ``library`` (the codec follows the suffix;
+    ``.mkv`` is lossless FFV1 in both libraries); returns how many. For clips made from images
+    (``scripts/make_clip.py``) and the tests."""
+    sink = VideoSink(Path(path), Fraction(fps), library)
     try:
         for index, picture in enumerate(pictures):
             sink.add_picture(np.asarray(picture, dtype=np.uint8), float(index / sink.fps))

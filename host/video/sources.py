@@ -1,7 +1,9 @@
 """Where frames come from: a video file, an image sequence or a camera (:func:`open_source`).
 
 Every source is an iterable of :class:`Frame` (RGB ``uint8``, its index and time) with the
-frame rate and size known once it is open, and a :meth:`~Source.close`. Two policies:
+frame rate and size known once it is open, and a :meth:`~Source.close`. Video files and cameras
+are opened by the video library (:mod:`fcnseg.host.video.library`: PyAV or cv2, the same
+interface); image sequences need none. Two policies:
 
 - **Files and image sequences** give every frame, in order: the pipeline pulls the next one
   when it has room, so a slow accelerator slows the reading, never skips.
@@ -9,14 +11,14 @@ frame rate and size known once it is open, and a :meth:`~Source.close`. Two poli
   the latest (:class:`LatestFrame`); the pipeline takes the newest one when it has room, and the
   frames overwritten meanwhile are counted as dropped. Latency then stays one frame in hand,
   not a queue that grows. A camera that disappears (unplugged, the device read fails) ends the
-  stream cleanly: the frames before it are finished and written.
+  stream cleanly: the frames before it are finished and written, and a note says why.
 
 A file that breaks part-way (a corrupt packet, or a truncated file that ends before the
-duration its header declares) raises :class:`~fcnseg.errors.UserError` after the frames
-decoded before it: :class:`fcnseg.host.pipeline.Pipeline` finishes those first (its failed
-listing comes last), so the outputs hold every frame decoded.
+duration or frame count its header declares) raises :class:`~fcnseg.errors.UserError` after
+the frames decoded before it: :class:`fcnseg.host.pipeline.Pipeline` finishes those first (its
+failed listing comes last), so the outputs hold every frame decoded.
 
-Audio is not read (a note says so). Image sequences decode like ``fcnseg segment``'s inputs
+Audio is not read. Image sequences decode like ``fcnseg segment``'s inputs
 (:func:`fcnseg.host.images.load_image`), so frame k of a sequence is segmented bit for bit like
 the image file itself.
 """
@@ -27,15 +29,18 @@ import glob
 import os
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fcnseg.errors import UserError
+
+if TYPE_CHECKING:
+    from fcnseg.host.video.library import VideoLibrary
 
 #: Frame rate given to image sequences (they have none of their own).
 SEQUENCE_FPS = Fraction(25)
@@ -136,97 +141,6 @@ def _sequence(spec: str) -> SequenceSource | None:
     return SequenceSource(spec, sorted(found, key=natural_key))
 
 
-class FileSource(Source):
-    """A video file decoded with PyAV: every frame of its first video stream, in order."""
-
-    def __init__(self, path: str) -> None:
-        from fcnseg.host.video.library import av_errors, import_av
-
-        av = import_av()
-        self.name = path
-        try:
-            self.container = av.open(path)
-        except av_errors() as error:
-            raise UserError(f"{path}: not a video FFmpeg can read ({_reason(error)})") from None
-        except OSError as error:
-            raise UserError(f"{path}: cannot open ({error.strerror or error})") from None
-        if not self.container.streams.video:
-            self.container.close()
-            raise UserError(f"{path}: has no video stream")
-        self.stream = self.container.streams.video[0]
-        rate = self.stream.average_rate or self.stream.guessed_rate or SEQUENCE_FPS
-        self.fps = Fraction(rate)
-        self.count = self.stream.frames or None  # 0 where the container does not say
-        self.size = (self.stream.codec_context.width, self.stream.codec_context.height)
-        duration = self.container.duration  # microseconds (AV_TIME_BASE), None if unknown
-        self.duration_s = duration / 1e6 if duration else None
-        self.notes = (
-            (f"{path}: audio dropped (the output video has none)",)
-            if self.container.streams.audio
-            else ()
-        )
-
-    def frames(self) -> Iterator[Frame]:
-        from fcnseg.host.video.library import av_errors
-
-        index, end = 0, 0.0
-        try:
-            for frame in self.container.decode(self.stream):
-                time_s = float(frame.time) if frame.time is not None else index / self.fps
-                yield Frame(index, time_s, frame.to_ndarray(format="rgb24"))
-                index, end = index + 1, time_s + float(1 / self.fps)
-        except av_errors() as error:
-            raise UserError(
-                f"{self.name}: broken after frame {index} ({_reason(error)}); the {index} "
-                "frame(s) before it are written"
-            ) from None
-        declared = self.duration_s
-        if declared and end < declared - TRUNCATED_PERIODS / float(self.fps):
-            raise UserError(
-                f"{self.name}: ends at {end:.2f} s of the {declared:.2f} s its header declares "
-                f"(truncated?); the {index} frame(s) decoded are written"
-            )
-
-    def close(self) -> None:
-        self.container.close()
-
-
-class CameraSource(Source):
-    """A V4L2 camera read with PyAV (``/dev/videoN``), frames as the device delivers them."""
-
-    live = True
-
-    def __init__(self, device: str, size: tuple[int, int] | None = None) -> None:
-        from fcnseg.host.video.library import av_errors, import_av
-
-        av = import_av()
-        self.name = device
-        options = {"video_size": f"{size[0]}x{size[1]}"} if size else {}
-        try:
-            self.container = av.open(device, format="v4l2", options=options)
-        except (*av_errors(), OSError) as error:
-            raise UserError(f"{device}: cannot open the camera ({_reason(error)})") from None
-        self.stream = self.container.streams.video[0]
-        self.fps = Fraction(self.stream.average_rate or self.stream.guessed_rate or 30)
-        self.size = (self.stream.codec_context.width, self.stream.codec_context.height)
-
-    def frames(self) -> Iterator[Frame]:
-        from fcnseg.host.video.library import av_errors
-
-        index, start = 0, None
-        try:
-            for frame in self.container.decode(self.stream):
-                t = float(frame.time) if frame.time is not None else index / float(self.fps)
-                start = t if start is None else start
-                yield Frame(index, t - start, frame.to_ndarray(format="rgb24"))
-                index += 1
-        except (*av_errors(), OSError):
-            return  # the camera went away: the stream ends (LatestFrame says so)
-
-    def close(self) -> None:
-        self.container.close()
-
-
 class LatestFrame(Source):
     """A live source read by its own thread, of which only the newest frame is kept.
 
@@ -297,10 +211,17 @@ class LatestFrame(Source):
             self._thread.join(timeout=2)
 
 
-def _reason(error: BaseException) -> str:
-    """FFmpeg's message without PyAV's errno prefix and file name."""
-    text = getattr(error, "strerror", None) or str(error)
-    return str(text).rstrip(".")
+def capture_note(
+    device: str, asked: tuple[int, int] | None, got: tuple[int, int]
+) -> tuple[str, ...]:
+    """The one-line note for a camera that delivers another size than ``asked`` (``--capture-size``:
+    cameras pick their nearest mode), or none."""
+    if asked is None or tuple(asked) == tuple(got):
+        return ()
+    return (
+        f"{device}: asked for {asked[0]}x{asked[1]}, the camera delivers {got[0]}x{got[1]} "
+        "(its nearest mode)",
+    )
 
 
 def resized(rgb: np.ndarray, size: tuple[int, int] | None) -> np.ndarray:
@@ -321,16 +242,27 @@ def camera_device(spec: str) -> str | None:
     return None
 
 
-def open_source(spec: str, camera_size: tuple[int, int] | None = None) -> Source:
-    """Open what ``spec`` names: ``camera:N`` or ``/dev/videoN`` (a live camera), a folder or
-    a glob of images (a sequence), else a video file. Refusals are one-line
+def open_source(
+    spec: str,
+    camera_size: tuple[int, int] | None = None,
+    library: VideoLibrary | str | Callable[[], VideoLibrary] = "auto",
+) -> Source:
+    """Open what ``spec`` names: ``camera:N`` or ``/dev/videoN`` (a live camera, asked for
+    ``camera_size``), a folder or a glob of images (a sequence: no video library needed), else a
+    video file. Files and cameras are opened with ``library`` (a
+    :class:`~fcnseg.host.video.library.VideoLibrary`, or its name for
+    :func:`~fcnseg.host.video.library.resolve`). Refusals are one-line
     :class:`~fcnseg.errors.UserError`\\ s naming ``spec``."""
+    from fcnseg.host.video.library import resolve
+
     if (device := camera_device(spec)) is not None:
         if not Path(device).exists():
             raise UserError(f"{spec}: no such camera ({device} does not exist)")
-        return LatestFrame(CameraSource(device, camera_size))
+        video = resolve(library)
+        return LatestFrame(video.open_camera(device, camera_size))
     if (sequence := _sequence(spec)) is not None:
         return sequence
     if not Path(spec).is_file():
         raise UserError(f"{spec}: no such file, folder or camera")
-    return FileSource(spec)
+    video = resolve(library)
+    return video.open_file(spec)

@@ -206,10 +206,17 @@ def test_without_pyav_one_line_names_the_extra(
     clip: Path, tmp_path: Path, capsys, monkeypatch
 ) -> None:
     monkeypatch.setitem(sys.modules, "av", None)  # `import av` raises ImportError(name="av")
+    monkeypatch.setitem(sys.modules, "cv2", None)  # and no cv2 to fall back on
     code = main(["video", str(clip), "-o", str(tmp_path / "x.mp4")])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1
+    assert "pip install 'fcnseg[video]'" in err and "python3-opencv" in err, err
+    # asked for by name, PyAV's absence is the console script's line naming the extra
+    code = main(["video", str(clip), "-o", str(tmp_path / "x.mp4"), "--video-library", "av"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
     assert "pip install 'fcnseg[video]'" in err and "needs av" in err, err
+    assert not (tmp_path / "x.mp4").exists()
 
 
 def test_the_command_imports_no_video_library_until_a_video_is_opened() -> None:
