@@ -57,6 +57,12 @@ if TYPE_CHECKING:
 )
 @click.option("--resume", is_flag=True, help="Continue the run in RUN_DIR from its last epoch.")
 @click.option(
+    "--finetune",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="Go on training this quantized checkpoint (weights and learned scales, no calibration) "
+    "for --epochs of QAT, e.g. before `fcnseg swap-weights`; its model must be the config's.",
+)
+@click.option(
     "--float", "float_only", is_flag=True, help="Train only the float twin (no quantization)."
 )
 @click.option("--seed", type=int, help="Override the config's seed.")
@@ -74,6 +80,7 @@ def train(
     steps_per_epoch: int | None,
     val_images: int | None,
     resume: bool,
+    finetune: Path | None,
     float_only: bool,
     seed: int | None,
     threads: int | None,
@@ -91,6 +98,8 @@ def train(
         from fcnseg.quantize.train_classifier import is_classification_config
 
         if is_classification_config(config_path):
+            if finetune is not None:
+                raise UserError(f"{config_path}: --finetune is for the FCN configs")
             _train_classifier(config_path, run_dir, epochs, seed, threads, _run_log(log_path))
             return
         from fcnseg.quantize.train import plan, run_status, run_training
@@ -105,7 +114,7 @@ def train(
         }
         cfg = TrainConfig.load(config_path)
         cfg = cfg.replace(**{k: v for k, v in overrides.items() if v is not None})
-        phases = plan(cfg, run_dir, float_only, epochs)
+        phases = plan(cfg, run_dir, float_only, epochs, finetune)
         try:
             summaries = run_training(
                 cfg,
@@ -115,6 +124,7 @@ def train(
                 epochs=epochs,
                 log=_run_log(log_path),
                 progress=not no_progress,
+                finetune=finetune,
             )
         except KeyboardInterrupt:
             click.echo(f"fcnseg: training interrupted; {run_dir} holds:", err=True)

@@ -15,6 +15,9 @@ batches the uninterrupted run would have seen.
 
 Quantized phases start by copying the float twin's weights (``init_from`` or the run's own float
 phase) and calibrating the activation scales on a few training batches (:mod:`.calibrate`).
+A fine-tuning run (``--finetune CHECKPOINT``, e.g. one more epoch of the shipped model before
+``fcnseg swap-weights``) is one QAT phase that starts from a quantized checkpoint as it is:
+weights and learned scales, no calibration, so the bit widths a bitfile fixes stay the same.
 
 Interruptions: the end-of-epoch writes (metrics line, both checkpoints, optimizer state) run with
 SIGINT deferred, so Ctrl-C never leaves a ``last`` checkpoint whose optimizer state belongs to
@@ -70,6 +73,9 @@ class Phase:
     epochs: int
     lr: float
     init_from: Path | None
+    #: a quantized checkpoint to go on from (``fcnseg train --finetune``): its weights and learned
+    #: activation scales, no calibration; ``init_from`` is then None
+    start_from: Path | None = None
 
 
 class CachedDataset:
@@ -256,6 +262,12 @@ def _start_phase(
         return state
     if last.is_file():
         raise UserError(f"{phase.run_dir} already holds a run; pass --resume or choose another -o")
+    if phase.start_from is not None:
+        model, meta = load_checkpoint(phase.start_from)
+        _check_same_model(phase.start_from, meta["model_config"], mcfg.to_dict())
+        log(f"[{phase.name}] fine-tuning {phase.start_from} (its weights and learned scales)")
+        phase.run_dir.mkdir(parents=True, exist_ok=True)
+        return PhaseRun(model, make_optimizer(model, cfg, phase.lr))
     torch.manual_seed(cfg.seed)
     model = build_model(mcfg)
     if phase.init_from is not None:
@@ -400,12 +412,31 @@ def train_phase(
     return summary
 
 
+def _check_same_model(checkpoint: Path, theirs: dict[str, Any], ours: dict[str, Any]) -> None:
+    """Refuse, naming the first differing key, a checkpoint whose model is not the config's."""
+    for key in sorted(set(theirs) | set(ours)):
+        if theirs.get(key) != ours.get(key):
+            raise UserError(
+                f"cannot fine-tune {checkpoint}: its model differs from the config's: {key} "
+                f"{theirs.get(key)!r} in the checkpoint vs {ours.get(key)!r} in the config"
+            )
+
+
 def plan(
-    cfg: TrainConfig, run_dir: Path, float_only: bool = False, epochs: int | None = None
+    cfg: TrainConfig,
+    run_dir: Path,
+    float_only: bool = False,
+    epochs: int | None = None,
+    finetune: Path | None = None,
 ) -> list[Phase]:
-    """The phases a run consists of (see :mod:`.train_config`)."""
+    """The phases a run consists of (see :mod:`.train_config`); with ``finetune`` one QAT phase
+    that goes on from that quantized checkpoint."""
     model = dict(cfg.model)
     main_epochs = cfg.epochs if epochs is None else epochs
+    if finetune is not None:
+        if float_only or not cfg.quantized:
+            raise UserError("--finetune goes on with QAT: it needs a quantized config, not --float")
+        return [Phase("qat", run_dir, model, main_epochs, cfg.lr, None, Path(finetune))]
     if float_only:
         float_epochs = (
             main_epochs if epochs is not None or not cfg.float_epochs else cfg.float_epochs
@@ -434,6 +465,7 @@ def run_training(
     epochs: int | None = None,
     log: Log | None = None,
     progress: bool = True,
+    finetune: Path | None = None,
 ) -> list[dict[str, Any]]:
     """Run every phase of ``cfg`` into ``run_dir``; return one summary per phase."""
     if log is None:
@@ -443,7 +475,7 @@ def run_training(
     run_dir = Path(run_dir)
     datasets = open_datasets(cfg)
     summaries = []
-    for phase in plan(cfg, run_dir, float_only, epochs):
+    for phase in plan(cfg, run_dir, float_only, epochs, finetune):
         summaries.append(train_phase(cfg, phase, resume, log, progress, datasets))
     return summaries
 

@@ -16,7 +16,14 @@ from fcnseg.cli import main  # noqa: E402
 from fcnseg.errors import UserError  # noqa: E402
 from fcnseg.quantize.evaluate import evaluate  # noqa: E402
 from fcnseg.quantize.models.io import load_checkpoint  # noqa: E402
-from fcnseg.quantize.train import learning_rate, open_datasets, plan, run_training  # noqa: E402
+from fcnseg.quantize.train import (  # noqa: E402
+    _start_phase,
+    learning_rate,
+    model_config,
+    open_datasets,
+    plan,
+    run_training,
+)
 from fcnseg.quantize.train_config import TrainConfig  # noqa: E402
 from fcnseg.quantize.train_state import load_optimizer, save_optimizer  # noqa: E402
 from tests.helpers.train_configs import tiny_train_config  # noqa: E402
@@ -174,3 +181,54 @@ def test_resume_refuses_a_changed_schedule(tmp_path):
     # the thread count does not change what is computed
     (summary,) = run_training(cfg.replace(threads=2), tmp_path, resume=True, log=_quiet)
     assert summary["epochs"] == []  # nothing left to train
+
+
+def _distance(a: torch.nn.Module, b: torch.nn.Module) -> float:
+    """The summed absolute difference of two models' float parameters."""
+    theirs = dict(b.named_parameters())
+    return sum(float((p - theirs[n]).abs().sum()) for n, p in a.named_parameters())
+
+
+def test_finetune_goes_on_from_the_checkpoint(cli_run, tmp_path, capsys):
+    """`--finetune` starts from the checkpoint's weights and learned scales (no calibration)."""
+    source = cli_run / "best.safetensors"
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps(TINY))
+    run = tmp_path / "ft"
+    args = ["train", "--config", str(config), "--finetune", str(source), "--epochs", "1"]
+    assert main([*args, "-o", str(run), "--no-progress"]) == 0
+    assert "fine-tuning" in capsys.readouterr().out
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1]
+    assert not (run / "float").exists()
+    tuned, meta = load_checkpoint(run / "last.safetensors")
+    start, start_meta = load_checkpoint(source)
+    assert meta["model_config"] == start_meta["model_config"]
+    # the phase starts at the checkpoint exactly: every parameter and buffer (learned scales)
+    cfg = TrainConfig.from_dict(TINY)
+    (phase,) = plan(cfg, tmp_path / "again", epochs=1, finetune=source)
+    mcfg = model_config(cfg, phase.model, len(start_meta["classes"]))
+    state = _start_phase(cfg, phase, mcfg, None, False, _quiet)
+    begun, loaded = state.model.state_dict(), start.state_dict()
+    assert begun.keys() == loaded.keys()
+    assert all(torch.equal(begun[k], loaded[k]) for k in loaded)
+    # one epoch moved the weights, less than a run of the same length from scratch is away
+    fresh = tmp_path / "fresh"
+    assert main(["train", "--config", str(config), "--epochs", "1", "--float-epochs", "0",
+                 "-o", str(fresh), "--no-progress"]) == 0  # fmt: skip
+    scratch, _ = load_checkpoint(fresh / "last.safetensors")
+    assert 0 < _distance(tuned, start) < _distance(scratch, start)
+
+
+def test_finetune_refuses_another_model_and_float(cli_run, tmp_path, capsys):
+    source = cli_run / "best.safetensors"
+    other = {**TINY, "model": {**TINY["model"], "weight_bits": 8}}
+    config = tmp_path / "other.json"
+    config.write_text(json.dumps(other))
+    args = ["train", "--config", str(config), "--finetune", str(source), "-o", str(tmp_path / "r")]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert "weight_bits 4 in the checkpoint vs 8 in the config" in err and "\n" not in err
+    config.write_text(json.dumps(TINY))
+    assert main([*args, "--float"]) == 2
+    assert "--finetune goes on with QAT" in capsys.readouterr().err
