@@ -14,7 +14,9 @@ This module holds what that needs on the build side (finn/qonnx are imported ins
   bits, words, order) as docs/runtime_weights.md derives it from finn's source, and
   :func:`encode_mvau` / :func:`encode_thresholds` / :func:`decode_mvau` /
   :func:`decode_thresholds`, that layout in numpy (independent of finn's writer, which the
-  tests compare them with).
+  tests compare them with); :func:`decode_layer` / :func:`encode_layer` per layer record, and
+  :func:`valid_bits`, which bits of each word a memory stores (the emulated board's memories,
+  :mod:`fcnseg.testing.emulated_zynq`, use these three; numpy only).
 - :func:`write_weight_files`: the ``.dat`` files, written by finn's own
   ``make_weight_file(..., "decoupled_runtime", ...)`` (what finn's driver step would put in
   ``runtime_weights/``), named ``<partition>_<index>_<node>.dat`` as finn names them.
@@ -389,6 +391,42 @@ def decode_thresholds(words: np.ndarray, layout: Mapping[str, Any], signed: bool
     slots, width = 1 << clog2(pe), 1 << clog2(steps)
     w = np.asarray(words, dtype=np.int64).reshape(-1, slots, width)[:, :pe, :steps]
     return _signed(w.reshape(-1, steps), layout["lane_bits"], signed)
+
+
+def _is_signed(dtype: str) -> bool:
+    from fcnseg.host.dtypes import dtype_bits
+
+    return dtype_bits(dtype)[1]
+
+
+def decode_layer(words: np.ndarray, layout: Mapping[str, Any]) -> np.ndarray:
+    """The parameter tensor a writable layer's memory words hold, in the package's shape: an
+    MVAU's (MW, MH) weights, a Thresholding layer's (rows, N) thresholds (one row when the
+    layer's thresholds are shared by every channel; the memory holds it once per PE), signed
+    as the layer's ``dtype``. What the emulated board's fabric computes with."""
+    signed = _is_signed(layout["dtype"])
+    if layout["kind"] == "MVAU":
+        return decode_mvau(words, layout, signed)
+    if layout["kind"] == "Thresholding":
+        return decode_thresholds(words, layout, signed)[: layout["shape"][0]]
+    raise UserError(f"{layout.get('layer', '?')}: {layout['kind']} has no writable memory")
+
+
+def encode_layer(values: np.ndarray, layout: Mapping[str, Any]) -> np.ndarray:
+    """Inverse of :func:`decode_layer`: the layer's memory words."""
+    if layout["kind"] == "MVAU":
+        return encode_mvau(values, layout)
+    if layout["kind"] == "Thresholding":
+        return encode_thresholds(values, layout)
+    raise UserError(f"{layout.get('layer', '?')}: {layout['kind']} has no writable memory")
+
+
+def valid_bits(layout: Mapping[str, Any]) -> np.ndarray:
+    """Per memory word, the bits that hold a parameter (uint32): the encoding of a tensor of
+    -1 (every lane bit set, two's complement). 0 marks a padding word (the power-of-two line
+    padding of a memstream, the unused PE and step slots of a threshold memory), which no
+    memory stores; bits outside the mask are beyond the lane or line width."""
+    return encode_layer(np.full(layout["shape"], -1, dtype=np.int64), layout)
 
 
 def read_dat(path: str | Path) -> np.ndarray:

@@ -49,8 +49,41 @@ What is emulated, and how
   ap_done is clear-on-read, as in the ``ap_ctrl_hs`` control register of Vitis HLS ("bit 1 -
   ap_done (Read/COR)"): a host must act on the one read that sees it.
 
+- **Writable memories** (a package built with ``--runtime-weights``, or swapped onto such a
+  bitfile; docs/runtime_weights.md): the ``.hwh`` gets one AXI-lite MEMRANGE per
+  ``StreamingDataflowPartition_<n>`` that holds writable layers (slave interface
+  ``s_axilite_0``, base name ``C_S_AXILITE_0_BASEADDR``), the instance name finn-plus-driver
+  and the ``pynq`` backend look up. *Inferred, not copied from a real .hwh* (none exists
+  here, no Vivado): the instance and interface names are finn's (``create_stitched_ip.py``,
+  ``make_zynq_proj.py``), but the addresses are the emulator's (after the IODMAs, each window
+  aligned to its power-of-two range, :data:`MEM_BASE`), and a partition's window spans all its
+  layers, the k-th at the spacing finn's ``assign_axi_addr_proc`` gives its interfaces
+  (:func:`fcnseg.host.backends.pynq.partition_offsets`; finn makes one writable layer per
+  partition, so that is offset 0). Each window is a register file reached through ``mmap``
+  like the IODMAs', whose words *are* the layers' memories: a write stores the bits the
+  memory has (:func:`fcnseg.hw.runtime_weights.valid_bits`); a memstream line of several
+  words is stored when its last used word arrives, the earlier words latched
+  (``axilite.sv``); padding words are not stored and read 0. A write outside every layer's
+  words, or with bits beyond the lane or line width, is a fault in :attr:`EmulatedZynq.faults`
+  (the in-range bits are stored). :attr:`EmulatedZynq.drop_writes` names ``(instance, byte
+  offset)`` writes a broken register file loses. The stand-in bitstream carries every memory's
+  initial words (the package's ``.dat`` files when it was emulated): that is the "bitfile", so
+  a swapped package, which shares it, computes with the OLD weights until the host writes.
+- **What the fabric computes with**: the memories' current words, decoded
+  (:func:`fcnseg.hw.runtime_weights.decode_layer`) into the layers' tensors and handed to the
+  accelerator (``load_parameters``, :class:`SimAccelerator`; accelerators without it, the
+  stand-in and the generated hardware, keep the weights they were made with). **Stale
+  prefetch**: finn's weight streamer (``memstream_axi``) reads ahead into a small FIFO, so right
+  after a write the stream still carries words read before it. Modelled coarsely: the first
+  tile that enters the fabric after a memory changed computes entirely with the weights the
+  fabric had loaded before (more staleness than the real FIFO depth, never less, so a missing
+  flush shows in that tile's scores); every later tile computes with the memories as they were
+  when the tile before it entered. One flush call (finn's ``load_runtime_weights(flush_accel=
+  True)``) of one tile therefore makes the memories alone decide the output.
+
 The accelerator callback maps uint8 NHWC ``(N, H, W, 3)`` to int64 ``(N, h, w, C)``:
-:func:`sim_accelerator` (the bit-exact :class:`~fcnseg.host.sim.engine.SimEngine`) or
+:func:`sim_accelerator` (the bit-exact :class:`~fcnseg.host.sim.engine.SimEngine`, reloadable
+with the writable memories' tensors) or
 :func:`standin_accelerator` (sleeps ``N / fps``: throughput measurements without the simulator's
 CPU cost) or :func:`generated_accelerator` (the package's generated hardware, ``hardware.tar.xz``:
 every HLS node in C++ simulation and every RTL node in Verilator, chained by
@@ -96,6 +129,9 @@ AP_START, AP_DONE, AP_IDLE = 0x1, 0x2, 0x4
 
 #: Where the emulated IODMAs sit (ZynqMP M_AXI_HPM0_FPD window) and their register range.
 IP_BASE, IP_RANGE = 0xA000_0000, 0x1_0000
+#: Where the writable partitions' AXI-lite windows start (after the IODMAs; inferred, see the
+#: module docstring).
+MEM_BASE = IP_BASE + 0x10_0000
 #: ZynqMP clock controllers pynq.ps reads (CRL_APB, CRF_APB).
 CRL_APB, CRF_APB = 0xFF5E_0000, 0xFD1A_0000
 #: Physical base address of the emulated DDR (CMA) window.
@@ -230,7 +266,8 @@ def fclk_of(package: Package) -> float:
 
 def make_settings(package: Package, *, fclk_mhz: float | None = None) -> dict[str, Any]:
     """``driver/settings.json`` as finn-plus 1.6.1's ``MakePYNQDriver`` writes it for a
-    single-input, single-output zynq-iodma accelerator without external/runtime weights."""
+    single-input, single-output zynq-iodma accelerator without external weights
+    (``runtime_weights`` true for a package with a runtime-weights record)."""
     inp, out = ports_of(package)
 
     def shapes(port: Port) -> tuple[list[int], list[int], list[int]]:
@@ -259,7 +296,7 @@ def make_settings(package: Package, *, fclk_mhz: float | None = None) -> dict[st
             "driver_type": "FINNDMAOverlay",
             "io_shape_dict": io_shape_dict,
             "external_weights": False,
-            "runtime_weights": False,
+            "runtime_weights": "runtime_weights" in package.meta,
             "platform": "zynq-iodma",
             "fclk_mhz": float(fclk_mhz if fclk_mhz is not None else fclk_of(package)),
         },
@@ -272,8 +309,34 @@ def make_settings(package: Package, *, fclk_mhz: float | None = None) -> dict[st
 # --------------------------------------------------------------------------------------------
 
 
-def _hwh(ips: Mapping[str, int], fclk_mhz: float) -> str:
+def _memory_hwh(memories: Sequence[Mapping[str, Any]]) -> tuple[str, str]:
+    """The MODULE and MEMRANGE entries of the writable partitions' AXI-lite windows."""
     modules = "".join(
+        f'    <MODULE FULLNAME="/{m["instance"]}" HWVERSION="1.0" INSTANCE="{m["instance"]}" '
+        f'IPTYPE="PERIPHERAL" IS_ENABLE="1" MODCLASS="PERIPHERAL" MODTYPE="{m["instance"]}" '
+        f'VLNV="xilinx.com:ip:{m["instance"]}:1.0">\n'
+        "      <PARAMETERS/>\n      <PORTS/>\n      <BUSINTERFACES>\n"
+        f'        <BUSINTERFACE BUSNAME="ps_to_{m["instance"]}" DATAWIDTH="32" '
+        'NAME="s_axilite_0" TYPE="SLAVE" VLNV="xilinx.com:interface:aximm:1.0"/>\n'
+        "      </BUSINTERFACES>\n    </MODULE>\n"
+        for m in memories
+    )
+    ranges = "".join(
+        f'        <MEMRANGE ADDRESSBLOCK="Reg" BASENAME="C_S_AXILITE_0_BASEADDR" '
+        f'BASEVALUE="0x{m["base"]:08X}" HIGHNAME="C_S_AXILITE_0_HIGHADDR" '
+        f'HIGHVALUE="0x{m["base"] + m["range"] - 1:08X}" INSTANCE="{m["instance"]}" '
+        'IS_DATA="TRUE" IS_INSTRUCTION="TRUE" MASTERBUSINTERFACE="M_AXI_HPM0_FPD" '
+        'MEMTYPE="REGISTER" SLAVEBUSINTERFACE="s_axilite_0"/>\n'
+        for m in memories
+    )
+    return modules, ranges
+
+
+def _hwh(
+    ips: Mapping[str, int], fclk_mhz: float, memories: Sequence[Mapping[str, Any]] = ()
+) -> str:
+    mem_modules, mem_ranges = _memory_hwh(memories)
+    modules = mem_modules + "".join(
         f'    <MODULE FULLNAME="/{n}" HWVERSION="1.0" INSTANCE="{n}" IPTYPE="PERIPHERAL" '
         f'IS_ENABLE="1" MODCLASS="PERIPHERAL" MODTYPE="{n}" VLNV="xilinx.com:hls:{n}:1.0">\n'
         "      <PARAMETERS/>\n      <PORTS/>\n      <BUSINTERFACES>\n"
@@ -294,13 +357,16 @@ def _hwh(ips: Mapping[str, int], fclk_mhz: float) -> str:
             (p + "ACT_FREQMHZ", "99.999001" if i == 0 else "0"),
         ]
     ptxt = "".join(f'        <PARAMETER NAME="{k}" VALUE="{v}"/>\n' for k, v in params)
-    mem = "".join(
-        f'        <MEMRANGE ADDRESSBLOCK="Reg" BASENAME="C_S_AXI_CONTROL_BASEADDR" '
-        f'BASEVALUE="0x{b:08X}" HIGHNAME="C_S_AXI_CONTROL_HIGHADDR" '
-        f'HIGHVALUE="0x{b + IP_RANGE - 1:08X}" INSTANCE="{n}" IS_DATA="TRUE" '
-        'IS_INSTRUCTION="TRUE" MASTERBUSINTERFACE="M_AXI_HPM0_FPD" MEMTYPE="REGISTER" '
-        'SLAVEBUSINTERFACE="s_axi_control"/>\n'
-        for n, b in ips.items()
+    mem = (
+        "".join(
+            f'        <MEMRANGE ADDRESSBLOCK="Reg" BASENAME="C_S_AXI_CONTROL_BASEADDR" '
+            f'BASEVALUE="0x{b:08X}" HIGHNAME="C_S_AXI_CONTROL_HIGHADDR" '
+            f'HIGHVALUE="0x{b + IP_RANGE - 1:08X}" INSTANCE="{n}" IS_DATA="TRUE" '
+            'IS_INSTRUCTION="TRUE" MASTERBUSINTERFACE="M_AXI_HPM0_FPD" MEMTYPE="REGISTER" '
+            'SLAVEBUSINTERFACE="s_axi_control"/>\n'
+            for n, b in ips.items()
+        )
+        + mem_ranges
     )
     return (
         '<?xml version="1.0" encoding="UTF-8" standalone="no" ?>\n'
@@ -343,10 +409,43 @@ def write_board_files(
         "input": inp.to_json(),
         "output": outp.to_json(),
     }
+    memories = memory_map(package)
+    if memories:
+        spec["memories"] = memories
     bit = out / f"{name}.bit"
     bit.write_bytes(BITSTREAM_MAGIC + json.dumps(spec).encode() + b"\n")
-    (out / f"{name}.hwh").write_text(_hwh(ips, fclk))
+    (out / f"{name}.hwh").write_text(_hwh(ips, fclk, memories))
     return bit
+
+
+def memory_map(package: Package) -> list[dict[str, Any]]:
+    """The writable partitions' AXI-lite windows of a runtime-weights package (module
+    docstring; [] without runtime weights): per ``StreamingDataflowPartition_<n>`` its
+    ``instance``, ``base`` and ``range`` (bytes, a power of two >= 4 KiB), and its ``layers``:
+    each layer's record entry, ``offset`` in the window and ``words``, the initial memory
+    contents (the package's ``.dat`` file, as stored: padding and out-of-width bits dropped)."""
+    from fcnseg.host.backends.pynq import partition_offsets, read_words
+    from fcnseg.hw.runtime_weights import valid_bits
+
+    record = package.meta.get("runtime_weights")
+    if not record:
+        return []
+    offsets = partition_offsets(record)
+    parts: dict[int, list[dict[str, Any]]] = {}
+    for entry in record["layers"]:
+        words = read_words(package.file(entry["file"])) & valid_bits(entry)
+        parts.setdefault(int(entry["partition"]), []).append(
+            {"entry": dict(entry), "offset": offsets[entry["layer"]], "words": words.tolist()}
+        )
+    out, base = [], MEM_BASE
+    for n in sorted(parts):
+        end = max(layer["offset"] + int(layer["entry"]["range_bytes"]) for layer in parts[n])
+        size = max(4096, 1 << (end - 1).bit_length())
+        base = -(-base // size) * size
+        out.append({"instance": f"StreamingDataflowPartition_{n}", "base": base, "range": size,
+                    "layers": parts[n]})  # fmt: skip
+        base += size
+    return out
 
 
 def emulated_package(package: Package, out_dir: str | os.PathLike) -> Path:
@@ -361,6 +460,8 @@ def emulated_package(package: Package, out_dir: str | os.PathLike) -> Path:
         settings = scratch / "settings.json"
         settings.write_text(json.dumps(make_settings(package), indent=2) + "\n")
         graph = package.file(HW_GRAPH_NAME)
+        record = package.meta.get("runtime_weights")
+        weights = {e["file"]: package.file(e["file"]) for e in (record or {}).get("layers", [])}
         return write_package(
             out,
             model_card=package.model_card,
@@ -373,7 +474,9 @@ def emulated_package(package: Package, out_dir: str | os.PathLike) -> Path:
                 f"bitfile/{bit.name}": bit,
                 f"bitfile/{bit.with_suffix('.hwh').name}": bit.with_suffix(".hwh"),
                 "driver/settings.json": settings,
+                **weights,
             },
+            runtime_weights=record,
         )
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -384,11 +487,46 @@ def emulated_package(package: Package, out_dir: str | os.PathLike) -> Path:
 # --------------------------------------------------------------------------------------------
 
 
-def sim_accelerator(package: Package) -> Accelerator:
-    """The bit-exact simulator on the package's layers."""
-    from fcnseg.host.sim.engine import SimEngine
+class SimAccelerator:
+    """The bit-exact simulator as the fabric (an :data:`Accelerator`), on the package's layers
+    or, after :meth:`load_parameters`, on the same layers with the tensors a board's writable
+    memories hold (the emulated fabric calls it when they change)."""
 
-    return SimEngine(package).run
+    def __init__(self, package: Package) -> None:
+        from fcnseg.host.sim.engine import SimEngine
+
+        self.package = package
+        self.engine = SimEngine(package)
+
+    def load_parameters(self, params: Mapping[str, Mapping[str, np.ndarray]]) -> None:
+        """Compute from now on with ``params`` (layer name -> array role -> values) in place
+        of the package's arrays of those layers (the same dtype as the package's)."""
+        from fcnseg.host.sim.engine import SimEngine
+
+        layers = tuple(
+            dataclasses.replace(
+                layer,
+                arrays={
+                    **layer.arrays,
+                    **{
+                        role: np.asarray(v).astype(layer.arrays[role].dtype)
+                        for role, v in params[layer.name].items()
+                    },
+                },
+            )
+            if layer.name in params
+            else layer
+            for layer in self.package.layers
+        )
+        self.engine = SimEngine(dataclasses.replace(self.package, layers=layers))
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.engine.run(x)
+
+
+def sim_accelerator(package: Package) -> SimAccelerator:
+    """The bit-exact simulator on the package's layers (:class:`SimAccelerator`)."""
+    return SimAccelerator(package)
 
 
 class GeneratedAccelerator:
@@ -614,6 +752,93 @@ class _Registers(np.ndarray):
         return super().__getitem__(key)
 
 
+@dataclass
+class _Region:
+    """One writable layer's words inside a partition's window."""
+
+    start: int  #: its first word in the window
+    entry: dict[str, Any]  #: its record entry (layout, dtype, layer name)
+    mask: np.ndarray  #: per word, the bits the memory stores (0: a padding word)
+    latch: dict[int, int] = field(default_factory=dict)  #: memstream: words of a line so far
+
+    @property
+    def words(self) -> int:
+        return len(self.mask)
+
+
+class _Memory:
+    """A writable partition's AXI-lite window (module docstring): the layers' memories behind
+    the register file ``regs``, whose raw words always read what the memories hold."""
+
+    def __init__(self, spec: Mapping[str, Any], regs: _Registers) -> None:
+        from fcnseg.hw.runtime_weights import valid_bits
+
+        self.instance = str(spec["instance"])
+        self.regs = regs
+        self.generation = 0  #: counts stored changes (the fabric compares it)
+        raw = regs.view(np.ndarray)
+        raw[:] = 0
+        self.regions: list[_Region] = []
+        for layer in sorted(spec["layers"], key=lambda item: item["offset"]):
+            entry = dict(layer["entry"])
+            region = _Region(int(layer["offset"]) // 4, entry, valid_bits(entry))
+            words = np.asarray(layer["words"], dtype=np.uint32)
+            raw[region.start : region.start + region.words] = words & region.mask
+            self.regions.append(region)
+        self.shadow = raw.copy()  #: what the memories hold (raw is restored to it on write)
+
+    def region_of(self, word: int) -> _Region | None:
+        for region in self.regions:
+            if region.start <= word < region.start + region.words:
+                return region
+        return None
+
+    def write(self, word: int, value: int, faults: list[str]) -> None:
+        """Store one 32-bit write at word ``word`` of the window as the memory does."""
+        region = self.region_of(word)
+        where = f"{self.instance} +0x{4 * word:X}"
+        if region is None:
+            faults.append(f"{where}: write 0x{value:08X} outside every writable layer's memory")
+            return
+        local, entry = word - region.start, region.entry
+        mask = int(region.mask[local])
+        if value & ~mask:
+            faults.append(
+                f"{where}: layer {entry['layer']} word {local}: 0x{value:08X} has bits outside "
+                f"its memory's 0x{mask:08X}"
+            )
+            value &= mask
+        if not mask:
+            return  # a padding word: no memory behind it
+        per_line = int(entry["words_per_line"])
+        if per_line > 1:
+            used = -(-int(entry["line_bits"]) // 32)
+            j = local % per_line
+            if j < used - 1:
+                region.latch[j] = value  # latched until the line's last word arrives
+                return
+            line = word - j
+            new = [region.latch.get(i, 0) for i in range(used - 1)] + [value]
+            if any(int(self.shadow[line + i]) != v for i, v in enumerate(new)):
+                self.shadow[line : line + used] = new
+                self.generation += 1
+            return
+        if int(self.shadow[word]) != value:
+            self.shadow[word] = value
+            self.generation += 1
+
+    def tensors(self) -> dict[str, dict[str, np.ndarray]]:
+        """The layers' parameters as the memories hold them (layer name -> role -> values)."""
+        from fcnseg.hw.runtime_weights import decode_layer
+
+        out = {}
+        for region in self.regions:
+            role = "weights" if region.entry["kind"] == "MVAU" else "thresholds"
+            words = self.shadow[region.start : region.start + region.words]
+            out[region.entry["layer"]] = {role: decode_layer(words, region.entry)}
+        return out
+
+
 class EmulatedZynq(Device):
     """A Zynq UltraScale+ with IODMA accelerators, emulated (see the module docstring).
 
@@ -653,6 +878,13 @@ class EmulatedZynq(Device):
         self.faults: list[str] = []
         self._regs: dict[int, _Registers] = {}  # base -> register file
         self._names: dict[int, str] = {}
+        self._memories: dict[int, _Memory] = {}  # base -> writable partition window
+        #: ``(instance, byte offset)`` of memory writes a broken register file loses
+        self.drop_writes: set[tuple[str, int]] = set()
+        #: the parameters the fabric computes with now (None: no writable memories)
+        self._params: dict[str, dict[str, np.ndarray]] | None = None
+        self._params_generation = 0
+        self._loaded_params: Any = None  # what the compute thread last gave the accelerator
         self._ports: tuple[Port, Port] | None = None
         # the fabric: DMA jobs, the tiles in entry order, the threads (all under _cv)
         self._cv = threading.Condition()
@@ -764,6 +996,18 @@ class EmulatedZynq(Device):
                 raw[CTRL // 4] = AP_IDLE
                 self._regs[int(base)] = regs
                 self._names[int(base)] = name
+            # programming loads the memories with the bitstream's words
+            self._memories = {}
+            for spec_mem in spec.get("memories", []):
+                regs = np.zeros(int(spec_mem["range"]) // 4, dtype=np.uint32).view(_Registers)
+                memory = _Memory(spec_mem, regs)
+                regs._hook = self._memory_hook(memory)
+                self._regs[int(spec_mem["base"])] = regs
+                self._names[int(spec_mem["base"])] = memory.instance
+                self._memories[int(spec_mem["base"])] = memory
+            self._params = self._memory_tensors() if self._memories else None
+            self._params_generation = self._memory_generation()
+            self._loaded_params = None
         self.post_download(bitstream, parser)
 
     def mmap(self, base_addr: int, length: int) -> np.ndarray:
@@ -886,6 +1130,44 @@ class EmulatedZynq(Device):
 
         return read
 
+    def _memory_hook(self, memory: _Memory) -> Callable[[int], None]:
+        def hook(word: int) -> None:
+            raw = memory.regs.view(np.ndarray)
+            with self._cv:
+                value = int(raw[word])
+                raw[word] = memory.shadow[word]  # reads return what the memory holds
+                if (memory.instance, 4 * word) in self.drop_writes:
+                    return
+                memory.write(word, value, self.faults)
+                raw[word] = memory.shadow[word]
+                region = memory.region_of(word)
+                if region is not None and int(region.entry["words_per_line"]) > 1:
+                    line = word - (word - region.start) % int(region.entry["words_per_line"])
+                    end = line + int(region.entry["words_per_line"])
+                    raw[line:end] = memory.shadow[line:end]
+
+        return hook
+
+    def _memory_generation(self) -> int:
+        return sum(memory.generation for memory in self._memories.values())
+
+    def _memory_tensors(self) -> dict[str, dict[str, np.ndarray]]:
+        out: dict[str, dict[str, np.ndarray]] = {}
+        for memory in self._memories.values():
+            out.update(memory.tensors())
+        return out
+
+    def _tile_parameters(self) -> dict[str, dict[str, np.ndarray]] | None:
+        """The parameters a tile entering now computes with (under ``_cv``): the ones loaded
+        before the memories last changed (the stale prefetch: module docstring), after which
+        the fabric holds the memories' current contents for the next tile."""
+        params = self._params
+        generation = self._memory_generation()
+        if self._memories and generation != self._params_generation:
+            self._params = self._memory_tensors()
+            self._params_generation = generation
+        return params
+
     def _ensure_threads(self) -> None:
         """Start the fabric and compute threads on the first DMA start (called under ``_cv``)."""
         if self._fabric_thread is None:
@@ -973,7 +1255,7 @@ class EmulatedZynq(Device):
             packed = self.ddr[self._span(job.addr + job.k * inp.nbytes, inp.nbytes)].copy()
         tile = FabricTile(job=job.number, index=job.k, entered=entry)
         self._tiles.append(tile)
-        self._compute.put((tile, packed))
+        self._compute.put((tile, packed, self._tile_parameters()))
         self._last_entry = entry
         job.k += 1
 
@@ -1024,8 +1306,12 @@ class EmulatedZynq(Device):
         model: a tile cannot leave before its scores are computed (a slow accelerator callback
         stretches the timeline, it never reorders it)."""
         while (work := self._compute.get()) is not None:
-            tile, packed = work
+            tile, packed, params = work
             try:
+                load = getattr(self.accelerator, "load_parameters", None)
+                if params is not None and params is not self._loaded_params and load:
+                    load(params)
+                    self._loaded_params = params
                 tile.result = self._compute_tile(packed)
             except Exception as e:  # a fault hangs the DMA, like a bus error on the board
                 with self._cv:

@@ -66,6 +66,31 @@ into ``clk_wiz_0``, whose output (read from the ``.hwh``) is the accelerator clo
 clocking wizard, PS clock 0 *is* the accelerator clock and is set to ``fclk_mhz`` from
 ``settings.json``. :attr:`PynqEngine.clock` records what was set and read back.
 
+Runtime-writable weights
+------------------------
+A package built with ``fcnseg compile --runtime-weights`` (or made by ``fcnseg swap-weights``,
+which keeps the old bitfile and carries new ``runtime_weights/*.dat`` files) records where each
+writable layer's memory sits (``runtime_weights`` of accelerator.json, docs/runtime_weights.md).
+The bitfile's memories hold the weights it was compiled with, so at start the engine writes
+every layer's words itself, whatever the transport (finn-plus-driver 1.6.1 is told there are
+none: it writes every ``.dat`` at offset 0 of its ``StreamingDataflowPartition_<n>``, wrong for
+a partition holding two writable layers, and reads ``driver/runtime_weights``, which a swapped
+package lacks):
+
+1. each layer's words go to its partition's AXI-lite window (``phys_addr`` of
+   ``StreamingDataflowPartition_<n>`` in the ``.hwh``) at the layer's own offset in it
+   (:func:`partition_offsets`: 0 for the first writable layer of a partition, the block
+   design's spacing for the next), whole lines in ``.dat`` order (a memstream stores a line
+   when its last word arrives);
+2. then every layer is read back and compared word for word: a mismatch is one line naming the
+   layer, its partition and offset, the first differing word, written and read values;
+3. then one call of one (all-zero) tile: finn's ``load_runtime_weights(flush_accel=True)``. The
+   weight streamers prefetch words into their FIFOs before the host writes, so the first tile
+   after a write can compute with stale weights; one tile streams every layer's whole memory
+   at least once, so after it the memories alone decide the output.
+
+:attr:`PynqEngine.weight_load` records the words written and the milliseconds of each phase.
+
 Batches: as many tiles per accelerator call as fit ``buffer_limit`` bytes of contiguous memory
 in each of the ``calls`` buffer sets (input + output buffers), at most ``max_batch``;
 :attr:`PynqEngine.in_flight` = ``calls * batch`` tiles.
@@ -95,10 +120,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
 import numpy as np
 
 from fcnseg.errors import ParameterError, UserError
-from fcnseg.host.package import dtype_bits
+from fcnseg.host.package import RUNTIME_WEIGHTS_KEY, dtype_bits
 
 if TYPE_CHECKING:
     from fcnseg.host.package import Package
@@ -138,6 +166,41 @@ TIMING = ("pack_input", "copy_input_to_device", "run_and_wait", "copy_output_fro
 
 class AcceleratorTimeout(UserError):
     """A transfer did not complete in time (one line, no traceback in the CLI)."""
+
+
+@dataclass(frozen=True)
+class WeightLoad:
+    """What loading a runtime-weights package's parameters over AXI-lite took, at start."""
+
+    layers: int  #: writable layers written
+    words: int  #: 32-bit words written (and read back)
+    write_ms: float  #: the AXI-lite writes
+    verify_ms: float  #: reading every word back and comparing
+    flush_ms: float  #: the one flush call (a tile through the fabric)
+
+
+def partition_offsets(record: Mapping[str, Any]) -> dict[str, int]:
+    """Byte offset of each writable layer's memory inside its partition's AXI-lite window.
+
+    finn's block design gives every AXI-lite interface its own range, assigned partition by
+    partition and aligned to the range (``assign_axi_addr_proc``), which the package records as
+    ``predicted_offset``; the ``.hwh`` gives one window per ``StreamingDataflowPartition_<n>``,
+    starting at its first interface. So a layer sits at its predicted offset minus the
+    partition's first one: 0 for the only writable layer of a partition (what finn's Floorplan
+    makes, and what finn-plus-driver assumes for every file), more for a second one."""
+    first: dict[int, int] = {}
+    for entry in record["layers"]:
+        n = int(entry["partition"])
+        first[n] = min(first.get(n, entry["predicted_offset"]), entry["predicted_offset"])
+    return {
+        e["layer"]: int(e["predicted_offset"]) - first[int(e["partition"])]
+        for e in record["layers"]
+    }
+
+
+def read_words(path: Path) -> np.ndarray:
+    """A ``.dat`` file's 32-bit words (one hex word a line; checked when the package loaded)."""
+    return np.array([int(t, 16) for t in path.read_text().split()], dtype=np.uint32)
 
 
 # --------------------------------------------------------------------------------------------
@@ -371,20 +434,30 @@ class PynqEngine:
         self._open(transport, info, device)
         self._free = list(range(len(self._sets)))
         self.clock = self._set_clock()
+        #: the runtime weights' load at start (module docstring), None without them
+        self.weight_load = self._load_runtime_weights() if self._runtime else None
 
     # --- opening ------------------------------------------------------------------------------
 
     def _open(self, transport: str, info: dict[str, Any], device: Any) -> None:
         """Open the overlay through ``transport`` (``auto``: finn-plus-driver if importable)."""
         self.transport = transport
+        self._runtime = RUNTIME_WEIGHTS_KEY in self.package.meta
+        if bool(info.get("runtime_weights", False)) != self._runtime:
+            has = "has" if self._runtime else "has no"
+            raise UserError(
+                f"{self.package.path}: driver/settings.json says runtime_weights "
+                f"{bool(info.get('runtime_weights', False))}, but accelerator.json {has} "
+                "runtime_weights record: the bitfile and the package do not belong together"
+            )
         if transport == "auto":
             self.transport = "finn" if _finn_driver_importable() else "builtin"
         if self.transport == "finn":
             self._open_finn(info, device)
-        elif info.get("runtime_weights") or info.get("external_weights"):
+        elif info.get("external_weights"):
             raise ParameterError(
-                "the accelerator has runtime-writable or external weights: only finn-plus-driver "
-                "loads them ({transport}, see docs/board.md)",
+                "the accelerator has external weights: only finn-plus-driver loads them "
+                "({transport}, see docs/board.md)",
                 transport="finn",
             )
         else:
@@ -395,6 +468,8 @@ class PynqEngine:
 
         cls = get_driver_class("FINNDMAOverlay")
         weights = self.package.file("driver/runtime_weights")
+        if self._runtime:  # written by the engine itself (module docstring): the driver skips
+            weights = self.package.file("driver/runtime_weights/.written-by-fcnseg")
         self.overlay = cls(
             bitfile_name=str(self.bitfile),
             platform="zynq-iodma",
@@ -404,7 +479,7 @@ class PynqEngine:
             device=device,
             download=True,
             runtime_weight_dir=str(weights),
-            runtime_weights=bool(info.get("runtime_weights", False)),
+            runtime_weights=bool(info.get("runtime_weights", False)) and not self._runtime,
         )
         self.idma, self.odma = self.overlay.idma[0], self.overlay.odma[0]
         # finn-plus-driver's own buffers are the first set; more calls in flight need more
@@ -434,6 +509,62 @@ class PynqEngine:
         self.idma = getattr(self.overlay, self.io.get("idma_names", ["idma0"])[0])
         self.odma = getattr(self.overlay, self.io.get("odma_names", ["odma0"])[0])
         self._sets = self._allocate_sets(self.calls, self.overlay.device)
+
+    def _load_runtime_weights(self) -> WeightLoad:
+        """Write every writable layer's words, read them all back, flush once (module
+        docstring); a missing window or a mismatch is one line."""
+        from pynq import MMIO
+
+        record = self.package.meta[RUNTIME_WEIGHTS_KEY]
+        offsets = partition_offsets(record)
+        windows: dict[str, Any] = {}
+        plan = []
+        for entry in record["layers"]:
+            name, instance = entry["layer"], entry["instance"]
+            ip = self.overlay.ip_dict.get(instance)
+            if ip is None:
+                raise UserError(
+                    f"{self.bitfile.with_suffix('.hwh')}: no {instance}: the bitfile has no "
+                    f"AXI-lite memory for writable layer {name}"
+                )
+            words = read_words(self.package.file(entry["file"]))
+            offset = offsets[name]
+            if offset + 4 * len(words) > int(ip["addr_range"]):
+                raise UserError(
+                    f"{self.bitfile.with_suffix('.hwh')}: {instance} spans "
+                    f"0x{int(ip['addr_range']):X} bytes, layer {name} needs "
+                    f"0x{offset + 4 * len(words):X}"
+                )
+            if instance not in windows:
+                windows[instance] = MMIO(
+                    int(ip["phys_addr"]), int(ip["addr_range"]), device=self.overlay.device
+                )
+            plan.append((entry, words, offset, windows[instance]))
+        t0 = time.perf_counter()
+        for _, words, offset, mmio in plan:
+            mmio.write_mm(offset, words.tobytes())
+        t1 = time.perf_counter()
+        for entry, words, offset, mmio in plan:
+            start = offset // 4
+            got = np.array(mmio.array[start : start + len(words)], dtype=np.uint32)
+            if not np.array_equal(got, words):
+                k = int(np.flatnonzero(got != words)[0])
+                raise UserError(
+                    f"{self.package.path}: writable layer {entry['layer']} does not read back "
+                    f"from {entry['instance']} +0x{offset + 4 * k:X}: word {k} written "
+                    f"0x{int(words[k]):08X}, read 0x{int(got[k]):08X} (the bitfile's memories "
+                    "are not where the package says)"
+                )
+        t2 = time.perf_counter()
+        self.run(np.zeros((1, *self.tile, 3), dtype=np.uint8))  # the flush call
+        t3 = time.perf_counter()
+        return WeightLoad(
+            layers=len(plan),
+            words=sum(len(words) for _, words, _, _ in plan),
+            write_ms=1e3 * (t1 - t0),
+            verify_ms=1e3 * (t2 - t1),
+            flush_ms=1e3 * (t3 - t2),
+        )
 
     def _set_clock(self) -> Clock:
         from pynq.ps import Clocks
