@@ -28,6 +28,10 @@ assert is exactness (bit-exact simulator, identical labels), as checks stored wi
 - ``frame_rates``: estimated frames/s per board, frame size and tile, steady and counting
   latency (:mod:`.frame_rates`).
 - ``accuracy``: float vs 4-bit mIoU on the held-out synthetic split (:mod:`.accuracy`).
+- ``classify``, ``classify_estimates``, ``classify_accuracy``: the shipped classifier's one
+  384x384 pass vs its 36 crops on the simulator and as finn-estimated accelerator time, and
+  held-out accuracy of a centre crop vs averaged positions, multi-scale and stride 16
+  (:mod:`.classify`).
 """
 
 from __future__ import annotations
@@ -44,6 +48,9 @@ BENCHMARKS: dict[str, str] = {
     "in_flight": "fcnseg.benchmarks.in_flight:run",
     "farm": "fcnseg.benchmarks.farm:run",
     "accuracy": "fcnseg.benchmarks.accuracy:run",
+    "classify": "fcnseg.benchmarks.classify:run",
+    "classify_estimates": "fcnseg.benchmarks.classify:run_estimates",
+    "classify_accuracy": "fcnseg.benchmarks.classify:run_accuracy",
 }
 
 __all__ = ["BENCHMARKS"]
