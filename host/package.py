@@ -70,10 +70,12 @@ accelerator.json (``FORMAT_VERSION`` 2)::
                      fingerprint_sha256  sha256 hex of :func:`canonical_json` of it,
                      layers [{index, layer (a package layer's name), node (its specialised
                               node), kind "MVAU"|"Thresholding", impl, partition (n of its
-                              StreamingDataflowPartition_n: one writable layer each),
-                              instance "StreamingDataflowPartition_<n>", interface
-                              "s_axilite_0", file "runtime_weights/<n>_0_<node>.dat" (finn's
-                              name; listed in files), word_bits 32, words, words_per_line, lines,
+                              StreamingDataflowPartition_n: finn's Floorplan makes one writable
+                              layer each; the k-th of a hand-made partition follows the one
+                              before it), instance "StreamingDataflowPartition_<n>", interface
+                              "s_axilite_<k>", file "runtime_weights/<n>_<k>_<node>.dat"
+                              (finn's name; listed in files), word_bits 32, words,
+                              words_per_line, lines,
                               line_bits, lane_bits, address_bits, range_bytes,
                               predicted_offset, dtype, shape, folding, order,
                               narrow_weights bool|null}]}
@@ -689,21 +691,25 @@ def check_runtime_weights(meta: Mapping[str, Any], where: str) -> dict[str, Any]
     kinds = {e["name"]: e["kind"] for e in meta["layers"]}
     files = meta["files"]
     seen: set[str] = set()
-    parts: set[int] = set()
+    parts: dict[int, int] = {}  # partition -> writable layers in it so far
+    previous = None
     for position, entry in enumerate(layers):
         if not isinstance(entry, Mapping):
             raise UserError(f"{what}: layer #{position} is not an object")
-        _check_runtime_layer(entry, position, kinds, files, f"{what}: layer #{position}")
+        n = entry.get("partition")
+        k = parts.get(n, 0) if isinstance(n, int) else 0
+        _check_runtime_layer(entry, position, kinds, files, f"{what}: layer #{position}", k)
         if entry["layer"] in seen:
             raise UserError(f"{what}: layer {entry['layer']!r} is written twice")
         seen.add(entry["layer"])
-        # one writable layer per partition, between idma0 (0) and odma0 (the last)
-        if not 0 < entry["partition"] < rec["partitions"] - 1 or entry["partition"] in parts:
+        # between idma0 (0) and odma0 (the last); a partition's layers one after the other
+        if not 0 < n < rec["partitions"] - 1 or (n in parts and n != previous):
             raise UserError(
-                f"{what}: layer #{position}: partition {entry['partition']} is not a new one "
-                f"between idma0's 0 and odma0's {rec['partitions'] - 1}"
+                f"{what}: layer #{position}: partition {n} is not a new one (or the previous "
+                f"layer's) between idma0's 0 and odma0's {rec['partitions'] - 1}"
             )
-        parts.add(entry["partition"])
+        parts[n] = k + 1
+        previous = n
     return dict(rec)
 
 
@@ -713,7 +719,9 @@ def _check_runtime_layer(
     kinds: Mapping[str, str],
     files: Mapping[str, str],
     what: str,
+    k: int = 0,
 ) -> None:
+    """One writable layer's entry, the ``k``-th writable layer of its partition."""
     for key in ("layer", "node", "kind", "instance", "interface", "file", "dtype", "order"):
         if key not in entry:
             raise UserError(f"{what} lacks {key!r}")
@@ -730,13 +738,13 @@ def _check_runtime_layer(
     n = entry["partition"]
     if entry["instance"] != f"StreamingDataflowPartition_{n}":
         raise UserError(f"{what}: instance {entry['instance']!r} is not partition {n}'s")
-    if entry["interface"] != "s_axilite_0":
-        raise UserError(f"{what}: interface {entry['interface']!r} is not s_axilite_0")
+    if entry["interface"] != f"s_axilite_{k}":
+        raise UserError(f"{what}: interface {entry['interface']!r} is not s_axilite_{k}")
     if entry["kind"] not in _RUNTIME_KINDS or kinds.get(name) != entry["kind"]:
         raise UserError(f"{what}: kind {entry['kind']!r} is not the kind of a package layer")
     rel = entry["file"]
-    if rel != f"{RUNTIME_WEIGHTS_DIR}/{n}_0_{entry['node']}.dat":
-        raise UserError(f"{what}: file {rel!r} is not {RUNTIME_WEIGHTS_DIR}/{n}_0_<node>.dat")
+    if rel != f"{RUNTIME_WEIGHTS_DIR}/{n}_{k}_{entry['node']}.dat":
+        raise UserError(f"{what}: file {rel!r} is not {RUNTIME_WEIGHTS_DIR}/{n}_{k}_<node>.dat")
     if rel not in files:
         raise UserError(f"{what}: file {rel} is not listed in files")
     _check_dtype(entry["dtype"], what)

@@ -89,7 +89,9 @@ package lacks):
    after a write can compute with stale weights; one tile streams every layer's whole memory
    at least once, so after it the memories alone decide the output.
 
-:attr:`PynqEngine.weight_load` records the words written and the milliseconds of each phase.
+:attr:`PynqEngine.weight_load` records the words written and the milliseconds of each phase;
+:meth:`PynqEngine.load_runtime_weights` and :meth:`PynqEngine.verify_runtime_weights` do it
+again on demand.
 
 Batches: as many tiles per accelerator call as fit ``buffer_limit`` bytes of contiguous memory
 in each of the ``calls`` buffer sets (input + output buffers), at most ``max_batch``;
@@ -431,11 +433,12 @@ class PynqEngine:
         self._draining: deque[_Call] = deque()  # input DMA started, output not done, in order
         self._dispatcher: threading.Thread | None = None
         self._submitting = threading.Lock()  # one submission at a time, its calls in order
+        self._plan: list[tuple[dict[str, Any], np.ndarray, int, Any]] | None = None
         self._open(transport, info, device)
         self._free = list(range(len(self._sets)))
         self.clock = self._set_clock()
         #: the runtime weights' load at start (module docstring), None without them
-        self.weight_load = self._load_runtime_weights() if self._runtime else None
+        self.weight_load = self.load_runtime_weights() if self._runtime else None
 
     # --- opening ------------------------------------------------------------------------------
 
@@ -510,11 +513,14 @@ class PynqEngine:
         self.odma = getattr(self.overlay, self.io.get("odma_names", ["odma0"])[0])
         self._sets = self._allocate_sets(self.calls, self.overlay.device)
 
-    def _load_runtime_weights(self) -> WeightLoad:
-        """Write every writable layer's words, read them all back, flush once (module
-        docstring); a missing window or a mismatch is one line."""
+    def _weight_plan(self) -> list[tuple[dict[str, Any], np.ndarray, int, Any]]:
+        """Per writable layer: its record entry, its words (the package's ``.dat``), its byte
+        offset in its partition's window and that window's MMIO; a missing or too small window
+        is one line."""
         from pynq import MMIO
 
+        if self._plan is not None:
+            return self._plan
         record = self.package.meta[RUNTIME_WEIGHTS_KEY]
         offsets = partition_offsets(record)
         windows: dict[str, Any] = {}
@@ -540,11 +546,38 @@ class PynqEngine:
                     int(ip["phys_addr"]), int(ip["addr_range"]), device=self.overlay.device
                 )
             plan.append((entry, words, offset, windows[instance]))
+        self._plan = plan
+        return plan
+
+    def load_runtime_weights(self, flush: bool = True) -> WeightLoad:
+        """Write every writable layer's words at its own offset, read them all back
+        (:meth:`verify_runtime_weights`), then, if ``flush``, run one all-zero tile so no
+        prefetched stale weight is left (module docstring). Done by the constructor for a
+        runtime-weights package; call again after the memories were written by someone else."""
+        if not self._runtime:
+            raise UserError(f"{self.package.path}: the accelerator has no runtime weights")
+        plan = self._weight_plan()
         t0 = time.perf_counter()
         for _, words, offset, mmio in plan:
             mmio.write_mm(offset, words.tobytes())
         t1 = time.perf_counter()
-        for entry, words, offset, mmio in plan:
+        self.verify_runtime_weights()
+        t2 = time.perf_counter()
+        if flush:
+            self.run(np.zeros((1, *self.tile, 3), dtype=np.uint8))
+        t3 = time.perf_counter()
+        return WeightLoad(
+            layers=len(plan),
+            words=sum(len(words) for _, words, _, _ in plan),
+            write_ms=1e3 * (t1 - t0),
+            verify_ms=1e3 * (t2 - t1),
+            flush_ms=1e3 * (t3 - t2),
+        )
+
+    def verify_runtime_weights(self) -> None:
+        """Read every writable layer's memory back and compare it with the package's words;
+        the first difference is one line (layer, window, offset, word, written and read)."""
+        for entry, words, offset, mmio in self._weight_plan():
             start = offset // 4
             got = np.array(mmio.array[start : start + len(words)], dtype=np.uint32)
             if not np.array_equal(got, words):
@@ -555,16 +588,6 @@ class PynqEngine:
                     f"0x{int(words[k]):08X}, read 0x{int(got[k]):08X} (the bitfile's memories "
                     "are not where the package says)"
                 )
-        t2 = time.perf_counter()
-        self.run(np.zeros((1, *self.tile, 3), dtype=np.uint8))  # the flush call
-        t3 = time.perf_counter()
-        return WeightLoad(
-            layers=len(plan),
-            words=sum(len(words) for _, words, _, _ in plan),
-            write_ms=1e3 * (t1 - t0),
-            verify_ms=1e3 * (t2 - t1),
-            flush_ms=1e3 * (t3 - t2),
-        )
 
     def _set_clock(self) -> Clock:
         from pynq.ps import Clocks

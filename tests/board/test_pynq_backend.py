@@ -279,9 +279,10 @@ def test_cli_segment_pynq_writes_the_same_masks_as_sim(pkgs, tmp_path):
         assert (tmp_path / "hw" / name).read_bytes() == (tmp_path / "sim" / name).read_bytes()
 
 
-def test_builtin_refuses_runtime_weights(pkgs, tmp_path):
+@pytest.mark.parametrize("transport", ["finn", "builtin"])
+def test_runtime_weights_in_settings_need_the_record(pkgs, tmp_path, transport):
     package, board = pkgs
     variant = _edited(board, tmp_path, lambda d: d.update(runtime_weights=True))
     with ez.EmulatedZynq(ez.sim_accelerator(package)):
-        with pytest.raises(UserError, match="only finn-plus-driver"):
-            open_engine(variant, transport="builtin")
+        with pytest.raises(UserError, match="accelerator.json has no runtime_weights record"):
+            open_engine(variant, transport=transport)

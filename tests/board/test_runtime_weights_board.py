@@ -1,9 +1,19 @@
-"""The ``runtime_weights`` record on the board's Python (3.10, numpy 1.x): written, loaded, refused.
+"""Runtime-writable weights on the board's Python (3.10, numpy 1.x): the record, and the board.
 
-The build-side tests (tests/hw/test_runtime_weights.py) need finn; here the record is made with
-numpy only, from the board fixture's package (its MVAU weights, encoded with the layout of
-:mod:`fcnseg.hw.runtime_weights`), so the loader's checks run where a package is deployed. The
-words written decode back to exactly the package's weights.
+The record: made with numpy only from the board fixture's package (its MVAU weights encoded with
+the layout of :mod:`fcnseg.hw.runtime_weights`), written, loaded and refused where a package is
+deployed; the words decode back to exactly the package's weights.
+
+The board (real pynq + finn-plus-driver against :mod:`fcnseg.testing.emulated_zynq`, whose
+writable memories start with the bitfile's words): ``tests/board/data/fcn32s-rw`` (made by
+``tests/board/data/make_runtime_fixture.py``) holds a tiny runtime-weights FCN-32s (``old``),
+its swap onto a retrained checkpoint (``swapped``) and float64 Brevitas of that checkpoint
+(``reference.npz``). The old package is emulated (its weights are the stand-in bitfile's);
+the swapped one gets that bitfile/ and driver/settings.json, as swap-weights keeps them. The
+swapped package on the board == its simulator == Brevitas, byte for byte; without the writes,
+and for the first tile after a write without a flush, the old bitfile's weights decide; a
+hand-made partition with two writable layers shows finn-plus-driver's offset-0 writes wrong and
+ours right; a read-back mismatch is one line, exit 2.
 """
 
 from __future__ import annotations
@@ -125,3 +135,208 @@ def test_a_tampered_record_is_refused(runtime_package, tmp_path, edit, needle) -
     tamper(copy, json_edit=edit)
     with pytest.raises(UserError, match=needle):
         load_package(copy)
+
+
+# --------------------------------------------------------------------------- on the board
+
+RW = Path(__file__).parent / "data" / "fcn32s-rw"
+
+
+def _with_bitfile(package_dir: Path, board_dir: Path, out: Path) -> Path:
+    """A copy of ``package_dir`` carrying ``board_dir``'s bitfile/ and driver/settings.json
+    (what swap-weights keeps of the package it swaps onto)."""
+    import shutil
+
+    from fcnseg.host.package import add_package_files
+
+    shutil.copytree(package_dir, out)
+    shared = [
+        "driver/settings.json",
+        *(f"bitfile/{p.name}" for p in (board_dir / "bitfile").iterdir()),
+    ]
+    add_package_files(out, {rel: (board_dir / rel).read_bytes() for rel in shared})
+    return out
+
+
+def _two_layers_in_one_partition(package_dir: Path, out: Path) -> Path:
+    """``package_dir`` re-floorplanned by hand: its second writable layer moved into the first
+    one's partition, as that partition's second AXI-lite interface (``s_axilite_1``, file
+    ``<n>_1_<node>.dat``) at the next 4 KiB of the window. finn's Floorplan never does this."""
+    import copy
+
+    from fcnseg.host.package import HW_GRAPH_NAME, load_package, write_package
+
+    package = load_package(package_dir)
+    record = copy.deepcopy(package.meta["runtime_weights"])
+    first, second = record["layers"][:2]
+    old_file = second["file"]
+    n = first["partition"]
+    second.update(
+        partition=n,
+        instance=f"StreamingDataflowPartition_{n}",
+        interface="s_axilite_1",
+        file=f"runtime_weights/{n}_1_{second['node']}.dat",
+        predicted_offset=first["predicted_offset"] + first["range_bytes"],
+    )
+    files = {e["file"]: package.file(e["file"]) for e in record["layers"]}
+    files[second["file"]] = package.file(old_file)
+    return write_package(
+        out,
+        model_card=package.model_card,
+        io=package.meta["io"],
+        layers=list(package.layers),
+        estimates=package.estimates,
+        board=package.board,
+        hw_graph=package.file(HW_GRAPH_NAME).read_bytes(),
+        extra_files=files,
+        runtime_weights=record,
+    )
+
+
+@pytest.fixture(scope="module")
+def rw(tmp_path_factory) -> dict:
+    """The fixture's packages: ``old`` and ``swapped`` (loaded), their emulated boards
+    (``old_board``: the old bitfile; ``swapped_board``: the swapped package on it), the same
+    pair re-floorplanned with two writable layers in one partition (``two_*``), and the
+    reference pixels and Brevitas scores."""
+    pytest.importorskip("pynq")
+    from fcnseg.host.package import load_package
+    from fcnseg.testing import emulated_zynq as ez
+
+    root = tmp_path_factory.mktemp("rw-board")
+    old, swapped = load_package(RW / "old"), load_package(RW / "swapped")
+    old_board = ez.emulated_package(old, root / "old-board")
+    two_old = _two_layers_in_one_partition(RW / "old", root / "two-old")
+    two_swapped = _two_layers_in_one_partition(RW / "swapped", root / "two-swapped")
+    two_old_board = ez.emulated_package(load_package(two_old), root / "two-old-board")
+    ref = np.load(RW / "reference.npz", allow_pickle=False)
+    return {
+        "old": old,
+        "swapped": swapped,
+        "old_board": load_package(old_board),
+        "swapped_board": load_package(
+            _with_bitfile(RW / "swapped", old_board, root / "swapped-board")
+        ),
+        "two_old": load_package(two_old),
+        "two_swapped_board": load_package(
+            _with_bitfile(two_swapped, two_old_board, root / "two-swapped-board")
+        ),
+        "pixels": ref["pixels"],
+        "scores": ref["scores"],
+    }
+
+
+def _sim(package, pixels: np.ndarray) -> np.ndarray:
+    from fcnseg.host.sim.engine import SimEngine
+
+    return SimEngine(package).run(pixels)
+
+
+@pytest.mark.parametrize("transport", ["builtin", "finn"])
+def test_a_swapped_package_on_the_old_bitfile_computes_the_new_checkpoint_exactly(
+    rw, transport
+) -> None:
+    from fcnseg.host.backends.pynq import open_engine
+    from fcnseg.testing import emulated_zynq as ez
+
+    board = rw["swapped_board"]
+    assert (board.path / "bitfile").is_dir()
+    for rel in board.meta["files"]:
+        if rel.startswith("bitfile/"):  # the old package's bitfile, byte for byte
+            assert (board.path / rel).read_bytes() == rw["old_board"].file(rel).read_bytes()
+    pixels, brevitas = rw["pixels"], rw["scores"]
+    with ez.EmulatedZynq(ez.sim_accelerator(rw["old"])) as dev:  # the fabric: the old bitfile
+        engine = open_engine(board, transport=transport)
+        scores = engine.run(pixels)
+        assert dev.faults == []
+    np.testing.assert_array_equal(scores, brevitas)
+    np.testing.assert_array_equal(_sim(rw["swapped"], pixels), brevitas)
+    record = board.meta["runtime_weights"]
+    load = engine.weight_load
+    assert load.layers == len(record["layers"]) == 15
+    assert load.words == sum(e["words"] for e in record["layers"])
+    assert load.write_ms > 0 and load.flush_ms > 0
+    # the old bitfile computes something else: the equality above could fail
+    assert not np.array_equal(_sim(rw["old"], pixels), brevitas)
+
+
+def test_the_old_weights_decide_until_written_and_flushed(rw, monkeypatch) -> None:
+    from fcnseg.host.backends.pynq import PynqEngine, open_engine
+    from fcnseg.testing import emulated_zynq as ez
+
+    pixels, brevitas = rw["pixels"], rw["scores"]
+    old_scores = _sim(rw["old"], pixels)
+    differs = [i for i in range(len(pixels)) if not np.array_equal(old_scores[i], brevitas[i])]
+    assert len(differs) >= 2
+    a, b = differs[:2]
+    real_load = PynqEngine.load_runtime_weights
+    with ez.EmulatedZynq(ez.sim_accelerator(rw["old"])) as dev:
+        monkeypatch.setattr(PynqEngine, "load_runtime_weights", lambda self, flush=True: None)
+        engine = open_engine(rw["swapped_board"], transport="builtin")
+        monkeypatch.undo()
+        # nothing written: the bitfile's weights
+        np.testing.assert_array_equal(engine.run(pixels), old_scores)
+        load = real_load(engine, flush=False)  # written and read back, not flushed
+        assert load.flush_ms < 0.5 and dev.faults == []
+        scores = engine.run(pixels[[a, b]])
+        # the first tile after the write still streams the prefetched (old) weights ...
+        np.testing.assert_array_equal(scores[0], old_scores[a])
+        # ... the next one computes with the memories
+        np.testing.assert_array_equal(scores[1], brevitas[b])
+        np.testing.assert_array_equal(engine.run(pixels), brevitas)
+
+
+def test_two_writable_layers_in_one_partition_need_our_offsets(rw) -> None:
+    """finn-plus-driver 1.6.1's own ``load_runtime_weights`` writes every ``.dat`` at offset 0
+    of its partition: the second layer lands on the first one's memory. Our writes put it at
+    its offset and the board computes the new checkpoint."""
+    from fcnseg.host.backends.pynq import open_engine, partition_offsets
+    from fcnseg.testing import emulated_zynq as ez
+
+    board = rw["two_swapped_board"]
+    record = board.meta["runtime_weights"]
+    first, second = record["layers"][:2]
+    assert first["instance"] == second["instance"]
+    assert partition_offsets(record)[second["layer"]] == 4096
+    pixels, brevitas = rw["pixels"], rw["scores"]
+    with ez.EmulatedZynq(ez.sim_accelerator(rw["two_old"])) as dev:
+        engine = open_engine(board, transport="finn")
+        assert dev.faults == []
+        np.testing.assert_array_equal(engine.run(pixels), brevitas)
+        # the driver's way: every file of the partition at offset 0 (then its flush run)
+        engine.overlay.runtime_weight_dir = str(board.path / "runtime_weights")
+        engine.overlay.runtime_weights_expected = True
+        engine.overlay.load_runtime_weights(flush_accel=True, verify=False)
+        assert any(f.startswith(f"{first['instance']} +0x") for f in dev.faults), dev.faults
+        with pytest.raises(UserError, match=rf"layer {first['layer']} does not read back"):
+            engine.verify_runtime_weights()
+        assert not np.array_equal(engine.run(pixels), brevitas)
+        # ours again: right
+        engine.load_runtime_weights()
+        np.testing.assert_array_equal(engine.run(pixels), brevitas)
+
+
+def test_a_write_the_board_loses_is_one_line_exit_2(rw, capsys, tmp_path) -> None:
+    from PIL import Image
+
+    from fcnseg.host.backends.pynq import read_words
+    from fcnseg.testing import emulated_zynq as ez
+    from tests.helpers.tamper import segment_refuses
+
+    board = rw["swapped_board"]
+    entry = board.meta["runtime_weights"]["layers"][3]
+    new, old = (read_words(p.file(entry["file"])) for p in (board, rw["old"]))
+    k = int(np.flatnonzero(new != old)[0])  # a word the swap changes: a lost write shows
+    photo = tmp_path / "tile.png"
+    Image.fromarray(rw["pixels"][0]).save(photo)
+    with ez.EmulatedZynq(ez.sim_accelerator(rw["old"])) as dev:
+        dev.drop_writes.add((entry["instance"], 4 * k))
+        line = segment_refuses(
+            [str(photo), "--package", str(board.path), "--backend", "pynq"],
+            capsys,
+            tmp_path / "out",
+            f"writable layer {entry['layer']} does not read back",
+            f"{entry['instance']} +0x{4 * k:X}: word {k} written 0x{int(new[k]):08X}, "
+            f"read 0x{int(old[k]):08X}",
+        )
+    assert "Traceback" not in line
