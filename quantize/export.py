@@ -44,11 +44,12 @@ QONNX_FILE = "model.onnx"
 QCDQ_FILE = "model_qcdq.onnx"
 
 
-def check_tile(tile: tuple[int, int]) -> tuple[int, int]:
-    """A tile is two positive multiples of 32 (the backbone's stride)."""
+def check_tile(tile: tuple[int, int], stride: int = 32) -> tuple[int, int]:
+    """A tile is two positive multiples of the net's stride (32 for the five-pool backbones;
+    a user's classifier (:mod:`fcnseg.quantize.own_classifier`) says its own)."""
     h, w = (int(t) for t in tile)
-    if h < 32 or w < 32 or h % 32 or w % 32:
-        raise UserError(f"tile must be two positive multiples of 32, got {h}x{w}")
+    if h < stride or w < stride or h % stride or w % stride:
+        raise UserError(f"tile must be two positive multiples of {stride}, got {h}x{w}")
     return h, w
 
 
@@ -193,7 +194,7 @@ def export_model(
     The files are written into a temporary sibling directory that is renamed to ``out_dir`` at
     the end, so readers see either the old export or the complete new one.
     """
-    tile = check_tile(tile)
+    tile = check_tile(tile, model.cfg.net_stride)
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     model = model.eval()

@@ -5,7 +5,9 @@ the rational it denotes; the quantizers' derived values are computed from their 
 Brevitas 0.13.4, exactly:
 
 - weights: per-output-channel scale ``max|w| / (2^(b-1) - 1)`` (``Int8WeightPerChannelFloat``:
-  abs-max statistics, narrow range), integers ``clamp(round_half_even(w / scale))``;
+  abs-max statistics, narrow range), or one scale from the whole tensor's ``max|w|``
+  (``Int8WeightPerTensorFloat``, Brevitas's default), integers
+  ``clamp(round_half_even(w / scale))``;
 - activations: scale ``|value| / t`` with ``t = 2^b - 1`` unsigned, ``2^(b-1)`` signed
   (``IntScaling``), ``value`` the learned parameter (or, while Brevitas is still collecting
   statistics, their running average, as its eval mode does); the input quantizer has the
@@ -63,24 +65,34 @@ def _round_half_even_ratio(num: np.ndarray, den: np.ndarray, mult: int) -> np.nd
     return out.astype(np.int64)
 
 
-def weight_integers(conv: nn.Module) -> tuple[np.ndarray, tuple[Fraction, ...]]:
-    """Exact integer weights (OIHW) and per-channel scales of a ``QuantConv2d``."""
+def weight_integers(
+    conv: nn.Module, name: str | None = None
+) -> tuple[np.ndarray, tuple[Fraction, ...]]:
+    """Exact integer weights (OIHW) and per-output-channel scales of a ``QuantConv2d``.
+
+    A per-tensor weight quantizer (one scale from the whole tensor's ``max|w|``) gives the same
+    scale to every channel. ``name`` labels the layer in errors (default: the module's repr).
+    """
+    label = name or str(conv)
     proxy = conv.weight_quant
     if not proxy.is_signed or not proxy.is_narrow_range:
-        raise UnsupportedQuantizer(f"{conv}: weights must be signed narrow-range")
+        raise UnsupportedQuantizer(f"{label}: weights must be signed narrow-range")
     bits = int(proxy.bit_width())
     top = 2 ** (bits - 1) - 1
     w = conv.weight.detach().double().numpy()
+    quant = conv.quant_weight()
+    per_tensor = quant.scale.numel() == 1 and w.shape[0] > 1
     absmax = np.abs(w).reshape(w.shape[0], -1).max(axis=1)
+    if per_tensor:
+        absmax = np.full_like(absmax, np.abs(w).max())
     if np.any(absmax == 0):
-        raise UnsupportedQuantizer(f"{conv}: an output channel has all-zero weights")
+        raise UnsupportedQuantizer(f"{label}: an output channel has all-zero weights")
     scales = tuple(Fraction(float(m)) / top for m in absmax)
     den = np.broadcast_to(absmax.reshape(-1, 1, 1, 1), w.shape)
     ints = np.clip(_round_half_even_ratio(w, den, top), -top, top)
-    quant = conv.quant_weight()
-    _check_scale(scales, quant.scale, f"{conv} weight")
+    _check_scale(scales, quant.scale, f"{label} weight")
     if not np.array_equal(ints, quant.int().detach().numpy().astype(np.int64)):
-        raise UnsupportedQuantizer(f"{conv}: exact integer weights differ from Brevitas's")
+        raise UnsupportedQuantizer(f"{label}: exact integer weights differ from Brevitas's")
     return ints, scales
 
 
@@ -104,7 +116,8 @@ def act_quantizer(name: str, module: nn.Module) -> Quantizer:
     return Quantizer(name, scale, lo, hi)
 
 
-def _batch_norm(bn: nn.BatchNorm2d) -> BatchNorm:
+def batch_norm(bn: nn.BatchNorm2d) -> BatchNorm:
+    """The exact eval-mode parameters of a ``BatchNorm2d`` (running statistics, affine, eps)."""
     return BatchNorm(
         mean=_fractions(bn.running_mean),
         var=_fractions(bn.running_var),
@@ -135,7 +148,7 @@ class _Builder:
                 in_scale=self.scales[src],
                 weight_scale=scales,
                 bias=bias,
-                bn=None if bn is None else _batch_norm(bn),
+                bn=None if bn is None else batch_norm(bn),
                 quant=quant,
             )
         )
@@ -154,8 +167,13 @@ class _Builder:
 
 
 def _check_pixel_quant(model: FCNBase) -> None:
+    """The model's ``quant_inp`` must be the pixel quantizer (:func:`check_pixel_quant`)."""
+    check_pixel_quant(model.quant_inp)
+
+
+def check_pixel_quant(quant: nn.Module) -> None:
     """The input quantizer must map ``pixel * PIXEL_SCALE`` back to the pixel (UINT8, 1/255)."""
-    proxy = model.quant_inp.act_quant
+    proxy = quant.act_quant
     bits, signed = int(proxy.bit_width()), bool(proxy.is_signed)
     scale = float(proxy.scale().reshape(-1)[0])
     # the constant (1.0 / 255) may be held in float32: its exact meaning is 1/255 either way
