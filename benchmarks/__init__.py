@@ -31,7 +31,7 @@ assert is exactness (bit-exact simulator, identical labels), as checks stored wi
 - ``classify``, ``classify_estimates``, ``classify_accuracy``: the shipped classifier's one
   384x384 pass vs its 36 crops on the simulator and as finn-estimated accelerator time, and
   held-out accuracy of a centre crop vs averaged positions, multi-scale and stride 16
-  (:mod:`.classify`).
+  (:mod:`.classify`, :mod:`.classify_estimates`, :mod:`.classify_accuracy`).
 """
 
 from __future__ import annotations
@@ -49,8 +49,8 @@ BENCHMARKS: dict[str, str] = {
     "farm": "fcnseg.benchmarks.farm:run",
     "accuracy": "fcnseg.benchmarks.accuracy:run",
     "classify": "fcnseg.benchmarks.classify:run",
-    "classify_estimates": "fcnseg.benchmarks.classify:run_estimates",
-    "classify_accuracy": "fcnseg.benchmarks.classify:run_accuracy",
+    "classify_estimates": "fcnseg.benchmarks.classify_estimates:run",
+    "classify_accuracy": "fcnseg.benchmarks.classify_accuracy:run",
 }
 
 __all__ = ["BENCHMARKS"]

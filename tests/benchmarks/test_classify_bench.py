@@ -1,4 +1,4 @@
-"""``benchmarks/classify.py`` on the shipped classifier package: the result schema of its three
+"""``benchmarks/classify*.py`` on the shipped classifier package: the result schema of its three
 benchmarks, the 36-crop check, finn's timing arithmetic, the accuracy table on a few held-out
 scenes, the recorded-accuracy check (passing and failing), and the interval helpers against
 values worked out by hand. Behaviour, never time."""
@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from fcnseg.benchmarks import classify as bench
+from fcnseg.benchmarks import classify_accuracy as acc
 from fcnseg.benchmarks.runner import Context, run_one
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,24 +36,24 @@ def quick(tmp_path: Path, **changes) -> Context:
 
 
 def test_wilson_matches_the_formula_worked_by_hand() -> None:
-    low, high = bench.wilson(5, 10)
+    low, high = acc.wilson(5, 10)
     # p = 1/2, n = 10, z^2 = 3.8415: centre 1/2, half = z sqrt(1/40 + z^2/400) / (1 + z^2/10)
-    z = bench.Z95
+    z = acc.Z95
     half = z * math.sqrt(0.025 + z * z / 400) / (1 + z * z / 10)
     assert low == pytest.approx(0.5 - half) and high == pytest.approx(0.5 + half)
     assert low == pytest.approx(0.2366, abs=1e-4)
-    assert bench.wilson(0, 20)[0] == 0.0 and 0 < bench.wilson(0, 20)[1] < 0.2
-    assert bench.wilson(20, 20)[1] == 1.0
+    assert acc.wilson(0, 20)[0] == 0.0 and 0 < acc.wilson(0, 20)[1] < 0.2
+    assert acc.wilson(20, 20)[1] == 1.0
     with pytest.raises(ValueError):
-        bench.wilson(0, 0)
+        acc.wilson(0, 0)
 
 
 def test_paired_bootstrap_bounds() -> None:
     ones, zeros = np.ones(50), np.zeros(50)
-    assert bench.paired_bootstrap(ones, zeros) == (1.0, 1.0)
-    assert bench.paired_bootstrap(ones, ones) == (0.0, 0.0)
+    assert acc.paired_bootstrap(ones, zeros) == (1.0, 1.0)
+    assert acc.paired_bootstrap(ones, ones) == (0.0, 0.0)
     a = np.array([1, 0] * 25)
-    low, high = bench.paired_bootstrap(a, zeros)
+    low, high = acc.paired_bootstrap(a, zeros)
     assert 0.2 < low < 0.5 < high < 0.8
 
 
@@ -72,7 +73,7 @@ def test_one_pass_vs_crops_on_the_simulator(tmp_path: Path) -> None:
 def test_the_crop_check_fails_when_a_cell_differs(tmp_path: Path) -> None:
     """The 36-crop check compares integers: an engine that changes one crop's score fails it."""
     ctx = quick(tmp_path)
-    _, clf = bench._load(ctx)
+    _, clf = bench.load_classifier(ctx)
     real = clf.engine.run
 
     def wrong(x: np.ndarray) -> np.ndarray:
@@ -90,7 +91,7 @@ def test_estimates_follow_finns_cycles(tmp_path: Path) -> None:
     from fcnseg.host.package import load_package
 
     result = run_one(
-        "classify_estimates", "fcnseg.benchmarks.classify:run_estimates", quick(tmp_path)
+        "classify_estimates", "fcnseg.benchmarks.classify_estimates:run", quick(tmp_path)
     )
     assert result["status"] == "ok", result.get("reason") or result.get("traceback")
     one, crops = result["rows"]  # quick: no 224 build
@@ -111,7 +112,7 @@ def test_estimates_compile_the_224_builds(tmp_path: Path) -> None:
     if not CHECKPOINT.is_file():
         pytest.skip("no shipped classifier checkpoint")
     ctx = quick(tmp_path, quick=False, checkpoint=CHECKPOINT)
-    result = run_one("classify_estimates", "fcnseg.benchmarks.classify:run_estimates", ctx)
+    result = run_one("classify_estimates", "fcnseg.benchmarks.classify_estimates:run", ctx)
     assert result["status"] == "ok", result.get("reason") or result.get("traceback")
     rows = result["rows"]
     assert [r["tile"] for r in rows] == ["384x384", "384x384", "224x224", "224x224"]
@@ -123,13 +124,13 @@ def test_estimates_compile_the_224_builds(tmp_path: Path) -> None:
 def test_accuracy_table_on_a_few_held_out_scenes(tmp_path: Path) -> None:
     pytest.importorskip("skimage")
     result = run_one(
-        "classify_accuracy", "fcnseg.benchmarks.classify:run_accuracy", quick(tmp_path)
+        "classify_accuracy", "fcnseg.benchmarks.classify_accuracy:run", quick(tmp_path)
     )
     assert result["status"] == "ok", result.get("reason") or result.get("traceback")
     rows = result["rows"]
     assert [r["variant"] for r in rows] == VARIANTS
     scenes = rows[0]["scenes"]
-    assert 0 < scenes <= bench.QUICK_SCENES
+    assert 0 < scenes <= acc.QUICK_SCENES
     for r in rows:
         assert r["scenes"] == scenes and 0 <= r["correct"] <= scenes
         low, high = r["wilson95_%"]
@@ -144,16 +145,16 @@ def test_accuracy_table_on_a_few_held_out_scenes(tmp_path: Path) -> None:
 def test_native_check_compares_with_the_recorded_accuracy(tmp_path: Path, offset: float) -> None:
     pytest.importorskip("skimage")
     ctx = quick(tmp_path)
-    _, clf = bench._load(ctx)
+    _, clf = bench.load_classifier(ctx)
     real = clf.package
     try:
         clf.package = None
-        rows, _, checks = bench.accuracy_part(ctx, clf, 4)
+        rows, _, checks = acc.accuracy_part(ctx, clf, 4)
         assert checks == []
         native = rows[0]["correct"] / rows[0]["scenes"]
         test = {"images": rows[0]["scenes"], "accuracy": native + offset}
         clf.package = SimpleNamespace(card=SimpleNamespace(extra={"metrics": {"test": test}}))
-        _, _, checks = bench.accuracy_part(ctx, clf, 4)
+        _, _, checks = acc.accuracy_part(ctx, clf, 4)
     finally:
         clf.package = real
     (c,) = checks
@@ -168,7 +169,7 @@ def test_accuracy_is_skipped_without_scikit_image(tmp_path: Path, monkeypatch) -
         importlib.util, "find_spec", lambda n, *a: None if n == "skimage" else real(n, *a)
     )
     result = run_one(
-        "classify_accuracy", "fcnseg.benchmarks.classify:run_accuracy", quick(tmp_path)
+        "classify_accuracy", "fcnseg.benchmarks.classify_accuracy:run", quick(tmp_path)
     )
     assert result["status"] == "skipped" and "skimage" in result["reason"]
 
