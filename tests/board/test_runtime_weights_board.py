@@ -125,6 +125,11 @@ def test_a_runtime_package_loads_and_its_words_are_the_weights(package, runtime_
         (lambda m: m["runtime_weights"].update(fingerprint={"nodes": [1]}), "not the sha256"),
         (lambda m: m["runtime_weights"]["layers"][1].update(partition=2), "is not partition 2's"),
         (lambda m: m["runtime_weights"]["layers"][0].update(lines=1), "words must be lines x"),
+        # the only writable layer of its partition is on the partition's first interface
+        (
+            lambda m: m["runtime_weights"]["layers"][1].update(interface="s_axilite_1"),
+            "'s_axilite_1' is not s_axilite_0",
+        ),
     ],
 )
 def test_a_tampered_record_is_refused(runtime_package, tmp_path, edit, needle) -> None:
@@ -340,3 +345,43 @@ def test_a_write_the_board_loses_is_one_line_exit_2(rw, capsys, tmp_path) -> Non
             f"read 0x{int(old[k]):08X}",
         )
     assert "Traceback" not in line
+
+
+def test_the_emulated_memories_store_what_the_hardware_stores(rw) -> None:
+    """A memstream line is stored when its last used word arrives; padding words and bits
+    beyond a memory's width are not stored (and are faults); so is a write past every layer."""
+    from pynq import MMIO, Overlay
+
+    from fcnseg.host.backends.pynq import read_words
+    from fcnseg.testing import emulated_zynq as ez
+
+    board = rw["old_board"]
+    mvau = board.meta["runtime_weights"]["layers"][0]
+    thr = board.meta["runtime_weights"]["layers"][1]
+    assert (mvau["words_per_line"], -(-mvau["line_bits"] // 32)) == (8, 7)  # 7 used + 1 pad
+    bit = next(p for p in board.file("bitfile").iterdir() if p.suffix == ".bit")
+    with ez.EmulatedZynq(ez.sim_accelerator(rw["old"])) as dev:
+        overlay = Overlay(str(bit), download=True)
+
+        def window(entry):
+            ip = overlay.ip_dict[entry["instance"]]
+            return MMIO(ip["phys_addr"], ip["addr_range"])
+
+        m, t = window(mvau), window(thr)
+        before = np.array(m.array[:8])
+        np.testing.assert_array_equal(before, read_words(board.file(mvau["file"]))[:8])
+        for j in range(6):  # latched, not stored
+            m.write(4 * j, 0x1234_5678 + j)
+        np.testing.assert_array_equal(np.array(m.array[:8]), before)
+        m.write(4 * 6, 0xAB)  # the line's last used word: the whole line is stored
+        assert [int(v) for v in m.array[:7]] == [0x1234_5678 + j for j in range(6)] + [0xAB]
+        assert dev.faults == []
+        m.write(4 * 7, 0x1)  # the padding word
+        assert int(m.array[7]) == 0 and "has bits outside its memory's 0x00000000" in dev.faults[-1]
+        m.write(4 * mvau["words"], 0x5)  # past the layer's words, inside the window
+        assert "outside every writable layer's memory" in dev.faults[-1]
+        assert int(m.array[mvau["words"]]) == 0
+        width = thr["lane_bits"]
+        t.write(0, 0xFFFF_FFFF)  # a threshold is lane_bits wide
+        assert int(t.array[0]) == (1 << width) - 1
+        assert f"0x{(1 << width) - 1:08X}" in dev.faults[-1] and len(dev.faults) == 3
