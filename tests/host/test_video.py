@@ -230,3 +230,38 @@ def test_the_command_imports_no_video_library_until_a_video_is_opened() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True
     )
     assert done.stdout.strip() == "[]", done.stderr
+
+
+def test_capture_size_is_the_v4l2_video_size_option(monkeypatch) -> None:
+    """PyAV asks the camera with the v4l2 input's ``video_size``; the stream says what the
+    driver chose (a fake ``av.open``: there is no camera here)."""
+    from fcnseg.host.video import pyav
+
+    calls: list[tuple[str, dict]] = []
+
+    class Stream:
+        average_rate, guessed_rate = Fraction(30), None
+
+        class codec_context:  # noqa: N801 (PyAV's attribute)
+            width, height = 352, 288
+
+    class Container:
+        class streams:  # noqa: N801
+            video = [Stream()]
+
+        def close(self) -> None:
+            pass
+
+    def fake_open(device: str, format: str, options: dict) -> Container:
+        calls.append((format, options))
+        return Container()
+
+    monkeypatch.setattr(pyav, "import_av", lambda: type("av", (), {"open": fake_open}))
+    camera = pyav.CameraSource("/dev/video3", (320, 240))
+    assert calls == [("v4l2", {"video_size": "320x240"})]
+    assert camera.size == (352, 288) and camera.fps == 30
+    assert camera.notes == (
+        "/dev/video3: asked for 320x240, the camera delivers 352x288 (its nearest mode)",
+    )
+    pyav.CameraSource("/dev/video3", None)
+    assert calls[-1] == ("v4l2", {})

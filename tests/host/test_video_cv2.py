@@ -327,3 +327,44 @@ def test_video_library_cv2_without_cv2_is_one_line(
     assert code == 2 and err.count("\n") == 1 and err.startswith("fcnseg: error: "), err
     assert "--video-library cv2: cv2 is not importable" in err and "python3-opencv" in err
     assert not (tmp_path / "x.avi").exists() and no_temporaries(tmp_path)
+
+
+@needs_cv2
+def test_capture_size_from_the_command_line(
+    package: Path, tmp_path: Path, capsys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--capture-size`` reaches the camera and the note what it delivers; ``--size`` is still
+    the size frames are segmented at. The device is a fake (there is no camera here)."""
+    import cv2
+
+    from fcnseg.host.video import sources
+
+    device = tmp_path / "video7"
+    device.write_bytes(b"")  # exists, as /dev/video7 would
+    fake = FakeCapture(6, modes=[(640, 480), (352, 288)])
+    opened: list[tuple[str, int]] = []
+
+    def capture(path: str, api: int) -> FakeCapture:
+        opened.append((path, api))
+        return fake
+
+    monkeypatch.setattr(sources, "camera_device", lambda spec: str(device))
+    monkeypatch.setattr(cv2, "VideoCapture", capture)
+    masks = tmp_path / "masks"
+    code = main(["video", "camera:7", "--masks", str(masks), "--capture-size", "320", "240"]
+                + ["--size", "40", "30", "--package", str(package)]
+                + ["--video-library", "cv2"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert opened == [(str(device), cv2.CAP_V4L2)]
+    assert (fake.asked[cv2.CAP_PROP_FRAME_WIDTH], fake.asked[cv2.CAP_PROP_FRAME_HEIGHT]) == (
+        320,
+        240,
+    )
+    notes = [line for line in err.splitlines() if line.startswith("fcnseg: note:")]
+    assert notes[0] == (
+        f"fcnseg: note: {device}: asked for 320x240, the camera delivers 352x288 (its nearest mode)"
+    ), err
+    assert "stopped delivering frames" in notes[-1]
+    written = sorted(masks.glob("frame_*.png"))
+    assert written and all(Image.open(p).size == (40, 30) for p in written)
