@@ -500,8 +500,21 @@ class SimAccelerator:
 
     def load_parameters(self, params: Mapping[str, Mapping[str, np.ndarray]]) -> None:
         """Compute from now on with ``params`` (layer name -> array role -> values) in place
-        of the package's arrays of those layers (the same dtype as the package's)."""
+        of the package's arrays of those layers (in the package's dtype where they fit it:
+        a memory is as wide as its declared type, the package may store narrower values, as
+        thresholds clipped to the proven input range; int64 otherwise)."""
         from fcnseg.host.sim.engine import SimEngine
+
+        def stored(values: np.ndarray, like: np.ndarray) -> np.ndarray:
+            values = np.asarray(values, dtype=np.int64)
+            info = np.iinfo(like.dtype) if like.dtype.kind in "iu" else None
+            if (
+                info is not None
+                and values.size
+                and info.min <= values.min() <= values.max() <= info.max
+            ):
+                return values.astype(like.dtype)
+            return values
 
         layers = tuple(
             dataclasses.replace(
@@ -509,7 +522,7 @@ class SimAccelerator:
                 arrays={
                     **layer.arrays,
                     **{
-                        role: np.asarray(v).astype(layer.arrays[role].dtype)
+                        role: stored(v, layer.arrays[role])
                         for role, v in params[layer.name].items()
                     },
                 },

@@ -76,6 +76,13 @@ def test_mvau_words_are_finns(tmp_path: Path, pe, simd, wdt, mw, mh) -> None:
     words = rw.encode_mvau(weights, layout)
     np.testing.assert_array_equal(words, finn)
     np.testing.assert_array_equal(rw.decode_mvau(finn, layout, dt.signed()), weights)
+    entry = {**layout, "kind": "MVAU", "dtype": wdt}
+    np.testing.assert_array_equal(rw.decode_layer(finn, entry), weights)
+    np.testing.assert_array_equal(rw.encode_layer(weights, entry), finn)
+    # the bits a memory stores: finn's words of an all-ones tensor (padding words stay 0)
+    ones = np.full((mw, mh), -1 if dt.signed() else dt.max(), dtype=np.float32)
+    inst.make_weight_file(ones, "decoupled_runtime", str(tmp_path / "ones.dat"))
+    np.testing.assert_array_equal(rw.valid_bits(entry), rw.read_dat(tmp_path / "ones.dat"))
 
 
 @pytest.mark.parametrize(
@@ -118,6 +125,11 @@ def test_threshold_words_are_finns(tmp_path: Path, pe, channels, steps, tdt) -> 
     assert layout["words"] == len(finn)
     np.testing.assert_array_equal(rw.encode_thresholds(t, layout), finn)
     np.testing.assert_array_equal(rw.decode_thresholds(finn, layout, dt.signed()), t)
+    entry = {**layout, "kind": "Thresholding", "dtype": tdt}
+    np.testing.assert_array_equal(rw.decode_layer(finn, entry), t)
+    ones = np.full((channels, steps), -1 if dt.signed() else dt.max(), dtype=np.float32)
+    inst.make_weight_file(ones, "decoupled_runtime", str(tmp_path / "ones.dat"))
+    np.testing.assert_array_equal(rw.valid_bits(entry), rw.read_dat(tmp_path / "ones.dat"))
 
 
 def test_first_difference_names_the_layer_and_the_values() -> None:
