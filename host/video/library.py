@@ -19,6 +19,8 @@ names, the masks) is shared.
 from __future__ import annotations
 
 import importlib.util
+import os
+import re
 from collections.abc import Callable
 from fractions import Fraction
 from pathlib import Path
@@ -158,10 +160,18 @@ def av_errors() -> tuple[type[BaseException], ...]:
 
 
 def import_cv2() -> Any:
-    """The ``cv2`` module, its own log lines (FFmpeg's warnings through OpenCV) kept quiet."""
+    """The ``cv2`` module, its log lines kept quiet: a writer or capture that fails is reported
+    as one line of ours. ``cv2.setLogLevel(0)`` silences OpenCV's own; FFmpeg's (inside
+    OpenCV) go through OpenCV's logger with ``OPENCV_FFMPEG_DEBUG`` and
+    ``OPENCV_FFMPEG_LOGLEVEL=-8`` (quiet), read when the first capture or writer opens, from
+    OpenCV 4.6 on (4.5.4 logs every FFmpeg line with them; without, an FFmpeg error line may
+    precede ours there). A user's own settings of those variables are kept."""
     import cv2  # Debian's python3-opencv on a PYNQ image, or opencv-python(-headless)
 
-    logging = getattr(getattr(cv2, "utils", None), "logging", None)
-    if logging is not None and hasattr(logging, "setLogLevel"):
-        logging.setLogLevel(logging.LOG_LEVEL_SILENT)
+    if hasattr(cv2, "setLogLevel"):
+        cv2.setLogLevel(0)  # LOG_LEVEL_SILENT
+    version = tuple(int(p) for p in re.findall(r"\d+", cv2.__version__)[:2])
+    if version >= (4, 6) and "OPENCV_FFMPEG_DEBUG" not in os.environ:
+        os.environ["OPENCV_FFMPEG_DEBUG"] = "1"
+        os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     return cv2

@@ -16,8 +16,8 @@ What cv2 does differently from PyAV, and what follows (docs/video.md):
 - ``VideoWriter`` takes no timestamps (frames are written back to back at the rate given: a
   camera run's video plays its kept frames without the dropped ones' gaps) and writes even
   sizes only (a frame of odd width or height loses its last column or row in the video; the
-  masks keep every pixel). The pip wheel's FFmpeg has no H.264 encoder, so ``.mp4`` is MPEG-4
-  Part 2 (``mp4v``), which every build has; :data:`FOURCCS` lists them all.
+  masks keep every pixel). ``.mp4`` is H.264 where the build has it (Debian's), else MPEG-4
+  Part 2 (``mp4v``: the pip wheel's FFmpeg has no H.264 encoder); :data:`FOURCCS` lists them.
 - Cameras: ``cv2.VideoCapture(device, cv2.CAP_V4L2)`` with a buffer of one frame; a capture
   size is asked for with ``CAP_PROP_FRAME_WIDTH``/``HEIGHT`` and the first frame says what the
   camera delivers. A read that fails ends the stream (the camera went away).
@@ -43,14 +43,16 @@ from fcnseg.host.video.sources import (
     capture_note,
 )
 
-#: Output suffix -> the fourcc cv2 writes it with. MJPG in AVI works in every build; FFV1 in
-#: Matroska is lossless (the exactness tests); mp4v since the wheel has no H.264 encoder.
-FOURCCS: dict[str, str] = {
-    ".mp4": "mp4v",
-    ".mov": "mp4v",
-    ".mkv": "FFV1",
-    ".avi": "MJPG",
-    ".webm": "VP80",
+#: Output suffix -> the fourccs cv2 writes it with, the first this build has. MJPG in AVI works
+#: in every build; FFV1 in Matroska is lossless (the exactness tests); ``.mp4`` is H.264 where
+#: the build's FFmpeg has an H.264 encoder (Debian's: ``avc1``), else MPEG-4 Part 2 (the pip
+#: wheel: ``mp4v``).
+FOURCCS: dict[str, tuple[str, ...]] = {
+    ".mp4": ("avc1", "mp4v"),
+    ".mov": ("avc1", "mp4v"),
+    ".mkv": ("FFV1",),
+    ".avi": ("MJPG",),
+    ".webm": ("VP80",),
 }
 #: Frame rates cv2 reports that are taken as "unknown" (0, NaN, or a header's nonsense).
 MAX_FPS = 1000.0
@@ -170,14 +172,20 @@ class Cv2Encoder(Encoder):
 
     def __init__(self, path: str, fps: Fraction, width: int, height: int) -> None:
         cv2 = import_cv2()
-        fourcc = FOURCCS[Path(path).suffix.lower()]
+        fourccs = FOURCCS[Path(path).suffix.lower()]
         self.size = (width - width % 2, height - height % 2)
         if min(self.size) < 2:
             raise UserError(f"{path}: cv2 cannot write a {width}x{height} video")
-        self.writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*fourcc), float(fps), self.size)
-        if not self.writer.isOpened():
+        for fourcc in fourccs:
+            code = cv2.VideoWriter_fourcc(*fourcc)
+            self.writer = cv2.VideoWriter(path, code, float(fps), self.size)
+            if self.writer.isOpened():
+                self.fourcc = fourcc
+                return
             self.writer.release()
-            raise UserError(f"{path}: this cv2 cannot write {fourcc} video (its FFmpeg lacks it)")
+        raise UserError(
+            f"{path}: this cv2 cannot write {' or '.join(fourccs)} video (its FFmpeg lacks it)"
+        )
 
     def write(self, rgb: np.ndarray, pts: int) -> None:
         self.writer.write(np.ascontiguousarray(self.fit(rgb)[:, :, ::-1]))
@@ -190,7 +198,7 @@ class OpenCv(VideoLibrary):
     """OpenCV (module docstring). Constructing it imports ``cv2``."""
 
     name = "cv2"
-    codecs = dict(FOURCCS)
+    codecs = {suffix: " or ".join(fourccs) for suffix, fourccs in FOURCCS.items()}
     keeps_time = False
 
     def __init__(self) -> None:

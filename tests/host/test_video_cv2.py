@@ -368,3 +368,30 @@ def test_capture_size_from_the_command_line(
     assert "stopped delivering frames" in notes[-1]
     written = sorted(masks.glob("frame_*.png"))
     assert written and all(Image.open(p).size == (40, 30) for p in written)
+
+
+@needs_cv2
+def test_refusals_through_cv2_are_one_line(package: Path, tmp_path: Path, capsys) -> None:
+    (tmp_path / "garbage.mp4").write_bytes(np.random.default_rng(0).bytes(4000))
+    for args, says in (
+        ([str(tmp_path / "garbage.mp4"), "-o", str(tmp_path / "x.mp4")], "not a video cv2 can"),
+        ([str(tmp_path), "-o", str(tmp_path / "x.gif")], "output videos end in .mp4"),
+    ):
+        code = main(["video", *args, "--package", str(package), "--video-library", "cv2"])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and says in err, err
+    assert not (tmp_path / "x.mp4").exists() and no_temporaries(tmp_path)
+
+
+@needs_cv2
+def test_mp4_is_h264_where_the_build_has_it(cv2: Any, tmp_path: Path) -> None:
+    from fcnseg.host.video.opencv import Cv2Encoder
+
+    probe = cv2.VideoWriter(str(tmp_path / "p.mp4"), cv2.VideoWriter_fourcc(*"avc1"), 10, (8, 8))
+    has_h264 = probe.isOpened()
+    probe.release()
+    encoder = Cv2Encoder(str(tmp_path / "o.mp4"), Fraction(10), 64, 48)
+    encoder.write(image(48, 64), 0)
+    encoder.close()
+    assert encoder.fourcc == ("avc1" if has_h264 else "mp4v")
+    assert len(cv2_frames(cv2, tmp_path / "o.mp4")) == 1
