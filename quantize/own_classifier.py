@@ -448,14 +448,15 @@ def exact_walk(net: nn.Sequential) -> tuple[Any, list[Layer]]:
     def emit(quant_name: str, quant_module: nn.Module | None) -> None:
         nonlocal src, scale
         name, conv, bn_name, bn = pending
+        label = name
         try:
             ints, wscale = weight_integers(conv, name)
+            label = bn_name
             norm = None if bn is None else batch_norm(bn)
+            label = quant_name
             quant = None if quant_module is None else act_quantizer(quant_name, quant_module)
         except (UnsupportedQuantizer, AttributeError, RuntimeError) as error:
-            raise UserError(
-                f"{quant_name or name}: no exact meaning known ({_one_line(error)})"
-            ) from None
+            raise UserError(f"{label}: no exact meaning known ({_one_line(error)})") from None
         dst = name if quant is not None else "scores"
         steps.append(
             Step(op="conv", name=name, src=src, dst=dst, weight=ints, padding=0, in_scale=scale,
