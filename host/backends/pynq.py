@@ -471,8 +471,11 @@ class PynqEngine:
 
         cls = get_driver_class("FINNDMAOverlay")
         weights = self.package.file("driver/runtime_weights")
-        if self._runtime:  # written by the engine itself (module docstring): the driver skips
-            weights = self.package.file("driver/runtime_weights/.written-by-fcnseg")
+        if self._runtime:
+            # the engine writes them itself (module docstring); told runtime_weights=False and
+            # given a folder that does not exist, finn-plus-driver 1.6.1 loads nothing
+            # (``load_runtime_weights`` returns when the folder is missing and none is expected)
+            weights = self.package.path / ".no-driver-runtime-weights"
         self.overlay = cls(
             bitfile_name=str(self.bitfile),
             platform="zynq-iodma",
