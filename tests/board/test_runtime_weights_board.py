@@ -385,3 +385,22 @@ def test_the_emulated_memories_store_what_the_hardware_stores(rw) -> None:
         t.write(0, 0xFFFF_FFFF)  # a threshold is lane_bits wide
         assert int(t.array[0]) == (1 << width) - 1
         assert f"0x{(1 << width) - 1:08X}" in dev.faults[-1] and len(dev.faults) == 3
+
+
+def test_a_bitfile_without_runtime_weights_is_refused_for_a_runtime_package(rw, tmp_path) -> None:
+    import json
+    import shutil
+
+    from fcnseg.host.backends.pynq import open_engine
+    from fcnseg.host.package import add_package_files, load_package
+    from fcnseg.testing import emulated_zynq as ez
+
+    copy = tmp_path / "pkg"
+    shutil.copytree(rw["swapped_board"].path, copy)
+    settings = json.loads((copy / "driver" / "settings.json").read_text())
+    assert settings["driver_information"]["runtime_weights"] is True
+    settings["driver_information"]["runtime_weights"] = False
+    add_package_files(copy, {"driver/settings.json": json.dumps(settings).encode()})
+    with ez.EmulatedZynq(ez.sim_accelerator(rw["old"])):
+        with pytest.raises(UserError, match="says runtime_weights False, but accelerator.json has"):
+            open_engine(load_package(copy), transport="builtin")
