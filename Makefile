@@ -160,7 +160,7 @@ lock:
 	rm -rf /tmp/fcnseg-lock && $(PYTHON) -m venv /tmp/fcnseg-lock/venv && $(BOARD_PYTHON) -m venv /tmp/fcnseg-lock/board
 	/tmp/fcnseg-lock/venv/bin/pip install -q "pip>=24" && /tmp/fcnseg-lock/venv/bin/pip install -q -e ".[train,compile,dev,cluster,video]"
 	/tmp/fcnseg-lock/venv/bin/pip freeze --exclude-editable | grep -v '^finn-plus==' > requirements/venv.lock
-	/tmp/fcnseg-lock/board/bin/pip install -q "pip>=24" && /tmp/fcnseg-lock/board/bin/pip install -q -e ".[board,dev,cluster,video]"
+	/tmp/fcnseg-lock/board/bin/pip install -q "pip>=24" && /tmp/fcnseg-lock/board/bin/pip install -q -e ".[board,dev,cluster,video,video-cv2]"
 	/tmp/fcnseg-lock/board/bin/pip freeze --exclude-editable > requirements/board.lock
 
 clean:

@@ -2,8 +2,11 @@
 
 One job per module:
 
-- :mod:`~fcnseg.host.video.library`: the video library (PyAV, the ``[video]`` extra), imported
-  only when a video is opened, so the host's import path stays numpy + Pillow without it.
+- :mod:`~fcnseg.host.video.library`: the video library's interface and its choice
+  (``--video-library auto|av|cv2``), with two implementations:
+  :mod:`~fcnseg.host.video.pyav` (PyAV, the ``[video]`` extra) and
+  :mod:`~fcnseg.host.video.opencv` (cv2: the PYNQ image's, for the Pynq-Z2). Neither is imported
+  before a video is opened, so the host's import path stays numpy + Pillow without them.
 - :mod:`~fcnseg.host.video.sources`: what frames come from (:func:`open_source`): a video file
   (every frame, in order), an image sequence (a folder or a glob, sorted naturally) or a camera
   (``camera:0``, ``/dev/video0``: the latest frame only, stale ones dropped and counted).

@@ -165,6 +165,12 @@ def _run(spec: str, options: dict[str, Any]) -> int:
         sinks: list[Any] = []
         if out is not None:
             sinks.append(VideoSink(out, source.fps, library()))
+            if source.live and not library().keeps_time:
+                click.echo(
+                    f"fcnseg: note: {out}: {library().name} writes frames back to back (no "
+                    "timestamps): the video plays the frames kept without the dropped ones' gaps",
+                    err=True,
+                )
         if masks is not None:
             package = getattr(seg.package, "path", None)
             sinks.append(MaskSink(masks, seg.palette, table, str(package) if package else None))

@@ -125,8 +125,8 @@ class VideoRun:
     _read_s: float = field(default=0.0, init=False, repr=False)
 
     def _frames(self) -> Iterator[Frame]:
-        """The source's frames (up to ``max_frames``), the seconds spent reading them (FFmpeg's
-        decoding, in the pipeline's decode thread) summed in :attr:`_read_s`."""
+        """The source's frames (up to ``max_frames``), the seconds spent reading them (the video
+        library's decoding, in the pipeline's decode thread) summed in :attr:`_read_s`."""
         frames = iter(self.source)
         if self.max_frames:
             frames = itertools.islice(frames, self.max_frames)

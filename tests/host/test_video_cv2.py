@@ -350,8 +350,9 @@ def test_capture_size_from_the_command_line(
 
     monkeypatch.setattr(sources, "camera_device", lambda spec: str(device))
     monkeypatch.setattr(cv2, "VideoCapture", capture)
-    masks = tmp_path / "masks"
+    masks, out = tmp_path / "masks", tmp_path / "live.avi"
     code = main(["video", "camera:7", "--masks", str(masks), "--capture-size", "320", "240"]
+                + ["-o", str(out)]
                 + ["--size", "40", "30", "--package", str(package)]
                 + ["--video-library", "cv2"])  # fmt: skip
     err = capsys.readouterr().err
@@ -366,6 +367,9 @@ def test_capture_size_from_the_command_line(
         f"fcnseg: note: {device}: asked for 320x240, the camera delivers 352x288 (its nearest mode)"
     ), err
     assert "stopped delivering frames" in notes[-1]
+    assert any("writes frames back to back" in n for n in notes), err  # no timestamps in cv2
+    monkeypatch.undo()  # the real VideoCapture again, to reopen the video
+    assert len(cv2_frames(cv2, out)) == len(list(masks.glob("frame_*.png")))
     written = sorted(masks.glob("frame_*.png"))
     assert written and all(Image.open(p).size == (40, 30) for p in written)
 
