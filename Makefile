@@ -133,7 +133,8 @@ train-classifier: $(VENV)/.installed
 	$(VENV)/bin/fcnseg train --config quantize/configs/classifier.json -o runs/classifier
 
 # The only target that writes the shipped classifier's export and package: fc_to_conv of the
-# committed checkpoint exported at 384x384 (a 6x6 map), compiled for the Pynq-Z2.
+# committed checkpoint exported at 384x384 (a 6x6 map), compiled for the Pynq-Z2; then checked:
+# one simulator pass of the shipped package equals the checkpoint on all 36 crops of each photo.
 rebuild-classifier: $(VENV)/.installed
 	$(VENV)/bin/fcnseg export models/classifier/checkpoint.safetensors --tile 384 384 -o models/classifier/export
 	$(VENV)/bin/fcnseg compile models/classifier/export --board pynq-z2 -o build/shipped-classifier-pynq-z2
@@ -141,6 +142,8 @@ rebuild-classifier: $(VENV)/.installed
 	cp -R build/shipped-classifier-pynq-z2/package host/packages/classifier-pynq-z2.new
 	rm -rf host/packages/classifier-pynq-z2
 	mv host/packages/classifier-pynq-z2.new host/packages/classifier-pynq-z2
+	$(VENV)/bin/python -m fcnseg.quantize.check_classifier host/packages/classifier-pynq-z2 \
+		models/classifier/checkpoint.safetensors samples/*.jpg
 
 # The shipped package is found through the installed fcnseg; the checkpoint and photos are named.
 # The in_flight and farm benchmarks need pynq (the emulated board): they run in the board

@@ -105,13 +105,13 @@ def accuracy_part(ctx: Context, clf: Any, scenes: int) -> tuple[list[dict], list
                 "positions": POSITIONS[name],
                 "correct": int(hits.sum()),
                 "scenes": len(hits),
-                "top1_%": round(100 * hits.mean(), 1),
+                "top1_%": round(100 * float(hits.mean()), 1),
                 "wilson95_%": [round(100 * low, 1), round(100 * high, 1)],
-                "vs_centre_crop_pts": round(100 * (hits.mean() - base.mean()), 1),
+                "vs_centre_crop_pts": round(100 * float(hits.mean() - base.mean()), 1),
                 "vs_centre_crop_95_pts": [round(100 * d_low, 1), round(100 * d_high, 1)],
             }
         )
-        heads.append(headline(f"top-1 accuracy, {name}", round(100 * hits.mean(), 1), "%"))
+        heads.append(headline(f"top-1 accuracy, {name}", round(100 * float(hits.mean()), 1), "%"))
     checks = []
     metrics = clf.package.card.extra.get("metrics") if clf.package is not None else None
     recorded = (metrics or {}).get("test") or {}

@@ -261,3 +261,38 @@ def test_shipped_package_on_the_simulator_is_the_36_exact_crops():
         assert have.shape == (CELLS, CELLS, len(SHAPE_CLASSES))
         np.testing.assert_array_equal(have, reference.run(img[None])[0])
         np.testing.assert_array_equal(have, brevitas_crop_scores(model, img))
+
+
+def test_check_classifier_passes_on_the_shipped_package(capsys):
+    """``make rebuild-classifier``'s last step on the shipped package and checkpoint."""
+    from fcnseg.quantize.check_classifier import main
+
+    assert main([str(PACKAGE), str(SHIPPED / "checkpoint.safetensors"), str(SAMPLES[0])]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 4 and all("6x6 cells == the crops" in line for line in out[:3])
+
+
+def test_check_classifier_refuses_a_checkpoint_the_card_does_not_name(tmp_path, capsys):
+    from fcnseg.quantize.check_classifier import main
+
+    other = tmp_path / "checkpoint.safetensors"
+    other.write_bytes((SHIPPED / "checkpoint.safetensors").read_bytes() + b" ")
+    assert main([str(PACKAGE), str(other)]) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "names checkpoint sha256" in line and str(other) in line
+
+
+def test_check_classifier_names_the_cell_that_differs(monkeypatch):
+    from fcnseg.host.classify import Classifier as HostClassifier
+    from fcnseg.quantize.check_classifier import check_package
+
+    real = HostClassifier.score_map
+
+    def off_by_one(self, *args, **kwargs):
+        scores = np.array(real(self, *args, **kwargs))
+        scores[2, 3, 1] += 1
+        return scores
+
+    monkeypatch.setattr(HostClassifier, "score_map", off_by_one)
+    with pytest.raises(UserError, match=r"cell \(2, 3\) .* crop at \(64, 96\) .*\(1 of 36 cells"):
+        check_package(PACKAGE, SHIPPED / "checkpoint.safetensors", [])
