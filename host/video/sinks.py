@@ -86,6 +86,7 @@ class VideoSink(Sink):
         self.tmp: str | None = None
         self.encoder: Encoder | None = None
         self.last_pts = -1
+        self.first: tuple[int, int] = (0, 0)  #: (width, height) of the first frame
         self.note: str | None = None  #: one line for the run's end (a size cv2 cannot write)
 
     def _open(self, width: int, height: int) -> None:

@@ -205,10 +205,12 @@ class LatestFrame(Source):
             self._cv.notify_all()
 
     def close(self) -> None:
+        """Stop the reader, let it leave the device's read (one frame period at most), then
+        release the device: a capture released under a read in progress is not safe (cv2)."""
         self.stop()
-        self.inner.close()
         if self._started:
             self._thread.join(timeout=2)
+        self.inner.close()
 
 
 def capture_note(

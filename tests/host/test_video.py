@@ -222,7 +222,8 @@ def test_without_pyav_one_line_names_the_extra(
 def test_the_command_imports_no_video_library_until_a_video_is_opened() -> None:
     code = (
         "import sys; import fcnseg.host.video.cli, fcnseg.host.video.run, "
-        "fcnseg.host.video.sinks, fcnseg.host.video.sources, fcnseg.host.video.hud; "
+        "fcnseg.host.video.sinks, fcnseg.host.video.sources, fcnseg.host.video.hud, "
+        "fcnseg.host.video.library, fcnseg.host.video.pyav, fcnseg.host.video.opencv; "
         "from fcnseg.cli import cli; cli.get_command(None, 'video'); "
         "print(sorted(m for m in ('av', 'cv2', 'torch') if m in sys.modules))"
     )
