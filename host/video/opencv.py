@@ -121,11 +121,15 @@ class Cv2FileSource(Source):
 
 
 class Cv2CameraSource(Source):
-    """A V4L2 camera read with ``cv2.VideoCapture`` (module docstring)."""
+    """A V4L2 camera read with ``cv2.VideoCapture`` (module docstring), asked for ``size``.
+    ``capture`` is an open ``VideoCapture``-like object to read instead of opening ``device``
+    (the tests: a fake camera, or a file posing as one)."""
 
     live = True
 
-    def __init__(self, device: str, size: tuple[int, int] | None = None, capture: Any = None):
+    def __init__(
+        self, device: str, size: tuple[int, int] | None = None, capture: Any = None
+    ) -> None:
         cv2 = self.cv2 = import_cv2()
         self.name = device
         self.capture = capture if capture is not None else cv2.VideoCapture(device, cv2.CAP_V4L2)
