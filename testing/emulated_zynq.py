@@ -73,10 +73,11 @@ What is emulated, and how
   (:func:`fcnseg.hw.runtime_weights.decode_layer`) into the layers' tensors and handed to the
   accelerator (``load_parameters``, :class:`SimAccelerator`; accelerators without it, the
   stand-in and the generated hardware, keep the weights they were made with). **Stale
-  prefetch**: finn's weight streamer (``memstream_axi``) reads ahead into a small FIFO, so right
-  after a write the stream still carries words read before it. Modelled coarsely: the first
-  tile that enters the fabric after a memory changed computes entirely with the weights the
-  fabric had loaded before (more staleness than the real FIFO depth, never less, so a missing
+  prefetch**: finn's weight streamer reads ahead, up to 8 memory lines in flight
+  (``FULL_CREDIT``, ``finn-rtllib/memstream/hdl/memstream.sv:146``), so right after a write an
+  MVAU's stream still carries lines read before it. Modelled coarsely: the first tile that
+  enters the fabric after a memory changed computes entirely with the parameters the fabric
+  had loaded before, every layer's (more staleness than 8 lines, never less, so a missing
   flush shows in that tile's scores); every later tile computes with the memories as they were
   when the tile before it entered. One flush call (finn's ``load_runtime_weights(flush_accel=
   True)``) of one tile therefore makes the memories alone decide the output.
