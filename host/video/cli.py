@@ -162,6 +162,8 @@ def _run(spec: str, options: dict[str, Any]) -> int:
     try:
         for note in source.notes:
             click.echo(f"fcnseg: note: {note}", err=True)
+        if options["capture_size"] and not source.live:
+            click.echo(f"fcnseg: note: {spec}: not a camera, --capture-size ignored", err=True)
         sinks: list[Any] = []
         if out is not None:
             sinks.append(VideoSink(out, source.fps, library()))

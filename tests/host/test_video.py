@@ -124,8 +124,11 @@ def test_areas_size_and_hud(package: Path, clip: Path, tmp_path: Path, capsys) -
     code = main(
         ["video", str(clip), "-o", str(out), "--masks", str(masks), "--areas", str(areas)]
         + ["--size", "40", "30", "--hud", "--package", str(package), "--max-frames", "5"]
+        + ["--capture-size", "8", "8"]
     )
-    assert code == 0, capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert f"note: {clip}: not a camera, --capture-size ignored" in err
     document = json.loads(areas.read_text())
     assert document["complete"] is True and document["fps"] == 12.0
     assert [f["index"] for f in document["frames"]] == list(range(5))
