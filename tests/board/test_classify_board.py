@@ -134,3 +134,31 @@ def test_classify_cli_on_the_board_gives_the_sim_top_k(pkgs, tmp_path: Path, cap
         ln for ln in sim_out.splitlines() if ln.startswith("  ")
     ]
     assert hw_out.count("  1. ") == 1
+
+
+def test_stride_16_on_the_board_equals_the_simulator(pkgs, images) -> None:
+    """``stride=16``: the four shifted passes (the image cropped by 16 px along y, x and both)
+    run through the pynq engine and interleaved equal the simulator's stride-16 map byte for
+    byte, at the tile (11x11 cells, one tile a pass) and on a larger photo that each pass tiles
+    (448x544: 2x2 or 2x3 tiles a pass, the shifted passes on uneven sizes)."""
+    package, board = pkgs
+    sim = Classifier.load(package, backend="sim")
+    big = resize(load_image(PHOTO), (448, 544))
+    cases = {**images, "photo-448x544": big}
+    with ez.EmulatedZynq(ez.sim_accelerator(package)) as dev:
+        hw = Classifier.load(board, backend="pynq")
+        for name, rgb in cases.items():
+            want = sim.score_map(rgb, stride=16)
+            got = hw.score_map(rgb, stride=16)
+            h, w = rgb.shape[:2]
+            assert got.shape == ((h - 224) // 16 + 1, (w - 224) // 16 + 1, 6), name
+            assert got.dtype == want.dtype == np.int64, name
+            assert got.tobytes() == want.tobytes(), name
+            # the unshifted pass is every other cell: the stride-32 map of the same image
+            assert got[::2, ::2].tobytes() == hw.score_map(rgb).tobytes(), name
+            # a shifted cell is not a copy of its neighbours (the passes are not all one)
+            assert not np.array_equal(got[1, 1], got[0, 0]), name
+        assert dev.stats["tiles"] >= 4 * len(cases)
+        classified = hw.classify(big, scales=[(448, 544)], stride=16)
+        reference = sim.classify(big, scales=[(448, 544)], stride=16)
+        assert classified.logits.tobytes() == reference.logits.tobytes()
