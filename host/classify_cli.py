@@ -11,7 +11,9 @@ classes with their probabilities::
 per image the top-k (class, index, probability, logit), every class's probability (JSON), and
 per scale the resized size, the map's cells and the stride. Both are written atomically
 (:func:`fcnseg.atomic.atomic_write_text`) once the batch is done: a reader sees the previous
-file or the whole new one.
+file or the whole new one. Interrupted (Ctrl-C), the reports are still written, atomically,
+with the images that finished, the rest as ``not attempted`` (reason ``interrupted``) and
+``"interrupted": true`` in the JSON; one line says how many finished, exit status 130.
 
 Exit status: 0; 1 if any input failed (a name that matches nothing, an unreadable image, an
 image too small for the classifier's window at the chosen size: one ``fcnseg: FILE: reason``
@@ -202,36 +204,67 @@ def _run(inputs: tuple[str, ...], options: dict[str, Any], *, debug: bool) -> in
         if not line.note:
             records.append({"input": line.path, "status": "failed", "reason": line.reason})
     max_pixels = options["max_pixels"] or MAX_PIXELS
-    for job in jobs:
-        if job.note:
-            click.echo(f"fcnseg: note: {job.note}", err=True)
-        label = frame_label(job.source, job.frame)
-        try:
-            result = clf.classify(
-                job.load(max_pixels),
-                scales=scales or None,
-                pool=options["pool"],
-                stride=options["stride"],
-            )
-        except Exception as error:  # a bad image; anything else is a bug: one line too,
-            if debug and not isinstance(error, UserError):  # a traceback under --debug
-                raise
-            reason = (
-                _reason(error, label)
-                if isinstance(error, UserError)
-                else f"internal error ({type(error).__name__}: {error})"
-            )
-            click.echo(f"fcnseg: {label}: {reason}", err=True)
-            records.append({"input": label, "status": "failed", "reason": reason})
-            continue
-        record = _record(label, result, options["top"])
-        records.append(record)
-        click.echo(_lines(record))
+    attempted = 0
+    try:
+        for job in jobs:
+            attempted += 1
+            record = _classify_one(clf, job, scales, options, max_pixels, debug=debug)
+            records.append(record)
+            if record["status"] == "done":
+                click.echo(_lines(record))
+    except KeyboardInterrupt:  # Ctrl-C: report what finished, mark the rest, exit 130
+        for job in jobs[max(0, attempted - 1) :]:
+            label = frame_label(job.source, job.frame)
+            records.append({"input": label, "status": "not attempted", "reason": "interrupted"})
+        written = _write_reports(records, clf, options, interrupted=True)
+        done = sum(r["status"] == "done" for r in records)
+        reports = " (the reports hold them)" if written and _has_reports(options) else ""
+        click.echo(f"fcnseg: interrupted after {done} image(s) classified{reports}", err=True)
+        return 130
     written = _write_reports(records, clf, options)
     failed = [r for r in records if r["status"] == "failed"]
     done = len(records) - len(failed)
     click.echo(f"{done} image(s) classified, {len(failed)} failed")
     return 1 if failed or not written else 0
+
+
+def _classify_one(
+    clf: Classifier,
+    job: Any,
+    scales: list[Any],
+    options: dict[str, Any],
+    max_pixels: int,
+    *,
+    debug: bool,
+) -> dict[str, Any]:
+    """One input's record: ``done`` with its top-k, or ``failed`` with the reason (printed)."""
+    from fcnseg.host.images.messages import frame_label
+
+    if job.note:
+        click.echo(f"fcnseg: note: {job.note}", err=True)
+    label = frame_label(job.source, job.frame)
+    try:
+        result = clf.classify(
+            job.load(max_pixels),
+            scales=scales or None,
+            pool=options["pool"],
+            stride=options["stride"],
+        )
+    except Exception as error:  # a bad image; anything else is a bug: one line too,
+        if debug and not isinstance(error, UserError):  # a traceback under --debug
+            raise
+        reason = (
+            _reason(error, label)
+            if isinstance(error, UserError)
+            else f"internal error ({type(error).__name__}: {error})"
+        )
+        click.echo(f"fcnseg: {label}: {reason}", err=True)
+        return {"input": label, "status": "failed", "reason": reason}
+    return _record(label, result, options["top"])
+
+
+def _has_reports(options: dict[str, Any]) -> bool:
+    return bool(options["json_path"] or options["csv_path"])
 
 
 def _reason(error: UserError, source: str) -> str:
@@ -276,8 +309,15 @@ def _lines(record: dict[str, Any]) -> str:
     return "\n".join([head, *ranks])
 
 
-def _write_reports(records: list[dict[str, Any]], clf: Classifier, options: dict[str, Any]) -> bool:
-    """``--json`` and ``--csv``, each atomically; False (and one line) if one cannot be."""
+def _write_reports(
+    records: list[dict[str, Any]],
+    clf: Classifier,
+    options: dict[str, Any],
+    *,
+    interrupted: bool = False,
+) -> bool:
+    """``--json`` and ``--csv``, each atomically; False (and one line) if one cannot be.
+    ``interrupted``: the run was stopped by Ctrl-C (the JSON says so)."""
     from fcnseg.atomic import atomic_write_text
 
     package = clf.package.path if clf.package is not None else None
@@ -293,6 +333,7 @@ def _write_reports(records: list[dict[str, Any]], clf: Classifier, options: dict
             # the scales asked for (none: the package's tile); each image records its own sizes
             "sizes": [list(size) for size in options["sizes"]],
             "scale_factors": list(options["scales"]),
+            "interrupted": interrupted,
         }
         text = json.dumps({**context, "images": records}, indent=2) + "\n"
         reports.append((Path(options["json_path"]), text))

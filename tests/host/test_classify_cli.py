@@ -217,3 +217,62 @@ def test_a_bug_is_one_line_and_a_traceback_under_debug(
     assert err == f"fcnseg: {inputs / 'a.png'}: internal error (RuntimeError: boom)\n"
     with pytest.raises(RuntimeError, match="boom"):
         main(["classify", str(inputs / "a.png"), "--package", str(package_dir), "--debug"])
+
+
+def test_ctrl_c_writes_the_reports_of_the_finished_images(
+    package_dir: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """Interrupted on the second of three images: the JSON and CSV hold the first as done (the
+    API's result) and the other two as not attempted, the JSON says interrupted, exit 130."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for n in range(3):
+        Image.fromarray(image(40, 44, seed=n)).save(folder / f"{n}.png")
+    real, calls = Classifier.classify, []
+
+    def interrupt_second(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Classifier, "classify", interrupt_second)
+    report, table = tmp_path / "r.json", tmp_path / "r.csv"
+    report.write_text("old")  # replaced whole
+    args = [str(folder), "--package", str(package_dir), "--top", "2"]
+    code, out, err = _run([*args, "--json", str(report), "--csv", str(table)], capsys)
+    assert code == 130
+    assert err.strip().splitlines()[-1] == (
+        "fcnseg: interrupted after 1 image(s) classified (the reports hold them)"
+    )
+    data = json.loads(report.read_text())
+    assert data["interrupted"] is True
+    assert [(e["input"], e["status"]) for e in data["images"]] == [
+        (str(folder / "0.png"), "done"),
+        (str(folder / "1.png"), "not attempted"),
+        (str(folder / "2.png"), "not attempted"),
+    ]
+    assert data["images"][1]["reason"] == "interrupted"
+    monkeypatch.setattr(Classifier, "classify", real)
+    with Image.open(folder / "0.png") as img:
+        want = Classifier.load(package_dir).classify(np.asarray(img))
+    assert [t["index"] for t in data["images"][0]["top"]] == [c for c, _, _ in want.top(2)]
+    assert data["images"][0]["probabilities"]["a"] == float(want.probabilities[0])
+    rows = list(csv.DictReader(table.open()))
+    assert [(r["input"], r["status"], r["rank"]) for r in rows] == [
+        (str(folder / "0.png"), "done", "1"),
+        (str(folder / "0.png"), "done", "2"),
+        (str(folder / "1.png"), "not attempted", ""),
+        (str(folder / "2.png"), "not attempted", ""),
+    ]
+    assert "0.png" in out and "1.png" not in out
+    assert list(tmp_path.glob("*.tmp*")) == []  # no temporary file left beside the reports
+
+
+def test_an_uninterrupted_report_says_not_interrupted(
+    package_dir: Path, inputs: Path, tmp_path: Path, capsys
+) -> None:
+    report = tmp_path / "r.json"
+    code, _, err = _run([str(inputs), "--package", str(package_dir), "--json", str(report)], capsys)
+    assert code == 0, err
+    assert json.loads(report.read_text())["interrupted"] is False
