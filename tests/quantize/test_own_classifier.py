@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import shutil
 from collections import OrderedDict
 from pathlib import Path
@@ -530,20 +531,52 @@ def test_the_tiny_classifier_itself_is_accepted(tmp_path):
 
 
 # ---------------------------------------------------------------------- the documented example
-def _python_blocks(text: str) -> list[str]:
-    return re.findall(r"```python\n(.*?)```", text, flags=re.S)
+def _blocks(text: str) -> list[tuple[str, str]]:
+    """The fenced ``python`` and ``bash`` blocks of a Markdown text, in order."""
+    return re.findall(r"```(python|bash)\n(.*?)```", text, flags=re.S)
+
+
+def _run_doc(tmp_path: Path, monkeypatch, compiled: bool) -> dict:
+    """Run docs/own_classifier.md's blocks as written in a scratch folder holding a photo:
+    python blocks with ``exec`` in one namespace, ``fcnseg ...`` lines through the CLI's
+    ``main``; without ``compiled``, only the blocks that need no build."""
+    from fcnseg.cli import main
+
+    shutil.copy(SAMPLES[0], tmp_path / "photo.jpg")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("XILINX_VIVADO", raising=False)  # the estimate-only flow
+    namespace: dict = {"__name__": "__main__"}
+    ran = []
+    for lang, code in _blocks(DOC.read_text()):
+        if not compiled and (lang == "bash" or "my-build" in code):
+            continue
+        if lang == "python":
+            exec(compile(code, str(DOC), "exec"), namespace)  # noqa: S102
+        else:
+            for line in code.splitlines():
+                if line.startswith("fcnseg "):
+                    assert main(shlex.split(line)[1:]) == 0, line
+        ran.append(lang)
+    assert ran.count("python") == (3 if compiled else 2) and ran.count("bash") == compiled
+    return namespace
 
 
 def test_the_documented_example_runs_and_its_36_crops_hold(tmp_path, monkeypatch):
-    """docs/own_classifier.md's code blocks, run as written (in a scratch folder with a photo):
-    the export, then its own 36-crop check (which asserts the equality)."""
-    blocks = _python_blocks(DOC.read_text())
-    assert len(blocks) >= 2
-    shutil.copy(SAMPLES[0], tmp_path / "photo.jpg")
-    monkeypatch.chdir(tmp_path)
-    namespace: dict = {"__name__": "__main__"}
-    for block in blocks:
-        exec(compile(block, str(DOC), "exec"), namespace)  # noqa: S102
+    ns = _run_doc(tmp_path, monkeypatch, compiled=False)
     assert (tmp_path / "my-export" / "model.json").is_file()
-    assert namespace["one_pass"].shape == (6, 6, namespace["one_pass"].shape[-1])
-    np.testing.assert_array_equal(namespace["one_pass"], namespace["crop_scores"])
+    assert ns["one_pass"].shape == (6, 6, 3)
+    np.testing.assert_array_equal(ns["one_pass"], ns["crop_scores"])
+    assert min(len(np.unique(ns["one_pass"][..., c])) for c in range(3)) > 5  # not constant
+
+
+@pytest.mark.slow
+def test_the_documented_example_compiles_and_classifies(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("finn")
+    ns = _run_doc(tmp_path, monkeypatch, compiled=True)
+    np.testing.assert_array_equal(ns["clf"].score_map(ns["photo"]), ns["crop_scores"])
+    out = capsys.readouterr().out
+    assert "photo.jpg: 3x5 cells at 288x352 (stride 32, mean)" in out
+    # the CLI's top 3 are the Python API's on the same file at the same size
+    want = ns["clf"](tmp_path / "photo.jpg", scales=[(288, 352)]).top(3)
+    lines = re.findall(r"^  ([123])\. (\w+) +(0\.\d{4})$", out, flags=re.M)
+    assert lines == [(str(r), name, f"{p:.4f}") for r, (_, name, p) in enumerate(want, 1)]
