@@ -39,6 +39,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "classify": ("fcnseg.host.classify_cli:classify", "Classify images with a classifier package."),
     "video": ("fcnseg.host.video.cli:video", "Segment a video file, image sequence or camera."),
     "bench": ("fcnseg.benchmarks.cli:bench", "Run the benchmark suite."),
+    "emulate": (
+        "fcnseg.testing.emulate_cli:emulate",
+        "Check a package on the emulated board (a PC): board files, commands on it.",
+    ),
 }
 
 #: the extra each stage's commands need beyond the base install (the host runtime)
@@ -50,6 +54,7 @@ COMMAND_EXTRAS: dict[str, str] = {
     "upgrade": "compile",
     "swap-weights": "compile",
     "video": "video",
+    "emulate": "board",
 }
 
 #: top-level module -> (extras that provide it, the distribution to name); modules a command

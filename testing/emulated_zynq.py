@@ -69,6 +69,15 @@ What is emulated, and how
   offset)`` writes a broken register file loses. The stand-in bitstream carries every memory's
   initial words (the package's ``.dat`` files when it was emulated): that is the "bitfile", so
   a swapped package, which shares it, computes with the OLD weights until the host writes.
+- **A fabric made when the bitfile is downloaded**: ``EmulatedZynq(make_accelerator=f)``
+  without an accelerator builds it at :meth:`EmulatedZynq.download`, ``f(package)``, from the
+  package whose ``bitfile/`` holds the bitstream pynq downloads (:func:`bitfile_package`), so
+  a command given only ``--package`` runs on a board "programmed" with that package's bitfile
+  (``fcnseg emulate run``, :mod:`fcnseg.testing.emulate_cli`). For a swapped package that is
+  its own (new) layers, but the memories still start with the bitstream's (old) words, and
+  those decide what the fabric computes until the host writes. :attr:`EmulatedZynq.stats`
+  counts the memory words written (``weight_writes``, lost ones included) and read
+  (``weight_reads``), beside the IODMA jobs and tiles.
 - **What the fabric computes with**: the memories' current words, decoded
   (:func:`fcnseg.hw.runtime_weights.decode_layer`) into the layers' tensors and handed to the
   accelerator (``load_parameters``, :class:`SimAccelerator`; accelerators without it, the
@@ -483,6 +492,21 @@ def emulated_package(package: Package, out_dir: str | os.PathLike) -> Path:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def bitfile_package(bitfile: str | os.PathLike) -> Package:
+    """The package whose ``bitfile/`` folder holds ``bitfile`` (loaded and verified): where an
+    emulated board finds the fabric a downloaded bitstream describes. A one-line UserError for
+    a bitstream outside a package's ``bitfile/``."""
+    from fcnseg.host.package import JSON_NAME, load_package
+
+    path = Path(bitfile).resolve()
+    if path.parent.name != "bitfile" or not (path.parent.parent / JSON_NAME).is_file():
+        raise UserError(
+            f"{bitfile}: the emulated board builds its fabric from the package holding the "
+            "bitfile (PACKAGE/bitfile/*.bit), and this one is not in a package's bitfile/"
+        )
+    return load_package(path.parent.parent)
+
+
 # --------------------------------------------------------------------------------------------
 # Accelerator callbacks
 # --------------------------------------------------------------------------------------------
@@ -744,15 +768,18 @@ def busy_fraction(
 
 class _Registers(np.ndarray):
     """uint32 register words whose element writes call ``_hook(word_index)`` and whose element
-    reads return ``_read(word_index)`` (index into the whole register file)."""
+    reads return ``_read(word_index)`` (index into the whole register file); ``_count_reads``,
+    if set, is told how many words each read (element or slice) returns."""
 
     _hook: Callable[[int], None] | None = None
     _read: Callable[[int], np.uint32] | None = None
+    _count_reads: Callable[[int], None] | None = None
     _word0 = 0
 
     def __array_finalize__(self, obj: Any) -> None:
         self._hook = getattr(obj, "_hook", None)
         self._read = getattr(obj, "_read", None)
+        self._count_reads = getattr(obj, "_count_reads", None)
         self._word0 = getattr(obj, "_word0", 0)
 
     def __setitem__(self, key: Any, value: Any) -> None:
@@ -763,7 +790,10 @@ class _Registers(np.ndarray):
     def __getitem__(self, key: Any) -> Any:
         if self._read is not None and isinstance(key, (int, np.integer)):
             return self._read(self._word0 + int(key))
-        return super().__getitem__(key)
+        out = super().__getitem__(key)
+        if self._count_reads is not None:
+            self._count_reads(int(np.size(out)))
+        return out
 
 
 @dataclass
@@ -868,12 +898,15 @@ class EmulatedZynq(Device):
         fabric_fps: float | None = None,
         timing: FabricTiming | None = None,
         tag: str = "emulated_zynqmp0",
+        make_accelerator: Callable[[Package], Accelerator] | None = None,
     ) -> None:
         super().__init__(tag)
         self.name = "emulated-zynqmp"
         self.arch = "aarch64"
         self.capabilities = {"MEMORY_MAPPED": True}
         self.accelerator = accelerator
+        #: builds the accelerator at download from the bitfile's package if none was given
+        self.make_accelerator = make_accelerator
         self.stall = False  #: started transfers never complete (a hung accelerator)
         if fabric_fps and timing is not None:
             raise UserError("give the emulated fabric fabric_fps or timing, not both")
@@ -888,7 +921,10 @@ class EmulatedZynq(Device):
         self._bos: dict[int, tuple[int, int, np.ndarray]] = {}  # bo -> (offset, size, host)
         self._next_bo = 1
         self._lock = threading.RLock()  # DDR and the allocator
-        self.stats = {"flush": 0, "invalidate": 0, "jobs": 0, "tiles": 0}
+        self.stats = {
+            "flush": 0, "invalidate": 0, "jobs": 0, "tiles": 0, "weight_writes": 0,
+            "weight_reads": 0,
+        }  # fmt: skip
         self.faults: list[str] = []
         self._regs: dict[int, _Registers] = {}  # base -> register file
         self._names: dict[int, str] = {}
@@ -989,6 +1025,8 @@ class EmulatedZynq(Device):
         if not data.startswith(BITSTREAM_MAGIC):
             raise RuntimeError(f"{bitstream.bitfile_name}: not an emulated-board bitstream")
         spec = json.loads(data[len(BITSTREAM_MAGIC) :])
+        if self.accelerator is None and self.make_accelerator is not None:
+            self.accelerator = self.make_accelerator(bitfile_package(bitstream.bitfile_name))
         with self._cv:
             self._ports = (Port.from_json(spec["input"]), Port.from_json(spec["output"]))
             self._in = self._out = None  # reprogramming resets the IODMAs and the pipeline
@@ -1016,6 +1054,7 @@ class EmulatedZynq(Device):
                 regs = np.zeros(int(spec_mem["range"]) // 4, dtype=np.uint32).view(_Registers)
                 memory = _Memory(spec_mem, regs)
                 regs._hook = self._memory_hook(memory)
+                regs._count_reads = self._count_weight_reads
                 self._regs[int(spec_mem["base"])] = regs
                 self._names[int(spec_mem["base"])] = memory.instance
                 self._memories[int(spec_mem["base"])] = memory
@@ -1032,7 +1071,7 @@ class EmulatedZynq(Device):
         for base, regs in self._regs.items():
             if base <= base_addr and base_addr + length <= base + regs.nbytes:
                 off = (base_addr - base) // 4
-                view = regs[off : off + length // 4]
+                view = np.ndarray.__getitem__(regs, slice(off, off + length // 4))  # not a read
                 view._word0 = off
                 return view
         raise MemoryError(f"emulated device: nothing mapped at 0x{base_addr:X} (+{length})")
@@ -1148,6 +1187,7 @@ class EmulatedZynq(Device):
         def hook(word: int) -> None:
             raw = memory.regs.view(np.ndarray)
             with self._cv:
+                self.stats["weight_writes"] += 1
                 value = int(raw[word])
                 raw[word] = memory.shadow[word]  # reads return what the memory holds
                 if (memory.instance, 4 * word) in self.drop_writes:
@@ -1161,6 +1201,10 @@ class EmulatedZynq(Device):
                     raw[line:end] = memory.shadow[line:end]
 
         return hook
+
+    def _count_weight_reads(self, words: int) -> None:
+        with self._cv:
+            self.stats["weight_reads"] += words
 
     def _memory_generation(self) -> int:
         return sum(memory.generation for memory in self._memories.values())
