@@ -19,8 +19,9 @@ So anyone can check a package "on the board" without one, with the code a board 
   hold) or the package's generated hardware (``--fabric generated``: C++ simulation and
   Verilator; its weights are the ones it was generated with, so not for runtime-weights
   packages). Afterwards one line says what the board saw: DMA jobs, tiles, runtime-weight words
-  written and read back, faults. A fault (a write outside every memory, a DMA started while
-  running, an accelerator error) is exit 2, one line.
+  written and read back, faults. A fault the command did not notice (a write outside every
+  memory, a DMA started while running) is exit 2, one line; a command that failed has said why
+  in its own line and exits with its own code.
 
 Why ``--``: the command's own options (``--package``, ``-o``) must reach it untouched, and the
 line must say where ``emulate run``'s options end. The emulator refuses to start on a real
@@ -289,9 +290,9 @@ def run(
     )
     with device:
         code = main(list(words))
+    if code:  # the command said why, in its one line: nothing to add to it
+        raise SystemExit(code)
     if device.faults:
         raise UserError(f"{summary(device)}; the first: {device.faults[0]}")
     bridged = getattr(device.accelerator, "bridged", None)
     click.echo(summary(device) + (f"; simulator-bridged: {', '.join(bridged)}" if bridged else ""))
-    if code:
-        raise SystemExit(code)
