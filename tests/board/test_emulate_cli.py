@@ -303,3 +303,31 @@ def test_the_generated_fabric_refuses_a_runtime_weights_package(boards, capsys, 
     )  # fmt: skip
     assert code == 2
     assert "--fabric generated computes with the weights the hardware" in _one_error_line(err)
+
+
+def test_classify_on_the_emulated_board_gives_the_simulator_s_report(capsys, tmp_path) -> None:
+    import json
+
+    from fcnseg.host.classify import DEFAULT_PACKAGE
+
+    if not (DEFAULT_PACKAGE / "accelerator.json").is_file():
+        pytest.skip("the shipped classifier package is not built")
+    board = tmp_path / "board"
+    code, _, err = _fcnseg(
+        ["emulate", "board-files", str(DEFAULT_PACKAGE), "-o", str(board)], capsys
+    )
+    assert code == 0, err
+    photo = str(DATA.parents[2] / "samples" / "chelsea.jpg")
+    reports, outs = {}, {}
+    for name, pre in (("pynq", ["emulate", "run", "--"]), ("sim", [])):
+        reports[name] = tmp_path / f"{name}.json"
+        args = [*pre, "classify", photo, "--top", "3", "--package", str(board)]
+        code, outs[name], err = _fcnseg(
+            [*args, "--backend", name, "--json", str(reports[name])], capsys
+        )
+        assert code == 0, err
+    assert outs["pynq"].count("  1. ") == 1
+    assert outs["pynq"].strip().splitlines()[-1].startswith("emulated board: 1 DMA jobs")
+    hw, sim = (json.loads(reports[name].read_text())["images"] for name in ("pynq", "sim"))
+    assert hw[0]["status"] == "done" and len(hw[0]["top"]) == 3
+    assert hw[0]["top"] == sim[0]["top"] and hw[0]["probabilities"] == sim[0]["probabilities"]
