@@ -58,6 +58,11 @@ BOARD_COMMANDS = ("segment", "classify", "video", "eval")
 #: ``BOARD`` variable the image sets (:func:`fcnseg.host.segmenter.running_board`)
 BOARD_PATHS = ("/sys/class/fpga_manager/fpga0/firmware", "/dev/xlnk")
 
+#: how :class:`~fcnseg.testing.emulated_zynq.GeneratedAccelerator` ends its refusal of nodes it
+#: cannot build, and what this command says instead
+API_BRIDGE_ADVICE = "pass bridge= to compute them with the simulator"
+CLI_BRIDGE_ADVICE = "pass --bridge to compute them with the simulator"
+
 #: the emulated board's contiguous memory (DMA buffers of every call in flight fit it)
 DEFAULT_DDR_MB = 256
 
@@ -200,9 +205,12 @@ def fabric_maker(
                 f"{package.path}: --fabric generated computes with the weights the hardware was "
                 "generated with, not the runtime-writable memories; use --fabric sim"
             )
-        return ez.generated_accelerator(
-            package, cache, bridge="simulator" if bridge else None, jobs=jobs
-        )
+        try:
+            return ez.generated_accelerator(
+                package, cache, bridge="simulator" if bridge else None, jobs=jobs
+            )
+        except UserError as error:  # the API's advice (``bridge=``), in this command's words
+            raise UserError(str(error).replace(API_BRIDGE_ADVICE, CLI_BRIDGE_ADVICE)) from None
 
     return make
 

@@ -20,6 +20,8 @@ import pytest
 
 pytest.importorskip("pynq")
 
+from fcnseg.testing.emulate_cli import CLI_BRIDGE_ADVICE  # noqa: E402
+
 DATA = Path(__file__).parent / "data"
 RW = DATA / "fcn32s-rw"
 
@@ -331,3 +333,40 @@ def test_classify_on_the_emulated_board_gives_the_simulator_s_report(capsys, tmp
     hw, sim = (json.loads(reports[name].read_text())["images"] for name in ("pynq", "sim"))
     assert hw[0]["status"] == "done" and len(hw[0]["top"]) == 3
     assert hw[0]["top"] == sim[0]["top"] and hw[0]["probabilities"] == sim[0]["probabilities"]
+
+
+@pytest.mark.slow
+def test_the_generated_fabric_runs_a_package_and_equals_the_simulator(
+    capsys, tmp_path, hw_build_cache
+) -> None:
+    """``--fabric generated``: the tiny FCN-8s's generated hardware (HLS in C++ simulation, RTL
+    in Verilator; the builds cached) behind the emulated IODMAs. Nodes this machine's
+    finn-hlslib cannot build are named: one line without ``--bridge``, in the summary with it."""
+    from PIL import Image
+
+    from fcnseg.host.package import load_package
+
+    tiny = DATA / "fcn8s-tiny"
+    code, _, err = _fcnseg(["emulate", "board-files", str(tiny), "-o", str(tmp_path / "b")], capsys)
+    assert code == 0, err
+    h, w = load_package(tiny).tile
+    pixels = np.random.default_rng(1).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    pixels[0, :] = 255  # boundary values
+    pixels[-1, :] = 0
+    Image.fromarray(pixels).save(tmp_path / "tile.png")
+    images = [tmp_path / "tile.png"]
+    fabric = ["emulate", "run", "--fabric", "generated", "--cache", str(hw_build_cache)]
+    code, out, err = _segment(capsys, tmp_path / "b", images, tmp_path / "A", "pynq", *fabric, "--")
+    if code:  # some node cannot be built with this machine's finn-hlslib
+        line = _one_error_line(err)
+        assert "cannot be built here" in line and line.endswith(CLI_BRIDGE_ADVICE)
+        fabric.append("--bridge")
+        code, out, err = _segment(
+            capsys, tmp_path / "b", images, tmp_path / "A", "pynq", *fabric, "--"
+        )
+        assert "; simulator-bridged: " in out
+    assert code == 0, err
+    assert "emulated board: 1 DMA jobs, 1 tiles" in out
+    code, _, err = _segment(capsys, tmp_path / "b", images, tmp_path / "B", "sim")
+    assert code == 0, err
+    assert _outputs(tmp_path / "A") == _outputs(tmp_path / "B")
