@@ -216,8 +216,7 @@ def convert_classifier(model: nn.Module, *, window: int) -> ConvertedClassifier:
     net = fc_to_conv(model).eval()
     record, layers = exact_walk(net)
     names = [layer.name for layer in layers]
-    if first_linear not in names:
-        raise UserError(f"{first_linear}: the first Linear is not among the converted convs")
+    assert first_linear in names, f"fc_to_conv named the first Linear {first_linear!r}"
     stride = math.prod(layer.k for layer in layers if layer.op == "pool")
     if window < stride or window % stride:
         raise UserError(
@@ -233,8 +232,9 @@ def convert_classifier(model: nn.Module, *, window: int) -> ConvertedClassifier:
             f"Linear, whose inputs are a {k}x{k} map (C*K*K with K={k})"
             + (f"; the window for K={k} is {hint}" if hint else "")
         )
-    if map_side(layers, window, f"at the {window}-px window") != 1:
-        raise UserError(f"the {window}-px window does not give one score cell")
+    # the head after the K x K conv is 1 x 1 convs, and no pool drops a row: one cell that
+    # sees the whole window (the backward walk inverts the forward one exactly)
+    assert map_side(layers, window, "") == 1 and receptive_field(layers) == window
     cfg = OwnClassifierConfig(
         num_classes=int(record.steps[-1].channels),
         window=window,
@@ -242,8 +242,6 @@ def convert_classifier(model: nn.Module, *, window: int) -> ConvertedClassifier:
         head_kernel=k,
         layers=tuple(layers),
     )
-    if receptive_field(layers) != window:
-        raise UserError(f"a cell sees {receptive_field(layers)} px, not the {window}-px window")
     return ConvertedClassifier(cfg, net, record)
 
 

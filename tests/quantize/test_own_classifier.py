@@ -302,20 +302,27 @@ def test_export_writes_a_classification_card_and_the_record(nets, tmp_path):
 
 
 # ---------------------------------------------------------------- compile, simulator, classify
-@pytest.fixture(scope="module")
-def package(nets, tmp_path_factory):
-    """The VGG-layout classifier exported at 320 and compiled for pynq-z2 (about 20 s)."""
-    pytest.importorskip("finn")
+def compile_net(model: nn.Module, name: str, root: Path, classes: list[str] | None = None):
+    """``export_classifier`` of one of :data:`NETS` at its tile, then ``fcnseg compile`` for
+    pynq-z2 (estimates only; about 20 s); returns the package folder."""
     from fcnseg.cli import main
 
+    _, window, tile, *_ = NETS[name]
+    export = root / f"{name}-export"
+    export_classifier(model, window=window, tile=(tile, tile), out_dir=export, classes=classes)
+    argv = ["compile", str(export), "--board", "pynq-z2", "--no-vivado"]
+    assert main([*argv, "-o", str(root / f"{name}-build")]) == 0
+    return root / f"{name}-build" / "package"
+
+
+@pytest.fixture(scope="module")
+def package(nets, tmp_path_factory):
+    """The VGG-layout classifier exported at 320 and compiled for pynq-z2."""
+    pytest.importorskip("finn")
     root = tmp_path_factory.mktemp("own-classifier")
-    export_classifier(
-        nets["vgg-layout"][0], window=160, tile=(320, 320), out_dir=root / "export",
-        classes=["ant", "bee", "cat", "dog", "eel"],
-    )  # fmt: skip
-    argv = ["compile", str(root / "export"), "--board", "pynq-z2", "--no-vivado"]
-    assert main([*argv, "-o", str(root / "build")]) == 0
-    return root / "build" / "package"
+    return compile_net(
+        nets["vgg-layout"][0], "vgg-layout", root, ["ant", "bee", "cat", "dog", "eel"]
+    )
 
 
 @pytest.mark.slow
@@ -335,6 +342,33 @@ def test_the_compiled_package_on_the_simulator_is_the_36_crops(nets, package):
     clf = Classifier.load(package)
     big = photo(SAMPLES[2], 416)[:, :384]
     np.testing.assert_array_equal(clf.score_map(big), exact.run(big[None])[0])
+
+
+@pytest.mark.slow
+def test_the_stride_16_classifier_compiles_and_its_package_is_the_121_crops(nets, tmp_path):
+    """The Sequential classifier (four pools: stride 16, 11x11 cells at 384) through the same
+    flow: the simulator's map is the record's, the record's cells are Brevitas's crops (checked
+    on one diagonal here; every cell in the slow crop test), and finer strides are offered."""
+    pytest.importorskip("finn")
+    from fcnseg.host.classify import Classifier
+    from fcnseg.host.package import load_package
+    from fcnseg.host.sim.engine import SimEngine
+
+    model, converted, exact = nets["sequential"]
+    package = compile_net(model, "sequential", tmp_path)
+    engine = SimEngine(load_package(package))
+    for label, img in images(384, photos=1):
+        have = engine.run(img[None])[0]
+        assert have.shape == (11, 11, 4), label
+        np.testing.assert_array_equal(have, exact.run(img[None])[0], err_msg=label)
+    img = photo(SAMPLES[0], 384)
+    diagonal = np.stack([img[16 * i : 16 * i + 224, 16 * i : 16 * i + 224] for i in range(11)])
+    want = brevitas_scores(model, converted, diagonal)
+    np.testing.assert_array_equal(engine.run(img[None])[0][np.arange(11), np.arange(11)], want)
+    clf = Classifier.load(package)
+    assert clf.strides() == (16, 8, 4)
+    wide = photo(SAMPLES[1], 512)[:320]  # 320x512: two tiles across, stitched
+    np.testing.assert_array_equal(clf.score_map(wide), exact.run(wide[None])[0])
 
 
 @pytest.mark.slow
