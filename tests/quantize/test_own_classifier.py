@@ -643,3 +643,32 @@ def test_the_walk_of_our_classifier_is_its_own_exact_record():
         walked.output_scale_bias()[0], dedicated.output_scale_bias()[0], rtol=1e-6
     )
     np.testing.assert_array_equal(walked.output_scale_bias()[1], dedicated.output_scale_bias()[1])
+
+
+def test_other_accepted_layers_keep_the_crop_equality():
+    """Per-channel weights, a signed QuantIdentity activation, dropout and a nested Sequential
+    in :func:`tiny`: the record on a 16x14 image is Brevitas float64 on every 10-px crop."""
+    from fcnseg.quantize.exact.forward import ExactForward
+    from fcnseg.quantize.models.common import WeightQuant
+
+    torch.manual_seed(3)
+    nested = nn.Sequential(
+        OrderedDict(
+            conv2=QuantConv2d(4, 4, 1, bias=True, weight_quant=WeightQuant, weight_bit_width=4),
+            drop=nn.Dropout2d(0.1),
+            relu2=QuantIdentity(bit_width=4, return_quant_tensor=True),
+        )
+    )
+    model = tiny(conv2=nested, relu2=None)
+    converted = convert_classifier(model, window=10)
+    assert converted.exact_net().step("conv2.conv2").quant.lo == -8  # signed 4-bit
+    exact = ExactForward(converted.exact_net())
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, size=(16, 14, 3), dtype=np.uint8)
+    one_pass = exact.run(img[None])[0]
+    assert one_pass.shape == (4, 3, 3)
+    batch = np.stack(
+        [img[2 * i : 2 * i + 10, 2 * j : 2 * j + 10] for i in range(4) for j in range(3)]
+    )
+    np.testing.assert_array_equal(one_pass.reshape(-1, 3), brevitas_scores(model, converted, batch))
+    assert len(np.unique(one_pass)) > 5
