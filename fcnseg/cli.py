@@ -41,7 +41,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("fcnseg.benchmarks.cli:bench", "Run the benchmark suite."),
     "emulate": (
         "fcnseg.testing.emulate_cli:emulate",
-        "Check a package on the emulated board (a PC): board files, commands on it.",
+        "Run a package on an emulated board (a PC, no FPGA).",
     ),
 }
 

@@ -99,7 +99,7 @@ def write_board_copy(package: Package, out: Path, *, overwrite: bool = False) ->
     """``package`` copied to ``out`` with the emulated board files added (module docstring);
     atomic: built in a temporary sibling, verified, then moved into place."""
     from fcnseg.atomic import replace_dir
-    from fcnseg.host.package import add_package_files, load_package
+    from fcnseg.host.package import add_package_files
     from fcnseg.testing.emulated_zynq import BITSTREAM_MAGIC, make_settings, write_board_files
 
     for bit in sorted(package.file("bitfile").glob("*.bit")):
@@ -127,8 +127,7 @@ def write_board_copy(package: Package, out: Path, *, overwrite: bool = False) ->
                 "driver/settings.json": settings,
             },
         )
-        load_package(copy)
-        replace_dir(copy, out)
+        replace_dir(copy, out)  # add_package_files has loaded the copy with every check
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return out
@@ -246,7 +245,7 @@ def board_files(package: str, output: str, overwrite: bool) -> None:
     )
 
 
-@emulate.command("run", cls=_CommandAfterDashes)
+@emulate.command("run", cls=_CommandAfterDashes, options_metavar="[OPTIONS] -- COMMAND [ARGS]...")
 @click.option(
     "--fabric",
     type=click.Choice(["sim", "generated"]),
