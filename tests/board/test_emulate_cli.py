@@ -370,3 +370,16 @@ def test_the_generated_fabric_runs_a_package_and_equals_the_simulator(
     code, _, err = _segment(capsys, tmp_path / "b", images, tmp_path / "B", "sim")
     assert code == 0, err
     assert _outputs(tmp_path / "A") == _outputs(tmp_path / "B")
+
+
+def test_the_fabric_comes_from_the_package_holding_the_bitfile(boards, tmp_path) -> None:
+    from fcnseg.errors import UserError
+    from fcnseg.testing import emulated_zynq as ez
+
+    bit = boards["swapped_board"] / "bitfile" / "finn-accel.bit"
+    assert ez.bitfile_package(bit).path.resolve() == boards["swapped_board"].resolve()
+    loose = tmp_path / "finn-accel.bit"
+    shutil.copy(bit, loose)
+    with pytest.raises(UserError, match=r"not in a package's bitfile/") as err:
+        ez.bitfile_package(loose)
+    assert "\n" not in str(err.value)
