@@ -383,3 +383,28 @@ def test_the_fabric_comes_from_the_package_holding_the_bitfile(boards, tmp_path)
     with pytest.raises(UserError, match=r"not in a package's bitfile/") as err:
         ez.bitfile_package(loose)
     assert "\n" not in str(err.value)
+
+
+def test_eval_on_the_emulated_board_gives_the_simulator_s_confusion_matrix(
+    capsys, tmp_path
+) -> None:
+    import json
+
+    from tests.helpers.datasets import classes_package, write_voc
+
+    voc = write_voc(tmp_path / "VOCdevkit" / "VOC2012", {"val": 3})
+    package = classes_package(tmp_path / "voc21-pynq-z2", 21)
+    board = tmp_path / "board"
+    code, _, err = _fcnseg(["emulate", "board-files", str(package), "-o", str(board)], capsys)
+    assert code == 0, err
+    reports = {}
+    for name, pre in (("pynq", ["emulate", "run", "--"]), ("sim", [])):
+        reports[name] = tmp_path / f"{name}.json"
+        args = [*pre, "eval", "--package", str(board), "--data", f"voc:{voc}", "--split", "val"]
+        code, out, err = _fcnseg([*args, "--backend", name, "--json", str(reports[name])], capsys)
+        assert code == 0, err
+        if name == "pynq":
+            assert out.strip().splitlines()[-1].startswith("emulated board: ")
+    hw, sim = (json.loads(reports[name].read_text()) for name in ("pynq", "sim"))
+    assert np.asarray(hw["confusion"]).sum() > 0
+    assert hw["confusion"] == sim["confusion"]
