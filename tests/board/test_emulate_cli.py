@@ -6,8 +6,11 @@ board-files`` on the old package gives the bitfile; the swapped package carries 
 old driver/settings.json), as ``fcnseg swap-weights`` keeps them. ``emulate run -- segment
 --backend pynq`` on it writes the swapped words over the old bitfile's and gives the masks and
 integer scores of ``segment --backend sim`` byte for byte, which equal Brevitas; without the
-writes the old bitfile's weights decide. A non-runtime package (the tiny FCN-8s) runs too.
-Refusals are one line, exit 2.
+writes the old bitfile's weights decide. A non-runtime package (the tiny FCN-8s) runs too, on
+the simulator's fabric and on its generated hardware; ``classify``, ``eval`` and ``video`` on
+the emulated board give the simulator's reports, confusion matrix and masks. A lost write and a
+board fault are one line, exit 2, as are the refusals (no ``--``, another command, no
+``--backend pynq``, a real board).
 """
 
 from __future__ import annotations
@@ -408,3 +411,22 @@ def test_eval_on_the_emulated_board_gives_the_simulator_s_confusion_matrix(
     hw, sim = (json.loads(reports[name].read_text()) for name in ("pynq", "sim"))
     assert np.asarray(hw["confusion"]).sum() > 0
     assert hw["confusion"] == sim["confusion"]
+
+
+def test_video_on_the_emulated_board_gives_the_simulator_s_masks(boards, capsys, tmp_path) -> None:
+    from PIL import Image
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i, image in enumerate(boards["images"][:3]):
+        Image.open(image).save(frames / f"f{i:03d}.png")
+    for name, pre in (("pynq", ["emulate", "run", "--"]), ("sim", [])):
+        args = [*pre, "video", str(frames), "--package", str(boards["swapped_board"])]
+        code, out, err = _fcnseg(
+            [*args, "--backend", name, "--masks", str(tmp_path / name)], capsys
+        )
+        assert code == 0, err
+        if name == "pynq":
+            assert "runtime-weight words written" in out.strip().splitlines()[-1]
+    masks = _outputs(tmp_path / "pynq")
+    assert len(masks) >= 3 and masks == _outputs(tmp_path / "sim")
