@@ -47,7 +47,7 @@ help:
 	@echo "              the git-tracked shipped artifacts)"
 	@echo "make train-classifier  train the image classifier (issue 18) -> runs/classifier-backbone, runs/classifier"
 	@echo "make rebuild-classifier  re-export models/classifier/export at 384x384 from the committed"
-	@echo "              checkpoint and recompile host/packages/classifier-pynq-z2 (overwrites both)"
+	@echo "              checkpoint, recompile host/packages/classifier-{pynq-z2,zcu104} (overwrites them), check them"
 	@echo "make bench    run the benchmarks, write bench/results.json and bench/RESULTS.md (the emulated-board ones: bench/board/)"
 	@echo "make lint     ruff"
 
@@ -133,17 +133,21 @@ train-classifier: $(VENV)/.installed
 	$(VENV)/bin/fcnseg train --config quantize/configs/classifier.json -o runs/classifier
 
 # The only target that writes the shipped classifier's export and package: fc_to_conv of the
-# committed checkpoint exported at 384x384 (a 6x6 map), compiled for the Pynq-Z2; then checked:
-# one simulator pass of the shipped package equals the checkpoint on all 36 crops of each photo.
+# committed checkpoint exported at 384x384 (a 6x6 map), compiled for the Pynq-Z2 and the ZCU104;
+# then each package is checked: one simulator pass equals the checkpoint on all 36 crops of each
+# sample photo, in integers (quantize/check_classifier.py; a failure fails the target).
+CLASSIFIER_BOARDS := pynq-z2 zcu104
 rebuild-classifier: $(VENV)/.installed
 	$(VENV)/bin/fcnseg export models/classifier/checkpoint.safetensors --tile 384 384 -o models/classifier/export
-	$(VENV)/bin/fcnseg compile models/classifier/export --board pynq-z2 -o build/shipped-classifier-pynq-z2
-	rm -rf host/packages/classifier-pynq-z2.new
-	cp -R build/shipped-classifier-pynq-z2/package host/packages/classifier-pynq-z2.new
-	rm -rf host/packages/classifier-pynq-z2
-	mv host/packages/classifier-pynq-z2.new host/packages/classifier-pynq-z2
-	$(VENV)/bin/python -m fcnseg.quantize.check_classifier host/packages/classifier-pynq-z2 \
-		models/classifier/checkpoint.safetensors samples/*.jpg
+	set -e; for board in $(CLASSIFIER_BOARDS); do \
+		$(VENV)/bin/fcnseg compile models/classifier/export --board $$board -o build/shipped-classifier-$$board; \
+		rm -rf host/packages/classifier-$$board.new; \
+		cp -R build/shipped-classifier-$$board/package host/packages/classifier-$$board.new; \
+		rm -rf host/packages/classifier-$$board; \
+		mv host/packages/classifier-$$board.new host/packages/classifier-$$board; \
+		$(VENV)/bin/python -m fcnseg.quantize.check_classifier host/packages/classifier-$$board \
+			models/classifier/checkpoint.safetensors samples/*.jpg; \
+	done
 
 # The shipped package is found through the installed fcnseg; the checkpoint and photos are named.
 # The in_flight and farm benchmarks need pynq (the emulated board): they run in the board

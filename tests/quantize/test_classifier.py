@@ -237,10 +237,23 @@ def test_dominant_class_counts_visible_shape_pixels():
 # ------------------------------------------------------------------------- the shipped artifacts
 SHIPPED = ROOT / "models" / "classifier"
 PACKAGE = ROOT / "host" / "packages" / "classifier-pynq-z2"
+#: every shipped classifier package (``make rebuild-classifier``: one per board)
+PACKAGES = sorted((ROOT / "host" / "packages").glob("classifier-*"))
 
 
-def test_shipped_package_on_the_simulator_is_the_36_exact_crops():
-    """host/packages/classifier-pynq-z2 (compiled from models/classifier/export) on the simulator:
+def test_a_classifier_package_is_shipped_per_board():
+    assert [p.name for p in PACKAGES] == ["classifier-pynq-z2", "classifier-zcu104"]
+    for path in PACKAGES:
+        card = json.loads((path / "accelerator.json").read_text())
+        assert card["estimates"]["board"]["name"] == path.name.removeprefix("classifier-")
+        assert card["estimates"]["fit"]["fits"] is True
+        size = sum(f.stat().st_size for f in path.iterdir())
+        assert size < 700_000, f"{path.name}: {size} bytes"
+
+
+@pytest.mark.parametrize("package", PACKAGES, ids=lambda p: p.name)
+def test_shipped_package_on_the_simulator_is_the_36_exact_crops(package):
+    """host/packages/classifier-* (compiled from models/classifier/export) on the simulator:
     its raw integer 6x6 map equals the exact record and the shipped checkpoint's classifier on
     the 36 crops (Brevitas float64), on sample photos and boundary inputs."""
     from fcnseg.host.package import load_package
@@ -250,9 +263,9 @@ def test_shipped_package_on_the_simulator_is_the_36_exact_crops():
     from fcnseg.quantize.models.classifier import load_classifier
 
     model, meta = load_classifier(SHIPPED / "checkpoint.safetensors")
-    engine = SimEngine(load_package(PACKAGE))
+    engine = SimEngine(load_package(package))
     reference = ExactForward(load_net(SHIPPED / "export"))
-    card = json.loads((PACKAGE / "accelerator.json").read_text())["model_card"]
+    card = json.loads((package / "accelerator.json").read_text())["model_card"]
     assert (card["task"], card["window"], card["tile"]) == ("classification", WINDOW, [384, 384])
     assert card["classes"] == meta["classes"] == list(SHAPE_CLASSES)
     images = [photo_tile(p, IMAGE) for p in SAMPLES[:2]] + boundary_images()[:2]
