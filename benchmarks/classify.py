@@ -37,7 +37,7 @@ share), ``classify_estimates`` (:mod:`.classify_estimates`) and ``classify_accur
    - ``enlarged, mean``: the scene enlarged to 384x384, the 36 positions' dequantized logits
      averaged (the seed's recipe); ``enlarged, max``: the same 36, maximum per class;
    - ``multi-scale``: the mean over 288x288, 384x384 and 480x480 of each size's mean-pooled
-     logits (4, 36 and 81 positions);
+     logits (9, 36 and 81 positions);
    - ``stride 16``: the 384x384 image and its copies cropped by 16 px along y, x and both,
      interleaved (121 positions at stride 16), averaged.
 

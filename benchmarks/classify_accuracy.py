@@ -47,36 +47,37 @@ def paired_bootstrap(
     return float(low), float(high)
 
 
-def _variants(clf: Any, scene: np.ndarray) -> dict[str, int]:
-    """Each variant's predicted class for one 224 scene (module docstring)."""
+def _positions(result: Any) -> str:
+    """The positions a :class:`~fcnseg.host.classify.Classification` pooled, per scale."""
+    return " + ".join(str(r.scores.shape[0] * r.scores.shape[1]) for r in result.scales)
+
+
+def _variants(clf: Any, scene: np.ndarray) -> dict[str, tuple[int, str]]:
+    """Each variant's ``(predicted class, positions pooled)`` for one 224 scene (module
+    docstring of :mod:`.classify`)."""
     from fcnseg.host.classify import pool_logits, resize
 
     size = (IMAGE, IMAGE)
     enlarged = resize(scene, size)
     centre = enlarged[CENTRE : CENTRE + 224, CENTRE : CENTRE + 224]
     mean = clf.classify(enlarged, scales=[size])
-    biggest = mean.scales[0].scores
-    maximum = pool_logits(biggest, clf.output_scale, clf.output_bias, "max")
+    maximum = pool_logits(mean.scales[0].scores, clf.output_scale, clf.output_bias, "max")
+    native = clf.classify(scene, scales=[(224, 224)])
+    one = clf.classify(centre, scales=[(224, 224)])
+    multi = clf.classify(scene, scales=[(s, s) for s in MULTI_SCALE])
+    fine = clf.classify(enlarged, scales=[size], stride=16)
     return {
-        "native": int(np.argmax(clf.classify(scene, scales=[(224, 224)]).logits)),
-        "centre crop": int(np.argmax(clf.classify(centre, scales=[(224, 224)]).logits)),
-        "enlarged, mean": int(np.argmax(mean.logits)),
-        "enlarged, max": int(np.argmax(maximum)),
-        "multi-scale": int(
-            np.argmax(clf.classify(scene, scales=[(s, s) for s in MULTI_SCALE]).logits)
-        ),
-        "stride 16": int(np.argmax(clf.classify(enlarged, scales=[size], stride=16).logits)),
+        "native": (int(np.argmax(native.logits)), _positions(native)),
+        "centre crop": (int(np.argmax(one.logits)), _positions(one)),
+        "enlarged, mean": (int(np.argmax(mean.logits)), _positions(mean)),
+        "enlarged, max": (int(np.argmax(maximum)), _positions(mean)),
+        "multi-scale": (int(np.argmax(multi.logits)), _positions(multi)),
+        "stride 16": (int(np.argmax(fine.logits)), _positions(fine)),
     }
 
 
-POSITIONS = {
-    "native": "1",
-    "centre crop": "1",
-    "enlarged, mean": "36",
-    "enlarged, max": "36",
-    "multi-scale": "4 + 36 + 81",
-    "stride 16": "121",
-}
+#: the variants, in table order (module docstring of :mod:`.classify`)
+VARIANTS = ("native", "centre crop", "enlarged, mean", "enlarged, max", "multi-scale", "stride 16")
 
 
 def accuracy_part(ctx: Context, clf: Any, scenes: int) -> tuple[list[dict], list[dict], list[dict]]:
@@ -84,14 +85,17 @@ def accuracy_part(ctx: Context, clf: Any, scenes: int) -> tuple[list[dict], list
     from fcnseg.quantize.data.dominant import NO_LABEL, DominantShapes
 
     data = DominantShapes("test", 224, scenes)
-    labels, predicted = [], {name: [] for name in POSITIONS}
+    labels: list[int] = []
+    predicted: dict[str, list[int]] = {name: [] for name in VARIANTS}
+    positions: dict[str, str] = {}
     for index in range(len(data)):
         scene, label = data[index]
         if label == NO_LABEL:
             continue
         labels.append(label)
-        for name, value in _variants(clf, scene).items():
+        for name, (value, pooled) in _variants(clf, scene).items():
             predicted[name].append(value)
+            positions[name] = pooled  # the same for every scene (all are 224x224)
     truth = np.array(labels)
     right = {name: np.array(values) == truth for name, values in predicted.items()}
     base = right["centre crop"]
@@ -102,7 +106,7 @@ def accuracy_part(ctx: Context, clf: Any, scenes: int) -> tuple[list[dict], list
         rows.append(
             {
                 "variant": name,
-                "positions": POSITIONS[name],
+                "positions": positions[name],
                 "correct": int(hits.sum()),
                 "scenes": len(hits),
                 "top1_%": round(100 * float(hits.mean()), 1),

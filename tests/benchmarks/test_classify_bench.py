@@ -129,6 +129,7 @@ def test_accuracy_table_on_a_few_held_out_scenes(tmp_path: Path) -> None:
     assert result["status"] == "ok", result.get("reason") or result.get("traceback")
     rows = result["rows"]
     assert [r["variant"] for r in rows] == VARIANTS
+    assert [r["positions"] for r in rows] == ["1", "1", "36", "36", "9 + 36 + 81", "121"]
     scenes = rows[0]["scenes"]
     assert 0 < scenes <= acc.QUICK_SCENES
     for r in rows:
