@@ -26,6 +26,8 @@ NUMPY_ONLY = (
     "estimates",
     "frame_rates",
 )
+#: the classifier's benchmarks (benchmarks/classify*.py), after the others
+CLASSIFIER = ("classify", "classify_estimates", "classify_accuracy")
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -58,7 +60,13 @@ def test_bench_on_the_shipped_package_runs_what_numpy_can(tmp_path: Path) -> Non
     assert done.returncode == 0, done.stderr[-3000:]
     data = json.loads((tmp_path / "out" / "results.json").read_text())
     results = data["benchmarks"]
-    assert list(results) == [*NUMPY_ONLY, "in_flight", "farm", "accuracy"]
+    assert list(results) == [*NUMPY_ONLY, "in_flight", "farm", "accuracy", *CLASSIFIER]
+    # the classifier's benchmarks find the installed classifier package (--package is an FCN's)
+    for name in ("classify", "classify_estimates"):
+        assert results[name]["status"] == "ok", (name, results[name].get("reason"))
+        assert all(c["passed"] for c in results[name]["checks"])
+    expected = "ok" if importlib.util.find_spec("skimage") else "skipped"
+    assert results["classify_accuracy"]["status"] == expected
     for name in NUMPY_ONLY:
         assert results[name]["status"] == "ok", (name, results[name].get("reason"))
         assert all(c["passed"] for c in results[name]["checks"])
