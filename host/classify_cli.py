@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from fcnseg.errors import ParameterError, UserError
+from fcnseg.host.cli import board_option
 
 if TYPE_CHECKING:
     from fcnseg.host.classify import Classification, Classifier
@@ -78,9 +79,7 @@ CSV_COLUMNS = (
     help="Classification package folder [default: the shipped classifier-pynq-z2].",
 )
 @click.option("--backend", default="sim", show_default=True, help="sim | pynq.")
-@click.option(
-    "--board", default=None, help="Refuse a package built for another board (e.g. pynq-z2)."
-)
+@board_option
 @click.option(
     "--size",
     "sizes",
@@ -109,8 +108,9 @@ CSV_COLUMNS = (
     "--stride",
     type=int,
     default=None,
-    help="Pixels between the classifier's positions: the output stride (32) [default], or "
-    "16 / 8 by 4 / 16 passes on shifted copies interleaved.",
+    help="Pixels between the classifier's positions: the package's output stride [default; 32 "
+    "for the shipped classifiers], or a divisor of it by shifted passes interleaved (half: 4 "
+    "passes, a quarter: 16).",
 )
 @click.option(
     "--top",

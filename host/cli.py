@@ -75,6 +75,15 @@ FLAGS = {
 }
 
 
+#: ``--board``, the same in every command that opens a package (segment, classify, video)
+board_option = click.option(
+    "--board",
+    default=None,
+    help="Refuse a package built for another board (e.g. pynq-z2) [default: with --backend "
+    "pynq, the PYNQ image's BOARD].",
+)
+
+
 def _debug(ctx: click.Context) -> bool:
     root = ctx.find_root()
     return bool(isinstance(root.obj, dict) and root.obj.get("debug"))
@@ -102,12 +111,7 @@ SCORES_HELP = (
     "--package", type=click.Path(), default=None, help="Package folder [default: shipped]."
 )
 @click.option("--backend", default="sim", show_default=True, help="sim | pynq.")
-@click.option(
-    "--board",
-    default=None,
-    help="Refuse a package built for another board (e.g. pynq-z2) [default: with --backend "
-    "pynq, the PYNQ image's BOARD].",
-)
+@board_option
 @click.option(
     "--shift-stitch",
     type=click.Choice(["1", "2", "4"]),

@@ -30,6 +30,7 @@ from typing import Any
 import click
 
 from fcnseg.errors import UserError
+from fcnseg.host.cli import board_option
 
 
 @click.command()
@@ -75,7 +76,7 @@ from fcnseg.errors import UserError
     "--package", type=click.Path(), default=None, help="Package folder [default: shipped]."
 )
 @click.option("--backend", default="sim", show_default=True, help="sim | pynq.")
-@click.option("--board", default=None, help="Refuse a package built for another board.")
+@board_option
 @click.option(
     "--overlap",
     type=click.IntRange(min=0),
