@@ -37,7 +37,6 @@ import json
 import os
 from collections import OrderedDict
 from dataclasses import dataclass
-from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -326,63 +325,17 @@ def convert(model: Classifier) -> ConvClassifier:
 
 # ------------------------------------------------------------------------------ exact record
 def exact_classifier(model: ConvClassifier):
-    """The :class:`~fcnseg.quantize.exact.record.ExactNet` of a converted quantized classifier.
+    """The :class:`~fcnseg.quantize.exact.record.ExactNet` of a converted quantized classifier:
+    the generic walk of a converted classifier's layers (:func:`fcnseg.quantize.own_classifier.
+    exact_walk`, every layer's meaning from :mod:`fcnseg.quantize.exact.extract`, checked against
+    Brevitas in float64), with our architecture's name. Step names are qualified module names
+    (``features.conv1_1``)."""
+    from fcnseg.quantize.own_classifier import exact_walk
 
-    Every layer's exact meaning comes from :mod:`fcnseg.quantize.exact.extract` (which checks it
-    against Brevitas in float64); this function only walks the classifier's layers.
-    """
-    from fcnseg.quantize.exact.extract import (
-        _check_pixel_quant,
-        act_quantizer,
-        float64_copy,
-        weight_integers,
-    )
-    from fcnseg.quantize.exact.record import BatchNorm, ExactNet, Step
-
-    cfg = model.cfg
-    if not cfg.quantized:
+    if not model.cfg.quantized:
         raise UserError("the float classifier has no exact integer meaning")
-    m = float64_copy(model)
-    features, head = m.net.features, m.net.classifier
-    steps: list[Step] = []
-    scale: Fraction = Fraction(1, 255)
-    src = "pixels"
-
-    def fr(t: torch.Tensor) -> tuple[Fraction, ...]:
-        return tuple(Fraction(float(v)) for v in t.detach().double().reshape(-1).tolist())
-
-    def conv(name: str, layer: nn.Module, bn: nn.Module | None, relu: nn.Module | None,
-             relu_name: str) -> None:  # fmt: skip
-        nonlocal scale, src
-        ints, wscale = weight_integers(layer)
-        norm = None
-        if bn is not None:
-            norm = BatchNorm(fr(bn.running_mean), fr(bn.running_var), fr(bn.weight), fr(bn.bias),
-                             Fraction(float(bn.eps)))  # fmt: skip
-        quant = None if relu is None else act_quantizer(relu_name, relu)
-        dst = name if quant is not None else "scores"
-        bias = fr(layer.bias) if layer.bias is not None else None
-        steps.append(
-            Step(op="conv", name=name, src=src, dst=dst, weight=ints, padding=0, in_scale=scale,
-                 weight_scale=wscale, bias=bias, bn=norm, quant=quant)
-        )  # fmt: skip
-        scale = quant.scale if quant is not None else scale
-        src = dst
-
-    with torch.no_grad():
-        _check_pixel_quant(features)
-        for name, _, _, _ in conv_table(cfg):
-            if name.startswith("pool"):
-                steps.append(Step(op="pool", name=name, src=src, dst=name, k=2))
-                src = name
-                continue
-            suffix = name[4:]
-            layer = {n: getattr(features, f"{n}{suffix}") for n in ("relu", "bn")}
-            conv(name, getattr(features, name), layer["bn"], layer["relu"], f"relu{suffix}")
-        conv("fc6", head.fc6, None, head.relu6, "relu6")
-        conv("fc7", head.fc7, None, head.relu7, "relu7")
-        conv("score", head.score, None, None, "")
-    return ExactNet(ARCH, tuple(steps))
+    net, _ = exact_walk(model.net)
+    return dataclasses.replace(net, arch=ARCH)
 
 
 # -------------------------------------------------------------------------------- checkpoints
